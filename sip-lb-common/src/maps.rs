@@ -1,0 +1,1 @@
+//! Map keys and values shared by the XDP program and its loader.
