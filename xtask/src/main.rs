@@ -1,1 +1,84 @@
-fn main() {}
+//! Project tasks: `cargo xtask run`, `cargo xtask test`, `cargo xtask setup`.
+mod demo;
+mod setup;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "sip-lb project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing (Debian packages, rust-src, bpf-linker).
+    Setup,
+    /// Build and run sip-lb. With no arguments: a bounded demo on loopback.
+    /// Otherwise the arguments go to `sip-lb run`, e.g. `-- --config FILE`.
+    Run {
+        /// Demo length in seconds (no-argument mode).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build everything and run every test of the project.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+// `cargo test` without --workspace: the default members, i.e. all but the
+// eBPF crate, which only builds for bpfel-unknown-none (via sip-lb/build.rs).
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::ensure_all(),
+        Task::Run { seconds, args } => {
+            setup::ensure_all()?;
+            eprintln!("xtask: building sip-lb (release)");
+            setup::run(cargo().args(["build", "--release", "-p", "sip-lb"]))?;
+            let bin = target_dir().join("release/sip-lb");
+            if args.is_empty() {
+                demo::run_demo(&bin, seconds)
+            } else {
+                let err = exec(Command::new(&bin).arg("run").args(&args));
+                Err(err).context("starting sip-lb")
+            }
+        }
+        Task::Test { args } => {
+            setup::ensure_all()?;
+            eprintln!("xtask: building every binary (end-to-end tests run target/debug/sip-lb)");
+            setup::run(cargo().args(["build", "--bins"]))?;
+            eprintln!("xtask: running every test");
+            setup::run(cargo().args(["test", "--no-fail-fast"]).args(&args))
+        }
+    }
+}
+
+/// Replaces xtask with the command, so signals reach sip-lb directly.
+fn exec(cmd: &mut Command) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    cmd.exec()
+}
