@@ -1,1 +1,181 @@
 //! Map keys and values shared by the XDP program and its loader.
+//!
+//! This is the whole ABI between `sip-lb-ebpf` and `sip-lb::xdp`: map names,
+//! sizes, the configuration record and the counter record. Both sides use
+//! these definitions; nothing about the maps is spelled twice.
+
+/// Most workers steering can address (size of the per-worker arrays).
+pub const MAX_WORKERS: usize = 64;
+
+/// Bytes of UDP payload the programs copy and scan for the Call-ID header.
+/// A Call-ID header line must start within this window and its value must end
+/// within it; otherwise the datagram is passed unsteered (`TooLong`).
+pub const SCAN_WINDOW: usize = 2048;
+
+/// Size of the per-CPU scan buffer: a power of two so every index can be
+/// masked into bounds, plus slack for the 8-byte reads near the end.
+pub const SCAN_BUF_LEN: usize = 4096 + 16;
+/// Mask applied to every scan-buffer index (keeps the verifier happy).
+pub const SCAN_BUF_MASK: usize = 4095;
+
+/// Bytes a Call-ID value (with its leading whitespace) may span.
+pub const MAX_CALL_ID_SPAN: usize = 256;
+
+/// Queue size given to each CPU-map entry (frames in flight per target CPU).
+pub const CPU_MAP_QUEUE_SIZE: u32 = 2048;
+/// Entries of the CPU map: the highest CPU number that can own a worker, +1.
+pub const MAX_CPUS: u32 = 256;
+
+/// Map names, as the loader looks them up in the object.
+pub mod names {
+    /// `Array<SteerConfig>`, one entry.
+    pub const CONFIG: &str = "CONFIG";
+    /// `HashMap<u16 /* host order */, u8>` of SIP UDP ports.
+    pub const SIP_PORTS: &str = "SIP_PORTS";
+    /// `CpuMap`, key = CPU number.
+    pub const CPU_MAP: &str = "CPU_MAP";
+    /// `ReusePortSockArray`, key = worker index.
+    pub const WORKER_SOCKS: &str = "WORKER_SOCKS";
+    /// `PerCpuArray<Counters>`, one entry: the XDP program's counters.
+    pub const XDP_COUNTERS: &str = "XDP_COUNTERS";
+    /// `PerCpuArray<Counters>`, one entry: the SK_REUSEPORT program's counters.
+    pub const REUSEPORT_COUNTERS: &str = "REUSEPORT_COUNTERS";
+    /// `PerCpuArray<ScanBuf>`, one entry: scratch for the payload copy.
+    pub const SCAN_BUF: &str = "SCAN_BUF";
+    /// Program names.
+    pub const XDP_PROG: &str = "sip_lb";
+    pub const REUSEPORT_PROG: &str = "sip_lb_reuseport";
+}
+
+/// Configuration written by userspace before traffic flows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SteerConfig {
+    /// Number of workers (1..=MAX_WORKERS). 0 disables steering.
+    pub workers: u32,
+    pub _pad: u32,
+    /// CPU each worker is pinned to (the CPU-map key to redirect to).
+    pub worker_cpus: [u32; MAX_WORKERS],
+}
+
+impl SteerConfig {
+    pub const fn zeroed() -> Self {
+        Self { workers: 0, _pad: 0, worker_cpus: [0; MAX_WORKERS] }
+    }
+}
+
+/// Why a datagram was passed to the stack unsteered.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassReason {
+    /// Not IPv4/IPv6, or not UDP (TCP, ICMP, ARP, IPv6 extension headers).
+    NotIpUdp = 0,
+    /// UDP to a port that is not a configured SIP port.
+    OtherPort = 1,
+    /// An IP fragment (MF set or offset != 0, IPv6 fragment header).
+    Fragment = 2,
+    /// A header or the UDP length runs past the end of the frame.
+    Truncated = 3,
+    /// Payload does not look like a SIP message (e.g. CRLF keep-alive).
+    NotSip = 4,
+    /// SIP header block without a Call-ID.
+    NoCallId = 5,
+    /// The Call-ID header or value is not within `SCAN_WINDOW`/`MAX_CALL_ID_SPAN`.
+    TooLong = 6,
+    /// The CPU-map redirect (or socket select) failed; stack fallback.
+    SteerFailed = 7,
+}
+
+/// Number of [`PassReason`]s.
+pub const PASS_REASONS: usize = 8;
+
+impl PassReason {
+    pub const ALL: [PassReason; PASS_REASONS] = [
+        Self::NotIpUdp,
+        Self::OtherPort,
+        Self::Fragment,
+        Self::Truncated,
+        Self::NotSip,
+        Self::NoCallId,
+        Self::TooLong,
+        Self::SteerFailed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NotIpUdp => "not_ip_udp",
+            Self::OtherPort => "other_port",
+            Self::Fragment => "fragment",
+            Self::Truncated => "truncated",
+            Self::NotSip => "not_sip",
+            Self::NoCallId => "no_call_id",
+            Self::TooLong => "too_long",
+            Self::SteerFailed => "steer_failed",
+        }
+    }
+}
+
+/// Per-CPU counters of one program (one map entry per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Counters {
+    /// Frames seen by the program.
+    pub packets: u64,
+    /// Bytes of those frames (whole frame incl. fragments).
+    pub bytes: u64,
+    /// Passed unsteered, by [`PassReason`].
+    pub passed: [u64; PASS_REASONS],
+    /// Steered, by target worker index.
+    pub steered: [u64; MAX_WORKERS],
+    /// Call-ID hash of the last steered datagram on this CPU (debugging/tests).
+    pub last_hash: u64,
+}
+
+impl Counters {
+    pub const fn zeroed() -> Self {
+        Self {
+            packets: 0,
+            bytes: 0,
+            passed: [0; PASS_REASONS],
+            steered: [0; MAX_WORKERS],
+            last_hash: 0,
+        }
+    }
+}
+
+/// Scratch buffer the payload is copied into before scanning, with the
+/// scanner's state. The state lives in the map value rather than on the
+/// stack on purpose: the verifier forgets scalars stored in map values, so
+/// the `bpf_loop` callback's state converges after one pass instead of the
+/// verifier tracking every position precisely (which it cannot finish).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ScanBuf {
+    pub data: [u8; SCAN_BUF_LEN],
+    pub state: ScanState,
+}
+
+/// Progress of one Call-ID scan (see [`ScanBuf`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ScanState {
+    /// Payload bytes in `data`.
+    pub len: u64,
+    /// Where the next step starts.
+    pub pos: u64,
+    /// 1 when `pos` is the first byte of a header line.
+    pub line_start: u64,
+    /// Index just after the Call-ID's ':' (0: not found).
+    pub colon: u64,
+    /// 1 when the blank line ending the header block was seen.
+    pub end: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] integers and arrays, no padding holes with
+    // uninitialised bytes (explicit `_pad`), valid for any bit pattern.
+    unsafe impl aya::Pod for super::SteerConfig {}
+    unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::ScanBuf {}
+}

@@ -1,11 +1,166 @@
+//! sip-lb's kernel side: steer each SIP datagram to the worker owning its
+//! Call-ID. Two programs share one Call-ID scanner ([`callid`]):
+//! - `sip_lb` (XDP): parses L2-L4 ([`headers`]), hashes the Call-ID and
+//!   redirects the frame into `CPU_MAP` at the owning worker's CPU, so the
+//!   kernel's UDP receive work already runs there;
+//! - `sip_lb_reuseport` (SK_REUSEPORT): in the worker sockets' reuseport
+//!   group, picks the owning worker's socket from `WORKER_SOCKS`. It alone
+//!   gives Call-ID affinity (also on loopback, without XDP).
+//! All maps are in [`maps`]; their types are in `sip_lb_common::maps`.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+mod callid;
+mod headers;
+mod maps;
 
-#[xdp]
-pub fn sip_lb(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{sk_action::SK_PASS, xdp_action},
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    macros::{sk_reuseport, xdp},
+    programs::{SkReuseportContext, XdpContext},
+    EbpfContext as _,
+};
+use sip_lb_common::{
+    maps::{Counters, PassReason, MAX_WORKERS, PASS_REASONS, SCAN_WINDOW},
+    worker_for_hash,
+};
+
+use crate::maps::{CONFIG, CPU_MAP, REUSEPORT_COUNTERS, WORKER_SOCKS, XDP_COUNTERS};
+
+/// Shortest payload taken for SIP ("ACK x SIP/2.0" is longer).
+const MIN_SIP_LEN: usize = 12;
+const UDP_HLEN: usize = 8;
+
+#[inline(always)]
+fn count_pass(c: &mut Counters, reason: PassReason) {
+    // The volatile read hides the enum's range from LLVM, so the mask stays
+    // in the code and the verifier sees a bounded index.
+    let i = unsafe { core::ptr::read_volatile(&(reason as u32)) } as usize & (PASS_REASONS - 1);
+    // SAFETY: i < PASS_REASONS.
+    unsafe { *c.passed.get_unchecked_mut(i) += 1 };
+}
+
+#[inline(always)]
+fn count_steer(c: &mut Counters, worker: usize, hash: u64) {
+    // SAFETY: masked index into an array of MAX_WORKERS (a power of two).
+    unsafe { *c.steered.get_unchecked_mut(worker & (MAX_WORKERS - 1)) += 1 };
+    c.last_hash = hash;
+}
+
+/// Window length for a payload of `payload_len` bytes, and whether it is cut.
+#[inline(always)]
+fn window(payload_len: usize) -> Result<(u32, bool), PassReason> {
+    if payload_len < MIN_SIP_LEN {
+        return Err(PassReason::NotSip);
+    }
+    if payload_len > SCAN_WINDOW {
+        Ok((SCAN_WINDOW as u32, true))
+    } else {
+        Ok((payload_len as u32, false))
+    }
+}
+
+/// Worker index owning `hash`, and the CPU it is pinned to.
+#[inline(always)]
+fn owner(hash: u64) -> Result<(usize, u32), PassReason> {
+    let cfg = CONFIG.get(0).ok_or(PassReason::SteerFailed)?;
+    let workers = cfg.workers;
+    if workers == 0 || workers > MAX_WORKERS as u32 {
+        return Err(PassReason::SteerFailed);
+    }
+    let w = worker_for_hash(hash, workers) as usize & (MAX_WORKERS - 1);
+    Ok((w, cfg.worker_cpus[w]))
+}
+
+#[xdp(frags)]
+pub fn sip_lb(ctx: XdpContext) -> u32 {
+    let Some(c) = XDP_COUNTERS.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: this CPU's counters; XDP runs without preemption.
+    let c = unsafe { &mut *c };
+    c.packets += 1;
+    c.bytes += headers::frame_len(&ctx);
+    match xdp_steer(&ctx) {
+        Ok((action, worker, hash)) => {
+            count_steer(c, worker, hash);
+            action
+        }
+        Err(reason) => {
+            count_pass(c, reason);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+#[inline(always)]
+fn xdp_steer(ctx: &XdpContext) -> Result<(u32, usize, u64), PassReason> {
+    let payload = headers::udp_payload(ctx)?;
+    let (len, cut) = window(payload.len)?;
+    let b = callid::scan_buf().ok_or(PassReason::SteerFailed)?;
+    let d = b as *mut u8;
+    // SAFETY: copies `len` <= SCAN_WINDOW bytes into the map value.
+    let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, payload.offset as u32, b as *mut c_void, len) };
+    if r != 0 {
+        return Err(PassReason::Truncated);
+    }
+    if !callid::looks_like_sip(d) {
+        return Err(PassReason::NotSip);
+    }
+    callid::guard(d, len as usize);
+    let hash = callid::find_and_hash(b, len as usize, cut)?;
+    let (worker, cpu) = owner(hash)?;
+    match CPU_MAP.redirect(cpu, xdp_action::XDP_PASS as u64) {
+        Ok(action) => Ok((action, worker, hash)),
+        Err(_) => Err(PassReason::SteerFailed),
+    }
+}
+
+#[sk_reuseport]
+pub fn sip_lb_reuseport(ctx: SkReuseportContext) -> u32 {
+    let Some(c) = REUSEPORT_COUNTERS.get_ptr_mut(0) else {
+        return SK_PASS;
+    };
+    // SAFETY: this CPU's counters; runs in softirq without preemption.
+    let c = unsafe { &mut *c };
+    c.packets += 1;
+    c.bytes += ctx.len() as u64;
+    match reuseport_select(&ctx) {
+        Ok((worker, hash)) => count_steer(c, worker, hash),
+        // SK_PASS without a selection: the kernel picks by 4-tuple hash.
+        Err(reason) => count_pass(c, reason),
+    }
+    SK_PASS
+}
+
+#[inline(always)]
+fn reuseport_select(ctx: &SkReuseportContext) -> Result<(usize, u64), PassReason> {
+    // skb->data is the UDP header here; skb->len is the UDP length.
+    let total = ctx.len();
+    if total < UDP_HLEN {
+        return Err(PassReason::Truncated);
+    }
+    let (len, cut) = window(total - UDP_HLEN)?;
+    let b = callid::scan_buf().ok_or(PassReason::SteerFailed)?;
+    let d = b as *mut u8;
+    // SAFETY: copies `len` <= SCAN_WINDOW bytes into the map value.
+    let r = unsafe { bpf_skb_load_bytes(ctx.as_ptr(), UDP_HLEN as u32, b as *mut c_void, len) };
+    if r != 0 {
+        return Err(PassReason::Truncated);
+    }
+    if !callid::looks_like_sip(d) {
+        return Err(PassReason::NotSip);
+    }
+    callid::guard(d, len as usize);
+    let hash = callid::find_and_hash(b, len as usize, cut)?;
+    let (worker, _cpu) = owner(hash)?;
+    WORKER_SOCKS
+        .select_reuseport(ctx, worker as u32)
+        .map_err(|_| PassReason::SteerFailed)?;
+    Ok((worker, hash))
 }
 
 #[cfg(not(test))]

@@ -10,6 +10,7 @@
 
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod proxy;
 pub mod sip;

@@ -1,1 +1,7 @@
 //! Helpers for end-to-end tests.
+
+pub mod ports;
+pub mod process;
+pub mod sipp;
+
+pub use process::sip_lb_binary;

@@ -1,1 +1,144 @@
+//! Configuration: the TOML file and the command-line flags, merged and
+//! validated into one [`Config`] that the control plane turns into a
+//! [`crate::balance::Router`].
+//!
+//! Order: the file (`--config`) is read first; then list flags (`--backend`,
+//! `--registrar`) add backends and scalar flags (`--listen`, `--advertise`,
+//! `--workers`, `--iface`, `--metrics`) override; then defaults are filled in
+//! and everything is validated. Errors say where: `file:line:col: field: what`.
+//! The file format is documented in `examples/sip-lb.toml`.
 
+mod addr;
+mod cli;
+mod error;
+mod file;
+mod validate;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
+pub use cli::RunArgs;
+pub use error::ConfigError;
+
+/// The name of the pool `--backend` creates when the file has no default pool.
+pub const DEFAULT_POOL: &str = "default";
+/// The name of the pool `--registrar` creates when no pool takes REGISTER.
+pub const REGISTRAR_POOL: &str = "registrars";
+/// The method `--registrar` backends serve.
+pub const REGISTER: &str = "REGISTER";
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Addresses to receive SIP on (default `127.0.0.1:5060`).
+    pub listen: Vec<SocketAddr>,
+    /// The address put in Via / Record-Route (default: the first listen
+    /// address, which must then not be a wildcard such as `0.0.0.0`).
+    pub advertise: SocketAddr,
+    /// Worker threads (default: CPUs available to the process).
+    pub workers: usize,
+    /// Backend pools. Each method is listed by at most one pool; exactly one
+    /// pool is the default for all other methods.
+    pub pools: Vec<PoolConfig>,
+    /// Interface for the XDP steering program, if any.
+    pub iface: Option<String>,
+    /// Metrics endpoint, if any.
+    pub metrics: Option<SocketAddr>,
+    /// Health probing (placeholder for the health-check issue).
+    pub health: HealthConfig,
+}
+
+/// A pool of interchangeable backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub name: String,
+    /// SIP methods routed here, case-sensitive as on the request line.
+    pub methods: Vec<String>,
+    /// Whether methods not listed by any pool come here. In the file it
+    /// defaults to true for a pool without `methods`, false otherwise.
+    pub default: bool,
+    pub backends: Vec<BackendConfig>,
+}
+
+/// One backend of a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub addr: SocketAddr,
+    /// Relative share of the pool's Call-IDs (at least 1; default 1).
+    pub weight: u32,
+}
+
+/// Health-probe settings. Only parsed and validated for now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Time between OPTIONS probes to each backend.
+    pub interval_ms: u64,
+    /// How long to wait for a probe's answer.
+    pub timeout_ms: u64,
+    /// Consecutive failed probes before a backend is marked down.
+    pub failures: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            failures: 3,
+        }
+    }
+}
+
+impl Config {
+    /// The default listen address.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_SIP_PORT);
+
+    /// Parses and validates a TOML document (no flags). Errors carry
+    /// `line:col` but no file name.
+    pub fn from_toml_str(src: &str) -> Result<Config, ConfigError> {
+        let (draft, spans) = file::parse(src)?;
+        validate::finish(draft, Some((src, &spans)))
+    }
+
+    /// Reads `--config` if given, applies the other flags on top, fills in
+    /// defaults and validates.
+    pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+        let text;
+        let (mut draft, mut spans, src, file_name) = match &args.config {
+            Some(path) => {
+                let name = path.display().to_string();
+                text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new("--config", format!("cannot read {name}: {e}"))
+                })?;
+                let (d, s) = file::parse(&text).map_err(|e| e.in_file(name.clone()))?;
+                (d, s, Some(text.as_str()), Some(name))
+            }
+            None => (file::Draft::default(), file::Spans::default(), None, None),
+        };
+        validate::apply_flags(&mut draft, &mut spans, args)?;
+        let located = src.map(|s| (s, &spans));
+        validate::finish(draft, located).map_err(|e| match file_name {
+            Some(f) if !e.field().starts_with("--") => e.in_file(f),
+            _ => e,
+        })
+    }
+
+    /// The pool that takes methods no pool lists.
+    pub fn default_pool(&self) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.default)
+    }
+
+    /// The pool a method goes to: the one listing it, else the default.
+    pub fn pool_for(&self, method: &str) -> Option<&PoolConfig> {
+        self.pools
+            .iter()
+            .find(|p| p.methods.iter().any(|m| m == method))
+            .or_else(|| self.default_pool())
+    }
+}
+
+/// Worker count when neither the file nor `--workers` sets one.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

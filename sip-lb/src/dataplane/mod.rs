@@ -1,1 +1,95 @@
+//! The data plane: one pinned worker thread per core, each with its own
+//! SO_REUSEPORT socket per listen address, moving batches of datagrams
+//! through the sans-IO core.
+//!
+//! The only thing shared with the control plane is the [`Plan`]: an immutable
+//! snapshot (forwarding identity + backend router) behind an `ArcSwap`. The
+//! control plane builds a new one and stores it; workers pick it up at their
+//! next batch without locking or waiting.
+pub mod affinity;
+pub mod batch;
+pub mod sockaddr;
+pub mod socket;
+pub mod stats;
+pub mod worker;
 
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+
+use crate::balance::Router;
+use crate::proxy::Proxy;
+
+pub use stats::{Counters, WorkerStats};
+use worker::Worker;
+
+/// Everything a worker needs to decide what to do with a datagram.
+pub struct Plan {
+    pub proxy: Proxy,
+    pub router: Router,
+}
+
+pub type SharedPlan = Arc<ArcSwap<Plan>>;
+
+pub struct Dataplane {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Vec<Arc<WorkerStats>>,
+    cpus: Vec<Option<usize>>,
+}
+
+/// Sockets bound for every worker, before any worker starts: `sockets[w][l]`
+/// is worker w's socket for listen address l. Binding in worker order makes
+/// reuseport group index == worker index.
+pub fn bind_sockets(listen: &[SocketAddr], workers: usize) -> io::Result<Vec<Vec<UdpSocket>>> {
+    let mut all: Vec<Vec<UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+    for &addr in listen {
+        let mut bound = addr;
+        for socks in all.iter_mut() {
+            let s = socket::bind_reuseport(bound)?;
+            // Port 0 means "any": every worker must join the port the first got.
+            bound = s.local_addr()?;
+            socks.push(s);
+        }
+    }
+    Ok(all)
+}
+
+impl Dataplane {
+    /// Starts one worker per socket set; worker i is pinned to `cpus[i]`.
+    pub fn start(sockets: Vec<Vec<UdpSocket>>, cpus: &[usize], plan: SharedPlan) -> io::Result<Dataplane> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut dp = Dataplane { stop: stop.clone(), threads: Vec::new(), stats: Vec::new(), cpus: Vec::new() };
+        for (index, sockets) in sockets.into_iter().enumerate() {
+            let stats = Arc::new(WorkerStats::default());
+            let cpu = cpus.get(index).copied();
+            let w = Worker { index, cpu, sockets, plan: plan.clone(), stats: stats.clone(), stop: stop.clone() };
+            let t = std::thread::Builder::new().name(format!("sip-lb-w{index}")).spawn(move || w.run())?;
+            dp.threads.push(t);
+            dp.stats.push(stats);
+            dp.cpus.push(cpu);
+        }
+        Ok(dp)
+    }
+
+    pub fn stats(&self) -> &[Arc<WorkerStats>] {
+        &self.stats
+    }
+
+    pub fn cpus(&self) -> &[Option<usize>] {
+        &self.cpus
+    }
+
+    /// Asks every worker to stop and waits for them (at most one idle poll).
+    pub fn stop(mut self) -> Vec<Arc<WorkerStats>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        std::mem::take(&mut self.stats)
+    }
+}

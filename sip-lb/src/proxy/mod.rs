@@ -1,1 +1,80 @@
+//! The sans-IO forwarding step: one datagram and its source in, one
+//! [`Action`] out, the bytes to send written into a caller-owned buffer.
+//! No sockets, clocks, randomness or per-message allocation, so workers,
+//! tests and benches all drive the same pure function.
+//!
+//! - [`action`]: what to do ([`Action`]) and why not ([`DropReason`]).
+//! - [`chooser`]: the backend question asked of the balancer.
+//! - [`identity`]: our own addresses.
+//! - `request`: validation and forwarding of requests (§16.3-16.6).
+//! - `response`: forwarding of responses (§16.7, §18.2.2).
+//! - `reply`: stateless error replies (§8.2.6).
+//! - `received`: received/rport on the client's Via (§18.2.1, RFC 3581).
+//! - `branch`: deterministic branch and To tag (§16.11).
+//! - `splice`: emitting a datagram with a few edits.
 
+pub mod action;
+pub mod branch;
+pub mod chooser;
+pub mod identity;
+mod received;
+mod reply;
+mod request;
+mod response;
+pub mod splice;
+
+pub use action::{Action, DropReason};
+pub use chooser::Chooser;
+pub use identity::Identity;
+
+use crate::sip::message::{Message, ParseError};
+use crate::sip::text::write_host_port;
+use branch::BRANCH_PREFIX;
+use std::net::SocketAddr;
+
+/// The forwarding step, configured. Immutable after `new`: share one per
+/// configuration snapshot between worker threads (`&self` only).
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    identity: Identity,
+    /// `Via: SIP/2.0/UDP <advertise>;branch=z9hG4bKslb`: the constant part
+    /// of our Via line, built once.
+    via_prefix: Vec<u8>,
+}
+
+impl Proxy {
+    pub fn new(identity: Identity) -> Self {
+        let mut via_prefix = b"Via: SIP/2.0/UDP ".to_vec();
+        write_host_port(&mut via_prefix, identity.advertise.ip(), identity.advertise.port());
+        via_prefix.extend_from_slice(b";branch=");
+        via_prefix.extend_from_slice(BRANCH_PREFIX);
+        Proxy { identity, via_prefix }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Decides what to do with `datagram` received from `src`. For
+    /// `Forward` and `Reply`, `out` holds the bytes to send (it is cleared
+    /// first and keeps its capacity); for `Drop` it is empty. Never panics.
+    pub fn handle<C: Chooser + ?Sized>(
+        &self,
+        chooser: &C,
+        datagram: &[u8],
+        src: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        out.clear();
+        let action = match Message::parse(datagram) {
+            Err(ParseError::KeepAlive) => Action::Drop(DropReason::KeepAlive),
+            Err(_) => Action::Drop(DropReason::Malformed),
+            Ok(m) if m.is_request() => request::handle(self, chooser, &m, src, out),
+            Ok(m) => response::handle(self, &m, out),
+        };
+        if matches!(action, Action::Drop(_)) {
+            out.clear();
+        }
+        action
+    }
+}

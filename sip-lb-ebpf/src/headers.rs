@@ -1,0 +1,117 @@
+//! Ethernet / VLAN / IPv4 / IPv6 / UDP parsing for the XDP program, with
+//! direct packet access. Finds where the UDP payload starts, or says why the
+//! frame is not ours.
+
+use aya_ebpf::{helpers::generated::bpf_xdp_get_buff_len, programs::XdpContext};
+use sip_lb_common::maps::PassReason;
+
+use crate::maps::SIP_PORTS;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_UDP: u8 = 17;
+const IPV6_FRAGMENT: u8 = 44;
+const UDP_HLEN: usize = 8;
+
+/// Where the SIP payload is, in bytes from the start of the frame.
+pub struct Payload {
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// Bounds-checked pointer to `len` bytes at `off` (the check the verifier wants).
+#[inline(always)]
+fn at(ctx: &XdpContext, off: usize, len: usize) -> Result<*const u8, PassReason> {
+    let start = ctx.data() + off;
+    if start + len > ctx.data_end() {
+        return Err(PassReason::Truncated);
+    }
+    Ok(start as *const u8)
+}
+
+#[inline(always)]
+fn be16(p: *const u8, i: usize) -> u16 {
+    // SAFETY: callers checked `p .. p + i + 2` against data_end.
+    unsafe { ((*p.add(i) as u16) << 8) | *p.add(i + 1) as u16 }
+}
+
+/// Parses L2-L4; `Ok` only for a complete, unfragmented UDP datagram to a SIP port.
+#[inline(always)]
+pub fn udp_payload(ctx: &XdpContext) -> Result<Payload, PassReason> {
+    let eth = at(ctx, 0, ETH_HLEN)?;
+    let mut proto = be16(eth, 12);
+    let mut off = ETH_HLEN;
+    // Up to two tags: 802.1Q, or 802.1ad (QinQ) outer + 802.1Q inner.
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        let tag = at(ctx, off, 4)?;
+        proto = be16(tag, 2);
+        off += 4;
+        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+            let tag = at(ctx, off, 4)?;
+            proto = be16(tag, 2);
+            off += 4;
+        }
+    }
+
+    let l4_off = match proto {
+        ETH_P_IP => {
+            let ip = at(ctx, off, 20)?;
+            // SAFETY: 20 bytes checked above.
+            let (vihl, frag, l4) = unsafe { (*ip, be16(ip, 6), *ip.add(9)) };
+            let ihl = ((vihl & 0x0f) as usize) * 4;
+            if ihl < 20 {
+                return Err(PassReason::Truncated);
+            }
+            if frag & 0x3fff != 0 {
+                return Err(PassReason::Fragment);
+            }
+            if l4 != IPPROTO_UDP {
+                return Err(PassReason::NotIpUdp);
+            }
+            off + ihl
+        }
+        ETH_P_IPV6 => {
+            let ip = at(ctx, off, 40)?;
+            // SAFETY: 40 bytes checked above.
+            let next = unsafe { *ip.add(6) };
+            if next == IPV6_FRAGMENT {
+                return Err(PassReason::Fragment);
+            }
+            if next != IPPROTO_UDP {
+                return Err(PassReason::NotIpUdp);
+            }
+            off + 40
+        }
+        _ => return Err(PassReason::NotIpUdp),
+    };
+
+    let udp = at(ctx, l4_off, UDP_HLEN)?;
+    let dport = be16(udp, 2);
+    let ulen = be16(udp, 4) as usize;
+    // SAFETY: lookup in a hash map; the value is not used past this line.
+    if unsafe { SIP_PORTS.get(&dport) }.is_none() {
+        return Err(PassReason::OtherPort);
+    }
+    if ulen < UDP_HLEN {
+        return Err(PassReason::Truncated);
+    }
+    // Whole frame, including fragments of a multi-buffer (jumbo) frame.
+    // SAFETY: plain helper call on our context.
+    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    let offset = l4_off + UDP_HLEN;
+    let len = ulen - UDP_HLEN;
+    if offset + len > frame_len {
+        return Err(PassReason::Truncated);
+    }
+    Ok(Payload { offset, len })
+}
+
+/// Length of the whole frame (linear part + fragments).
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> u64 {
+    // SAFETY: plain helper call on our context.
+    unsafe { bpf_xdp_get_buff_len(ctx.ctx) }
+}

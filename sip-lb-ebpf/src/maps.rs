@@ -1,0 +1,37 @@
+//! Every map of the data plane, in one place. Names, sizes and value types
+//! come from `sip_lb_common::maps`, the ABI shared with the loader.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, CpuMap, HashMap, PerCpuArray, ReusePortSockArray},
+};
+use sip_lb_common::maps::{Counters, ScanBuf, SteerConfig, MAX_CPUS, MAX_WORKERS};
+
+/// Worker count and worker -> CPU table (one entry).
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<SteerConfig> = Array::with_max_entries(1, 0);
+
+/// SIP UDP destination ports (host byte order) -> 1.
+#[map(name = "SIP_PORTS")]
+pub static SIP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
+
+/// CPU number -> cpumap queue: the XDP redirect target.
+#[map(name = "CPU_MAP")]
+pub static CPU_MAP: CpuMap = CpuMap::with_max_entries(MAX_CPUS, 0);
+
+/// Worker index -> that worker's socket in the SO_REUSEPORT group.
+#[map(name = "WORKER_SOCKS")]
+pub static WORKER_SOCKS: ReusePortSockArray =
+    ReusePortSockArray::with_max_entries(MAX_WORKERS as u32, 0);
+
+/// Counters of the XDP program.
+#[map(name = "XDP_COUNTERS")]
+pub static XDP_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counters of the SK_REUSEPORT program.
+#[map(name = "REUSEPORT_COUNTERS")]
+pub static REUSEPORT_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch the UDP payload is copied into before the scan.
+#[map(name = "SCAN_BUF")]
+pub static SCAN_BUF: PerCpuArray<ScanBuf> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,79 @@
+//! Cost of the XDP steering program per packet, measured like Katran's perf
+//! mode: BPF_PROG_TEST_RUN repeats one frame 1,000,000 times in the kernel
+//! and reports the mean run time. Needs root.
+//!
+//! `cargo bench -p sip-lb --bench xdp`
+
+use sip_lb::xdp::{Verdict, XdpTestProgram};
+
+const REPEAT: u32 = 1_000_000;
+
+/// Ethernet + IPv4 + UDP to port 5060 around `payload` (checksums unused).
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let udp_len = (8 + payload.len()) as u16;
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&(20 + udp_len).to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    f.extend_from_slice(&5060u16.to_be_bytes());
+    f.extend_from_slice(&5060u16.to_be_bytes());
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A ~900-byte INVITE whose Call-ID header starts after `before` bytes.
+fn invite(before: usize, total: usize) -> Vec<u8> {
+    let mut m = String::from("INVITE sip:+15551234567@trunk.example.net SIP/2.0\r\n");
+    let mut i = 0;
+    while m.len() < before {
+        m.push_str(&format!("Via: SIP/2.0/UDP sbc{i}.carrier.example.net:5060;branch=z9hG4bK-{i:06}-abcdef\r\n"));
+        i += 1;
+    }
+    m.truncate(before.max(m.find("\r\nVia").map_or(0, |p| p + 2)));
+    if !m.ends_with("\r\n") {
+        // Pad the last Via with a parameter to land exactly on `before`.
+        while m.len() + 2 < before {
+            m.push('x');
+        }
+        m.push_str("\r\n");
+    }
+    m.push_str("Call-ID: 3c26700c1a3e-4b7c9d2e@10.20.30.40\r\n");
+    m.push_str("From: <sip:+15557654321@carrier.example.net>;tag=as58f4201b\r\n");
+    m.push_str("To: <sip:+15551234567@trunk.example.net>\r\nCSeq: 102 INVITE\r\n");
+    m.push_str("Contact: <sip:+15557654321@10.20.30.40:5060>\r\nMax-Forwards: 70\r\n");
+    m.push_str("Content-Type: application/sdp\r\n");
+    let body_len = total.saturating_sub(m.len() + 24);
+    m.push_str(&format!("Content-Length: {body_len:4}\r\n\r\n"));
+    m.push_str(&"v".repeat(body_len));
+    m.into_bytes()
+}
+
+pub fn main() {
+    // SAFETY: no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the xdp bench loads eBPF and must run as root");
+    let prog = XdpTestProgram::load(&[0, 1], &[5060]).expect("load XDP program");
+    let payload = invite(600, 900 - 42);
+    let call_id_at = payload.windows(8).position(|w| w == b"Call-ID:").unwrap();
+    let f = frame(&payload);
+    assert!(matches!(prog.run(&f).expect("test run"), Verdict::Steered { .. }));
+    println!("xdp: {}-byte frame, Call-ID header at payload offset {call_id_at}", f.len());
+    for (name, frame) in [
+        ("invite-900B-callid@600", f.clone()),
+        ("invite-900B-callid@60", frame(&invite(60, 900 - 42))),
+        ("invite-300B-callid@60", frame(&invite(60, 300 - 42))),
+        ("other-port", {
+            let mut g = f.clone();
+            g[36..38].copy_from_slice(&53u16.to_be_bytes());
+            g
+        }),
+    ] {
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let d = prog.bench(&frame, REPEAT).expect("BPF_PROG_TEST_RUN");
+            best = best.min(d.as_nanos() as f64);
+        }
+        println!("xdp/{name}: {best:.1} ns/packet (best of 3 x {REPEAT} runs)");
+    }
+}

@@ -1,0 +1,141 @@
+use std::net::SocketAddr;
+
+use super::Router;
+use crate::config::{BackendConfig, Config, HealthConfig, PoolConfig};
+use crate::proxy::Chooser;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn pool(name: &str, methods: &[&str], default: bool, backends: &[(&str, u32)]) -> PoolConfig {
+    PoolConfig {
+        name: name.into(),
+        methods: methods.iter().map(|m| (*m).into()).collect(),
+        default,
+        backends: backends
+            .iter()
+            .map(|&(a, weight)| BackendConfig {
+                addr: addr(a),
+                weight,
+            })
+            .collect(),
+    }
+}
+
+fn config(pools: Vec<PoolConfig>) -> Config {
+    Config {
+        listen: vec![Config::DEFAULT_LISTEN],
+        advertise: Config::DEFAULT_LISTEN,
+        workers: 1,
+        pools,
+        iface: None,
+        metrics: None,
+        health: HealthConfig::default(),
+    }
+}
+
+#[test]
+fn methods_pick_pools() {
+    let cfg = config(vec![
+        pool("registrars", &["REGISTER"], false, &[("10.0.0.1:5060", 1)]),
+        pool("proxies", &[], true, &[("10.0.1.1:5060", 1)]),
+    ]);
+    let r = Router::build_all(&cfg);
+    let c: &dyn Chooser = &r;
+    assert_eq!(c.choose(b"REGISTER", 7), Some(addr("10.0.0.1:5060")));
+    assert_eq!(c.choose(b"INVITE", 7), Some(addr("10.0.1.1:5060")));
+    // Methods are case-sensitive: "register" is an unknown extension method.
+    assert_eq!(c.choose(b"register", 7), Some(addr("10.0.1.1:5060")));
+    assert_eq!(r.default_pool().unwrap().name(), "proxies");
+    assert_eq!(r.pool_for(b"REGISTER").unwrap().name(), "registrars");
+}
+
+#[test]
+fn no_default_pool_means_none() {
+    let cfg = config(vec![pool(
+        "registrars",
+        &["REGISTER"],
+        false,
+        &[("10.0.0.1:5060", 1)],
+    )]);
+    let r = Router::build_all(&cfg);
+    assert!(r.choose(b"REGISTER", 1).is_some());
+    assert_eq!(r.choose(b"INVITE", 1), None);
+    assert_eq!(Router::default().choose(b"INVITE", 1), None);
+}
+
+#[test]
+fn all_down_is_none_and_listing_keeps_them() {
+    let cfg = config(vec![pool(
+        "p",
+        &[],
+        true,
+        &[("10.0.0.1:5060", 1), ("10.0.0.2:5060", 3)],
+    )]);
+    let r = Router::build(&cfg, |_| false);
+    assert_eq!(r.choose(b"INVITE", 42), None);
+    let listed: Vec<_> = r
+        .backends()
+        .map(|(p, b)| (p.name(), b.addr(), b.weight(), b.is_eligible()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("p", addr("10.0.0.1:5060"), 1, false),
+            ("p", addr("10.0.0.2:5060"), 3, false)
+        ]
+    );
+    let r = Router::build(&cfg, |a| a == addr("10.0.0.2:5060"));
+    assert_eq!(r.pools()[0].eligible_count(), 1);
+    for h in 0..100u64 {
+        assert_eq!(
+            r.choose(b"BYE", h.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            Some(addr("10.0.0.2:5060"))
+        );
+    }
+}
+
+#[test]
+fn weight_zero_is_never_chosen() {
+    let cfg = config(vec![pool(
+        "p",
+        &[],
+        true,
+        &[("10.0.0.1:5060", 0), ("10.0.0.2:5060", 1)],
+    )]);
+    let r = Router::build_all(&cfg);
+    assert!(!r.pools()[0].backends()[0].is_eligible());
+    assert!((0..1000u64).all(|h| r.choose(b"INVITE", h << 40) == Some(addr("10.0.0.2:5060"))));
+}
+
+/// The equal-weight fast path (compare mixed hashes) picks what the weighted
+/// path (compare `-ln(u)/w`) picks: for the same pool, for the pool with all
+/// weights scaled, and when only an ineligible backend made weights unequal.
+#[test]
+fn uniform_fast_path_matches_weighted_path() {
+    let addrs = [
+        "10.0.0.1:5060",
+        "10.0.0.2:5060",
+        "10.0.0.3:5060",
+        "[2001:db8::7]:5060",
+    ];
+    let plain = Router::build_all(&config(vec![pool("p", &[], true, &addrs.map(|a| (a, 1)))]));
+    assert!(plain.pools()[0].uniform);
+
+    let mut slow = Router::build_all(&config(vec![pool("p", &[], true, &addrs.map(|a| (a, 1)))]));
+    slow.pools[0].uniform = false;
+
+    let mut scaled = addrs.map(|a| (a, 5)).to_vec();
+    scaled.push(("10.9.9.9:5060", 7));
+    let down = addr("10.9.9.9:5060");
+    let scaled = Router::build(&config(vec![pool("p", &[], true, &scaled)]), |a| a != down);
+    assert!(scaled.pools()[0].uniform);
+
+    for i in 0..20_000u64 {
+        let h = sip_lb_common::call_id_hash(format!("{i}@host").as_bytes());
+        let a = plain.choose(b"INVITE", h);
+        assert_eq!(a, slow.choose(b"INVITE", h));
+        assert_eq!(a, scaled.choose(b"INVITE", h));
+    }
+}

@@ -1,0 +1,46 @@
+//! Command-line flags of `sip-lb run`. They are applied on top of the file:
+//! list flags add backends, scalar flags override.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::addr::parse_sip_addr;
+
+/// Flags of the `run` command. Addresses are `ip:port`, `[v6]:port`, or a
+/// bare IP meaning port 5060; a bad one is rejected by clap with an error
+/// naming the flag.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunArgs {
+    /// TOML configuration file; the flags below add to or override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to receive SIP on (repeatable); replaces the file's `listen`.
+    #[arg(long, value_name = "ADDR", value_parser = parse_sip_addr)]
+    pub listen: Vec<SocketAddr>,
+
+    /// Backend for the default pool (repeatable); added to the file's.
+    #[arg(long, value_name = "ADDR", value_parser = parse_sip_addr)]
+    pub backend: Vec<SocketAddr>,
+
+    /// Registrar for REGISTER requests (repeatable); added to the pool REGISTER
+    /// maps to, or to a new `registrars` pool.
+    #[arg(long, value_name = "ADDR", value_parser = parse_sip_addr)]
+    pub registrar: Vec<SocketAddr>,
+
+    /// Worker threads [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Address written into Via/Record-Route [default: first listen address].
+    #[arg(long, value_name = "ADDR", value_parser = parse_sip_addr)]
+    pub advertise: Option<SocketAddr>,
+
+    /// Network interface to attach the XDP steering program to.
+    #[arg(long, value_name = "IF")]
+    pub iface: Option<String>,
+
+    /// Address (`ip:port`) for the metrics endpoint.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+}

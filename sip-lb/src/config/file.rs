@@ -1,0 +1,340 @@
+//! The TOML file: serde shapes that keep every value's span, converted into
+//! a [`Draft`] plus a [`Spans`] table so that validation (which also runs on
+//! settings that came from flags) can still point at a line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::addr::parse_sip_addr;
+use super::error::ConfigError;
+use super::{BackendConfig, HealthConfig, PoolConfig};
+
+type Span = Range<usize>;
+
+/// Settings read from the file, before flags and defaults are applied.
+#[derive(Debug, Default)]
+pub(crate) struct Draft {
+    pub listen: Vec<SocketAddr>,
+    pub advertise: Option<SocketAddr>,
+    pub workers: Option<usize>,
+    pub pools: Vec<PoolConfig>,
+    pub iface: Option<String>,
+    pub metrics: Option<SocketAddr>,
+    pub health: HealthConfig,
+}
+
+/// Where each setting of a [`Draft`] was written. Indices follow the Draft's
+/// vectors; settings added by flags have no entry.
+#[derive(Debug, Default)]
+pub(crate) struct Spans {
+    pub listen: Vec<Span>,
+    pub advertise: Option<Span>,
+    pub workers: Option<Span>,
+    pub health: HealthSpans,
+    pub pools: Vec<PoolSpans>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct HealthSpans {
+    pub interval_ms: Option<Span>,
+    pub timeout_ms: Option<Span>,
+    pub failures: Option<Span>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct PoolSpans {
+    pub name: Option<Span>,
+    pub methods: Vec<Span>,
+    pub default: Option<Span>,
+    pub backends: Option<Span>,
+    /// (addr, weight) spans of each backend.
+    pub backend: Vec<(Span, Option<Span>)>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Vec<Spanned<String>>>,
+    advertise: Option<Spanned<String>>,
+    workers: Option<Spanned<usize>>,
+    #[serde(default)]
+    pool: Vec<RawPool>,
+    iface: Option<String>,
+    metrics: Option<Spanned<String>>,
+    health: Option<RawHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: Spanned<String>,
+    #[serde(default)]
+    methods: Vec<Spanned<String>>,
+    default: Option<Spanned<bool>>,
+    backends: Spanned<Vec<Spanned<RawBackend>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    interval_ms: Option<Spanned<u64>>,
+    timeout_ms: Option<Spanned<u64>>,
+    failures: Option<Spanned<u32>>,
+}
+
+/// A backend: `"ip:port"` or `{ addr = "ip:port", weight = 2 }`.
+struct RawBackend {
+    addr: String,
+    /// None for the plain-string form, whose span is the whole value's.
+    addr_span: Option<Span>,
+    weight: Option<Spanned<u32>>,
+}
+
+impl<'de> Deserialize<'de> for RawBackend {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawBackend;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a backend: "ip:port" or { addr = "ip:port", weight = N }"#)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawBackend, E> {
+                Ok(RawBackend {
+                    addr: v.to_owned(),
+                    addr_span: None,
+                    weight: None,
+                })
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawBackend, A::Error> {
+                let mut addr: Option<Spanned<String>> = None;
+                let mut weight = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "addr" if addr.is_none() => addr = Some(map.next_value()?),
+                        "weight" if weight.is_none() => weight = Some(map.next_value()?),
+                        "addr" | "weight" => {
+                            return Err(de::Error::custom(format!("duplicate field `{key}`")))
+                        }
+                        other => return Err(de::Error::unknown_field(other, &["addr", "weight"])),
+                    }
+                }
+                let addr = addr.ok_or_else(|| de::Error::missing_field("addr"))?;
+                let addr_span = Some(addr.span());
+                Ok(RawBackend {
+                    addr: addr.into_inner(),
+                    addr_span,
+                    weight,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses the text into settings and their spans. Syntax, type, unknown-key
+/// and address errors are reported here; everything else in `validate`.
+pub(crate) fn parse(src: &str) -> Result<(Draft, Spans), ConfigError> {
+    let raw: RawConfig = toml::from_str(src).map_err(|e| {
+        let span = e.span();
+        let field = span
+            .as_ref()
+            .map(|s| field_at(src, s.start))
+            .unwrap_or_default();
+        ConfigError::at(src, span, field, e.message().trim_end().to_owned())
+    })?;
+    let mut draft = Draft::default();
+    let mut spans = Spans::default();
+    let addr = |s: &Spanned<String>, field: String| {
+        parse_sip_addr(s.get_ref()).map_err(|m| ConfigError::at(src, Some(s.span()), field, m))
+    };
+
+    for l in raw.listen.unwrap_or_default() {
+        draft.listen.push(addr(&l, "listen".into())?);
+        spans.listen.push(l.span());
+    }
+    if let Some(a) = raw.advertise {
+        draft.advertise = Some(addr(&a, "advertise".into())?);
+        spans.advertise = Some(a.span());
+    }
+    if let Some(w) = raw.workers {
+        spans.workers = Some(w.span());
+        draft.workers = Some(w.into_inner());
+    }
+    draft.iface = raw.iface;
+    if let Some(m) = raw.metrics {
+        let sa = m.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
+            ConfigError::at(
+                src,
+                Some(m.span()),
+                "metrics",
+                format!(
+                    "invalid socket address {:?} (expected ip:port)",
+                    m.get_ref()
+                ),
+            )
+        })?;
+        draft.metrics = Some(sa);
+    }
+    if let Some(h) = raw.health {
+        let d = HealthConfig::default();
+        let take = |v: Option<Spanned<u64>>, dflt: u64, sp: &mut Option<Span>| {
+            v.map_or(dflt, |v| {
+                *sp = Some(v.span());
+                v.into_inner()
+            })
+        };
+        draft.health.interval_ms =
+            take(h.interval_ms, d.interval_ms, &mut spans.health.interval_ms);
+        draft.health.timeout_ms = take(h.timeout_ms, d.timeout_ms, &mut spans.health.timeout_ms);
+        draft.health.failures = h.failures.map_or(d.failures, |v| {
+            spans.health.failures = Some(v.span());
+            v.into_inner()
+        });
+    }
+
+    for p in raw.pool {
+        let name = p.name.get_ref().clone();
+        let mut ps = PoolSpans {
+            name: Some(p.name.span()),
+            ..PoolSpans::default()
+        };
+        let methods: Vec<String> = p
+            .methods
+            .into_iter()
+            .map(|m| {
+                ps.methods.push(m.span());
+                m.into_inner()
+            })
+            .collect();
+        ps.default = p.default.as_ref().map(|d| d.span());
+        ps.backends = Some(p.backends.span());
+        let mut backends = Vec::new();
+        for b in p.backends.into_inner() {
+            let span = b.span();
+            let b = b.into_inner();
+            let addr_span = b.addr_span.unwrap_or(span);
+            let field = format!("pool {name:?}: backend {:?}", b.addr);
+            let a = parse_sip_addr(&b.addr)
+                .map_err(|m| ConfigError::at(src, Some(addr_span.clone()), field, m))?;
+            ps.backend
+                .push((addr_span, b.weight.as_ref().map(|w| w.span())));
+            backends.push(BackendConfig {
+                addr: a,
+                weight: b.weight.map_or(1, |w| w.into_inner()),
+            });
+        }
+        let default = p.default.map_or(methods.is_empty(), |d| d.into_inner());
+        draft.pools.push(PoolConfig {
+            name,
+            methods,
+            default,
+            backends,
+        });
+        spans.pools.push(ps);
+    }
+    Ok((draft, spans))
+}
+
+/// Best-effort field path for a serde/TOML error at byte `offset`: the
+/// enclosing `[table]` / `[[pool]]` (with the pool's name if written) and the
+/// `key =` the offset sits in or after on its line.
+fn field_at(src: &str, offset: usize) -> String {
+    let offset = offset.min(src.len());
+    let line_start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = src[offset..].find('\n').map_or(src.len(), |i| offset + i);
+    let line = &src[line_start..line_end];
+    let col = offset - line_start;
+
+    let mut table = String::new();
+    let mut pool_n = 0usize;
+    let mut section_start = 0usize;
+    let mut pos = 0usize;
+    for l in src[..line_start].split_inclusive('\n') {
+        let t = l.trim();
+        if t.starts_with('[') {
+            let name = t
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim();
+            if name == "pool" && t.starts_with("[[") {
+                pool_n += 1;
+            }
+            table = name.to_owned();
+            section_start = pos + l.len();
+        }
+        pos += l.len();
+    }
+    if table == "pool" {
+        table = section_name(&src[section_start..])
+            .map_or_else(|| format!("pool #{pool_n}"), |n| format!("pool {n:?}"));
+    }
+
+    let is_key = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let rest = &line[col..];
+    let here: String = rest.chars().take_while(|&c| is_key(c)).collect();
+    let key = if !here.is_empty() && rest[here.len()..].trim_start().starts_with('=') {
+        Some(here)
+    } else {
+        line[..col].rfind('=').map(|eq| {
+            let before = line[..eq].trim_end();
+            let start = before.rfind(|c: char| !is_key(c)).map_or(0, |i| i + 1);
+            before[start..].to_owned()
+        })
+    };
+    match (table.is_empty(), key) {
+        (_, Some(k)) if k.is_empty() => table,
+        (true, Some(k)) => k,
+        (false, Some(k)) if table.starts_with("pool") => format!("{table}: {k}"),
+        (false, Some(k)) => format!("{table}.{k}"),
+        (_, None) => table,
+    }
+}
+
+/// `name = "..."` within a table's text (up to the next header).
+fn section_name(section: &str) -> Option<String> {
+    for l in section.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            return None;
+        }
+        if let Some(v) = t.strip_prefix("name") {
+            let v = v
+                .trim_start()
+                .strip_prefix('=')?
+                .trim_start()
+                .strip_prefix('"')?;
+            return v.split('"').next().map(str::to_owned);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_paths() {
+        let src = "workers = \"x\"\n[[pool]]\nname = \"p\"\nbackends = [{ addr = \"a\", weight = -1 }]\n[health]\ninterval_ms = 1\n";
+        assert_eq!(field_at(src, src.find("\"x\"").unwrap()), "workers");
+        assert_eq!(field_at(src, src.find("-1").unwrap()), "pool \"p\": weight");
+        assert_eq!(
+            field_at(src, src.find("\"a\"").unwrap()),
+            "pool \"p\": addr"
+        );
+        assert_eq!(
+            field_at(src, src.find("interval_ms").unwrap()),
+            "health.interval_ms"
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! recvmmsg/sendmmsg batches with buffers allocated once per worker.
+//!
+//! The `mmsghdr`s point into the batch's own heap buffers, which never move
+//! after construction, so the pointers are set once and only lengths are
+//! reset per call.
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+use super::sockaddr;
+
+/// Datagrams per syscall: enough to amortise the syscall, small enough to
+/// keep a batch's buffers in L2 for typical SIP sizes.
+pub const BATCH: usize = 32;
+/// The largest UDP payload (RFC 3261 §18.1.1: up to 65,535 bytes must be accepted).
+pub const MAX_DATAGRAM: usize = 65_535;
+
+pub struct RecvBatch {
+    bufs: Vec<u8>,
+    addrs: Box<[libc::sockaddr_storage; BATCH]>,
+    iovs: Box<[libc::iovec; BATCH]>,
+    hdrs: Box<[libc::mmsghdr; BATCH]>,
+    len: usize,
+}
+
+// SAFETY: the raw pointers only point into this struct's own heap buffers.
+unsafe impl Send for RecvBatch {}
+
+impl RecvBatch {
+    pub fn new() -> Self {
+        // One extra byte per slot so a datagram that fills the slot is seen as
+        // truncated (MSG_TRUNC) instead of silently cut.
+        let slot = MAX_DATAGRAM + 1;
+        let mut b = RecvBatch {
+            bufs: vec![0u8; slot * BATCH],
+            // SAFETY: all-zero is valid for these plain C structs.
+            addrs: Box::new(unsafe { std::mem::zeroed() }),
+            iovs: Box::new(unsafe { std::mem::zeroed() }),
+            hdrs: Box::new(unsafe { std::mem::zeroed() }),
+            len: 0,
+        };
+        for i in 0..BATCH {
+            b.iovs[i] = libc::iovec {
+                iov_base: b.bufs[i * slot..].as_mut_ptr() as *mut libc::c_void,
+                iov_len: slot,
+            };
+            b.hdrs[i].msg_hdr.msg_iov = &mut b.iovs[i];
+            b.hdrs[i].msg_hdr.msg_iovlen = 1;
+            b.hdrs[i].msg_hdr.msg_name = &mut b.addrs[i] as *mut _ as *mut libc::c_void;
+        }
+        b
+    }
+
+    /// Receives up to BATCH datagrams without blocking; Ok(0) when none wait.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        for h in self.hdrs.iter_mut() {
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: hdrs describe BATCH valid, writable buffers owned by self.
+        let n = unsafe {
+            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            self.len = 0;
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(err),
+            };
+        }
+        self.len = n as usize;
+        Ok(self.len)
+    }
+
+    /// Datagram `i` of the last batch: payload, source, and whether the
+    /// kernel had to truncate it.
+    pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>, bool) {
+        let slot = MAX_DATAGRAM + 1;
+        let h = &self.hdrs[i];
+        let len = (h.msg_len as usize).min(slot);
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > MAX_DATAGRAM;
+        (&self.bufs[i * slot..i * slot + len], sockaddr::from_storage(&self.addrs[i]), truncated)
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Outgoing datagrams of one batch. Each slot owns a reusable `Vec<u8>` that
+/// the forwarding core writes into; capacity is kept between batches.
+pub struct SendBatch {
+    bufs: Vec<Vec<u8>>,
+    addrs: Box<[libc::sockaddr_storage; BATCH]>,
+    iovs: Box<[libc::iovec; BATCH]>,
+    hdrs: Box<[libc::mmsghdr; BATCH]>,
+    len: usize,
+}
+
+// SAFETY: as for RecvBatch.
+unsafe impl Send for SendBatch {}
+
+impl SendBatch {
+    pub fn new() -> Self {
+        SendBatch {
+            bufs: (0..BATCH).map(|_| Vec::with_capacity(4096)).collect(),
+            // SAFETY: all-zero is valid for these plain C structs.
+            addrs: Box::new(unsafe { std::mem::zeroed() }),
+            iovs: Box::new(unsafe { std::mem::zeroed() }),
+            hdrs: Box::new(unsafe { std::mem::zeroed() }),
+            len: 0,
+        }
+    }
+
+    /// The buffer for the next datagram, cleared.
+    pub fn next_buf(&mut self) -> &mut Vec<u8> {
+        let b = &mut self.bufs[self.len];
+        b.clear();
+        b
+    }
+
+    /// Queues the buffer last returned by `next_buf` for `to`.
+    pub fn commit(&mut self, to: SocketAddr) {
+        let i = self.len;
+        let namelen = sockaddr::to_storage(&to, &mut self.addrs[i]);
+        let buf = &mut self.bufs[i];
+        self.iovs[i] = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        let h = &mut self.hdrs[i];
+        h.msg_hdr.msg_iov = &mut self.iovs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_name = &mut self.addrs[i] as *mut _ as *mut libc::c_void;
+        h.msg_hdr.msg_namelen = namelen;
+        h.msg_len = 0;
+        self.len += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len == BATCH
+    }
+
+    /// Sends every queued datagram. A datagram the kernel refuses (e.g. an
+    /// ICMP-unreachable error reported on the socket, or a full buffer) is
+    /// skipped and counted, never retried: SIP over UDP retransmits end to end.
+    /// Returns (sent, failed).
+    pub fn flush(&mut self, fd: RawFd) -> (usize, usize) {
+        let mut start = 0;
+        let mut failed = 0;
+        while start < self.len {
+            // SAFETY: hdrs[start..len] were filled by `commit` and point into
+            // buffers that live until the next `next_buf`.
+            let n = unsafe {
+                libc::sendmmsg(fd, self.hdrs[start..].as_mut_ptr(), (self.len - start) as libc::c_uint, libc::MSG_DONTWAIT)
+            };
+            if n > 0 {
+                start += n as usize;
+            } else {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // The first datagram failed: drop it and go on with the rest.
+                failed += 1;
+                start += 1;
+            }
+        }
+        let sent = self.len - failed;
+        self.len = 0;
+        (sent, failed)
+    }
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn batches_round_trip_over_loopback() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut tx = SendBatch::new();
+        for i in 0..5u8 {
+            tx.next_buf().extend_from_slice(&[b'x', i]);
+            tx.commit(b.local_addr().unwrap());
+        }
+        assert_eq!(tx.flush(a.as_raw_fd()), (5, 0));
+        let mut rx = RecvBatch::new();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let n = rx.recv(b.as_raw_fd()).unwrap();
+            for i in 0..n {
+                let (data, src, truncated) = rx.get(i);
+                assert_eq!(src, Some(a.local_addr().unwrap()));
+                assert!(!truncated);
+                got.push(data.to_vec());
+            }
+            if got.len() == 5 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(got, (0..5u8).map(|i| vec![b'x', i]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_max_size_datagram_is_received_whole() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // 65,507 is the IPv4 UDP payload limit.
+        let big = vec![b'a'; 65_507];
+        a.send_to(&big, b.local_addr().unwrap()).unwrap();
+        let mut rx = RecvBatch::new();
+        for _ in 0..100 {
+            if rx.recv(b.as_raw_fd()).unwrap() == 1 {
+                let (data, _, truncated) = rx.get(0);
+                assert_eq!(data.len(), big.len());
+                assert!(!truncated);
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("datagram not received");
+    }
+}

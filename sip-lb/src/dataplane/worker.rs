@@ -1,0 +1,110 @@
+//! One worker: a pinned thread that moves datagrams between its sockets and
+//! the sans-IO core. It never blocks on the control plane: it loads the
+//! current `Plan` with one atomic read per batch.
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::batch::{RecvBatch, SendBatch};
+use super::stats::WorkerStats;
+use super::SharedPlan;
+use crate::proxy::{Action, DropReason};
+
+/// How long an idle worker sleeps in poll(2) before re-checking `stop`.
+const IDLE_POLL_MS: libc::c_int = 100;
+
+pub struct Worker {
+    pub index: usize,
+    pub cpu: Option<usize>,
+    /// One socket per listen address, all in the same reuseport groups.
+    pub sockets: Vec<UdpSocket>,
+    pub plan: SharedPlan,
+    pub stats: Arc<WorkerStats>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Worker {
+    pub fn run(self) {
+        if let Some(cpu) = self.cpu {
+            if let Err(e) = super::affinity::pin_to_cpu(cpu) {
+                tracing::warn!(worker = self.index, cpu, "cannot pin worker: {e}");
+            }
+        }
+        let mut rx = RecvBatch::new();
+        let mut tx = SendBatch::new();
+        let mut pollfds: Vec<libc::pollfd> = self
+            .sockets
+            .iter()
+            .map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .collect();
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut busy = false;
+            for sock in &self.sockets {
+                let fd = sock.as_raw_fd();
+                let n = match rx.recv(fd) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // e.g. ECONNREFUSED from an ICMP error on a previous send.
+                        tracing::debug!(worker = self.index, "recvmmsg: {e}");
+                        self.stats.tx_errors.add(1);
+                        busy = true;
+                        continue;
+                    }
+                };
+                if n == 0 {
+                    continue;
+                }
+                busy = true;
+                self.process(&rx, n, &mut tx);
+                let (sent, failed) = tx.flush(fd);
+                self.stats.tx_datagrams.add(sent as u64);
+                self.stats.tx_errors.add(failed as u64);
+            }
+            if !busy {
+                // SAFETY: pollfds is a valid array of pollfd for the call.
+                unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, IDLE_POLL_MS) };
+            }
+        }
+    }
+
+    fn process(&self, rx: &RecvBatch, n: usize, tx: &mut SendBatch) {
+        let plan = self.plan.load();
+        let stats = &self.stats;
+        let mut tx_bytes = 0u64;
+        let mut rx_bytes = 0u64;
+        for i in 0..n {
+            let (data, src, truncated) = rx.get(i);
+            rx_bytes += data.len() as u64;
+            let Some(src) = src else {
+                stats.drops[DropReason::Malformed.index()].add(1);
+                continue;
+            };
+            if truncated {
+                stats.drops[DropReason::Malformed.index()].add(1);
+                continue;
+            }
+            let out = tx.next_buf();
+            match plan.proxy.handle(&plan.router, data, src, out) {
+                Action::Forward { to } => {
+                    if !data.starts_with(b"SIP/") {
+                        stats.requests_forwarded.add(1);
+                    } else {
+                        stats.responses_forwarded.add(1);
+                    }
+                    tx_bytes += out.len() as u64;
+                    tx.commit(to);
+                }
+                Action::Reply { to, code } => {
+                    stats.reply(code);
+                    tx_bytes += out.len() as u64;
+                    tx.commit(to);
+                }
+                Action::Drop(reason) => stats.drops[reason.index()].add(1),
+            }
+        }
+        stats.rx_datagrams.add(n as u64);
+        stats.rx_bytes.add(rx_bytes);
+        stats.tx_bytes.add(tx_bytes);
+    }
+}

@@ -1,0 +1,104 @@
+//! Deterministic identifiers: our Via branch (RFC 3261 §16.11) and the To
+//! tag of stateless replies. No random state, so every worker and every
+//! restart computes the same value for the same request.
+
+use crate::sip::span::Span;
+use crate::sip::via::{Via, MAGIC_COOKIE};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// Our branches start with this: the RFC 3261 cookie plus a sip-lb marker,
+/// so a response's top Via can be recognised as one we made.
+pub const BRANCH_PREFIX: &[u8] = b"z9hG4bKslb";
+
+/// Fixed seed: the hash must be the same in every process.
+const SEED: u64 = 0x5195_1b5e_ed00_3261;
+
+/// Chains `parts` through xxh3, each part seeding the next (no buffer to
+/// concatenate into; the length is mixed in so `ab|c` differs from `a|bc`).
+fn chain(parts: &[&[u8]]) -> u64 {
+    parts
+        .iter()
+        .fold(SEED, |h, p| xxh3_64_with_seed(p, h ^ (p.len() as u64).rotate_left(32)))
+}
+
+/// Inputs of the branch, as bytes of the request.
+pub struct BranchInput<'a> {
+    pub top_via: &'a Via,
+    /// The first Via value as written (`start..via.end`).
+    pub top_via_raw: &'a [u8],
+    pub to_tag: &'a [u8],
+    pub from_tag: &'a [u8],
+    pub call_id: &'a [u8],
+    pub cseq_number: &'a [u8],
+    pub request_uri: &'a [u8],
+}
+
+/// The hash that follows [`BRANCH_PREFIX`] in our Via.
+///
+/// With an RFC 3261 client branch, hash that branch and the sent-by: a
+/// retransmission, the CANCEL and the non-2xx ACK all carry the INVITE's top
+/// Via (§9.1, §17.1.1.3), so they get the INVITE's branch downstream, and the
+/// method is deliberately left out. Otherwise (RFC 2543 clients) hash the
+/// fields §16.11 lists.
+pub fn branch_hash(buf: &[u8], i: &BranchInput<'_>) -> u64 {
+    let branch = i.top_via.branch_bytes(buf);
+    if branch.starts_with(MAGIC_COOKIE) {
+        let port = i.top_via.port.unwrap_or(5060).to_be_bytes();
+        return chain(&[b"3261", branch, i.top_via.host.of(buf), &port]);
+    }
+    chain(&[b"2543", i.top_via_raw, i.to_tag, i.from_tag, i.call_id, i.cseq_number, i.request_uri])
+}
+
+/// To tag for a stateless reply: stable across retransmissions of the
+/// request (§8.2.6.2 asks for the same tag on retransmitted replies).
+pub fn reply_tag(call_id: &[u8], from_tag: &[u8], cseq: &[u8], top_via: &[u8]) -> u64 {
+    chain(&[b"tag", call_id, from_tag, cseq, top_via])
+}
+
+/// The bytes of `s` or empty.
+pub fn bytes(buf: &[u8], s: Option<Span>) -> &[u8] {
+    s.map(|s| s.of(buf)).unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(buf: &'a [u8], via: &'a Via) -> BranchInput<'a> {
+        BranchInput {
+            top_via: via,
+            top_via_raw: buf,
+            to_tag: b"",
+            from_tag: b"1928301774",
+            call_id: b"a84b4c76e66710@pc33.atlanta.com",
+            cseq_number: b"314159",
+            request_uri: b"sip:bob@biloxi.com",
+        }
+    }
+
+    #[test]
+    fn cookie_branch_ignores_other_fields() {
+        let v = b"SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds";
+        let via = Via::parse(v, Span::new(0, v.len())).unwrap();
+        let a = branch_hash(v, &input(v, &via));
+        let mut other = input(v, &via);
+        other.to_tag = b"a6c85cf"; // the ACK for a non-2xx has the To tag
+        other.request_uri = b"sip:x";
+        assert_eq!(a, branch_hash(v, &other));
+        let v2 = b"SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhdt";
+        let via2 = Via::parse(v2, Span::new(0, v2.len())).unwrap();
+        assert_ne!(a, branch_hash(v2, &input(v2, &via2)));
+    }
+
+    #[test]
+    fn rfc2543_branch_uses_16_11_fields() {
+        let v = b"SIP/2.0/UDP 192.0.2.2;branch=390skdjuw";
+        let via = Via::parse(v, Span::new(0, v.len())).unwrap();
+        let a = branch_hash(v, &input(v, &via));
+        assert_eq!(a, branch_hash(v, &input(v, &via)));
+        let mut other = input(v, &via);
+        other.cseq_number = b"314160";
+        assert_ne!(a, branch_hash(v, &other));
+        assert_ne!(chain(&[b"ab", b"c"]), chain(&[b"a", b"bc"]));
+    }
+}

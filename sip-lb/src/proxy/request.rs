@@ -1,0 +1,299 @@
+//! Forwarding a request statelessly (RFC 3261 §16.3-16.6, §16.11): validate,
+//! answer the errors a stateless proxy may answer, otherwise push our Via,
+//! stamp the client's Via, fix Max-Forwards and Route, and pick a backend.
+
+use super::action::{Action, DropReason};
+use super::branch::{branch_hash, bytes, BranchInput};
+use super::chooser::Chooser;
+use super::received::stamp;
+use super::reply::{self, Request};
+use super::splice::{Edits, Insert};
+use super::Proxy;
+use crate::sip::header::HeaderName;
+use crate::sip::message::{Header, Message, StartLine};
+use crate::sip::params::{addr_uri, header_param};
+use crate::sip::span::Span;
+use crate::sip::text::{is_lws, is_token, parse_decimal, trim};
+use crate::sip::uri::{Scheme, Uri};
+use crate::sip::values::values;
+use crate::sip::via::Via;
+use sip_lb_common::call_id_hash;
+use std::net::SocketAddr;
+
+/// Largest CSeq number (§8.1.1.5: less than 2**31).
+const MAX_CSEQ: u64 = (1 << 31) - 1;
+
+/// The headers the checks need, found in one pass.
+#[derive(Default)]
+struct Fields<'m> {
+    via: Option<&'m Header>,
+    from: Option<&'m Header>,
+    to: Option<&'m Header>,
+    call_id: Option<&'m Header>,
+    cseq: Option<&'m Header>,
+    max_forwards: Option<&'m Header>,
+    content_length: Option<&'m Header>,
+    first_route: Option<&'m Header>,
+    last_route: Option<&'m Header>,
+    /// A critical header appears twice (or Max-Forwards/Content-Length do).
+    duplicate: bool,
+    proxy_require: bool,
+}
+
+impl<'m> Fields<'m> {
+    fn collect(m: &'m Message<'_>) -> Fields<'m> {
+        let mut f = Fields::default();
+        for h in m.headers() {
+            let slot = match h.name {
+                HeaderName::Via => {
+                    f.via.get_or_insert(h);
+                    continue;
+                }
+                HeaderName::Route => {
+                    f.first_route.get_or_insert(h);
+                    f.last_route = Some(h);
+                    continue;
+                }
+                HeaderName::ProxyRequire => {
+                    f.proxy_require |= values(m.buf(), h.value).next().is_some();
+                    continue;
+                }
+                HeaderName::From => &mut f.from,
+                HeaderName::To => &mut f.to,
+                HeaderName::CallId => &mut f.call_id,
+                HeaderName::CSeq => &mut f.cseq,
+                HeaderName::MaxForwards => &mut f.max_forwards,
+                HeaderName::ContentLength => &mut f.content_length,
+                _ => continue,
+            };
+            f.duplicate |= slot.is_some();
+            slot.get_or_insert(h);
+        }
+        f
+    }
+}
+
+/// Why a request is answered instead of forwarded.
+type Reject = u16;
+
+pub(super) fn handle<C: Chooser + ?Sized>(
+    proxy: &Proxy,
+    chooser: &C,
+    m: &Message<'_>,
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Action {
+    let f = Fields::collect(m);
+    // Without a Via there is nowhere to send a reply (§18.2.2).
+    let Some(via_header) = f.via else {
+        return Action::Drop(DropReason::Malformed);
+    };
+    let buf = m.buf();
+    let via = Via::parse(buf, via_header.value);
+    let is_ack = m.method() == b"ACK";
+    let reject = |code: u16, out: &mut Vec<u8>| {
+        if is_ack {
+            return Action::Drop(DropReason::AckRejected);
+        }
+        let req = Request { msg: m, via_header, via: via.as_ref(), src };
+        reply::build(&req, code, out)
+    };
+    let (checked, via) = match (check(m, &f), via.as_ref()) {
+        (Ok(c), Some(v)) => (c, v),
+        (Err(code), _) => return reject(code, out),
+        (Ok(_), None) => return reject(400, out),
+    };
+    let call_id = f.call_id.map(|h| m.get(h.value)).unwrap_or(&[]);
+    let Some(to) = chooser.choose(m.method(), call_id_hash(call_id)) else {
+        if is_ack {
+            return Action::Drop(DropReason::AckNoBackend);
+        }
+        return reject(503, out);
+    };
+
+    let mut edits = Edits::default();
+    routes(proxy, m, &f, checked.uri, &mut edits);
+    let branch = branch_hash(
+        buf,
+        &BranchInput {
+            top_via: via,
+            top_via_raw: bytes(buf, Some(Span::new(via_header.value.start(), via.end as usize))),
+            to_tag: bytes(buf, f.to.and_then(|h| header_param(buf, h.value, b"tag"))),
+            from_tag: bytes(buf, f.from.and_then(|h| header_param(buf, h.value, b"tag"))),
+            call_id,
+            cseq_number: bytes(buf, Some(checked.cseq_number)),
+            request_uri: m.get(checked.uri),
+        },
+    );
+    let head = m.head_start as usize;
+    edits.insert(head, Insert::ViaLine { prefix: &proxy.via_prefix, hash: branch });
+    match (f.max_forwards, checked.max_forwards) {
+        (Some(h), Some(n)) => edits.replace(h.value.start(), h.value.end(), Insert::Decimal(n - 1)),
+        _ => edits.insert(head, Insert::Bytes(b"Max-Forwards: 70\r\n")),
+    }
+    stamp(buf, via, src, &mut edits);
+    out.clear();
+    edits.emit(buf, m.start as usize, checked.body_end, out);
+    Action::Forward { to }
+}
+
+/// What the checks learnt on the way.
+struct Checked {
+    uri: Span,
+    cseq_number: Span,
+    max_forwards: Option<u64>,
+    body_end: usize,
+}
+
+/// §16.3 in order: syntax (400), URI scheme (416), Max-Forwards (483),
+/// Proxy-Require (420).
+fn check(m: &Message<'_>, f: &Fields<'_>) -> Result<Checked, Reject> {
+    let buf = m.buf();
+    let StartLine::Request { uri, method, .. } = m.start_line else { return Err(400) };
+    if m.defect.is_some() || f.duplicate {
+        return Err(400);
+    }
+    let (Some(from), Some(to), Some(call_id), Some(cseq)) = (f.from, f.to, f.call_id, f.cseq) else {
+        return Err(400);
+    };
+    if !address_ok(buf, from.value) || !address_ok(buf, to.value) {
+        return Err(400);
+    }
+    if call_id.value.is_empty() {
+        return Err(400);
+    }
+    let (cseq_number, cseq_method) = split_cseq(buf, cseq.value).ok_or(400u16)?;
+    if cseq_method.of(buf) != method.of(buf) {
+        return Err(400);
+    }
+    let max_forwards = match f.max_forwards {
+        Some(h) => Some(parse_decimal(m.get(h.value), 255).ok_or(400u16)?),
+        None => None,
+    };
+    let rest = m.rest().len();
+    let body_end = match f.content_length {
+        Some(h) => match parse_decimal(m.get(h.value), u64::from(u32::MAX)) {
+            Some(n) if n as usize <= rest => m.body_start as usize + n as usize,
+            _ => return Err(400),
+        },
+        // UDP without Content-Length: the body is the rest (§18.3).
+        None => buf.len(),
+    };
+    match Uri::parse(buf, uri) {
+        None => return Err(400),
+        Some(u) if u.scheme == Scheme::Other => return Err(416),
+        Some(_) => {}
+    }
+    if max_forwards == Some(0) {
+        return Err(483);
+    }
+    if f.proxy_require {
+        return Err(420);
+    }
+    Ok(Checked { uri, cseq_number, max_forwards, body_end })
+}
+
+/// A From/To value is a name-addr (`<...>` closed, RFC 4475 "badaspec":
+/// a display name needs the brackets) or a bare addr-spec with a scheme.
+fn address_ok(buf: &[u8], value: Span) -> bool {
+    let v = value.of(buf);
+    let uri = addr_uri(buf, value);
+    if memchr::memchr(b'<', v).is_some() {
+        return memchr::memchr(b'>', v).is_some() && Uri::parse(buf, uri).is_some();
+    }
+    let spec = uri.of(buf);
+    !spec.is_empty() && !spec.iter().any(|&b| is_lws(b) || b == b'"') && Uri::parse(buf, uri).is_some()
+}
+
+/// `1*DIGIT LWS Method` into its two parts.
+fn split_cseq(buf: &[u8], value: Span) -> Option<(Span, Span)> {
+    let v = value.of(buf);
+    let digits = v.iter().position(|b| !b.is_ascii_digit())?;
+    parse_decimal(v.get(..digits)?, MAX_CSEQ)?;
+    if !v.get(digits).copied().is_some_and(is_lws) {
+        return None;
+    }
+    let (a, b) = trim(buf, value.start() + digits, value.end());
+    let method = Span::new(a, b);
+    if method.is_empty() || !method.of(buf).iter().all(|&c| is_token(c)) {
+        return None;
+    }
+    Some((Span::new(value.start(), value.start() + digits), method))
+}
+
+/// Is this URI (a Route or the Request-URI) us? sip/sips with an IP host
+/// equal to an address of ours; default port 5060 for both schemes (UDP).
+fn uri_is_us(proxy: &Proxy, buf: &[u8], uri: Span) -> bool {
+    let Some(u) = Uri::parse(buf, uri) else { return false };
+    if !matches!(u.scheme, Scheme::Sip | Scheme::Sips) {
+        return false;
+    }
+    u.host_ip(buf).is_some_and(|ip| proxy.identity.is_us(ip, u.port.unwrap_or(5060)))
+}
+
+/// Where the values of one Route field are, for removing one of them.
+struct RouteValues {
+    count: usize,
+    first: Span,
+    second_start: usize,
+    last: Span,
+    prev_end: usize,
+}
+
+fn route_values(buf: &[u8], h: &Header) -> Option<RouteValues> {
+    let mut it = values(buf, h.value);
+    let first = it.next()?;
+    let mut rv = RouteValues { count: 1, first, second_start: 0, last: first, prev_end: 0 };
+    for v in it {
+        if rv.count == 1 {
+            rv.second_start = v.start();
+        }
+        rv.prev_end = rv.last.end();
+        rv.last = v;
+        rv.count += 1;
+    }
+    Some(rv)
+}
+
+/// §16.4: strict-router fix-up, then loose-route removal of our own Route.
+/// A comma-joined Route field loses only the value concerned; a field left
+/// empty is removed whole.
+fn routes<'a>(proxy: &Proxy, m: &Message<'a>, f: &Fields<'_>, ruri: Span, edits: &mut Edits<'a>) {
+    let buf = m.buf();
+    let (Some(fh), Some(lh)) = (f.first_route, f.last_route) else { return };
+    let (Some(fv), Some(lv)) = (route_values(buf, fh), route_values(buf, lh)) else { return };
+    let same_field = fh.line == lh.line;
+    let single = same_field && fv.count == 1;
+    // Strict routing: the R-URI is a Record-Route value of ours; the real
+    // R-URI is the last Route.
+    let strict = uri_is_us(proxy, buf, ruri);
+    let mut remove_first = false;
+    if strict {
+        let target = addr_uri(buf, lv.last);
+        edits.replace(ruri.start(), ruri.end(), Insert::Bytes(target.of(buf)));
+    }
+    if !(strict && single) {
+        remove_first = uri_is_us(proxy, buf, addr_uri(buf, fv.first));
+    }
+    let whole = |h: &Header, e: &mut Edits<'_>| e.remove(h.line.start(), h.next as usize);
+    if same_field && strict && remove_first && fv.count == 2 {
+        whole(fh, edits);
+        return;
+    }
+    if remove_first {
+        if fv.count == 1 {
+            whole(fh, edits);
+        } else {
+            edits.remove(fv.first.start(), fv.second_start);
+        }
+    }
+    if strict {
+        if lv.count == 1 {
+            if !(remove_first && single) {
+                whole(lh, edits);
+            }
+        } else {
+            edits.remove(lv.prev_end, lv.last.end());
+        }
+    }
+}

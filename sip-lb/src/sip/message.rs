@@ -1,0 +1,378 @@
+//! A view over one SIP datagram: the start line split into its parts and the
+//! header block indexed into fixed header slots (like httparse), all as byte
+//! ranges into the borrowed datagram.
+//!
+//! Parsing is lenient on purpose: a broken start line or header line is
+//! recorded as a [`Defect`] while the rest is still indexed, so the proxy can
+//! answer 400 to the top Via instead of silently dropping.
+
+use memchr::memchr;
+
+use super::header::HeaderName;
+use super::span::Span;
+use super::text::{is_token, is_ws, trim};
+
+/// Header slots per message; more headers is a [`ParseError`].
+pub const MAX_HEADERS: usize = 128;
+
+/// Largest datagram accepted (the UDP payload limit).
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// Why a datagram is not a SIP message at all (nothing to answer to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Only CR/LF bytes: a keep-alive (RFC 5626 §3.5.1), or nothing at all.
+    KeepAlive,
+    /// No line after the start line: no Via to answer to.
+    NoHeaders,
+    /// More than [`MAX_HEADERS`] header fields.
+    TooManyHeaders,
+    /// Larger than [`MAX_DATAGRAM`].
+    TooLarge,
+}
+
+/// Something wrong inside an otherwise indexed message (answerable with 400).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    StartLine,
+    HeaderLine,
+    /// The header block does not end with an empty line.
+    Unterminated,
+}
+
+/// The first line, split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: Span, uri: Span, version: Span },
+    Response { version: Span, code: u16, reason: Span },
+    /// Unparseable; `is_response` tells whether it started with `SIP/`.
+    Invalid { is_response: bool },
+}
+
+/// One header field (possibly folded over several lines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: HeaderName,
+    /// From the first byte of the name to the end of the value, without the
+    /// final line terminator.
+    pub line: Span,
+    /// The value, LWS-trimmed (folds inside stay as they are).
+    pub value: Span,
+    /// Just past the line terminator: removing `line.start..next` removes the
+    /// whole field.
+    pub next: u32,
+}
+
+impl Header {
+    const EMPTY: Header =
+        Header { name: HeaderName::Other, line: Span::EMPTY, value: Span::EMPTY, next: 0 };
+}
+
+/// An indexed SIP datagram.
+#[derive(Clone, Debug)]
+pub struct Message<'a> {
+    buf: &'a [u8],
+    /// Start of the start line (leading CRLFs are skipped, RFC 3261 §7.5).
+    pub start: u32,
+    pub start_line: StartLine,
+    /// First byte of the header block.
+    pub head_start: u32,
+    /// First byte after the empty line (= datagram end if unterminated).
+    pub body_start: u32,
+    pub defect: Option<Defect>,
+    count: usize,
+    headers: [Header; MAX_HEADERS],
+}
+
+impl<'a> Message<'a> {
+    /// Indexes `buf`. Never panics; allocation free.
+    pub fn parse(buf: &'a [u8]) -> Result<Message<'a>, ParseError> {
+        if buf.len() > MAX_DATAGRAM {
+            return Err(ParseError::TooLarge);
+        }
+        let start = buf.iter().position(|&b| b != b'\r' && b != b'\n');
+        let Some(start) = start else {
+            return Err(ParseError::KeepAlive);
+        };
+        let Some(nl) = memchr(b'\n', &buf[start..]).map(|i| start + i) else {
+            return Err(ParseError::NoHeaders);
+        };
+        let line_end = if nl > start && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+        let start_line = parse_start_line(buf, start, line_end);
+        let mut msg = Message {
+            buf,
+            start: start as u32,
+            start_line,
+            head_start: (nl + 1) as u32,
+            body_start: buf.len() as u32,
+            defect: match start_line {
+                StartLine::Invalid { .. } => Some(Defect::StartLine),
+                _ => None,
+            },
+            count: 0,
+            headers: [Header::EMPTY; MAX_HEADERS],
+        };
+        msg.index_headers(nl + 1)?;
+        Ok(msg)
+    }
+
+    fn index_headers(&mut self, mut pos: usize) -> Result<(), ParseError> {
+        let buf = self.buf;
+        // Whether the previous line was a header a fold may continue.
+        let mut open = false;
+        loop {
+            if pos >= buf.len() {
+                self.note(Defect::Unterminated);
+                break;
+            }
+            let (nl, next) = match memchr(b'\n', &buf[pos..]) {
+                Some(i) => (pos + i, pos + i + 1),
+                None => (buf.len(), buf.len()),
+            };
+            let end = if nl > pos && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+            if end == pos {
+                if next == buf.len() && nl == buf.len() {
+                    self.note(Defect::Unterminated);
+                }
+                self.body_start = next as u32;
+                break;
+            }
+            if is_ws(buf[pos]) {
+                // Folded continuation (RFC 3261 §7.3.1).
+                if open {
+                    if let Some(h) = self.count.checked_sub(1).and_then(|i| self.headers.get_mut(i)) {
+                        h.line.end = end as u32;
+                        h.value.end = end as u32;
+                        h.next = next as u32;
+                    }
+                } else {
+                    self.note(Defect::HeaderLine);
+                }
+            } else if let Some(h) = parse_header_line(buf, pos, end, next) {
+                let slot = self.headers.get_mut(self.count).ok_or(ParseError::TooManyHeaders)?;
+                *slot = h;
+                self.count += 1;
+                open = true;
+            } else {
+                self.note(Defect::HeaderLine);
+                open = false;
+            }
+            pos = next;
+        }
+        let buf = self.buf;
+        for h in &mut self.headers[..self.count] {
+            let (a, b) = trim(buf, h.value.start(), h.value.end());
+            h.value = Span::new(a, b);
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, d: Defect) {
+        self.defect.get_or_insert(d);
+    }
+
+    /// The datagram this view borrows.
+    #[inline]
+    pub fn buf(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// Bytes of a span of this message.
+    #[inline]
+    pub fn get(&self, span: Span) -> &'a [u8] {
+        span.of(self.buf)
+    }
+
+    /// All header fields, in order.
+    #[inline]
+    pub fn headers(&self) -> &[Header] {
+        self.headers.get(..self.count).unwrap_or(&[])
+    }
+
+    /// The first header field with this name.
+    pub fn find(&self, name: HeaderName) -> Option<&Header> {
+        self.headers().iter().find(|h| h.name == name)
+    }
+
+    /// All header fields with this name.
+    pub fn all(&self, name: HeaderName) -> impl Iterator<Item = &Header> + '_ {
+        self.headers().iter().filter(move |h| h.name == name)
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start_line, StartLine::Request { .. } | StartLine::Invalid { is_response: false })
+    }
+
+    /// The request method (empty for responses and broken start lines).
+    pub fn method(&self) -> &'a [u8] {
+        match self.start_line {
+            StartLine::Request { method, .. } => self.get(method),
+            _ => &[],
+        }
+    }
+
+    /// Bytes after the empty line, up to the datagram end.
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.body_start as usize..).unwrap_or(&[])
+    }
+}
+
+fn parse_start_line(buf: &[u8], start: usize, end: usize) -> StartLine {
+    let line = &buf[start..end];
+    let is_response = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/");
+    let invalid = StartLine::Invalid { is_response };
+    let Some(sp1) = memchr(b' ', line) else { return invalid };
+    if is_response {
+        // SIP-Version SP Status-Code SP Reason-Phrase (reason may be empty).
+        let code = &line[sp1 + 1..];
+        let (digits, reason_at) = match memchr(b' ', code) {
+            Some(i) => (&code[..i], sp1 + 1 + i + 1),
+            None => (code, line.len()),
+        };
+        let ok = digits.len() == 3 && digits.iter().all(u8::is_ascii_digit);
+        if !ok || !line[..sp1].eq_ignore_ascii_case(b"SIP/2.0") {
+            return invalid;
+        }
+        let code = digits.iter().fold(0u16, |a, d| a * 10 + u16::from(d - b'0'));
+        if !(100..=699).contains(&code) {
+            return invalid;
+        }
+        return StartLine::Response {
+            version: Span::new(start, start + sp1),
+            code,
+            reason: Span::new(start + reason_at.min(line.len()), end),
+        };
+    }
+    // Method SP Request-URI SP SIP-Version, single spaces (§7.1).
+    let Some(sp2) = memchr(b' ', &line[sp1 + 1..]).map(|i| sp1 + 1 + i) else { return invalid };
+    let method = &line[..sp1];
+    let uri = &line[sp1 + 1..sp2];
+    let version = &line[sp2 + 1..];
+    let ok = !method.is_empty()
+        && method.iter().all(|&b| is_token(b))
+        && !uri.is_empty()
+        && uri.iter().all(|&b| b > b' ' && b < 0x7f)
+        && version.eq_ignore_ascii_case(b"SIP/2.0");
+    if !ok {
+        return invalid;
+    }
+    StartLine::Request {
+        method: Span::new(start, start + sp1),
+        uri: Span::new(start + sp1 + 1, start + sp2),
+        version: Span::new(start + sp2 + 1, end),
+    }
+}
+
+/// `name *WS ":" value` (whitespace before the colon is allowed, RFC 4475 wsinv).
+fn parse_header_line(buf: &[u8], pos: usize, end: usize, next: usize) -> Option<Header> {
+    let line = &buf[pos..end];
+    let name_len = line.iter().position(|&b| !is_token(b))?;
+    if name_len == 0 {
+        return None;
+    }
+    let mut i = name_len;
+    while i < line.len() && is_ws(line[i]) {
+        i += 1;
+    }
+    if line.get(i) != Some(&b':') {
+        return None;
+    }
+    Some(Header {
+        name: HeaderName::parse(&line[..name_len]),
+        line: Span::new(pos, end),
+        value: Span::new(pos + i + 1, end),
+        next: next as u32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@biloxi.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.com>\r\n\
+From: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.atlanta.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@pc33.atlanta.com>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\n";
+
+    #[test]
+    fn indexes_rfc3261_invite() {
+        let m = Message::parse(INVITE).unwrap();
+        assert_eq!(m.defect, None);
+        assert!(m.is_request());
+        assert_eq!(m.method(), b"INVITE");
+        let StartLine::Request { uri, version, .. } = m.start_line else { panic!() };
+        assert_eq!(m.get(uri), b"sip:bob@biloxi.com");
+        assert_eq!(m.get(version), b"SIP/2.0");
+        assert_eq!(m.headers().len(), 9);
+        let cid = m.find(HeaderName::CallId).unwrap();
+        assert_eq!(m.get(cid.value), b"a84b4c76e66710@pc33.atlanta.com");
+        assert_eq!(m.get(cid.line), b"Call-ID: a84b4c76e66710@pc33.atlanta.com");
+        assert_eq!(m.rest(), b"v=0\n");
+    }
+
+    #[test]
+    fn folded_header_and_space_before_colon() {
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nVia  : SIP/2.0/UDP\r\n  192.0.2.2;branch=z9hG4bKx\r\nsubject :\r\n\r\n";
+        let m = Message::parse(msg).unwrap();
+        assert_eq!(m.defect, None);
+        let v = m.find(HeaderName::Via).unwrap();
+        assert_eq!(m.get(v.value), b"SIP/2.0/UDP\r\n  192.0.2.2;branch=z9hG4bKx");
+        assert_eq!(v.next as usize, msg.len() - 13);
+        let s = m.find(HeaderName::Subject).unwrap();
+        assert_eq!(m.get(s.value), b"");
+        assert_eq!(m.rest(), b"");
+    }
+
+    #[test]
+    fn response_line_with_and_without_reason() {
+        let m = Message::parse(b"SIP/2.0 200 OK\r\nv: x\r\n\r\n").unwrap();
+        assert!(matches!(m.start_line, StartLine::Response { code: 200, .. }));
+        let m = Message::parse(b"SIP/2.0 100\r\nv: x\r\n\r\n").unwrap();
+        let StartLine::Response { code, reason, .. } = m.start_line else { panic!() };
+        assert_eq!((code, m.get(reason)), (100, &b""[..]));
+        let m = Message::parse(b"SIP/2.0 2000 OK\r\nv: x\r\n\r\n").unwrap();
+        assert_eq!(m.start_line, StartLine::Invalid { is_response: true });
+    }
+
+    #[test]
+    fn keepalive_and_errors() {
+        assert_eq!(Message::parse(b"\r\n\r\n").unwrap_err(), ParseError::KeepAlive);
+        assert_eq!(Message::parse(b"").unwrap_err(), ParseError::KeepAlive);
+        assert_eq!(Message::parse(b"INVITE").unwrap_err(), ParseError::NoHeaders);
+        let mut many = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+        for _ in 0..=MAX_HEADERS {
+            many.extend_from_slice(b"X: y\r\n");
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(Message::parse(&many).unwrap_err(), ParseError::TooManyHeaders);
+    }
+
+    #[test]
+    fn defects_are_recorded_not_fatal() {
+        let m = Message::parse(b"INVITE sip:a@b SIP/7.0\r\nVia: SIP/2.0/UDP h\r\n\r\n").unwrap();
+        assert_eq!(m.defect, Some(Defect::StartLine));
+        assert_eq!(m.headers().len(), 1);
+        let m = Message::parse(b"INVITE sip:a b SIP/2.0\r\nVia: x\r\n\r\n").unwrap();
+        assert_eq!(m.defect, Some(Defect::StartLine));
+        let m = Message::parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nno colon here\r\n\r\n").unwrap();
+        assert_eq!(m.defect, Some(Defect::HeaderLine));
+        let m = Message::parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n").unwrap();
+        assert_eq!(m.defect, Some(Defect::Unterminated));
+    }
+
+    #[test]
+    fn leading_crlf_skipped_and_bare_lf_accepted() {
+        let m = Message::parse(b"\r\nOPTIONS sip:a@b SIP/2.0\nVia: x\n\nbody").unwrap();
+        assert_eq!(m.start, 2);
+        assert_eq!(m.defect, None);
+        assert_eq!(m.rest(), b"body");
+    }
+}

@@ -1,0 +1,182 @@
+//! Byte-level helpers shared by the views and the forwarding step: linear
+//! whitespace, decimal and hex numbers, IP literals. No allocation.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// SP or HTAB.
+#[inline]
+pub fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Linear whitespace including the CR/LF of a folded line.
+#[inline]
+pub fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// RFC 3261 `token` characters.
+#[inline]
+pub fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+/// First index in `start..end` that is not LWS.
+#[inline]
+pub fn skip_lws(buf: &[u8], mut i: usize, end: usize) -> usize {
+    while i < end && buf.get(i).is_some_and(|&b| is_lws(b)) {
+        i += 1;
+    }
+    i
+}
+
+/// `start..end` without LWS at either end.
+#[inline]
+pub fn trim(buf: &[u8], start: usize, mut end: usize) -> (usize, usize) {
+    let start = skip_lws(buf, start, end);
+    while end > start && buf.get(end - 1).is_some_and(|&b| is_lws(b)) {
+        end -= 1;
+    }
+    (start, end)
+}
+
+/// The slice without LWS at either end.
+#[inline]
+pub fn trim_slice(s: &[u8]) -> &[u8] {
+    let (a, b) = trim(s, 0, s.len());
+    s.get(a..b).unwrap_or(&[])
+}
+
+/// Decimal digits only (no sign, no spaces), at most `max`.
+pub fn parse_decimal(s: &[u8], max: u64) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        if v > max {
+            return None;
+        }
+    }
+    Some(v)
+}
+
+/// Appends `n` in decimal (itoa without the crate).
+pub fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+/// Appends `h` as 16 lowercase hex digits.
+pub fn write_hex64(out: &mut Vec<u8>, h: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut tmp = [0u8; 16];
+    for (i, t) in tmp.iter_mut().enumerate() {
+        *t = HEX[((h >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out.extend_from_slice(&tmp);
+}
+
+/// An IP literal host as it appears in a Via or URI: `192.0.2.1`, `[2001:db8::1]`
+/// or a bare IPv6 (as in `received=`). Domain names give `None`.
+pub fn parse_ip(host: &[u8]) -> Option<IpAddr> {
+    let inner = match host {
+        [b'[', inner @ .., b']'] => inner,
+        _ => host,
+    };
+    let s = std::str::from_utf8(inner).ok()?;
+    if let Ok(v4) = s.parse::<Ipv4Addr>() {
+        return Some(IpAddr::V4(v4));
+    }
+    s.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
+/// Appends an IP without brackets (the form of `received=`, RFC 5118 §4.5).
+pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                write_decimal(out, u64::from(*o));
+            }
+        }
+        // Rare path; io::Write on a Vec only grows `out`, no other allocation.
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends `host:port` with IPv6 in brackets (a Via sent-by).
+pub fn write_host_port(out: &mut Vec<u8>, ip: IpAddr, port: u16) {
+    if ip.is_ipv6() {
+        out.push(b'[');
+        write_ip(out, ip);
+        out.push(b']');
+    } else {
+        write_ip(out, ip);
+    }
+    out.push(b':');
+    write_decimal(out, u64::from(port));
+}
+
+/// Same address family-independent meaning (an IPv4-mapped IPv6 source from a
+/// dual-stack socket equals its IPv4 form).
+#[inline]
+pub fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_round_trip_and_limits() {
+        let mut v = Vec::new();
+        write_decimal(&mut v, 0);
+        v.push(b' ');
+        write_decimal(&mut v, 18_446_744_073_709_551_615);
+        assert_eq!(v, b"0 18446744073709551615");
+        assert_eq!(parse_decimal(b"0068", 255), Some(68));
+        assert_eq!(parse_decimal(b"256", 255), None);
+        assert_eq!(parse_decimal(b"-1", 255), None);
+        assert_eq!(parse_decimal(b"", 255), None);
+        assert_eq!(parse_decimal(b"36893488147419103232", u64::MAX), None);
+    }
+
+    #[test]
+    fn hex_and_ip() {
+        let mut v = Vec::new();
+        write_hex64(&mut v, 0x0123_4567_89ab_cdef);
+        assert_eq!(v, b"0123456789abcdef");
+        assert_eq!(parse_ip(b"[::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_ip(b"192.0.2.1"), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(parse_ip(b"example.com"), None);
+        let mut v = Vec::new();
+        write_host_port(&mut v, "2001:db8::1".parse().unwrap(), 5060);
+        assert_eq!(v, b"[2001:db8::1]:5060");
+    }
+
+    #[test]
+    fn trims_folds() {
+        assert_eq!(trim_slice(b" \r\n\tabc \r\n"), b"abc");
+        assert_eq!(trim_slice(b"   "), b"");
+    }
+}

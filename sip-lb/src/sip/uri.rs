@@ -1,0 +1,117 @@
+//! The parts of a URI the proxy checks: the scheme (416 for unknown ones,
+//! RFC 3261 §16.3) and, for sip/sips, host and port (is this Route or
+//! Request-URI us? §16.4).
+
+use super::span::Span;
+use super::text::{parse_decimal, parse_ip};
+use memchr::memchr;
+use std::net::IpAddr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    /// A syntactically valid scheme we do not route.
+    Other,
+}
+
+/// A URI view. `host`/`port` are only filled for sip and sips.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uri {
+    pub scheme: Scheme,
+    pub host: Span,
+    pub port: Option<u16>,
+}
+
+impl Uri {
+    /// `None` if `span` does not start with `scheme ":"` (RFC 3986 scheme
+    /// syntax) or, for sip/sips, has no usable host.
+    pub fn parse(buf: &[u8], span: Span) -> Option<Uri> {
+        let s = span.of(buf);
+        let colon = memchr(b':', s)?;
+        let scheme = &s[..colon];
+        let valid = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme.iter().all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        if !valid {
+            return None;
+        }
+        let scheme = if scheme.eq_ignore_ascii_case(b"sip") {
+            Scheme::Sip
+        } else if scheme.eq_ignore_ascii_case(b"sips") {
+            Scheme::Sips
+        } else if scheme.eq_ignore_ascii_case(b"tel") {
+            Scheme::Tel
+        } else {
+            Scheme::Other
+        };
+        if !matches!(scheme, Scheme::Sip | Scheme::Sips) {
+            return Some(Uri { scheme, host: Span::EMPTY, port: None });
+        }
+        // hostport ends at the first `;` (params) or `?` (headers); userinfo
+        // ends at the last `@` before that (a password may not contain `;`,
+        // but a user part may, e.g. `sip:user;par=x@host`: so search `@` first).
+        let base = span.start() + colon + 1;
+        let rest = &s[colon + 1..];
+        let at = memchr::memrchr(b'@', rest).map_or(0, |i| i + 1);
+        let hp = &rest[at..];
+        let hp_len = hp.iter().position(|&b| b == b';' || b == b'?').unwrap_or(hp.len());
+        let hp = &hp[..hp_len];
+        let (host_len, port) = if hp.first() == Some(&b'[') {
+            let close = memchr(b']', hp)? + 1;
+            match hp.get(close) {
+                None => (close, None),
+                Some(b':') => (close, Some(hp.get(close + 1..)?)),
+                Some(_) => return None,
+            }
+        } else {
+            match memchr(b':', hp) {
+                Some(i) => (i, Some(&hp[i + 1..])),
+                None => (hp.len(), None),
+            }
+        };
+        if host_len == 0 {
+            return None;
+        }
+        let port = match port {
+            Some(p) => Some(parse_decimal(p, 65_535)? as u16),
+            None => None,
+        };
+        let host = Span::new(base + at, base + at + host_len);
+        Some(Uri { scheme, host, port })
+    }
+
+    pub fn host_ip(&self, buf: &[u8]) -> Option<IpAddr> {
+        parse_ip(self.host.of(buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &[u8]) -> Option<(Scheme, Vec<u8>, Option<u16>)> {
+        Uri::parse(s, Span::new(0, s.len())).map(|u| (u.scheme, u.host.of(s).to_vec(), u.port))
+    }
+
+    #[test]
+    fn schemes() {
+        assert_eq!(p(b"sip:bob@biloxi.com"), Some((Scheme::Sip, b"biloxi.com".to_vec(), None)));
+        assert_eq!(p(b"SIPS:bob@10.0.0.1:5071;transport=tcp"), Some((Scheme::Sips, b"10.0.0.1".to_vec(), Some(5071))));
+        assert_eq!(p(b"tel:+1-212-555-1212").map(|x| x.0), Some(Scheme::Tel));
+        assert_eq!(p(b"nobarf:foo@bar").map(|x| x.0), Some(Scheme::Other));
+        assert_eq!(p(b"NoSuchScheme:x").map(|x| x.0), Some(Scheme::Other));
+        assert_eq!(p(b"no-colon"), None);
+        assert_eq!(p(b"1sip:x"), None);
+        assert_eq!(p(b"sip:"), None);
+    }
+
+    #[test]
+    fn hosts_and_ports() {
+        assert_eq!(p(b"sip:[2001:db8::10]:5070;lr"), Some((Scheme::Sip, b"[2001:db8::10]".to_vec(), Some(5070))));
+        assert_eq!(p(b"sip:[2001:db8::10]"), Some((Scheme::Sip, b"[2001:db8::10]".to_vec(), None)));
+        assert_eq!(p(b"sip:user:pw@127.0.0.1:5060?x=y"), Some((Scheme::Sip, b"127.0.0.1".to_vec(), Some(5060))));
+        assert_eq!(p(b"sip:h:99999"), None);
+        assert_eq!(p(b"sip:[::1]x"), None);
+    }
+}

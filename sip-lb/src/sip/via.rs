@@ -1,0 +1,264 @@
+//! One Via value (RFC 3261 §20.42, RFC 3581): sent-protocol, sent-by and the
+//! params the proxy reads or edits. LWS (including folds) is allowed between
+//! every token, as in RFC 4475 "wsinv". Positions are absolute offsets into
+//! the datagram so the forwarding step can splice at them.
+
+use super::span::Span;
+use super::text::{is_lws, is_token, parse_decimal, parse_ip, skip_lws};
+use super::values::value_end;
+use std::net::IpAddr;
+
+/// Prefix of every branch made by an RFC 3261 element.
+pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
+
+/// The first value of a Via field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Via {
+    /// Transport (`UDP`, `TCP`, ...).
+    pub transport: Span,
+    /// Host as written, IPv6 references with their brackets.
+    pub host: Span,
+    pub port: Option<u16>,
+    pub branch: Option<Span>,
+    pub received: Option<Span>,
+    /// `rport` present: `Some(None)` when it has no value (RFC 3581 request),
+    /// `Some(Some(v))` with a value.
+    pub rport: Option<Option<Span>>,
+    /// End of the `rport` name, where `=port` goes.
+    pub rport_name_end: u32,
+    /// End of this value without trailing LWS: where new params go.
+    pub end: u32,
+    /// Start of the next value in the same field after the comma, if any.
+    pub next: Option<u32>,
+}
+
+impl Via {
+    /// Parses the first via-parm of `buf[span]`. `None` if it is not one.
+    pub fn parse(buf: &[u8], span: Span) -> Option<Via> {
+        let end = span.end().min(buf.len());
+        let stop = value_end(buf, span.start(), end);
+        let mut c = Cursor { buf, pos: span.start(), end: stop };
+        let name = c.token()?;
+        c.expect(b'/')?;
+        let version = c.token()?;
+        c.expect(b'/')?;
+        let transport = c.token()?;
+        if !name.of(buf).eq_ignore_ascii_case(b"SIP") || version.of(buf) != b"2.0" {
+            return None;
+        }
+        c.lws();
+        let host = c.host()?;
+        let mut last = host.end();
+        c.lws();
+        let mut port = None;
+        if c.peek() == Some(b':') {
+            c.pos += 1;
+            c.lws();
+            let p = c.run(|b| b.is_ascii_digit());
+            port = Some(parse_decimal(p.of(buf), 65_535)? as u16);
+            last = p.end();
+        }
+        let mut via = Via {
+            transport,
+            host,
+            port,
+            branch: None,
+            received: None,
+            rport: None,
+            rport_name_end: 0,
+            end: 0,
+            next: None,
+        };
+        loop {
+            c.lws();
+            match c.peek() {
+                None => break,
+                Some(b';') => c.pos += 1,
+                Some(_) => return None,
+            }
+            c.lws();
+            let pname = c.run(is_token);
+            if pname.is_empty() {
+                return None;
+            }
+            last = pname.end();
+            c.lws();
+            let mut value = None;
+            if c.peek() == Some(b'=') {
+                c.pos += 1;
+                c.lws();
+                let v = if c.peek() == Some(b'"') { c.quoted()? } else { c.run(is_param_char) };
+                last = last.max(v.end());
+                value = Some(v);
+            }
+            let n = pname.of(buf);
+            if n.eq_ignore_ascii_case(b"branch") {
+                via.branch = value;
+            } else if n.eq_ignore_ascii_case(b"received") {
+                via.received = value;
+            } else if n.eq_ignore_ascii_case(b"rport") {
+                via.rport = Some(value.filter(|v| !v.is_empty()));
+                via.rport_name_end = pname.end;
+            }
+        }
+        via.end = last as u32;
+        if stop < end {
+            via.next = Some(skip_lws(buf, stop + 1, end) as u32);
+        }
+        Some(via)
+    }
+
+    /// sent-by host as an IP, if it is a literal.
+    pub fn host_ip(&self, buf: &[u8]) -> Option<IpAddr> {
+        parse_ip(self.host.of(buf))
+    }
+
+    /// `received` as an IP, if present and valid.
+    pub fn received_ip(&self, buf: &[u8]) -> Option<IpAddr> {
+        self.received.and_then(|r| parse_ip(r.of(buf)))
+    }
+
+    /// `rport` value as a port, if present with a value.
+    pub fn rport_value(&self, buf: &[u8]) -> Option<u16> {
+        let v = self.rport.flatten()?;
+        parse_decimal(v.of(buf), 65_535).map(|p| p as u16)
+    }
+
+    pub fn branch_bytes<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        self.branch.map(|b| b.of(buf)).unwrap_or(&[])
+    }
+}
+
+/// Param value characters: token plus what IPv6 addresses and hosts use.
+fn is_param_char(b: u8) -> bool {
+    is_token(b) || b == b':' || b == b'[' || b == b']'
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    end: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        if self.pos < self.end {
+            self.buf.get(self.pos).copied()
+        } else {
+            None
+        }
+    }
+
+    fn lws(&mut self) {
+        self.pos = skip_lws(self.buf, self.pos, self.end);
+    }
+
+    fn run(&mut self, f: impl Fn(u8) -> bool) -> Span {
+        let start = self.pos;
+        while self.peek().is_some_and(&f) {
+            self.pos += 1;
+        }
+        Span::new(start, self.pos)
+    }
+
+    fn token(&mut self) -> Option<Span> {
+        self.lws();
+        let t = self.run(is_token);
+        (!t.is_empty()).then_some(t)
+    }
+
+    fn expect(&mut self, b: u8) -> Option<()> {
+        self.lws();
+        (self.peek() == Some(b)).then(|| self.pos += 1)
+    }
+
+    fn host(&mut self) -> Option<Span> {
+        let start = self.pos;
+        if self.peek() == Some(b'[') {
+            self.run(|b| b != b']' && !is_lws(b));
+            if self.peek() != Some(b']') {
+                return None;
+            }
+            self.pos += 1;
+            return Some(Span::new(start, self.pos));
+        }
+        let h = self.run(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+        (!h.is_empty()).then_some(h)
+    }
+
+    fn quoted(&mut self) -> Option<Span> {
+        let start = self.pos;
+        self.pos += 1;
+        while let Some(b) = self.peek() {
+            self.pos += 1;
+            match b {
+                b'\\' => self.pos += 1,
+                b'"' => return Some(Span::new(start, self.pos)),
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[u8]) -> Via {
+        Via::parse(v, Span::new(0, v.len())).expect("valid via")
+    }
+
+    #[test]
+    fn plain_via() {
+        let v = b"SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds";
+        let via = parse(v);
+        assert_eq!(via.transport.of(v), b"UDP");
+        assert_eq!(via.host.of(v), b"pc33.atlanta.com");
+        assert_eq!(via.port, None);
+        assert_eq!(via.branch_bytes(v), b"z9hG4bK776asdhds");
+        assert_eq!(via.end as usize, v.len());
+        assert_eq!(via.next, None);
+        assert_eq!(via.host_ip(v), None);
+    }
+
+    #[test]
+    fn wsinv_whitespace_everywhere() {
+        let v = b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw";
+        let via = parse(v);
+        assert_eq!(via.host.of(v), b"192.0.2.2");
+        assert_eq!(via.branch_bytes(v), b"390skdjuw");
+        let v = b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8  ,\r\n SIP  /    2.0   / UDP  192.168.255.111   ; branch=\r\n z9hG4bK30239";
+        let via = parse(v);
+        assert_eq!(via.transport.of(v), b"TCP");
+        assert_eq!(via.host.of(v), b"spindle.example.com");
+        assert_eq!(via.branch_bytes(v), b"z9hG4bK9ikj8");
+        let next = via.next.unwrap() as usize;
+        let second = Via::parse(v, Span::new(next, v.len())).unwrap();
+        assert_eq!(second.host.of(v), b"192.168.255.111");
+        assert_eq!(second.branch_bytes(v), b"z9hG4bK30239");
+        assert_eq!(&v[via.end as usize..via.end as usize + 3], b"  ,");
+    }
+
+    #[test]
+    fn ipv6_port_rport_received() {
+        let v = b"SIP/2.0/UDP [2001:db8::9:1]:5070;received=2001:db8::9:255;branch=z9hG4bKas3;rport";
+        let via = parse(v);
+        assert_eq!(via.host.of(v), b"[2001:db8::9:1]");
+        assert_eq!(via.port, Some(5070));
+        assert_eq!(via.received_ip(v), Some("2001:db8::9:255".parse().unwrap()));
+        assert_eq!(via.rport, Some(None));
+        assert_eq!(via.rport_name_end as usize, v.len());
+        let v = b"SIP/2.0/UDP 10.0.0.1 : 5062 ;rport=1234";
+        let via = parse(v);
+        assert_eq!(via.port, Some(5062));
+        assert_eq!(via.rport_value(v), Some(1234));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for v in [&b""[..], b"SIP/2.0", b"SIP/2.0/UDP", b"HTTP/1.1/UDP h", b"SIP/2.0/UDP h x", b"SIP/2.0/UDP h:99999", b"SIP/2.0/UDP [::1"] {
+            assert_eq!(Via::parse(v, Span::new(0, v.len())), None, "{}", String::from_utf8_lossy(v));
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Running the XDP program on crafted frames with BPF_PROG_TEST_RUN, without
+//! attaching it anywhere: the fixture tests and the benchmark use this.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use aya::{
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use sip_lb_common::maps::{names, Counters, PassReason};
+
+use super::{counters::ProgramCounters, object};
+
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+/// What the program did with one frame, read from its verdict and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// XDP_REDIRECT into the CPU map for `worker`; `hash` is the Call-ID hash.
+    Steered { worker: u32, hash: u64 },
+    /// XDP_PASS, counted under `reason`.
+    Passed(PassReason),
+}
+
+/// The XDP program loaded and configured, but not attached.
+pub struct XdpTestProgram {
+    ebpf: Ebpf,
+}
+
+impl XdpTestProgram {
+    /// Loads the program for `worker_cpus.len()` workers on those CPUs.
+    pub fn load(worker_cpus: &[u32], sip_ports: &[u16]) -> anyhow::Result<Self> {
+        let mut ebpf = object::open()?;
+        object::configure(&mut ebpf, worker_cpus, sip_ports)?;
+        object::configure_cpu_map(&mut ebpf, worker_cpus)?;
+        object::load_xdp(&mut ebpf)?;
+        Ok(Self { ebpf })
+    }
+
+    fn prog(&self) -> anyhow::Result<&Xdp> {
+        Ok(self.ebpf.program(names::XDP_PROG).context("XDP program")?.try_into()?)
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> anyhow::Result<ProgramCounters> {
+        ProgramCounters::read(&self.ebpf, names::XDP_COUNTERS)
+    }
+
+    /// Runs `frame` once; returns the raw XDP action.
+    pub fn run_raw(&self, frame: &[u8]) -> anyhow::Result<u32> {
+        let opts = TestRunOptions { data_in: Some(frame), repeat: 1, ..TestRunOptions::new() };
+        let r = self.prog()?.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        Ok(r.return_value)
+    }
+
+    /// Runs `frame` once and explains the verdict from the counters it moved.
+    pub fn run(&self, frame: &[u8]) -> anyhow::Result<Verdict> {
+        let before = self.counters()?;
+        let action = self.run_raw(frame)?;
+        let after = self.counters()?;
+        let delta = |f: fn(&Counters) -> &[u64]| -> Vec<usize> {
+            f(&after.total)
+                .iter()
+                .zip(f(&before.total))
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let steered = delta(|c| &c.steered);
+        let passed = delta(|c| &c.passed);
+        match (action, steered.as_slice(), passed.as_slice()) {
+            (XDP_REDIRECT, [w], []) => {
+                // The CPU that ran it is the one whose packet count moved.
+                let hash = after
+                    .per_cpu
+                    .iter()
+                    .zip(&before.per_cpu)
+                    .find(|(a, b)| a.packets != b.packets)
+                    .map(|(a, _)| a.last_hash)
+                    .context("no CPU counted the packet")?;
+                Ok(Verdict::Steered { worker: *w as u32, hash })
+            }
+            (XDP_PASS, [], [r]) => Ok(Verdict::Passed(PassReason::ALL[*r])),
+            _ => bail!("inconsistent run: action {action}, steered {steered:?}, passed {passed:?}"),
+        }
+    }
+
+    /// Runs `frame` `repeat` times in the kernel; mean time per run.
+    pub fn bench(&self, frame: &[u8], repeat: u32) -> anyhow::Result<Duration> {
+        let opts = TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::new() };
+        let r = self.prog()?.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        Ok(r.duration)
+    }
+}

@@ -1,0 +1,2 @@
+#[path = "../../sip-lb/benches/xdp.rs"] mod bench;
+#[test] fn run() { bench::main() }

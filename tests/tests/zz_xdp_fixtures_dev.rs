@@ -1,0 +1,1 @@
+#[path = "../../sip-lb/tests/xdp_fixtures.rs"] mod fixtures;

@@ -1,0 +1,198 @@
+//! The three forwarders under test, started the same way: sip-lb, Kamailio as
+//! a stateless dispatcher, and the null forwarder. Each listens on one loopback
+//! port, forwards to the given backends, and is measured from /proc.
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::nullfwd;
+use super::procs::{self, Child};
+use super::Env;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    SipLb,
+    Kamailio,
+    Null,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::SipLb => "sip-lb",
+            Kind::Kamailio => "kamailio",
+            Kind::Null => "null forwarder",
+        }
+    }
+
+    /// "workers" for sip-lb and the null forwarder, "children" for Kamailio.
+    pub fn label(self, workers: usize) -> String {
+        let unit = match (self, workers) {
+            (Kind::Kamailio, 1) => "child",
+            (Kind::Kamailio, _) => "children",
+            (_, 1) => "worker",
+            _ => "workers",
+        };
+        format!("{} ({workers} {unit})", self.name())
+    }
+}
+
+pub struct Balancer {
+    pub kind: Kind,
+    pub listen: SocketAddr,
+    child: Child,
+    ctl_socket: Option<String>,
+    cpu_start: Vec<(u32, u64)>,
+}
+
+/// What /proc and the balancer's own counters say at the end of a run.
+#[derive(Clone, Debug, Default)]
+pub struct Usage {
+    pub cpu_s: f64,
+    /// Peak RSS of the largest process and summed over its processes (KiB).
+    pub hwm_max_kib: u64,
+    pub hwm_sum_kib: u64,
+    pub processes: usize,
+    /// Messages forwarded by the balancer's own count (sip-lb: shutdown
+    /// counters; Kamailio: core:fwd_requests + core:fwd_replies).
+    pub forwarded: Option<u64>,
+    /// sip-lb only: datagrams received per worker.
+    pub per_worker_rx: Vec<u64>,
+}
+
+impl Balancer {
+    pub fn start(env: &Env, kind: Kind, workers: usize, listen: SocketAddr, backends: &[SocketAddr], tag: &str) -> Result<Self> {
+        let name = format!("{}-{workers}-{tag}", kind.name().replace(' ', "-"));
+        let mut ctl_socket = None;
+        let cmd = match kind {
+            Kind::SipLb => {
+                let mut c = Command::new(&env.sip_lb);
+                c.arg("run").arg("--listen").arg(listen.to_string()).arg("--workers").arg(workers.to_string());
+                for b in backends {
+                    c.arg("--backend").arg(b.to_string());
+                }
+                c
+            }
+            Kind::Kamailio => {
+                let (cfg, ctl) = render_kamailio(env, &name, workers, listen, backends)?;
+                ctl_socket = Some(ctl);
+                let mut c = Command::new("kamailio");
+                // -DD: stay in the foreground (we stop it by PID), still fork children.
+                c.arg("-f").arg(cfg).args(["-DD", "-E", "-m", "64", "-M", "8"]);
+                c
+            }
+            Kind::Null => {
+                let mut c = Command::new(&env.xtask_exe);
+                c.arg("bench").envs(nullfwd::child_env(listen, backends, workers));
+                c
+            }
+        };
+        let mut child = Child::spawn(&name, cmd, &env.logs)?;
+        procs::wait_udp_bound(listen.port(), &mut child, Duration::from_secs(10))?;
+        // Kamailio binds before it forks its children: let them start.
+        std::thread::sleep(Duration::from_millis(if kind == Kind::Kamailio { 500 } else { 100 }));
+        child.fail_if_exited()?;
+        let mut b = Self { kind, listen, child, ctl_socket, cpu_start: Vec::new() };
+        b.mark();
+        Ok(b)
+    }
+
+    /// Starts the CPU measurement window here.
+    pub fn mark(&mut self) {
+        self.cpu_start = procs::cpu_ticks(&procs::process_tree(self.child.pid()));
+    }
+
+    /// CPU since `mark`, peak RSS so far; Kamailio's counters. Leaves it running.
+    pub fn usage(&mut self) -> Usage {
+        let tree = procs::process_tree(self.child.pid());
+        let cpu_s = procs::cpu_seconds(&self.cpu_start, &procs::cpu_ticks(&tree));
+        let (hwm_max_kib, hwm_sum_kib) = procs::tree_hwm_kib(&tree);
+        let forwarded = self.ctl_socket.as_deref().and_then(kamailio_forwarded);
+        Usage { cpu_s, hwm_max_kib, hwm_sum_kib, processes: tree.len(), forwarded, per_worker_rx: Vec::new() }
+    }
+
+    /// Stops it by PID; for sip-lb, adds the shutdown counters to `usage`.
+    pub fn stop(mut self, usage: &mut Usage) -> Result<()> {
+        self.child.stop();
+        if self.kind == Kind::SipLb {
+            let (fwd, rx) = parse_sip_lb_summary(&self.child.stderr());
+            if !rx.is_empty() {
+                usage.forwarded = Some(fwd);
+                usage.per_worker_rx = rx;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renders the shipped config and dispatcher list into target/bench/.
+fn render_kamailio(env: &Env, name: &str, children: usize, listen: SocketAddr, backends: &[SocketAddr]) -> Result<(std::path::PathBuf, String)> {
+    let dir = &env.repo.join("bench/kamailio");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).with_context(|| format!("reading bench/kamailio/{f}"));
+    let list_path = env.out.join(format!("{name}.dispatcher.list"));
+    let mut list = read("dispatcher-list.cfg")?;
+    for (i, b) in backends.iter().enumerate() {
+        list = list.replace(&format!("{{{{BACKEND_{}}}}}", i + 1), &b.to_string());
+    }
+    std::fs::write(&list_path, list)?;
+    let ctl = env.out.join(format!("{name}.ctl")).display().to_string();
+    let _ = std::fs::remove_file(&ctl);
+    let cfg = read("stateless-dispatcher.cfg")?
+        .replace("{{CHILDREN}}", &children.to_string())
+        .replace("{{LISTEN}}", &listen.to_string())
+        .replace("{{MODULES}}", &kamailio_modules()?)
+        .replace("{{LIST_FILE}}", &list_path.display().to_string())
+        .replace("{{CTL_SOCKET}}", &ctl);
+    let cfg_path = env.out.join(format!("{name}.cfg"));
+    std::fs::write(&cfg_path, cfg)?;
+    Ok((cfg_path, ctl))
+}
+
+fn kamailio_modules() -> Result<String> {
+    let candidates = ["/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules"];
+    candidates
+        .iter()
+        .find(|d| Path::new(d).join("dispatcher.so").exists())
+        .map(|d| format!("{d}/"))
+        .context("Kamailio's dispatcher.so not found (is the kamailio package installed?)")
+}
+
+/// core:fwd_requests + core:fwd_replies via kamcmd (ctl + kex modules).
+fn kamailio_forwarded(ctl: &str) -> Option<u64> {
+    let out = Command::new("kamcmd").args(["-s", &format!("unix:{ctl}"), "stats.get_statistics", "core:"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let get = |key: &str| -> Option<u64> {
+        text.lines().find(|l| l.contains(key)).and_then(|l| l.rsplit(['=', ' ']).next()?.trim().parse().ok())
+    };
+    Some(get("fwd_requests")? + get("fwd_replies")?)
+}
+
+/// From lines "worker N: rx X tx Y requests R responses S ...": (R+S summed, rx per worker).
+fn parse_sip_lb_summary(stderr: &str) -> (u64, Vec<u64>) {
+    let mut fwd = 0;
+    let mut rx = Vec::new();
+    for line in stderr.lines() {
+        let Some(at) = line.find("worker ") else { continue };
+        let words: Vec<&str> = line[at..].split_whitespace().collect();
+        let field = |name: &str| words.windows(2).find(|w| w[0] == name).and_then(|w| w[1].parse::<u64>().ok());
+        if let (Some(r), Some(q), Some(s)) = (field("rx"), field("requests"), field("responses")) {
+            rx.push(r);
+            fwd += q + s;
+        }
+    }
+    (fwd, rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sip_lb_shutdown_summary() {
+        let err = "INFO stopping\nworker 0: rx 10 tx 9 requests 6 responses 3 replies 0 drops 1\nworker 1: rx 4 tx 4 requests 4 responses 0 replies 0 drops 0\n";
+        assert_eq!(parse_sip_lb_summary(err), (13, vec![10, 4]));
+    }
+}

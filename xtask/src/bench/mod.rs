@@ -1,0 +1,260 @@
+//! `cargo xtask bench`: sip-lb against Kamailio (stateless dispatcher) and a
+//! null forwarder on this machine, on loopback. Builds sip-lb (release),
+//! installs kamailio and sip-tester if missing, runs the comparisons of the
+//! bench issue, and writes target/bench/report.md plus PNG plots.
+//!
+//! Layout: `calls` (SIPp calls: CPU per message, memory, ordering), `packets`
+//! (blaster and sinks: max rate, latency), `balancer` (starting and measuring
+//! each forwarder), `report` (tables and plots). Every process it starts is
+//! stopped by PID; every load is bounded in time.
+mod balancer;
+mod calls;
+mod mmsg;
+mod nullfwd;
+mod packets;
+mod plot;
+mod procs;
+mod report;
+mod sipp;
+mod traffic;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use balancer::Kind;
+
+pub struct Options {
+    /// A smaller plan that fits in 2 minutes (the full one fits in 10).
+    pub quick: bool,
+}
+
+/// Where things are.
+pub struct Env {
+    pub repo: PathBuf,
+    /// target/bench: report, plots, rendered Kamailio configs.
+    pub out: PathBuf,
+    /// target/bench/logs: stdout/stderr/statistics of every process.
+    pub logs: PathBuf,
+    pub sip_lb: PathBuf,
+    /// This binary, re-executed as the null forwarder.
+    pub xtask_exe: PathBuf,
+}
+
+/// How long and at what rates; see `docs/bench-notes.md` for the budget.
+pub struct Plan {
+    pub name: &'static str,
+    /// Comparison 1: call rates (calls/s), seconds per run, alternating rounds.
+    pub cpu_rates: Vec<u64>,
+    pub cpu_seconds: u64,
+    pub cpu_rounds: usize,
+    /// Comparison 5: call rates with 2 workers / 2 children, seconds per run.
+    pub order_rates: Vec<u64>,
+    pub order_seconds: u64,
+    /// Comparison 2: seconds per blast, rounds.
+    pub blast_seconds: f64,
+    pub blast_rounds: usize,
+    /// Comparison 3: seconds per paced run; worker counts measured.
+    pub latency_seconds: f64,
+    pub latency_workers: Vec<usize>,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                name: "quick",
+                cpu_rates: vec![1000],
+                cpu_seconds: 5,
+                cpu_rounds: 1,
+                order_rates: vec![1500],
+                order_seconds: 5,
+                blast_seconds: 2.0,
+                blast_rounds: 1,
+                latency_seconds: 2.0,
+                latency_workers: vec![1],
+            }
+        } else {
+            Plan {
+                name: "full",
+                cpu_rates: vec![1000, 2000],
+                cpu_seconds: 10,
+                cpu_rounds: 2,
+                order_rates: vec![1000, 2000],
+                order_seconds: 10,
+                blast_seconds: 4.0,
+                blast_rounds: 2,
+                latency_seconds: 4.0,
+                latency_workers: vec![1, 2],
+            }
+        }
+    }
+}
+
+/// Everything measured; runs that failed are listed in `errors`, the rest of
+/// the bench goes on.
+#[derive(Default)]
+pub struct Results {
+    pub cpu: Vec<calls::CallRun>,
+    pub order: Vec<calls::CallRun>,
+    pub rates: Vec<packets::RateRun>,
+    pub latency: Vec<(packets::LatencyRun, packets::LatencyRun)>,
+    pub errors: Vec<String>,
+    pub skipped_sip_lb: Option<String>,
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    if std::env::var(nullfwd::ROLE_ENV).as_deref() == Ok(nullfwd::ROLE) {
+        return nullfwd::main_from_env();
+    }
+    let started = Instant::now();
+    let repo = std::env::var_os("SIP_LB_BENCH_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
+    let repo = repo.canonicalize().context("workspace root")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"));
+    let out = target.join("bench");
+    let logs = out.join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let env = Env { sip_lb: target.join("release/sip-lb"), xtask_exe: std::env::current_exe()?, repo, out, logs };
+
+    ensure_packages(&[("kamailio", "the stateless dispatcher sip-lb is compared with"), ("sip-tester", "SIPp, the call generator")])?;
+    let mut results = Results::default();
+    eprintln!("bench: building sip-lb (release)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo).current_dir(&env.repo).args(["build", "--release", "-p", "sip-lb"]).status();
+    if !matches!(built, Ok(s) if s.success()) || !env.sip_lb.exists() {
+        let why = "the release build of sip-lb failed; its rows are missing".to_string();
+        eprintln!("bench: WARNING: {why}");
+        results.skipped_sip_lb = Some(why);
+    }
+    let plan = Plan::new(opts.quick);
+    eprintln!("bench: {} plan, results in {}", plan.name, env.out.display());
+    measure(&env, &plan, &mut results);
+    let report = report::write(&env, &plan, &results, started.elapsed())?;
+    println!("{report}");
+    eprintln!("bench: done in {:.0} s; report: {}", started.elapsed().as_secs_f64(), env.out.join("report.md").display());
+    Ok(())
+}
+
+fn measure(env: &Env, plan: &Plan, r: &mut Results) {
+    let sip_lb_ok = r.skipped_sip_lb.is_none();
+    let kinds = |with_null: bool| {
+        let mut k = Vec::new();
+        if sip_lb_ok {
+            k.push(Kind::SipLb);
+        }
+        k.push(Kind::Kamailio);
+        if with_null {
+            k.push(Kind::Null);
+        }
+        k
+    };
+    // Alternate the order each round so drift on a noisy machine hits both.
+    let rotated = |k: &[Kind], round: usize| {
+        let mut v = k.to_vec();
+        if round % 2 == 1 {
+            v.reverse();
+        }
+        v
+    };
+    let note = |r: &mut Results, what: String, e: anyhow::Error| {
+        eprintln!("bench: {what} FAILED: {e:#}");
+        r.errors.push(format!("{what}: {e:#}"));
+    };
+
+    // 1 (and 4): CPU per forwarded message at fixed call rates, 1 worker / 1 child.
+    for &rate in &plan.cpu_rates {
+        for round in 0..plan.cpu_rounds {
+            for kind in rotated(&kinds(false), round) {
+                let what = format!("calls: {} at {rate} calls/s, round {}", kind.label(1), round + 1);
+                eprintln!("bench: {what}");
+                match calls::run(env, kind, 1, rate, plan.cpu_seconds, 1, &format!("cpu-{rate}-{round}")) {
+                    Ok(c) => r.cpu.push(c),
+                    Err(e) => note(r, what, e),
+                }
+            }
+        }
+    }
+    // 5: ordering with 2 workers / 2 children; two UACs so there are several flows.
+    for &rate in &plan.order_rates {
+        for kind in kinds(false) {
+            let what = format!("ordering: {} at {rate} calls/s", kind.label(2));
+            eprintln!("bench: {what}");
+            match calls::run(env, kind, 2, rate, plan.order_seconds, 2, &format!("order-{rate}")) {
+                Ok(c) => r.order.push(c),
+                Err(e) => note(r, what, e),
+            }
+        }
+    }
+    // 2: max forwarding rate.
+    for round in 0..plan.blast_rounds {
+        for workers in [1, 2] {
+            for kind in rotated(&kinds(true), round) {
+                let what = format!("max rate: {}, round {}", kind.label(workers), round + 1);
+                eprintln!("bench: {what}");
+                match packets::max_rate(env, kind, workers, plan.blast_seconds, &format!("rate-{round}")) {
+                    Ok(x) => r.rates.push(x),
+                    Err(e) => note(r, what, e),
+                }
+            }
+        }
+    }
+    // 3: latency at 50% of each forwarder's measured maximum, with a baseline
+    // (blaster straight to a sink) at the same rate just before.
+    for &workers in &plan.latency_workers {
+        for kind in kinds(true) {
+            let max: Vec<f64> = r.rates.iter().filter(|x| x.kind == kind && x.workers == workers).map(|x| x.rate).collect();
+            if max.is_empty() {
+                continue;
+            }
+            let rate = 0.5 * max.iter().sum::<f64>() / max.len() as f64;
+            let what = format!("latency: {} at {rate:.0} msg/s", kind.label(workers));
+            eprintln!("bench: {what}");
+            let run = packets::latency(env, None, workers, rate, plan.latency_seconds, "lat-base")
+                .and_then(|base| Ok((packets::latency(env, Some(kind), workers, rate, plan.latency_seconds, "lat")?, base)));
+            match run {
+                Ok(pair) => r.latency.push(pair),
+                Err(e) => note(r, what, e),
+            }
+        }
+    }
+}
+
+/// `n` distinct free UDP ports on 127.0.0.1 (held open until all are chosen).
+pub fn free_addrs(n: usize) -> Result<Vec<SocketAddr>> {
+    let socks = (0..n).map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))).collect::<std::io::Result<Vec<_>>>()?;
+    Ok(socks.iter().map(|s| s.local_addr()).collect::<std::io::Result<Vec<_>>>()?)
+}
+
+/// Installs missing Debian packages, saying which and why.
+fn ensure_packages(wanted: &[(&str, &str)]) -> Result<()> {
+    let installed = |p: &str| {
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", p])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    };
+    let missing: Vec<_> = wanted.iter().filter(|(p, _)| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for (p, why) in &missing {
+        eprintln!("bench: installing Debian package {p} ({why})");
+    }
+    let ok = Command::new("apt-get").args(["update", "-qq"]).status()?.success()
+        && Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(missing.iter().map(|(p, _)| *p))
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?
+            .success();
+    if !ok {
+        bail!("apt-get could not install {:?}", missing.iter().map(|(p, _)| *p).collect::<Vec<_>>());
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Packet-level runs (comparisons 2 and 3): the blaster sends INVITEs with
+//! fresh Call-IDs to a forwarder whose backends are two counting sinks.
+//! Max rate: open-loop blast, rate = datagrams the sinks got per second over
+//! the measured window. Latency: a paced blast at a fixed rate, each datagram
+//! timed from the blaster's send to the sink's receive; the same run without a
+//! forwarder in between gives the baseline to subtract.
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::balancer::{Balancer, Kind, Usage};
+use super::traffic::{self, BlastSpec, Sinks};
+use super::{free_addrs, Env};
+
+/// Source ports the blaster rotates through.
+pub const FLOWS: usize = 8;
+/// Not measured at the start of a blast.
+const WARMUP: Duration = Duration::from_millis(500);
+
+pub struct RateRun {
+    pub kind: Kind,
+    pub workers: usize,
+    pub sent: u64,
+    pub received: u64,
+    /// Datagrams/s at the sinks over the measured window.
+    pub rate: f64,
+    pub window_s: f64,
+    /// Datagrams/s the blaster got into the kernel.
+    pub sent_rate: f64,
+    pub usage: Usage,
+}
+
+impl RateRun {
+    pub fn loss(&self) -> f64 {
+        1.0 - self.received as f64 / self.sent.max(1) as f64
+    }
+}
+
+pub fn max_rate(env: &Env, kind: Kind, workers: usize, seconds: f64, tag: &str) -> Result<RateRun> {
+    let sinks = Sinks::start(2, false)?;
+    let listen = free_addrs(1)?[0];
+    let mut lb = Balancer::start(env, kind, workers, listen, &sinks.addrs, tag)?;
+    let spec = BlastSpec { target: listen, duration: Duration::from_secs_f64(seconds), rate: None, flows: FLOWS };
+    let blaster = std::thread::spawn(move || traffic::blast(&spec, 0));
+    std::thread::sleep(WARMUP);
+    lb.mark();
+    let (c1, t1) = (sinks.count(), Instant::now());
+    std::thread::sleep(Duration::from_secs_f64(seconds) - WARMUP - Duration::from_millis(100));
+    let (c2, t2) = (sinks.count(), Instant::now());
+    let mut usage = lb.usage();
+    let blasted = blaster.join().map_err(|_| anyhow::anyhow!("blaster panicked"))??;
+    std::thread::sleep(Duration::from_millis(200));
+    let received = sinks.count();
+    lb.stop(&mut usage)?;
+    sinks.finish();
+    let rate = (c2 - c1) as f64 / (t2 - t1).as_secs_f64();
+    let window_s = (t2 - t1).as_secs_f64();
+    let sent_rate = blasted.sent as f64 / blasted.elapsed.as_secs_f64();
+    Ok(RateRun { kind, workers, sent: blasted.sent, received, rate, window_s, sent_rate, usage })
+}
+
+pub struct LatencyRun {
+    /// `None`: blaster straight to a sink (the baseline).
+    pub kind: Option<Kind>,
+    pub workers: usize,
+    pub rate: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub p50_ns: u32,
+    pub p99_ns: u32,
+    pub usage: Option<Usage>,
+}
+
+/// Paced blast at `rate` datagrams/s through `kind` (or straight to a sink).
+pub fn latency(env: &Env, kind: Option<Kind>, workers: usize, rate: f64, seconds: f64, tag: &str) -> Result<LatencyRun> {
+    let sinks = Sinks::start(2, true)?;
+    let mut lb = match kind {
+        Some(k) => {
+            let listen = free_addrs(1)?[0];
+            Some(Balancer::start(env, k, workers, listen, &sinks.addrs, tag)?)
+        }
+        None => None,
+    };
+    let target: SocketAddr = lb.as_ref().map_or(sinks.addrs[0], |b| b.listen);
+    let spec = BlastSpec { target, duration: Duration::from_secs_f64(seconds), rate: Some(rate), flows: FLOWS };
+    if let Some(b) = lb.as_mut() {
+        b.mark();
+    }
+    let blasted = traffic::blast(&spec, 0)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let received = sinks.count();
+    let usage = match lb {
+        Some(mut b) => {
+            let mut u = b.usage();
+            b.stop(&mut u)?;
+            Some(u)
+        }
+        None => None,
+    };
+    let mut samples = sinks.finish();
+    let (p50_ns, p99_ns) = traffic::percentiles(&mut samples).context("too few latency samples arrived")?;
+    Ok(LatencyRun { kind, workers, rate, sent: blasted.sent, received, p50_ns, p99_ns, usage })
+}

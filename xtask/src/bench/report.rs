@@ -1,0 +1,285 @@
+//! The report: Markdown tables (target/bench/report.md, also printed) and PNG
+//! bar charts beside it.
+use std::fmt::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::balancer::Kind;
+use super::calls::CallRun;
+use super::plot::bar_chart;
+use super::{Env, Plan, Results};
+
+pub fn write(env: &Env, plan: &Plan, r: &Results, took: Duration) -> Result<String> {
+    let mut md = String::new();
+    let w = &mut md;
+    writeln!(w, "# sip-lb bench ({} plan)\n", plan.name)?;
+    writeln!(w, "{}\n", machine())?;
+    writeln!(w, "Took {:.0} s. Logs of every process: `target/bench/logs/`.\n", took.as_secs_f64())?;
+    if let Some(why) = &r.skipped_sip_lb {
+        writeln!(w, "**sip-lb not measured:** {why}.\n")?;
+    }
+    cpu_section(w, plan, &r.cpu)?;
+    rate_section(w, r)?;
+    latency_section(w, r)?;
+    memory_section(w, r)?;
+    order_section(w, &r.order)?;
+    if !r.errors.is_empty() {
+        writeln!(w, "## Runs that failed\n")?;
+        for e in &r.errors {
+            writeln!(w, "- {}", e.replace('\n', " "))?;
+        }
+        writeln!(w)?;
+    }
+    plots(env, r)?;
+    writeln!(w, "Plots: `cpu.png`, `max-rate.png`, `latency.png`, `memory.png` beside this file.")?;
+    std::fs::write(env.out.join("report.md"), &md)?;
+    Ok(md)
+}
+
+fn machine() -> String {
+    let sh = |cmd: &str| {
+        Command::new("sh").args(["-c", cmd]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    };
+    format!(
+        "Machine: {} CPUs ({}), kernel {}, net.core.rmem_max {}. Kamailio: {}. SIPp: {}. sip-lb: commit {}{}.",
+        super::mmsg::cpu_count(),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        sh("uname -r"),
+        sh("cat /proc/sys/net/core/rmem_max"),
+        sh("kamailio -v | head -1 | cut -d' ' -f2-3"),
+        sh("sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1"),
+        sh("git rev-parse --short HEAD"),
+        if sh("git status --porcelain -- sip-lb sip-lb-common").is_empty() { "" } else { " (with uncommitted changes)" },
+    )
+}
+
+fn us_per_msg(runs: &[&CallRun]) -> Option<f64> {
+    let msgs: u64 = runs.iter().map(|c| c.messages()).sum();
+    let cpu: f64 = runs.iter().map(|c| c.usage.cpu_s).sum();
+    (msgs > 0).then(|| cpu * 1e6 / msgs as f64)
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.digits$}"))
+}
+
+fn cpu_section(w: &mut String, plan: &Plan, runs: &[CallRun]) -> Result<()> {
+    writeln!(w, "## 1. CPU per forwarded message (SIPp calls, 1 worker / 1 child)\n")?;
+    writeln!(
+        w,
+        "SIPp UAC -> balancer -> two SIPp UAS, {} s per run, {} alternating round(s). CPU = utime+stime of the \
+         balancer's processes (all threads; Kamailio: main and every child) from /proc over the call window. \
+         Messages = the balancer's own count (sip-lb: shutdown counters; Kamailio: core:fwd_requests + \
+         core:fwd_replies); SIPp's view (6 per completed call) beside it.\n",
+        plan.cpu_seconds, plan.cpu_rounds
+    )?;
+    writeln!(w, "| calls/s | balancer | round | calls ok / failed | messages (own count) | messages (SIPp) | CPU s | µs CPU / message |")?;
+    writeln!(w, "|---|---|---|---|---|---|---|---|")?;
+    for (i, c) in runs.iter().enumerate() {
+        let round = runs[..i].iter().filter(|d| d.kind == c.kind && d.rate == c.rate).count() + 1;
+        writeln!(
+            w,
+            "| {} | {} | {round} | {} / {} | {} | {} | {:.2} | {} |",
+            c.rate,
+            c.kind.label(c.workers),
+            c.uac.successful,
+            c.uac.failed,
+            c.usage.forwarded.map_or("n/a".into(), |n| n.to_string()),
+            c.sipp_messages(),
+            c.usage.cpu_s,
+            fmt_opt(us_per_msg(&[c]), 2)
+        )?;
+    }
+    writeln!(w, "\n| calls/s | sip-lb µs/msg | Kamailio µs/msg | sip-lb / Kamailio | target ≤ 0.25 |")?;
+    writeln!(w, "|---|---|---|---|---|")?;
+    for &rate in &plan.cpu_rates {
+        let of = |k: Kind| us_per_msg(&runs.iter().filter(|c| c.kind == k && c.rate == rate).collect::<Vec<_>>());
+        let (s, k) = (of(Kind::SipLb), of(Kind::Kamailio));
+        let ratio = s.zip(k).map(|(s, k)| s / k);
+        let verdict = ratio.map_or("n/a", |x| if x <= 0.25 { "met" } else { "not met" });
+        writeln!(w, "| {rate} | {} | {} | {} | {verdict} |", fmt_opt(s, 2), fmt_opt(k, 2), fmt_opt(ratio, 3))?;
+    }
+    writeln!(w)?;
+    Ok(())
+}
+
+fn mean_rate(r: &Results, kind: Kind, workers: usize) -> Option<f64> {
+    let v: Vec<f64> = r.rates.iter().filter(|x| x.kind == kind && x.workers == workers).map(|x| x.rate).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn rate_section(w: &mut String, r: &Results) -> Result<()> {
+    writeln!(w, "## 2. Maximum forwarding rate (blaster -> forwarder -> two counting sinks)\n")?;
+    writeln!(
+        w,
+        "Open-loop sendmmsg blast of INVITEs (fresh Call-ID each, {} source ports); rate = datagrams the sinks \
+         received per second after a 0.5 s warm-up. Blaster and sinks share the machine's CPUs with the forwarder.\n",
+        super::packets::FLOWS
+    )?;
+    writeln!(w, "| forwarder | sent/s | forwarded/s | lost | CPU µs / msg at max |")?;
+    writeln!(w, "|---|---|---|---|---|")?;
+    for x in &r.rates {
+        let per = (x.usage.cpu_s > 0.0).then(|| x.usage.cpu_s * 1e6 / (x.rate * x.window_s).max(1.0));
+        writeln!(
+            w,
+            "| {} | {:.0} | {:.0} | {:.1}% | {} |",
+            x.kind.label(x.workers),
+            x.sent_rate,
+            x.rate,
+            100.0 * x.loss(),
+            fmt_opt(per, 2)
+        )?;
+    }
+    writeln!(w, "\n| workers | sip-lb msg/s | Kamailio msg/s | null forwarder msg/s | sip-lb / null | target ≥ 0.80 |")?;
+    writeln!(w, "|---|---|---|---|---|---|")?;
+    for workers in [1, 2] {
+        let (s, k, n) = (mean_rate(r, Kind::SipLb, workers), mean_rate(r, Kind::Kamailio, workers), mean_rate(r, Kind::Null, workers));
+        let ratio = s.zip(n).map(|(s, n)| s / n);
+        let verdict = ratio.map_or("n/a", |x| if x >= 0.8 { "met" } else { "not met" });
+        writeln!(w, "| {workers} | {} | {} | {} | {} | {verdict} |", fmt_opt(s, 0), fmt_opt(k, 0), fmt_opt(n, 0), fmt_opt(ratio, 3))?;
+    }
+    writeln!(w)?;
+    Ok(())
+}
+
+fn latency_section(w: &mut String, r: &Results) -> Result<()> {
+    writeln!(w, "## 3. Added latency at 50% of each forwarder's maximum rate\n")?;
+    writeln!(
+        w,
+        "Paced blast; each datagram carries its send time (CLOCK_MONOTONIC) and the sink in the same process \
+         takes its receive time. Baseline: the same blast straight to a sink, just before. Added = through \
+         the forwarder minus baseline, per percentile. First 10% of samples dropped (warm-up).\n"
+    )?;
+    writeln!(w, "| forwarder | msg/s | p50 µs | p99 µs | baseline p50 / p99 µs | added p50 µs | added p99 µs | p99 target < 100 µs | lost |")?;
+    writeln!(w, "|---|---|---|---|---|---|---|---|---|")?;
+    for (x, b) in &r.latency {
+        let us = |ns: u32| ns as f64 / 1000.0;
+        let (a50, a99) = (us(x.p50_ns) - us(b.p50_ns), us(x.p99_ns) - us(b.p99_ns));
+        writeln!(
+            w,
+            "| {} | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} | {:.1} | {:.1} | {} | {:.2}% |",
+            x.kind.map_or("direct".into(), |k| k.label(x.workers)),
+            x.rate,
+            us(x.p50_ns),
+            us(x.p99_ns),
+            us(b.p50_ns),
+            us(b.p99_ns),
+            a50,
+            a99,
+            if a99 < 100.0 { "met" } else { "not met" },
+            100.0 * (1.0 - x.received as f64 / x.sent.max(1) as f64)
+        )?;
+    }
+    writeln!(w)?;
+    Ok(())
+}
+
+/// Peak RSS per forwarder and worker count, the largest over all its runs.
+fn memory_rows(r: &Results) -> Vec<(String, u64, u64, usize)> {
+    let mut all: Vec<(Kind, usize, &super::balancer::Usage)> = Vec::new();
+    all.extend(r.cpu.iter().chain(&r.order).map(|c| (c.kind, c.workers, &c.usage)));
+    all.extend(r.rates.iter().map(|x| (x.kind, x.workers, &x.usage)));
+    all.extend(r.latency.iter().filter_map(|(x, _)| Some((x.kind?, x.workers, x.usage.as_ref()?))));
+    let mut rows = Vec::new();
+    for kind in [Kind::SipLb, Kind::Kamailio, Kind::Null] {
+        for workers in [1, 2] {
+            let mine: Vec<_> = all.iter().filter(|(k, wk, _)| *k == kind && *wk == workers).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let max = mine.iter().map(|(_, _, u)| u.hwm_max_kib).max().unwrap_or(0);
+            let sum = mine.iter().map(|(_, _, u)| u.hwm_sum_kib).max().unwrap_or(0);
+            let procs = mine.iter().map(|(_, _, u)| u.processes).max().unwrap_or(0);
+            rows.push((kind.label(workers), max, sum, procs));
+        }
+    }
+    rows
+}
+
+fn memory_section(w: &mut String, r: &Results) -> Result<()> {
+    writeln!(w, "## 4. Peak memory (VmHWM from /proc/PID/status, largest over all runs)\n")?;
+    writeln!(
+        w,
+        "Kamailio is several processes sharing memory; the sum counts shared pages once per process that \
+         touched them, so the truth is between the two columns.\n"
+    )?;
+    writeln!(w, "| forwarder | processes | peak RSS, largest process (MiB) | peak RSS summed over processes (MiB) |")?;
+    writeln!(w, "|---|---|---|---|")?;
+    for (label, max, sum, procs) in memory_rows(r) {
+        writeln!(w, "| {label} | {procs} | {:.1} | {:.1} |", max as f64 / 1024.0, sum as f64 / 1024.0)?;
+    }
+    writeln!(w)?;
+    Ok(())
+}
+
+fn order_section(w: &mut String, runs: &[CallRun]) -> Result<()> {
+    writeln!(w, "## 5. Per-call ordering with 2 workers / 2 children\n")?;
+    writeln!(
+        w,
+        "Two SIPp UACs (half the rate each, so several flows) -> balancer -> two UAS. Unexpected = SIPp's \
+         Unexpected-Msg count over UACs and UASs (a reordered message fails its call). Target for sip-lb: 0 \
+         lost calls with both workers busy.\n"
+    )?;
+    writeln!(w, "| balancer | calls/s | calls placed | ok | failed | unexpected-msg | lost | datagrams per worker | µs CPU / msg |")?;
+    writeln!(w, "|---|---|---|---|---|---|---|---|---|")?;
+    for c in runs {
+        let spread = if c.usage.per_worker_rx.is_empty() {
+            "n/a".into()
+        } else {
+            c.usage.per_worker_rx.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" / ")
+        };
+        writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {:.2}% | {spread} | {} |",
+            c.kind.label(c.workers),
+            c.rate,
+            c.uac.created,
+            c.uac.successful,
+            c.uac.failed,
+            c.unexpected(),
+            100.0 * c.uac.failed as f64 / c.uac.created.max(1) as f64,
+            fmt_opt(us_per_msg(&[c]), 2)
+        )?;
+    }
+    writeln!(w)?;
+    Ok(())
+}
+
+fn plots(env: &Env, r: &Results) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut rates: Vec<u64> = r.cpu.iter().map(|c| c.rate).collect();
+    rates.dedup();
+    for kind in [Kind::SipLb, Kind::Kamailio] {
+        let v: Vec<f64> = rates
+            .iter()
+            .map(|&rate| us_per_msg(&r.cpu.iter().filter(|c| c.kind == kind && c.rate == rate).collect::<Vec<_>>()).unwrap_or(f64::NAN))
+            .collect();
+        rows.push((kind.name().to_string(), v));
+    }
+    let series: Vec<String> = rates.iter().map(|r| format!("{r} calls/s")).collect();
+    let series: Vec<&str> = series.iter().map(String::as_str).collect();
+    std::fs::write(env.out.join("cpu.png"), bar_chart("CPU per forwarded message (lower is better)", "us", &series, &rows))?;
+
+    let rows: Vec<(String, Vec<f64>)> = [Kind::SipLb, Kind::Kamailio, Kind::Null]
+        .iter()
+        .map(|&k| (k.name().to_string(), [1, 2].iter().map(|&wk| mean_rate(r, k, wk).unwrap_or(f64::NAN)).collect()))
+        .collect();
+    std::fs::write(env.out.join("max-rate.png"), bar_chart("Max forwarding rate (msg/s)", "", &["1 worker", "2 workers"], &rows))?;
+
+    let rows: Vec<(String, Vec<f64>)> = r
+        .latency
+        .iter()
+        .map(|(x, b)| {
+            let label = x.kind.map_or("direct".into(), |k| k.label(x.workers));
+            (label, vec![(x.p50_ns as f64 - b.p50_ns as f64) / 1000.0, (x.p99_ns as f64 - b.p99_ns as f64) / 1000.0])
+        })
+        .collect();
+    std::fs::write(env.out.join("latency.png"), bar_chart("Added latency at 50% of max rate", "us", &["p50", "p99"], &rows))?;
+
+    let rows: Vec<(String, Vec<f64>)> =
+        memory_rows(r).into_iter().map(|(l, max, sum, _)| (l, vec![max as f64 / 1024.0, sum as f64 / 1024.0])).collect();
+    std::fs::write(env.out.join("memory.png"), bar_chart("Peak RSS (VmHWM)", "MiB", &["largest process", "sum of processes"], &rows))?;
+    Ok(())
+}
