@@ -2,6 +2,7 @@
 //! the worker-steering rule, and every map key/value type.
 #![no_std]
 
+pub mod callid_scan;
 pub mod hash;
 pub mod maps;
 

@@ -14,7 +14,7 @@ pub const SCAN_WINDOW: usize = 2048;
 
 /// Size of the per-CPU scan buffer: a power of two so every index can be
 /// masked into bounds, plus slack for the 8-byte reads near the end.
-pub const SCAN_BUF_LEN: usize = 4096 + 16;
+pub const SCAN_BUF_LEN: usize = 4096 + 64;
 /// Mask applied to every scan-buffer index (keeps the verifier happy).
 pub const SCAN_BUF_MASK: usize = 4095;
 
@@ -26,11 +26,15 @@ pub const CPU_MAP_QUEUE_SIZE: u32 = 2048;
 /// Entries of the CPU map: the highest CPU number that can own a worker, +1.
 pub const MAX_CPUS: u32 = 256;
 
+/// Entries of the SIP port bitmap (65536 ports / 64 bits).
+pub const PORT_WORDS: u32 = 1024;
+
 /// Map names, as the loader looks them up in the object.
 pub mod names {
     /// `Array<SteerConfig>`, one entry.
     pub const CONFIG: &str = "CONFIG";
-    /// `HashMap<u16 /* host order */, u8>` of SIP UDP ports.
+    /// `Array<u64>` of `PORT_WORDS` entries: a bitmap of SIP UDP ports,
+    /// bit `port % 64` of entry `port / 64`.
     pub const SIP_PORTS: &str = "SIP_PORTS";
     /// `CpuMap`, key = CPU number.
     pub const CPU_MAP: &str = "CPU_MAP";
@@ -143,11 +147,7 @@ impl Counters {
     }
 }
 
-/// Scratch buffer the payload is copied into before scanning, with the
-/// scanner's state. The state lives in the map value rather than on the
-/// stack on purpose: the verifier forgets scalars stored in map values, so
-/// the `bpf_loop` callback's state converges after one pass instead of the
-/// verifier tracking every position precisely (which it cannot finish).
+/// Scratch buffer the payload is copied into before scanning.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ScanBuf {
@@ -155,20 +155,16 @@ pub struct ScanBuf {
     pub state: ScanState,
 }
 
-/// Progress of one Call-ID scan (see [`ScanBuf`]).
+/// Scanner scratch next to the payload.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ScanState {
-    /// Payload bytes in `data`.
-    pub len: u64,
-    /// Where the next step starts.
-    pub pos: u64,
-    /// 1 when `pos` is the first byte of a header line.
-    pub line_start: u64,
-    /// Index just after the Call-ID's ':' (0: not found).
-    pub colon: u64,
-    /// 1 when the blank line ending the header block was seen.
-    pub end: u64,
+    /// Every buffer index is stored here and loaded back (volatile) before
+    /// use: the verifier forgets scalars that went through a map value, so
+    /// it masks the index into bounds without tracking the scan position
+    /// precisely. Tracked precisely, every iteration of the 2 KiB scan loop
+    /// would be a new verifier state and the program "too large".
+    pub idx: u64,
 }
 
 #[cfg(feature = "user")]

@@ -38,9 +38,10 @@ fn be16(p: *const u8, i: usize) -> u16 {
     unsafe { ((*p.add(i) as u16) << 8) | *p.add(i + 1) as u16 }
 }
 
-/// Parses L2-L4; `Ok` only for a complete, unfragmented UDP datagram to a SIP port.
+/// Parses L2-L4; `Ok` only for a complete, unfragmented UDP datagram to a
+/// SIP port. `frame_len`: the whole frame's length ([`frame_len`]).
 #[inline(always)]
-pub fn udp_payload(ctx: &XdpContext) -> Result<Payload, PassReason> {
+pub fn udp_payload(ctx: &XdpContext, frame_len: usize) -> Result<Payload, PassReason> {
     let eth = at(ctx, 0, ETH_HLEN)?;
     let mut proto = be16(eth, 12);
     let mut off = ETH_HLEN;
@@ -91,16 +92,13 @@ pub fn udp_payload(ctx: &XdpContext) -> Result<Payload, PassReason> {
     let udp = at(ctx, l4_off, UDP_HLEN)?;
     let dport = be16(udp, 2);
     let ulen = be16(udp, 4) as usize;
-    // SAFETY: lookup in a hash map; the value is not used past this line.
-    if unsafe { SIP_PORTS.get(&dport) }.is_none() {
+    let bits = SIP_PORTS.get(dport as u32 / 64).copied().unwrap_or(0);
+    if bits & (1u64 << (dport % 64)) == 0 {
         return Err(PassReason::OtherPort);
     }
     if ulen < UDP_HLEN {
         return Err(PassReason::Truncated);
     }
-    // Whole frame, including fragments of a multi-buffer (jumbo) frame.
-    // SAFETY: plain helper call on our context.
-    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
     let offset = l4_off + UDP_HLEN;
     let len = ulen - UDP_HLEN;
     if offset + len > frame_len {
@@ -109,7 +107,8 @@ pub fn udp_payload(ctx: &XdpContext) -> Result<Payload, PassReason> {
     Ok(Payload { offset, len })
 }
 
-/// Length of the whole frame (linear part + fragments).
+/// Length of the whole frame, including the fragments of a multi-buffer
+/// (jumbo) frame.
 #[inline(always)]
 pub fn frame_len(ctx: &XdpContext) -> u64 {
     // SAFETY: plain helper call on our context.

@@ -82,9 +82,10 @@ pub fn sip_lb(ctx: XdpContext) -> u32 {
     };
     // SAFETY: this CPU's counters; XDP runs without preemption.
     let c = unsafe { &mut *c };
+    let frame_len = headers::frame_len(&ctx);
     c.packets += 1;
-    c.bytes += headers::frame_len(&ctx);
-    match xdp_steer(&ctx) {
+    c.bytes += frame_len;
+    match xdp_steer(&ctx, frame_len as usize) {
         Ok((action, worker, hash)) => {
             count_steer(c, worker, hash);
             action
@@ -97,8 +98,8 @@ pub fn sip_lb(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn xdp_steer(ctx: &XdpContext) -> Result<(u32, usize, u64), PassReason> {
-    let payload = headers::udp_payload(ctx)?;
+fn xdp_steer(ctx: &XdpContext, frame_len: usize) -> Result<(u32, usize, u64), PassReason> {
+    let payload = headers::udp_payload(ctx, frame_len)?;
     let (len, cut) = window(payload.len)?;
     let b = callid::scan_buf().ok_or(PassReason::SteerFailed)?;
     let d = b as *mut u8;

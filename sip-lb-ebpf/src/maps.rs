@@ -3,17 +3,18 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, CpuMap, HashMap, PerCpuArray, ReusePortSockArray},
+    maps::{Array, CpuMap, PerCpuArray, ReusePortSockArray},
 };
-use sip_lb_common::maps::{Counters, ScanBuf, SteerConfig, MAX_CPUS, MAX_WORKERS};
+use sip_lb_common::maps::{Counters, ScanBuf, SteerConfig, MAX_CPUS, MAX_WORKERS, PORT_WORDS};
 
 /// Worker count and worker -> CPU table (one entry).
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<SteerConfig> = Array::with_max_entries(1, 0);
 
-/// SIP UDP destination ports (host byte order) -> 1.
+/// SIP UDP destination ports as a bitmap: bit `port % 64` of entry
+/// `port / 64` (an array lookup the verifier inlines; no hashing).
 #[map(name = "SIP_PORTS")]
-pub static SIP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
+pub static SIP_PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 
 /// CPU number -> cpumap queue: the XDP redirect target.
 #[map(name = "CPU_MAP")]

@@ -59,6 +59,9 @@ pub fn main() {
     let f = frame(&payload);
     assert!(matches!(prog.run(&f).expect("test run"), Verdict::Steered { .. }));
     println!("xdp: {}-byte frame, Call-ID header at payload offset {call_id_at}", f.len());
+    if let Ok(Some(n)) = prog.verified_insns() {
+        println!("xdp: verifier processed {n} instructions (limit 1000000)");
+    }
     for (name, frame) in [
         ("invite-900B-callid@600", f.clone()),
         ("invite-900B-callid@60", frame(&invite(60, 900 - 42))),

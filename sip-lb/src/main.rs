@@ -8,8 +8,9 @@ use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 
 use sip_lb::config::{Config, RunArgs};
-use sip_lb::control;
+use sip_lb::control::{self, client::ControlArgs};
 use sip_lb::dataplane::{self, affinity, stats::Summary, Dataplane};
+use sip_lb::xdp;
 
 #[derive(Parser)]
 #[command(name = "sip-lb", version, about = "Stateless SIP load balancer")]
@@ -22,6 +23,41 @@ struct Cli {
 enum Command {
     /// Run the balancer until SIGINT/SIGTERM (SIGHUP reloads the config).
     Run(RunArgs),
+    /// List a running instance's backends: state, weight, counters.
+    Backends(ControlArgs),
+    /// Take a backend out of rotation (its Call-IDs move to the others).
+    Drain(BackendArgs),
+    /// Put a drained backend back into rotation.
+    Enable(BackendArgs),
+    /// Make a running instance re-read its config (like SIGHUP).
+    Reload(ControlArgs),
+    /// Live per-core and per-backend view of a running instance.
+    Top(TopArgs),
+}
+
+#[derive(clap::Args)]
+struct BackendArgs {
+    /// The backend, `ip:port` as in the config.
+    addr: String,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
+#[derive(clap::Args)]
+struct TopArgs {
+    /// Stop after this many screens [default: run until Ctrl-C].
+    #[arg(long, short = 'n', value_name = "N")]
+    iterations: Option<u64>,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
+/// Runs one control-API client command on a small runtime.
+fn client<F: std::future::Future<Output = Result<String>>>(f: impl FnOnce() -> F) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let out = rt.block_on(f())?;
+    print!("{out}");
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -34,6 +70,13 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Run(args) => run(args),
+        Command::Backends(c) => client(|| control::client::backends(c.control)),
+        Command::Drain(b) => client(|| control::client::set_drained(b.control.control, &b.addr, true)),
+        Command::Enable(b) => client(|| control::client::set_drained(b.control.control, &b.addr, false)),
+        Command::Reload(c) => client(|| control::client::reload(c.control)),
+        Command::Top(t) => client(|| async move {
+            control::top::run(t.control.control, t.iterations).await.map(|()| String::new())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,6 +96,8 @@ fn run(args: RunArgs) -> Result<()> {
     let allowed = affinity::allowed_cpus();
     let cpus: Vec<usize> = (0..config.workers).map(|i| allowed[i % allowed.len()]).collect();
 
+    let steering = attach_steering(&config, &sockets, &cpus)?;
+
     let dp = Dataplane::start(sockets, &cpus, plan.clone())?;
     tracing::info!(
         listen = ?config.listen,
@@ -62,11 +107,62 @@ fn run(args: RunArgs) -> Result<()> {
         "sip-lb forwarding"
     );
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let served = rt.block_on(control::run_until_shutdown(args, config, plan));
+    let setup = control::Setup {
+        args,
+        config,
+        plan,
+        workers: dp.stats().to_vec(),
+        cpus: dp.cpus().to_vec(),
+        // The first listen address's programs carry the XDP counters.
+        xdp: steering.first().map(|s| -> control::XdpReader {
+            let s = s.clone();
+            Box::new(move || s.counters())
+        }),
+    };
+    let served = rt.block_on(control::run_until_shutdown(setup));
 
     let stats = dp.stop();
     for (i, s) in stats.iter().enumerate() {
         eprintln!("{}", Summary(i, s));
     }
+    if let Some(Ok(c)) = steering.first().map(|s| s.counters()) {
+        if let Some(x) = &c.xdp {
+            eprintln!("xdp: {x}");
+        }
+        eprintln!("reuseport: {}", c.reuseport);
+    }
+    // Workers are stopped: now detach (Drop) the programs.
+    drop(steering);
     served
+}
+
+/// Call-ID steering for every listen address: with `--iface`, XDP on that
+/// interface plus the reuseport selector; without, the reuseport selector
+/// alone, which keeps every Call-ID on one worker even on loopback. Without
+/// root (and no `--iface`) there is no eBPF: the kernel's 4-tuple hash picks
+/// the worker, which forwards just as correctly but without per-call affinity.
+fn attach_steering(
+    config: &Config,
+    sockets: &[Vec<std::net::UdpSocket>],
+    cpus: &[usize],
+) -> Result<Vec<Arc<xdp::Steering>>> {
+    use std::os::fd::AsFd;
+    // SAFETY: geteuid has no preconditions.
+    if config.iface.is_none() && unsafe { libc::geteuid() } != 0 {
+        tracing::warn!("steering: none (not root): workers chosen by the kernel's 4-tuple hash");
+        return Ok(Vec::new());
+    }
+    let ports: Vec<u16> = config.listen.iter().map(|a| a.port()).collect();
+    let worker_cpus: Vec<u32> = cpus.iter().map(|&c| c as u32).collect();
+    let mut all = Vec::new();
+    for (l, addr) in config.listen.iter().enumerate() {
+        let fds: Vec<_> = sockets.iter().map(|w| w[l].as_fd()).collect();
+        // One XDP program per interface: attach it with the first address.
+        let iface = if l == 0 { config.iface.as_deref() } else { None };
+        let s = xdp::Steering::attach(iface, &fds, &worker_cpus, &ports)
+            .with_context(|| format!("attaching Call-ID steering for {addr}"))?;
+        tracing::info!(%addr, "steering: {}", s.mode());
+        all.push(Arc::new(s));
+    }
+    Ok(all)
 }

@@ -622,3 +622,19 @@ fn output_buffer_is_reused() {
     }
     assert_eq!(out.capacity(), cap);
 }
+
+/// A reply to an unverified UDP source must not be larger than what it sent
+/// (no amplification): a request cut right after its Via would get a longer
+/// 400, so it is dropped instead; a whole bad request still gets its 400.
+#[test]
+fn stateless_reply_never_larger_than_the_request() {
+    let cut = sip("INVITE sip:bob@example.com SIP/2.0\nVia: SIP/2.0/UDP 198.51.100.7:5060;rport;branch=z9hG4bKcut\nMax-For");
+    let (a, out) = run(&cut, "198.51.100.7:5060");
+    assert_eq!(a, Action::Drop(DropReason::ReplyWouldAmplify));
+    assert!(out.is_empty());
+
+    let whole = sip("INVITE sip:bob@example.com SIP/2.0\nVia: SIP/2.0/UDP 198.51.100.7:5060;rport;branch=z9hG4bKwhole\nMax-Forwards: 70\nFrom: <sip:alice@example.com>;tag=1\nTo: <sip:bob@example.com>\nCSeq: 1 INVITE\nContact: <sip:alice@198.51.100.7>\nContent-Type: application/sdp\nContent-Length: @\n\nv=0\no=- 1 1 IN IP4 198.51.100.7\ns=-\nc=IN IP4 198.51.100.7\nt=0 0\nm=audio 4000 RTP/AVP 0\n");
+    let (a, out) = run(&whole, "198.51.100.7:5060");
+    assert!(matches!(a, Action::Reply { code: 400, .. }), "{a:?}");
+    assert!(out.len() <= whole.len());
+}

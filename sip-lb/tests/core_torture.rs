@@ -3,7 +3,12 @@
 //! edits, the invalid ones get 400 (or are dropped when nobody can be told).
 
 use sip_lb::proxy::{Action, DropReason, Identity, Proxy};
-use sip_lb::sip::{HeaderName, Message, Via};
+use sip_lb::sip::{HeaderName, Message, ParseError, Via};
+
+/// Parses with leaked slots so the view can be returned (tests only).
+fn parse_msg(buf: &[u8]) -> Result<Message<'_>, ParseError> {
+    Message::parse(buf, Box::leak(Box::new(Message::slots())))
+}
 use std::net::SocketAddr;
 
 const BACKEND: &str = "10.0.0.100:5060";
@@ -34,13 +39,13 @@ fn run(msg: &[u8]) -> (Action, Vec<u8>) {
 fn assert_forwarded(name: &str, msg: &[u8]) -> Vec<u8> {
     let (a, out) = run(msg);
     assert_eq!(a, Action::Forward { to: BACKEND.parse().unwrap() }, "{name}");
-    let m = Message::parse(&out).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    let m = parse_msg(&out).unwrap_or_else(|e| panic!("{name}: {e:?}"));
     assert_eq!(m.defect, None, "{name}");
     let top = m.find(HeaderName::Via).unwrap();
     let via = Via::parse(&out, top.value).unwrap();
     assert!(via.branch_bytes(&out).starts_with(b"z9hG4bKslb"), "{name}");
     // The body is a prefix of what followed the headers (surplus is cut).
-    let orig = Message::parse(msg).unwrap();
+    let orig = parse_msg(msg).unwrap();
     assert!(orig.rest().starts_with(m.rest()), "{name}: body changed");
     out
 }
@@ -48,7 +53,7 @@ fn assert_forwarded(name: &str, msg: &[u8]) -> Vec<u8> {
 fn assert_400(name: &str, msg: &[u8]) {
     let (a, out) = run(msg);
     assert_eq!(a, Action::Reply { to: SRC.parse().unwrap(), code: 400 }, "{name}");
-    let m = Message::parse(&out).unwrap();
+    let m = parse_msg(&out).unwrap();
     assert!(!m.is_request());
     assert!(out.starts_with(b"SIP/2.0 400 Bad Request\r\n"));
 }
@@ -192,7 +197,7 @@ Content-Length: @
     ));
     assert!(msg.len() > 10_000);
     let out = assert_forwarded("longreq", &msg);
-    assert_eq!(Message::parse(&out).unwrap().all(HeaderName::Via).count(), 43);
+    assert_eq!(parse_msg(&out).unwrap().all(HeaderName::Via).count(), 43);
 }
 
 #[test]
@@ -434,6 +439,14 @@ Max-Forwards: 0
 Content-Length: 0
 
 ";
+    // As in RFC 4475 the replies would be larger than these tiny requests,
+    // and a stateless proxy must not amplify toward an unverified source.
+    assert_eq!(run(&sip(base)).0, Action::Drop(DropReason::ReplyWouldAmplify));
+    // With the headers a real UA sends, each gets its reply.
+    let base = &base.replace(
+        "Content-Length: 0",
+        "User-Agent: torture-test/1.0 (a typical user agent string of a carrier SBC)\nAllow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY\nAccept: application/sdp\nContent-Length: 0",
+    );
     assert!(matches!(run(&sip(base)).0, Action::Reply { code: 483, .. }));
     let unksm = base.replace("OPTIONS sip:user@example.com SIP", "OPTIONS nobarf:user@example.com SIP").replace("Max-Forwards: 0", "Max-Forwards: 70");
     assert!(matches!(run(&sip(&unksm)).0, Action::Reply { code: 416, .. }));

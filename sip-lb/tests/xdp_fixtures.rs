@@ -336,3 +336,11 @@ fn counters_sum_bytes_and_packets() {
     assert_eq!(c.total.bytes, 5 * f.len() as u64);
     assert_eq!(c.steered_total(), 5);
 }
+
+#[test]
+fn verifier_headroom() {
+    // The scan loops are sized against the verifier's 1M-instruction budget;
+    // keep a margin so a kernel whose verifier walks a bit more still loads it.
+    let n = two_workers().verified_insns().expect("prog info").expect("kernel reports verified_insns");
+    assert!(n < 700_000, "verifier processed {n} instructions; the budget is 1,000,000");
+}

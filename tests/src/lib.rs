@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests.
 
+pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod sipp;

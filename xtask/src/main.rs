@@ -1,5 +1,7 @@
 //! Project tasks: `cargo xtask run`, `cargo xtask test`, `cargo xtask setup`.
+mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::path::PathBuf;
@@ -28,6 +30,18 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Side-by-side performance against Kamailio and a null forwarder;
+    /// writes target/bench/report.md.
+    Bench {
+        /// The 2-minute plan instead of the 10-minute one.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Run every fuzz target for a bounded time.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Build everything and run every test of the project.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -35,6 +49,10 @@ enum Task {
         args: Vec<String>,
     },
 }
+
+/// Per fuzz target in `cargo xtask test`: enough to catch regressions on
+/// the seed corpus, short enough for CI.
+const FUZZ_SECONDS_IN_TEST: u64 = 20;
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
@@ -67,12 +85,25 @@ fn main() -> Result<()> {
                 Err(err).context("starting sip-lb")
             }
         }
+        Task::Bench { quick } => {
+            setup::ensure_all()?;
+            bench::run(bench::Options { quick })
+        }
+        Task::Fuzz { seconds } => {
+            setup::ensure_all()?;
+            fuzz::run_short(seconds)
+        }
         Task::Test { args } => {
             setup::ensure_all()?;
             eprintln!("xtask: building every binary (end-to-end tests run target/debug/sip-lb)");
             setup::run(cargo().args(["build", "--bins"]))?;
             eprintln!("xtask: running every test");
-            setup::run(cargo().args(["test", "--no-fail-fast"]).args(&args))
+            setup::run(cargo().args(["test", "--no-fail-fast"]).args(&args))?;
+            if args.is_empty() {
+                eprintln!("xtask: short fuzz runs (long runs: docs/fuzzing.md)");
+                fuzz::run_short(FUZZ_SECONDS_IN_TEST)?;
+            }
+            Ok(())
         }
     }
 }

@@ -40,7 +40,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "IF")]
     pub iface: Option<String>,
 
-    /// Address (`ip:port`) for the metrics endpoint.
-    #[arg(long, value_name = "ADDR")]
+    /// HTTP address (`ip:port`) of the control plane: `/metrics` and the
+    /// admin API used by `sip-lb backends|drain|enable|reload|top`
+    /// [default: 127.0.0.1:5070].
+    #[arg(long, visible_alias = "control", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 }

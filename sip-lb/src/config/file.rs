@@ -44,6 +44,7 @@ pub(crate) struct HealthSpans {
     pub interval_ms: Option<Span>,
     pub timeout_ms: Option<Span>,
     pub failures: Option<Span>,
+    pub successes: Option<Span>,
 }
 
 #[derive(Debug, Default)]
@@ -82,9 +83,20 @@ struct RawPool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHealth {
+    enabled: Option<bool>,
     interval_ms: Option<Spanned<u64>>,
     timeout_ms: Option<Spanned<u64>>,
     failures: Option<Spanned<u32>>,
+    successes: Option<Spanned<u32>>,
+    alive_codes: Option<Spanned<Vec<Spanned<RawCode>>>>,
+}
+
+/// A reply code (`200`) or class (`"2xx"`) in `health.alive_codes`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCode {
+    Number(i64),
+    Text(String),
 }
 
 /// A backend: `"ip:port"` or `{ addr = "ip:port", weight = 2 }`.
@@ -191,6 +203,8 @@ pub(crate) fn parse(src: &str) -> Result<(Draft, Spans), ConfigError> {
                 v.into_inner()
             })
         };
+        // Writing a [health] section turns probing on unless it says otherwise.
+        draft.health.enabled = h.enabled.unwrap_or(true);
         draft.health.interval_ms =
             take(h.interval_ms, d.interval_ms, &mut spans.health.interval_ms);
         draft.health.timeout_ms = take(h.timeout_ms, d.timeout_ms, &mut spans.health.timeout_ms);
@@ -198,6 +212,37 @@ pub(crate) fn parse(src: &str) -> Result<(Draft, Spans), ConfigError> {
             spans.health.failures = Some(v.span());
             v.into_inner()
         });
+        draft.health.successes = h.successes.map_or(d.successes, |v| {
+            spans.health.successes = Some(v.span());
+            v.into_inner()
+        });
+        if let Some(list) = h.alive_codes {
+            let mut alive = super::AliveCodes::default();
+            for c in list.get_ref() {
+                let text = match c.get_ref() {
+                    RawCode::Number(n) => n.to_string(),
+                    RawCode::Text(t) => t.clone(),
+                };
+                let entry = super::AliveCodes::parse_entry(&text).ok_or_else(|| {
+                    ConfigError::at(
+                        src,
+                        Some(c.span()),
+                        "health.alive_codes",
+                        format!("{text:?} is not a status code (100-699) or a class such as \"2xx\""),
+                    )
+                })?;
+                alive = alive.union(entry);
+            }
+            if alive.is_empty() {
+                return Err(ConfigError::at(
+                    src,
+                    Some(list.span()),
+                    "health.alive_codes",
+                    "must list at least one code, or every backend would be down",
+                ));
+            }
+            draft.health.alive = alive;
+        }
     }
 
     for p in raw.pool {

@@ -20,6 +20,11 @@ pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
 pub use cli::RunArgs;
 pub use error::ConfigError;
 
+/// Where the control plane serves `/metrics` and its admin API when the
+/// file and flags name no `metrics` address.
+pub const DEFAULT_CONTROL: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5070);
+
 /// The name of the pool `--backend` creates when the file has no default pool.
 pub const DEFAULT_POOL: &str = "default";
 /// The name of the pool `--registrar` creates when no pool takes REGISTER.
@@ -42,9 +47,10 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Interface for the XDP steering program, if any.
     pub iface: Option<String>,
-    /// Metrics endpoint, if any.
+    /// The control plane's HTTP address (`/metrics` and the admin API); the
+    /// control plane uses [`DEFAULT_CONTROL`] when unset.
     pub metrics: Option<SocketAddr>,
-    /// Health probing (placeholder for the health-check issue).
+    /// Health probing.
     pub health: HealthConfig,
 }
 
@@ -68,24 +74,112 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
-/// Health-probe settings. Only parsed and validated for now.
+/// Health probing: SIP OPTIONS to every backend from the control plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HealthConfig {
+    /// Whether to probe at all; when false every backend counts as healthy.
+    /// Off unless the file has a `[health]` section (where it defaults to
+    /// on), so flag-only setups and backends that ignore OPTIONS keep
+    /// working unchanged.
+    pub enabled: bool,
     /// Time between OPTIONS probes to each backend.
     pub interval_ms: u64,
-    /// How long to wait for a probe's answer.
+    /// How long to wait for a probe's answer (at most `interval_ms`).
     pub timeout_ms: u64,
     /// Consecutive failed probes before a backend is marked down.
     pub failures: u32,
+    /// Consecutive good probes before a down backend is marked up again.
+    pub successes: u32,
+    /// Reply codes that count as alive (default: any 2xx).
+    pub alive: AliveCodes,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
+            enabled: false,
             interval_ms: 2000,
             timeout_ms: 1000,
             failures: 3,
+            successes: 2,
+            alive: AliveCodes::class(2),
         }
+    }
+}
+
+/// A set of SIP status codes (100-699), as a bitset so `HealthConfig` stays
+/// `Copy`. Written in the file as numbers and classes: `[200, "4xx"]`.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct AliveCodes([u64; 10]);
+
+impl AliveCodes {
+    /// Every code of a class: `class(2)` is 200-299.
+    pub const fn class(c: u16) -> AliveCodes {
+        let mut s = AliveCodes([0; 10]);
+        let mut code = c * 100;
+        while code < c * 100 + 100 {
+            s = s.with(code);
+            code += 1;
+        }
+        s
+    }
+
+    /// The set plus `code` (ignored outside 100-699).
+    pub const fn with(mut self, code: u16) -> AliveCodes {
+        if code >= 100 && code <= 699 {
+            let i = (code - 100) as usize;
+            self.0[i / 64] |= 1 << (i % 64);
+        }
+        self
+    }
+
+    pub fn union(self, other: AliveCodes) -> AliveCodes {
+        let mut s = self;
+        for (a, b) in s.0.iter_mut().zip(other.0) {
+            *a |= b;
+        }
+        s
+    }
+
+    pub fn contains(&self, code: u16) -> bool {
+        (100..=699).contains(&code) && {
+            let i = (code - 100) as usize;
+            self.0[i / 64] & (1 << (i % 64)) != 0
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+
+    /// Parses one entry: `200` or `"2xx"`.
+    pub fn parse_entry(s: &str) -> Option<AliveCodes> {
+        let s = s.trim();
+        if let [c @ b'1'..=b'6', b'x' | b'X', b'x' | b'X'] = s.as_bytes() {
+            return Some(AliveCodes::class(u16::from(c - b'0')));
+        }
+        match s.parse::<u16>() {
+            Ok(code) if (100..=699).contains(&code) => Some(AliveCodes::default().with(code)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AliveCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut l = f.debug_list();
+        for class in 1..=6u16 {
+            if self.0 == self.union(AliveCodes::class(class)).0 {
+                l.entry(&format_args!("\"{class}xx\""));
+            } else {
+                for code in class * 100..class * 100 + 100 {
+                    if self.contains(code) {
+                        l.entry(&code);
+                    }
+                }
+            }
+        }
+        l.finish()
     }
 }
 

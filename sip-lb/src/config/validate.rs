@@ -183,10 +183,23 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         ("health.failures", u64::from(h.failures), |s: &Spans| {
             s.health.failures.clone()
         }),
+        ("health.successes", u64::from(h.successes), |s: &Spans| {
+            s.health.successes.clone()
+        }),
     ] {
         if v == 0 {
             return Err(loc.err(span, field, "must be at least 1"));
         }
+    }
+    if h.timeout_ms > h.interval_ms {
+        return Err(loc.err(
+            |s| s.health.timeout_ms.clone(),
+            "health.timeout_ms",
+            format!(
+                "{} ms is longer than health.interval_ms ({} ms): a probe must end before the next one starts",
+                h.timeout_ms, h.interval_ms
+            ),
+        ));
     }
 
     check_pools(&d.pools, &loc)?;

@@ -1,28 +1,56 @@
 //! Hot reload: a new config becomes a new Plan, published with one atomic
 //! store. What cannot change without re-binding sockets is refused, so a
 //! reload never half-applies.
-use std::sync::Arc;
-
 use anyhow::{bail, Result};
 
 use crate::config::{Config, RunArgs};
-use crate::dataplane::{Plan, SharedPlan};
+use crate::dataplane::Plan;
 
+use super::state::Backends;
+
+/// The Plan for a fresh start: every backend eligible, counter slots in
+/// configuration order (the same ones [`super::Control`] then assigns).
 pub fn build_plan(config: &Config) -> Plan {
-    Plan { proxy: crate::proxy::Proxy::new(identity(config)), router: crate::balance::Router::build(config, |_| true) }
+    let mut backends = Backends::default();
+    backends.sync(config, |_| (0, 0));
+    plan_for(config, &backends)
+}
+
+/// The Plan for `config` with only the eligible (up, not drained) backends
+/// in the router.
+pub fn plan_for(config: &Config, backends: &Backends) -> Plan {
+    Plan {
+        proxy: crate::proxy::Proxy::new(identity(config)),
+        router: crate::balance::Router::build(config, |a| backends.eligible(a)),
+        backends: backends.slots(),
+    }
 }
 
 fn identity(config: &Config) -> crate::proxy::Identity {
-    crate::proxy::Identity { advertise: config.advertise, local: config.listen.clone() }
+    crate::proxy::Identity {
+        advertise: config.advertise,
+        local: config.listen.clone(),
+    }
 }
 
-pub fn reload(args: &RunArgs, running: &Config, plan: &SharedPlan) -> Result<Config> {
+/// Re-reads the file and flags; refuses what needs a restart.
+pub fn load_next(args: &RunArgs, running: &Config) -> Result<Config> {
     let next = Config::load(args)?;
     if next.listen != running.listen || next.workers != running.workers {
-        bail!("listen addresses and worker count need a restart (running: {:?} x{}, new: {:?} x{})",
-            running.listen, running.workers, next.listen, next.workers);
+        bail!(
+            "listen addresses and worker count need a restart (running: {:?} x{}, new: {:?} x{})",
+            running.listen,
+            running.workers,
+            next.listen,
+            next.workers
+        );
     }
-    plan.store(Arc::new(build_plan(&next)));
-    tracing::info!("config reloaded: {} pool(s)", next.pools.len());
+    if next.metrics != running.metrics {
+        tracing::warn!(
+            "the control/metrics address changed ({:?} -> {:?}): it takes effect at the next restart",
+            running.metrics,
+            next.metrics
+        );
+    }
     Ok(next)
 }

@@ -31,6 +31,8 @@ use worker::Worker;
 pub struct Plan {
     pub proxy: Proxy,
     pub router: Router,
+    /// Backend address -> per-backend counter slot (see `stats`).
+    pub backends: stats::BackendSlots,
 }
 
 pub type SharedPlan = Arc<ArcSwap<Plan>>;

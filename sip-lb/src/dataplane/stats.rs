@@ -2,6 +2,7 @@
 //! it publishes with plain relaxed load+store (no locked instructions on the
 //! hot path); readers (metrics, shutdown summary) may see a batch late.
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam::utils::CachePadded;
@@ -11,10 +12,19 @@ use crate::proxy::DropReason;
 /// Status codes a stateless proxy generates itself, counted one by one.
 pub const REPLY_CODES: [u16; 5] = [400, 416, 420, 483, 503];
 
+/// Per-backend counter slots in each worker. Slots are handed out by the
+/// control plane and published in the `Plan` as a [`BackendSlots`] table;
+/// backends beyond this many are forwarded to but not counted.
+pub const MAX_BACKENDS: usize = 256;
+
 #[derive(Default)]
 pub struct Counter(AtomicU64);
 
 impl Counter {
+    pub const fn zero() -> Counter {
+        Counter(AtomicU64::new(0))
+    }
+
     /// Single-writer increment.
     #[inline]
     pub fn add(&self, n: u64) {
@@ -26,7 +36,6 @@ impl Counter {
     }
 }
 
-#[derive(Default)]
 pub struct Counters {
     pub rx_datagrams: Counter,
     pub rx_bytes: Counter,
@@ -38,6 +47,63 @@ pub struct Counters {
     /// Indexed like REPLY_CODES, plus one slot for any other code.
     pub replies: [Counter; REPLY_CODES.len() + 1],
     pub drops: [Counter; DropReason::ALL.len()],
+    /// Requests forwarded to each backend, by slot ([`BackendSlots`]).
+    pub backend_requests: [Counter; MAX_BACKENDS],
+    /// Responses relayed from each backend (the response's source address).
+    pub backend_responses: [Counter; MAX_BACKENDS],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rx_datagrams: Counter::zero(),
+            rx_bytes: Counter::zero(),
+            tx_datagrams: Counter::zero(),
+            tx_bytes: Counter::zero(),
+            tx_errors: Counter::zero(),
+            requests_forwarded: Counter::zero(),
+            responses_forwarded: Counter::zero(),
+            replies: [const { Counter::zero() }; REPLY_CODES.len() + 1],
+            drops: [const { Counter::zero() }; DropReason::ALL.len()],
+            backend_requests: [const { Counter::zero() }; MAX_BACKENDS],
+            backend_responses: [const { Counter::zero() }; MAX_BACKENDS],
+        }
+    }
+}
+
+/// Backend address -> counter slot, sorted by address for a branch-light
+/// binary search on the hot path. Built by the control plane, which keeps a
+/// backend's slot across reloads so its counters stay monotonic.
+#[derive(Clone, Debug, Default)]
+pub struct BackendSlots {
+    table: Box<[(SocketAddr, u16)]>,
+}
+
+impl BackendSlots {
+    /// From (address, slot) pairs; slots >= [`MAX_BACKENDS`] are left out.
+    pub fn new(pairs: impl IntoIterator<Item = (SocketAddr, usize)>) -> BackendSlots {
+        let mut table: Vec<(SocketAddr, u16)> = pairs
+            .into_iter()
+            .filter(|&(_, s)| s < MAX_BACKENDS)
+            .map(|(a, s)| (a, s as u16))
+            .collect();
+        table.sort_unstable();
+        table.dedup_by_key(|e| e.0);
+        BackendSlots { table: table.into() }
+    }
+
+    /// The counter slot of `addr`, if it is a backend.
+    #[inline]
+    pub fn slot(&self, addr: SocketAddr) -> Option<usize> {
+        self.table
+            .binary_search_by(|(a, _)| a.cmp(&addr))
+            .ok()
+            .map(|i| usize::from(self.table[i].1))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, usize)> + '_ {
+        self.table.iter().map(|&(a, s)| (a, usize::from(s)))
+    }
 }
 
 pub type WorkerStats = CachePadded<Counters>;
@@ -87,5 +153,24 @@ impl fmt::Display for Summary<'_> {
             write!(f, ")")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_slots_lookup() {
+        let a: SocketAddr = "10.0.0.2:5060".parse().unwrap();
+        let b: SocketAddr = "10.0.0.1:5060".parse().unwrap();
+        let c: SocketAddr = "[2001:db8::1]:5060".parse().unwrap();
+        let t = BackendSlots::new([(a, 0), (b, 7), (c, 3), ("10.0.0.9:1".parse().unwrap(), MAX_BACKENDS)]);
+        assert_eq!(t.slot(a), Some(0));
+        assert_eq!(t.slot(b), Some(7));
+        assert_eq!(t.slot(c), Some(3));
+        assert_eq!(t.slot("10.0.0.1:5061".parse().unwrap()), None);
+        assert_eq!(t.slot("10.0.0.9:1".parse().unwrap()), None);
+        assert_eq!(t.iter().count(), 3);
     }
 }

@@ -89,8 +89,15 @@ impl Worker {
                 Action::Forward { to } => {
                     if !data.starts_with(b"SIP/") {
                         stats.requests_forwarded.add(1);
+                        if let Some(b) = plan.backends.slot(to) {
+                            stats.backend_requests[b].add(1);
+                        }
                     } else {
                         stats.responses_forwarded.add(1);
+                        // A response's source is the backend that sent it.
+                        if let Some(b) = plan.backends.slot(src) {
+                            stats.backend_responses[b].add(1);
+                        }
                     }
                     tx_bytes += out.len() as u64;
                     tx.commit(to);

@@ -36,10 +36,13 @@ pub enum DropReason {
     AckRejected,
     /// An ACK with no backend available (503 is not sent for ACK).
     AckNoBackend,
+    /// A stateless reply larger than the request it answers: the source is
+    /// unverified (UDP), so sending it would amplify a spoofed flood.
+    ReplyWouldAmplify,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::KeepAlive,
         DropReason::Malformed,
         DropReason::MalformedResponse,
@@ -49,6 +52,7 @@ impl DropReason {
         DropReason::BadNextHop,
         DropReason::AckRejected,
         DropReason::AckNoBackend,
+        DropReason::ReplyWouldAmplify,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -62,6 +66,7 @@ impl DropReason {
             DropReason::BadNextHop => "bad_next_hop",
             DropReason::AckRejected => "ack_rejected",
             DropReason::AckNoBackend => "ack_no_backend",
+            DropReason::ReplyWouldAmplify => "reply_would_amplify",
         }
     }
 

@@ -66,11 +66,18 @@ impl Proxy {
         out: &mut Vec<u8>,
     ) -> Action {
         out.clear();
-        let action = match Message::parse(datagram) {
+        // 3 KiB of header slots on the stack: no heap, no shared scratch.
+        let mut slots = Message::slots();
+        let action = match Message::parse(datagram, &mut slots) {
             Err(ParseError::KeepAlive) => Action::Drop(DropReason::KeepAlive),
             Err(_) => Action::Drop(DropReason::Malformed),
             Ok(m) if m.is_request() => request::handle(self, chooser, &m, src, out),
             Ok(m) => response::handle(self, &m, out),
+        };
+        // Never send more toward an unverified source than it sent us.
+        let action = match action {
+            Action::Reply { .. } if out.len() > datagram.len() => Action::Drop(DropReason::ReplyWouldAmplify),
+            a => a,
         };
         if matches!(action, Action::Drop(_)) {
             out.clear();

@@ -86,3 +86,17 @@ pub fn build(req: &Request<'_, '_>, code: u16, out: &mut Vec<u8>) -> Action {
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Action::Reply { to: reply_target(req.via, req.src), code }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_phrases() {
+        assert_eq!(reason(400), b"Bad Request");
+        assert_eq!(reason(416), b"Unsupported URI Scheme");
+        assert_eq!(reason(420), b"Bad Extension");
+        assert_eq!(reason(483), b"Too Many Hops");
+        assert_eq!(reason(503), b"Service Unavailable");
+    }
+}

@@ -297,3 +297,34 @@ fn routes<'a>(proxy: &Proxy, m: &Message<'a>, f: &Fields<'_>, ruri: Span, edits:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sp(s: &[u8]) -> Span {
+        Span::new(0, s.len())
+    }
+
+    #[test]
+    fn cseq_split() {
+        let v = b"0009\r\n  INVITE";
+        let (n, m) = split_cseq(v, sp(v)).unwrap();
+        assert_eq!((n.of(v), m.of(v)), (&b"0009"[..], &b"INVITE"[..]));
+        for bad in [&b"INVITE"[..], b"1INVITE", b"1 ", b"2147483648 INVITE", b"1 IN VITE", b"-1 INVITE"] {
+            assert_eq!(split_cseq(bad, sp(bad)), None, "{}", String::from_utf8_lossy(bad));
+        }
+        let max = b"2147483647 ACK";
+        assert!(split_cseq(max, sp(max)).is_some());
+    }
+
+    #[test]
+    fn from_to_address_syntax() {
+        for ok in [&b"sip:a@b;tag=1"[..], b"<sip:a@b>", b"\"A, B\" <sip:a@b>;tag=x", b"caller<sip:caller@example.com>;tag=323", b"tel:+1"] {
+            assert!(address_ok(ok, sp(ok)), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [&b"\"Bell, Alexander\" sip:a.g.bell@example.com;tag=43"[..], b"Bob sip:b@c", b"<sip:a@b", b"nothing", b""] {
+            assert!(!address_ok(bad, sp(bad)), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

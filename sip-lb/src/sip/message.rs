@@ -12,8 +12,13 @@ use super::header::HeaderName;
 use super::span::Span;
 use super::text::{is_token, is_ws, trim};
 
-/// Header slots per message; more headers is a [`ParseError`].
+/// Header slots the proxy gives a message; more headers is a [`ParseError`].
 pub const MAX_HEADERS: usize = 128;
+
+/// Caller-provided header storage (like httparse): parsing writes the slots,
+/// the [`Message`] borrows them, so the view itself stays small and is never
+/// copied around with kilobytes of slots inside.
+pub type Slots = [Header; MAX_HEADERS];
 
 /// Largest datagram accepted (the UDP payload limit).
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -64,7 +69,7 @@ pub struct Header {
 }
 
 impl Header {
-    const EMPTY: Header =
+    pub const EMPTY: Header =
         Header { name: HeaderName::Other, line: Span::EMPTY, value: Span::EMPTY, next: 0 };
 }
 
@@ -80,13 +85,18 @@ pub struct Message<'a> {
     /// First byte after the empty line (= datagram end if unterminated).
     pub body_start: u32,
     pub defect: Option<Defect>,
-    count: usize,
-    headers: [Header; MAX_HEADERS],
+    headers: &'a [Header],
 }
 
 impl<'a> Message<'a> {
-    /// Indexes `buf`. Never panics; allocation free.
-    pub fn parse(buf: &'a [u8]) -> Result<Message<'a>, ParseError> {
+    /// Fresh header storage for [`Message::parse`].
+    pub const fn slots() -> Slots {
+        [Header::EMPTY; MAX_HEADERS]
+    }
+
+    /// Indexes `buf`, writing its header fields into `slots` (more fields
+    /// than slots is an error). Never panics; allocation free.
+    pub fn parse(buf: &'a [u8], slots: &'a mut [Header]) -> Result<Message<'a>, ParseError> {
         if buf.len() > MAX_DATAGRAM {
             return Err(ParseError::TooLarge);
         }
@@ -99,76 +109,21 @@ impl<'a> Message<'a> {
         };
         let line_end = if nl > start && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
         let start_line = parse_start_line(buf, start, line_end);
-        let mut msg = Message {
+        let mut defect = match start_line {
+            StartLine::Invalid { .. } => Some(Defect::StartLine),
+            _ => None,
+        };
+        let (count, body_start) = index_headers(buf, nl + 1, slots, &mut defect)?;
+        let slots: &'a [Header] = slots;
+        Ok(Message {
             buf,
             start: start as u32,
             start_line,
             head_start: (nl + 1) as u32,
-            body_start: buf.len() as u32,
-            defect: match start_line {
-                StartLine::Invalid { .. } => Some(Defect::StartLine),
-                _ => None,
-            },
-            count: 0,
-            headers: [Header::EMPTY; MAX_HEADERS],
-        };
-        msg.index_headers(nl + 1)?;
-        Ok(msg)
-    }
-
-    fn index_headers(&mut self, mut pos: usize) -> Result<(), ParseError> {
-        let buf = self.buf;
-        // Whether the previous line was a header a fold may continue.
-        let mut open = false;
-        loop {
-            if pos >= buf.len() {
-                self.note(Defect::Unterminated);
-                break;
-            }
-            let (nl, next) = match memchr(b'\n', &buf[pos..]) {
-                Some(i) => (pos + i, pos + i + 1),
-                None => (buf.len(), buf.len()),
-            };
-            let end = if nl > pos && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
-            if end == pos {
-                if next == buf.len() && nl == buf.len() {
-                    self.note(Defect::Unterminated);
-                }
-                self.body_start = next as u32;
-                break;
-            }
-            if is_ws(buf[pos]) {
-                // Folded continuation (RFC 3261 §7.3.1).
-                if open {
-                    if let Some(h) = self.count.checked_sub(1).and_then(|i| self.headers.get_mut(i)) {
-                        h.line.end = end as u32;
-                        h.value.end = end as u32;
-                        h.next = next as u32;
-                    }
-                } else {
-                    self.note(Defect::HeaderLine);
-                }
-            } else if let Some(h) = parse_header_line(buf, pos, end, next) {
-                let slot = self.headers.get_mut(self.count).ok_or(ParseError::TooManyHeaders)?;
-                *slot = h;
-                self.count += 1;
-                open = true;
-            } else {
-                self.note(Defect::HeaderLine);
-                open = false;
-            }
-            pos = next;
-        }
-        let buf = self.buf;
-        for h in &mut self.headers[..self.count] {
-            let (a, b) = trim(buf, h.value.start(), h.value.end());
-            h.value = Span::new(a, b);
-        }
-        Ok(())
-    }
-
-    fn note(&mut self, d: Defect) {
-        self.defect.get_or_insert(d);
+            body_start: body_start as u32,
+            defect,
+            headers: slots.get(..count).unwrap_or(&[]),
+        })
     }
 
     /// The datagram this view borrows.
@@ -185,17 +140,17 @@ impl<'a> Message<'a> {
 
     /// All header fields, in order.
     #[inline]
-    pub fn headers(&self) -> &[Header] {
-        self.headers.get(..self.count).unwrap_or(&[])
+    pub fn headers(&self) -> &'a [Header] {
+        self.headers
     }
 
     /// The first header field with this name.
-    pub fn find(&self, name: HeaderName) -> Option<&Header> {
+    pub fn find(&self, name: HeaderName) -> Option<&'a Header> {
         self.headers().iter().find(|h| h.name == name)
     }
 
     /// All header fields with this name.
-    pub fn all(&self, name: HeaderName) -> impl Iterator<Item = &Header> + '_ {
+    pub fn all(&self, name: HeaderName) -> impl Iterator<Item = &'a Header> + 'a {
         self.headers().iter().filter(move |h| h.name == name)
     }
 
@@ -216,6 +171,70 @@ impl<'a> Message<'a> {
         self.buf.get(self.body_start as usize..).unwrap_or(&[])
     }
 }
+
+
+/// Indexes the header block from `pos`: returns the field count and where
+/// the body starts.
+fn index_headers(
+    buf: &[u8],
+    mut pos: usize,
+    slots: &mut [Header],
+    defect: &mut Option<Defect>,
+) -> Result<(usize, usize), ParseError> {
+    let mut count: usize = 0;
+    let mut body_start = buf.len();
+    // Whether the previous line was a header a fold may continue.
+    let mut open = false;
+    loop {
+        if pos >= buf.len() {
+            note(defect, Defect::Unterminated);
+            break;
+        }
+        let (nl, next) = match memchr(b'\n', &buf[pos..]) {
+            Some(i) => (pos + i, pos + i + 1),
+            None => (buf.len(), buf.len()),
+        };
+        let end = if nl > pos && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+        if end == pos {
+            if next == buf.len() && nl == buf.len() {
+                note(defect, Defect::Unterminated);
+            }
+            body_start = next;
+            break;
+        }
+        if is_ws(buf[pos]) {
+            // Folded continuation (RFC 3261 §7.3.1).
+            if open {
+                if let Some(h) = count.checked_sub(1).and_then(|i| slots.get_mut(i)) {
+                    h.line.end = end as u32;
+                    h.value.end = end as u32;
+                    h.next = next as u32;
+                }
+            } else {
+                note(defect, Defect::HeaderLine);
+            }
+        } else if let Some(h) = parse_header_line(buf, pos, end, next) {
+            let slot = slots.get_mut(count).ok_or(ParseError::TooManyHeaders)?;
+            *slot = h;
+            count += 1;
+            open = true;
+        } else {
+            note(defect, Defect::HeaderLine);
+            open = false;
+        }
+        pos = next;
+    }
+for h in slots.iter_mut().take(count) {
+    let (a, b) = trim(buf, h.value.start(), h.value.end());
+    h.value = Span::new(a, b);
+}
+Ok((count, body_start))
+}
+
+fn note(defect: &mut Option<Defect>, d: Defect) {
+defect.get_or_insert(d);
+}
+
 
 fn parse_start_line(buf: &[u8], start: usize, end: usize) -> StartLine {
     let line = &buf[start..end];
@@ -289,6 +308,11 @@ fn parse_header_line(buf: &[u8], pos: usize, end: usize, next: usize) -> Option<
 mod tests {
     use super::*;
 
+    /// Test shorthand: leaks the slots so the view can outlive this call.
+    fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
+        Message::parse(buf, Box::leak(Box::new(Message::slots())))
+    }
+
     const INVITE: &[u8] = b"INVITE sip:bob@biloxi.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds\r\n\
 Max-Forwards: 70\r\n\
@@ -304,7 +328,7 @@ v=0\n";
 
     #[test]
     fn indexes_rfc3261_invite() {
-        let m = Message::parse(INVITE).unwrap();
+        let m = parse(INVITE).unwrap();
         assert_eq!(m.defect, None);
         assert!(m.is_request());
         assert_eq!(m.method(), b"INVITE");
@@ -321,7 +345,7 @@ v=0\n";
     #[test]
     fn folded_header_and_space_before_colon() {
         let msg = b"OPTIONS sip:a@b SIP/2.0\r\nVia  : SIP/2.0/UDP\r\n  192.0.2.2;branch=z9hG4bKx\r\nsubject :\r\n\r\n";
-        let m = Message::parse(msg).unwrap();
+        let m = parse(msg).unwrap();
         assert_eq!(m.defect, None);
         let v = m.find(HeaderName::Via).unwrap();
         assert_eq!(m.get(v.value), b"SIP/2.0/UDP\r\n  192.0.2.2;branch=z9hG4bKx");
@@ -333,44 +357,44 @@ v=0\n";
 
     #[test]
     fn response_line_with_and_without_reason() {
-        let m = Message::parse(b"SIP/2.0 200 OK\r\nv: x\r\n\r\n").unwrap();
+        let m = parse(b"SIP/2.0 200 OK\r\nv: x\r\n\r\n").unwrap();
         assert!(matches!(m.start_line, StartLine::Response { code: 200, .. }));
-        let m = Message::parse(b"SIP/2.0 100\r\nv: x\r\n\r\n").unwrap();
+        let m = parse(b"SIP/2.0 100\r\nv: x\r\n\r\n").unwrap();
         let StartLine::Response { code, reason, .. } = m.start_line else { panic!() };
         assert_eq!((code, m.get(reason)), (100, &b""[..]));
-        let m = Message::parse(b"SIP/2.0 2000 OK\r\nv: x\r\n\r\n").unwrap();
+        let m = parse(b"SIP/2.0 2000 OK\r\nv: x\r\n\r\n").unwrap();
         assert_eq!(m.start_line, StartLine::Invalid { is_response: true });
     }
 
     #[test]
     fn keepalive_and_errors() {
-        assert_eq!(Message::parse(b"\r\n\r\n").unwrap_err(), ParseError::KeepAlive);
-        assert_eq!(Message::parse(b"").unwrap_err(), ParseError::KeepAlive);
-        assert_eq!(Message::parse(b"INVITE").unwrap_err(), ParseError::NoHeaders);
+        assert_eq!(parse(b"\r\n\r\n").unwrap_err(), ParseError::KeepAlive);
+        assert_eq!(parse(b"").unwrap_err(), ParseError::KeepAlive);
+        assert_eq!(parse(b"INVITE").unwrap_err(), ParseError::NoHeaders);
         let mut many = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
         for _ in 0..=MAX_HEADERS {
             many.extend_from_slice(b"X: y\r\n");
         }
         many.extend_from_slice(b"\r\n");
-        assert_eq!(Message::parse(&many).unwrap_err(), ParseError::TooManyHeaders);
+        assert_eq!(parse(&many).unwrap_err(), ParseError::TooManyHeaders);
     }
 
     #[test]
     fn defects_are_recorded_not_fatal() {
-        let m = Message::parse(b"INVITE sip:a@b SIP/7.0\r\nVia: SIP/2.0/UDP h\r\n\r\n").unwrap();
+        let m = parse(b"INVITE sip:a@b SIP/7.0\r\nVia: SIP/2.0/UDP h\r\n\r\n").unwrap();
         assert_eq!(m.defect, Some(Defect::StartLine));
         assert_eq!(m.headers().len(), 1);
-        let m = Message::parse(b"INVITE sip:a b SIP/2.0\r\nVia: x\r\n\r\n").unwrap();
+        let m = parse(b"INVITE sip:a b SIP/2.0\r\nVia: x\r\n\r\n").unwrap();
         assert_eq!(m.defect, Some(Defect::StartLine));
-        let m = Message::parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nno colon here\r\n\r\n").unwrap();
+        let m = parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nno colon here\r\n\r\n").unwrap();
         assert_eq!(m.defect, Some(Defect::HeaderLine));
-        let m = Message::parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n").unwrap();
+        let m = parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n").unwrap();
         assert_eq!(m.defect, Some(Defect::Unterminated));
     }
 
     #[test]
     fn leading_crlf_skipped_and_bare_lf_accepted() {
-        let m = Message::parse(b"\r\nOPTIONS sip:a@b SIP/2.0\nVia: x\n\nbody").unwrap();
+        let m = parse(b"\r\nOPTIONS sip:a@b SIP/2.0\nVia: x\n\nbody").unwrap();
         assert_eq!(m.start, 2);
         assert_eq!(m.defect, None);
         assert_eq!(m.rest(), b"body");

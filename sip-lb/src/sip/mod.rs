@@ -20,7 +20,7 @@ pub mod values;
 pub mod via;
 
 pub use header::HeaderName;
-pub use message::{Defect, Header, Message, ParseError, StartLine, MAX_HEADERS};
+pub use message::{Defect, Header, Message, ParseError, Slots, StartLine, MAX_HEADERS};
 pub use span::Span;
 pub use uri::{Scheme, Uri};
 pub use via::Via;

@@ -9,10 +9,11 @@
 //! - an XDP program on the interface redirects the frame into a CPU map at
 //!   worker i's CPU, so the kernel's receive work (skb, UDP lookup, socket
 //!   queue) is spread over the worker CPUs instead of the one RSS CPU.
+//!
 //! See `docs/xdp-steering.md` for why.
 //!
 //! # Wiring (data plane)
-//! ```ignore
+//! ```text
 //! // main thread: bind one SO_REUSEPORT UDP socket per worker, in worker
 //! // order (group index == worker index), for one listen address; then:
 //! let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|s| s.as_fd()).collect();

@@ -4,7 +4,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use anyhow::{bail, ensure, Context as _};
 use aya::{
-    maps::{Array, CpuMap, HashMap, ReusePortSockArray},
+    maps::{Array, CpuMap, ReusePortSockArray},
     programs::{SkReuseport, Xdp},
     Ebpf,
 };
@@ -63,10 +63,11 @@ pub(crate) fn configure(ebpf: &mut Ebpf, worker_cpus: &[u32], sip_ports: &[u16])
         Array::try_from(ebpf.map_mut(names::CONFIG).context("CONFIG map")?)?;
     config.set(0, cfg, 0).context("writing CONFIG")?;
 
-    let mut ports: HashMap<_, u16, u8> =
-        HashMap::try_from(ebpf.map_mut(names::SIP_PORTS).context("SIP_PORTS map")?)?;
+    let mut ports: Array<_, u64> = Array::try_from(ebpf.map_mut(names::SIP_PORTS).context("SIP_PORTS map")?)?;
     for &port in sip_ports {
-        ports.insert(port, 1, 0).with_context(|| format!("adding SIP port {port}"))?;
+        let (word, bit) = (u32::from(port) / 64, port % 64);
+        let bits = ports.get(&word, 0).context("reading SIP_PORTS")?;
+        ports.set(word, bits | 1 << bit, 0).with_context(|| format!("adding SIP port {port}"))?;
     }
     Ok(())
 }

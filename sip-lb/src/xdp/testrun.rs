@@ -43,6 +43,12 @@ impl XdpTestProgram {
         Ok(self.ebpf.program(names::XDP_PROG).context("XDP program")?.try_into()?)
     }
 
+    /// Instructions the verifier processed to accept the program (its
+    /// budget is 1,000,000): how much room the scan loops leave.
+    pub fn verified_insns(&self) -> anyhow::Result<Option<u32>> {
+        Ok(self.prog()?.info()?.verified_instruction_count())
+    }
+
     /// The counters so far.
     pub fn counters(&self) -> anyhow::Result<ProgramCounters> {
         ProgramCounters::read(&self.ebpf, names::XDP_COUNTERS)

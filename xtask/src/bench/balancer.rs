@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::nullfwd;
+use super::{mmsg, nullfwd};
 use super::procs::{self, Child};
 use super::Env;
 
@@ -46,6 +46,7 @@ pub struct Balancer {
     child: Child,
     ctl_socket: Option<String>,
     cpu_start: Vec<(u32, u64)>,
+    busy_start: (u64, u64, std::time::Instant),
 }
 
 /// What /proc and the balancer's own counters say at the end of a run.
@@ -61,6 +62,8 @@ pub struct Usage {
     pub forwarded: Option<u64>,
     /// sip-lb only: datagrams received per worker.
     pub per_worker_rx: Vec<u64>,
+    /// CPUs busy with other processes meanwhile (see `procs::other_load`).
+    pub other_cpus: f64,
 }
 
 impl Balancer {
@@ -71,6 +74,9 @@ impl Balancer {
             Kind::SipLb => {
                 let mut c = Command::new(&env.sip_lb);
                 c.arg("run").arg("--listen").arg(listen.to_string()).arg("--workers").arg(workers.to_string());
+                // Its own control/metrics port, so parallel runs and tests do not collide on 5070.
+                let control = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+                c.arg("--metrics").arg(control.to_string());
                 for b in backends {
                     c.arg("--backend").arg(b.to_string());
                 }
@@ -79,7 +85,10 @@ impl Balancer {
             Kind::Kamailio => {
                 let (cfg, ctl) = render_kamailio(env, &name, workers, listen, backends)?;
                 ctl_socket = Some(ctl);
-                let mut c = Command::new("kamailio");
+                // Pinned to the CPUs sip-lb's workers would get (0..N-1), like
+                // sip-lb; taskset execs, so the PID is Kamailio's main process.
+                let mut c = Command::new("taskset");
+                c.args(["-c", &format!("0-{}", workers.min(mmsg::cpu_count()) - 1), "kamailio"]);
                 // -DD: stay in the foreground (we stop it by PID), still fork children.
                 c.arg("-f").arg(cfg).args(["-DD", "-E", "-m", "64", "-M", "8"]);
                 c
@@ -95,7 +104,7 @@ impl Balancer {
         // Kamailio binds before it forks its children: let them start.
         std::thread::sleep(Duration::from_millis(if kind == Kind::Kamailio { 500 } else { 100 }));
         child.fail_if_exited()?;
-        let mut b = Self { kind, listen, child, ctl_socket, cpu_start: Vec::new() };
+        let mut b = Self { kind, listen, child, ctl_socket, cpu_start: Vec::new(), busy_start: procs::machine_busy_ticks() };
         b.mark();
         Ok(b)
     }
@@ -103,6 +112,7 @@ impl Balancer {
     /// Starts the CPU measurement window here.
     pub fn mark(&mut self) {
         self.cpu_start = procs::cpu_ticks(&procs::process_tree(self.child.pid()));
+        self.busy_start = procs::machine_busy_ticks();
     }
 
     /// CPU since `mark`, peak RSS so far; Kamailio's counters. Leaves it running.
@@ -110,13 +120,25 @@ impl Balancer {
         let tree = procs::process_tree(self.child.pid());
         let cpu_s = procs::cpu_seconds(&self.cpu_start, &procs::cpu_ticks(&tree));
         let (hwm_max_kib, hwm_sum_kib) = procs::tree_hwm_kib(&tree);
+        let other_cpus = procs::other_load(self.busy_start, procs::machine_busy_ticks(), cpu_s);
         let forwarded = self.ctl_socket.as_deref().and_then(kamailio_forwarded);
-        Usage { cpu_s, hwm_max_kib, hwm_sum_kib, processes: tree.len(), forwarded, per_worker_rx: Vec::new() }
+        Usage { cpu_s, hwm_max_kib, hwm_sum_kib, processes: tree.len(), forwarded, per_worker_rx: Vec::new(), other_cpus }
     }
 
     /// Stops it by PID; for sip-lb, adds the shutdown counters to `usage`.
     pub fn stop(mut self, usage: &mut Usage) -> Result<()> {
+        let tree = procs::process_tree(self.child.pid());
         self.child.stop();
+        // Kamailio's main process stops its children; should one outlive it
+        // (e.g. the main process needed SIGKILL), end it by its PID.
+        std::thread::sleep(Duration::from_millis(50));
+        for pid in tree.into_iter().skip(1) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if self.kind == Kind::Kamailio && comm.trim() == "kamailio" {
+                // SAFETY: a PID we saw as this balancer's descendant a moment ago.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
         if self.kind == Kind::SipLb {
             let (fwd, rx) = parse_sip_lb_summary(&self.child.stderr());
             if !rx.is_empty() {

@@ -12,16 +12,28 @@ use anyhow::{bail, Context, Result};
 pub const BATCH: usize = 32;
 const MTU: usize = 2048;
 
-/// Receive buffers for one batch; `len[i]` and `src[i]` describe datagram `i`.
+const CTRL: usize = 64;
+
+/// Receive buffers for one batch; `len[i]`, `src[i]` and `rx_ns[i]` describe
+/// datagram `i`. `rx_ns` is the kernel's receive time (CLOCK_REALTIME ns) on
+/// sockets with [`enable_rx_timestamps`], else 0.
 pub struct RecvBatch {
     bufs: Box<[[u8; MTU]; BATCH]>,
+    ctrl: Box<[[u64; CTRL / 8]; BATCH]>,
     pub len: [usize; BATCH],
     pub src: [libc::sockaddr_in; BATCH],
+    pub rx_ns: [u64; BATCH],
 }
 
 impl RecvBatch {
     pub fn new() -> Self {
-        Self { bufs: Box::new([[0; MTU]; BATCH]), len: [0; BATCH], src: [unsafe { zeroed() }; BATCH] }
+        Self {
+            bufs: Box::new([[0; MTU]; BATCH]),
+            ctrl: Box::new([[0; CTRL / 8]; BATCH]),
+            len: [0; BATCH],
+            src: [unsafe { zeroed() }; BATCH],
+            rx_ns: [0; BATCH],
+        }
     }
 
     pub fn packet(&self, i: usize) -> &[u8] {
@@ -39,6 +51,8 @@ impl RecvBatch {
             hdr[i].msg_hdr.msg_iovlen = 1;
             hdr[i].msg_hdr.msg_name = (&mut self.src[i] as *mut libc::sockaddr_in).cast();
             hdr[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            hdr[i].msg_hdr.msg_control = self.ctrl[i].as_mut_ptr().cast();
+            hdr[i].msg_hdr.msg_controllen = CTRL;
         }
         // SAFETY: every header points at live buffers of the stated sizes.
         let n = unsafe {
@@ -51,8 +65,21 @@ impl RecvBatch {
                 _ => Err(e),
             };
         }
-        for i in 0..n as usize {
-            self.len[i] = hdr[i].msg_len as usize;
+        for (i, h) in hdr.iter().enumerate().take(n as usize) {
+            self.len[i] = h.msg_len as usize;
+            self.rx_ns[i] = 0;
+            // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG
+            // macros stay inside them.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                        let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                        self.rx_ns[i] = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                    }
+                    c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
+                }
+            }
         }
         Ok(n as usize)
     }
@@ -132,6 +159,11 @@ pub fn bind(addr: SocketAddr, reuseport: bool) -> Result<UdpSocket> {
     let _ = setsockopt(sock.as_raw_fd(), libc::SO_SNDBUF, 4 << 20);
     sock.set_read_timeout(Some(Duration::from_millis(50)))?;
     Ok(sock)
+}
+
+/// Asks the kernel to stamp each datagram's arrival (SO_TIMESTAMPNS).
+pub fn enable_rx_timestamps(sock: &UdpSocket) -> Result<()> {
+    setsockopt(sock.as_raw_fd(), libc::SO_TIMESTAMPNS, 1)
 }
 
 fn setsockopt(fd: i32, opt: i32, val: i32) -> Result<()> {

@@ -60,6 +60,10 @@ pub struct Plan {
     /// Comparison 3: seconds per paced run; worker counts measured.
     pub latency_seconds: f64,
     pub latency_workers: Vec<usize>,
+    /// Packet-level CPU per message and latency at fixed rates (datagrams/s,
+    /// 6 per call: 12,000 is 2000 calls/s), 1 worker / 1 child.
+    pub fixed_rates: Vec<u64>,
+    pub fixed_seconds: f64,
 }
 
 impl Plan {
@@ -76,6 +80,8 @@ impl Plan {
                 blast_rounds: 1,
                 latency_seconds: 2.0,
                 latency_workers: vec![1],
+                fixed_rates: vec![12_000],
+                fixed_seconds: 3.0,
             }
         } else {
             Plan {
@@ -89,6 +95,8 @@ impl Plan {
                 blast_rounds: 2,
                 latency_seconds: 4.0,
                 latency_workers: vec![1, 2],
+                fixed_rates: vec![6_000, 12_000],
+                fixed_seconds: 5.0,
             }
         }
     }
@@ -102,8 +110,11 @@ pub struct Results {
     pub order: Vec<calls::CallRun>,
     pub rates: Vec<packets::RateRun>,
     pub latency: Vec<(packets::LatencyRun, packets::LatencyRun)>,
+    pub fixed: Vec<packets::LatencyRun>,
     pub errors: Vec<String>,
     pub skipped_sip_lb: Option<String>,
+    /// /proc/loadavg when measuring began: others' load skews a shared machine.
+    pub load_before: String,
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -120,12 +131,15 @@ pub fn run(opts: Options) -> Result<()> {
     let logs = out.join("logs");
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    if cfg!(debug_assertions) && std::env::var_os(RELEASE_ENV).is_none() {
+        return reexec_release(&cargo, &repo, &target, opts.quick);
+    }
     let env = Env { sip_lb: target.join("release/sip-lb"), xtask_exe: std::env::current_exe()?, repo, out, logs };
 
     ensure_packages(&[("kamailio", "the stateless dispatcher sip-lb is compared with"), ("sip-tester", "SIPp, the call generator")])?;
     let mut results = Results::default();
     eprintln!("bench: building sip-lb (release)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(cargo).current_dir(&env.repo).args(["build", "--release", "-p", "sip-lb"]).status();
     if !matches!(built, Ok(s) if s.success()) || !env.sip_lb.exists() {
         let why = "the release build of sip-lb failed; its rows are missing".to_string();
@@ -134,11 +148,34 @@ pub fn run(opts: Options) -> Result<()> {
     }
     let plan = Plan::new(opts.quick);
     eprintln!("bench: {} plan, results in {}", plan.name, env.out.display());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    results.load_before = load.split(' ').take(3).collect::<Vec<_>>().join(" ");
+    eprintln!("bench: load average before: {}", results.load_before);
     measure(&env, &plan, &mut results);
     let report = report::write(&env, &plan, &results, started.elapsed())?;
     println!("{report}");
     eprintln!("bench: done in {:.0} s; report: {}", started.elapsed().as_secs_f64(), env.out.join("report.md").display());
     Ok(())
+}
+
+/// Set in the release xtask the bench re-executes.
+const RELEASE_ENV: &str = "SIP_LB_BENCH_RELEASE";
+
+/// `cargo xtask` is a debug build, but the blaster, the sinks and the null
+/// forwarder are part of what is measured: run the bench from a release build.
+fn reexec_release(cargo: &str, repo: &std::path::Path, target: &std::path::Path, quick: bool) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    eprintln!("bench: building xtask (release): the blaster, sinks and null forwarder must be optimised");
+    let ok = Command::new(cargo).current_dir(repo).args(["build", "--release", "-p", "xtask"]).status()?.success();
+    if !ok {
+        bail!("building xtask in release mode failed");
+    }
+    let mut cmd = Command::new(target.join("release/xtask"));
+    cmd.arg("bench").env(RELEASE_ENV, "1");
+    if quick {
+        cmd.arg("--quick");
+    }
+    Err(cmd.exec()).context("running the release xtask")
 }
 
 fn measure(env: &Env, plan: &Plan, r: &mut Results) {
@@ -219,6 +256,18 @@ fn measure(env: &Env, plan: &Plan, r: &mut Results) {
                 .and_then(|base| Ok((packets::latency(env, Some(kind), workers, rate, plan.latency_seconds, "lat")?, base)));
             match run {
                 Ok(pair) => r.latency.push(pair),
+                Err(e) => note(r, what, e),
+            }
+        }
+    }
+    // The kernel-path floor for comparison 1: the same per-message CPU figure
+    // with the blaster at a fixed rate, where the null forwarder can take part.
+    for (i, &rate) in plan.fixed_rates.iter().enumerate() {
+        for kind in rotated(&kinds(true), i) {
+            let what = format!("fixed rate: {} at {rate} msg/s", kind.label(1));
+            eprintln!("bench: {what}");
+            match packets::latency(env, Some(kind), 1, rate as f64, plan.fixed_seconds, "fixed") {
+                Ok(x) => r.fixed.push(x),
                 Err(e) => note(r, what, e),
             }
         }

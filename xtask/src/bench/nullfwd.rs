@@ -38,7 +38,7 @@ pub fn main_from_env() -> Result<()> {
         .next()
         .context("backends")?
         .split(',')
-        .map(|b| Ok(mmsg::sockaddr(b.parse()?)?))
+        .map(|b| mmsg::sockaddr(b.parse()?))
         .collect::<Result<Vec<_>>>()?;
     let sockets = (0..workers).map(|_| mmsg::bind(listen, true)).collect::<Result<Vec<_>>>()?;
     let cpus = mmsg::cpu_count();

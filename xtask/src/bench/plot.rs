@@ -85,6 +85,8 @@ pub fn bar_chart(title: &str, unit: &str, series: &[&str], rows: &[(String, Vec<
 fn short(v: f64) -> String {
     if v >= 100_000.0 {
         format!("{:.0}K", v / 1000.0)
+    } else if v >= 10_000.0 {
+        format!("{:.1}K", v / 1000.0)
     } else if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {

@@ -162,6 +162,29 @@ pub fn cpu_seconds(before: &[(u32, u64)], after: &[(u32, u64)]) -> f64 {
     ticks as f64 / hz
 }
 
+/// Busy time of the whole machine (all CPUs, /proc/stat) and of this process
+/// (the blaster and sinks), in clock ticks, with the time of reading.
+pub fn machine_busy_ticks() -> (u64, u64, std::time::Instant) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait, guest excluded.
+    let busy = f.iter().take(8).sum::<u64>().saturating_sub(f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0));
+    let own = cpu_ticks(&[std::process::id()]).first().map_or(0, |(_, t)| *t);
+    (busy, own, std::time::Instant::now())
+}
+
+/// CPUs' worth of work done by processes other than this one and `measured_s`
+/// (the balancer's CPU seconds) between two `machine_busy_ticks` readings: the
+/// other tenants of a shared machine (and SIPp, in call runs).
+pub fn other_load(before: (u64, u64, std::time::Instant), after: (u64, u64, std::time::Instant), measured_s: f64) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let busy = after.0.saturating_sub(before.0) as f64 / hz;
+    let own = after.1.saturating_sub(before.1) as f64 / hz;
+    let wall = (after.2 - before.2).as_secs_f64().max(1e-3);
+    ((busy - own - measured_s) / wall).max(0.0)
+}
+
 /// Peak RSS (VmHWM) in KiB.
 pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -15,12 +15,13 @@ pub fn write(env: &Env, plan: &Plan, r: &Results, took: Duration) -> Result<Stri
     let mut md = String::new();
     let w = &mut md;
     writeln!(w, "# sip-lb bench ({} plan)\n", plan.name)?;
-    writeln!(w, "{}\n", machine())?;
+    writeln!(w, "{} Load average when measuring began: {}.\n", machine(env), r.load_before)?;
     writeln!(w, "Took {:.0} s. Logs of every process: `target/bench/logs/`.\n", took.as_secs_f64())?;
     if let Some(why) = &r.skipped_sip_lb {
         writeln!(w, "**sip-lb not measured:** {why}.\n")?;
     }
     cpu_section(w, plan, &r.cpu)?;
+    fixed_section(w, &r.fixed)?;
     rate_section(w, r)?;
     latency_section(w, r)?;
     memory_section(w, r)?;
@@ -38,16 +39,18 @@ pub fn write(env: &Env, plan: &Plan, r: &Results, took: Duration) -> Result<Stri
     Ok(md)
 }
 
-fn machine() -> String {
+fn machine(env: &Env) -> String {
     let sh = |cmd: &str| {
-        Command::new("sh").args(["-c", cmd]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+        Command::new("sh").args(["-c", cmd]).current_dir(&env.repo).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
     };
     format!(
-        "Machine: {} CPUs ({}), kernel {}, net.core.rmem_max {}. Kamailio: {}. SIPp: {}. sip-lb: commit {}{}.",
+        "Machine: {} CPUs ({}), kernel {}, net.core.rmem_max {}, load average at the end {}. Kamailio: {}. \
+         SIPp: {}. sip-lb: commit {}{}.",
         super::mmsg::cpu_count(),
         sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
         sh("uname -r"),
         sh("cat /proc/sys/net/core/rmem_max"),
+        sh("cut -d' ' -f1-3 /proc/loadavg"),
         sh("kamailio -v | head -1 | cut -d' ' -f2-3"),
         sh("sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1"),
         sh("git rev-parse --short HEAD"),
@@ -105,6 +108,37 @@ fn cpu_section(w: &mut String, plan: &Plan, runs: &[CallRun]) -> Result<()> {
     Ok(())
 }
 
+fn fixed_section(w: &mut String, runs: &[super::packets::LatencyRun]) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    writeln!(w, "### 1b. The same figure at a fixed packet rate, with the null forwarder as the kernel-path floor\n")?;
+    writeln!(
+        w,
+        "Paced blaster (INVITEs only, fresh Call-ID each) -> forwarder (1 worker / 1 child) -> two sinks. \
+         CPU per datagram the sinks received. 12,000 msg/s is the message rate of 2000 calls/s.\n"
+    )?;
+    writeln!(w, "| msg/s | forwarder | CPU µs / msg | × null forwarder | p50 µs | p99 µs | other load (CPUs) |")?;
+    writeln!(w, "|---|---|---|---|---|---|---|")?;
+    for x in runs {
+        let null = runs.iter().find(|n| n.kind == Some(Kind::Null) && n.rate == x.rate).and_then(|n| n.us_per_msg());
+        let times = x.us_per_msg().zip(null).map(|(a, b)| a / b);
+        writeln!(
+            w,
+            "| {:.0} | {} | {} | {} | {:.1} | {:.1} | {} |",
+            x.rate,
+            x.kind.map_or("direct".into(), |k| k.label(x.workers)),
+            fmt_opt(x.us_per_msg(), 2),
+            fmt_opt(times, 2),
+            x.p50_ns as f64 / 1000.0,
+            x.p99_ns as f64 / 1000.0,
+            x.usage.as_ref().map_or("n/a".into(), |u| format!("{:.2}", u.other_cpus))
+        )?;
+    }
+    writeln!(w)?;
+    Ok(())
+}
+
 fn mean_rate(r: &Results, kind: Kind, workers: usize) -> Option<f64> {
     let v: Vec<f64> = r.rates.iter().filter(|x| x.kind == kind && x.workers == workers).map(|x| x.rate).collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
@@ -118,18 +152,20 @@ fn rate_section(w: &mut String, r: &Results) -> Result<()> {
          received per second after a 0.5 s warm-up. Blaster and sinks share the machine's CPUs with the forwarder.\n",
         super::packets::FLOWS
     )?;
-    writeln!(w, "| forwarder | sent/s | forwarded/s | lost | CPU µs / msg at max |")?;
-    writeln!(w, "|---|---|---|---|---|")?;
+    writeln!(w, "| forwarder | sent/s | forwarded/s | lost | CPU µs / msg at max | datagrams per worker (sip-lb) | other load (CPUs) |")?;
+    writeln!(w, "|---|---|---|---|---|---|---|")?;
     for x in &r.rates {
         let per = (x.usage.cpu_s > 0.0).then(|| x.usage.cpu_s * 1e6 / (x.rate * x.window_s).max(1.0));
         writeln!(
             w,
-            "| {} | {:.0} | {:.0} | {:.1}% | {} |",
+            "| {} | {:.0} | {:.0} | {:.1}% | {} | {} | {:.2} |",
             x.kind.label(x.workers),
             x.sent_rate,
             x.rate,
             100.0 * x.loss(),
-            fmt_opt(per, 2)
+            fmt_opt(per, 2),
+            per_worker(&x.usage),
+            x.usage.other_cpus
         )?;
     }
     writeln!(w, "\n| workers | sip-lb msg/s | Kamailio msg/s | null forwarder msg/s | sip-lb / null | target ≥ 0.80 |")?;
@@ -148,18 +184,19 @@ fn latency_section(w: &mut String, r: &Results) -> Result<()> {
     writeln!(w, "## 3. Added latency at 50% of each forwarder's maximum rate\n")?;
     writeln!(
         w,
-        "Paced blast; each datagram carries its send time (CLOCK_MONOTONIC) and the sink in the same process \
-         takes its receive time. Baseline: the same blast straight to a sink, just before. Added = through \
-         the forwarder minus baseline, per percentile. First 10% of samples dropped (warm-up).\n"
+        "Paced blast (load tools pinned to the last CPU, forwarders from CPU 0 up); each datagram carries its \
+         send time (CLOCK_REALTIME) and the sink socket's kernel receive timestamp (SO_TIMESTAMPNS) ends it, so \
+         the sink's own wake-up is not counted. Baseline: the same blast straight to a sink, just before. \
+         Added = through the forwarder minus baseline, per percentile. First 10% of samples dropped (warm-up).\n"
     )?;
-    writeln!(w, "| forwarder | msg/s | p50 µs | p99 µs | baseline p50 / p99 µs | added p50 µs | added p99 µs | p99 target < 100 µs | lost |")?;
-    writeln!(w, "|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(w, "| forwarder | msg/s | p50 µs | p99 µs | baseline p50 / p99 µs | added p50 µs | added p99 µs | p99 target < 100 µs | lost | CPU µs / msg | other load (CPUs) |")?;
+    writeln!(w, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     for (x, b) in &r.latency {
         let us = |ns: u32| ns as f64 / 1000.0;
         let (a50, a99) = (us(x.p50_ns) - us(b.p50_ns), us(x.p99_ns) - us(b.p99_ns));
         writeln!(
             w,
-            "| {} | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} | {:.1} | {:.1} | {} | {:.2}% |",
+            "| {} | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} | {:.1} | {:.1} | {} | {:.2}% | {} | {} |",
             x.kind.map_or("direct".into(), |k| k.label(x.workers)),
             x.rate,
             us(x.p50_ns),
@@ -169,7 +206,9 @@ fn latency_section(w: &mut String, r: &Results) -> Result<()> {
             a50,
             a99,
             if a99 < 100.0 { "met" } else { "not met" },
-            100.0 * (1.0 - x.received as f64 / x.sent.max(1) as f64)
+            100.0 * (1.0 - x.received as f64 / x.sent.max(1) as f64),
+            fmt_opt(x.us_per_msg(), 2),
+            x.usage.as_ref().map_or("n/a".into(), |u| format!("{:.2}", u.other_cpus))
         )?;
     }
     writeln!(w)?;
@@ -199,6 +238,11 @@ fn memory_rows(r: &Results) -> Vec<(String, u64, u64, usize)> {
 }
 
 fn memory_section(w: &mut String, r: &Results) -> Result<()> {
+    writeln!(
+        w,
+        "Other load = CPUs' worth of work by processes other than the bench and the forwarder during the run \
+         (from /proc/stat): on a shared machine, a forwarder pinned to a CPU that others use gets only a share of it.\n"
+    )?;
     writeln!(w, "## 4. Peak memory (VmHWM from /proc/PID/status, largest over all runs)\n")?;
     writeln!(
         w,
@@ -225,11 +269,7 @@ fn order_section(w: &mut String, runs: &[CallRun]) -> Result<()> {
     writeln!(w, "| balancer | calls/s | calls placed | ok | failed | unexpected-msg | lost | datagrams per worker | µs CPU / msg |")?;
     writeln!(w, "|---|---|---|---|---|---|---|---|---|")?;
     for c in runs {
-        let spread = if c.usage.per_worker_rx.is_empty() {
-            "n/a".into()
-        } else {
-            c.usage.per_worker_rx.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" / ")
-        };
+        let spread = per_worker(&c.usage);
         writeln!(
             w,
             "| {} | {} | {} | {} | {} | {} | {:.2}% | {spread} | {} |",
@@ -245,6 +285,13 @@ fn order_section(w: &mut String, runs: &[CallRun]) -> Result<()> {
     }
     writeln!(w)?;
     Ok(())
+}
+
+fn per_worker(u: &super::balancer::Usage) -> String {
+    if u.per_worker_rx.is_empty() {
+        return "n/a".into();
+    }
+    u.per_worker_rx.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" / ")
 }
 
 fn plots(env: &Env, r: &Results) -> Result<()> {

@@ -45,6 +45,9 @@ pub fn start_uas(addr: SocketAddr, name: &str, dir: &Path, lifetime: Duration) -
     let stat = dir.join(format!("{name}.csv"));
     let mut cmd = Command::new("sipp");
     cmd.args(["-sn", "uas", "-i", &addr.ip().to_string(), "-p", &addr.port().to_string()]);
+    // -aa: answer OPTIONS with 200, as a real backend does; sip-lb's health
+    // probes would otherwise mark both UAS down and fail calls.
+    cmd.arg("-aa");
     common_args(&mut cmd, &stat, lifetime);
     let mut child = Child::spawn(name, cmd, dir)?;
     procs::wait_udp_bound(addr.port(), &mut child, Duration::from_secs(10))?;
@@ -102,7 +105,7 @@ fn parse_stats(path: &Path) -> Result<Stats> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next().context("empty SIPp statistics")?.split(';').collect();
-    let last: Vec<&str> = lines.last().context("no SIPp statistics line")?.split(';').collect();
+    let last: Vec<&str> = lines.next_back().context("no SIPp statistics line")?.split(';').collect();
     let col = |name: &str| -> u64 {
         header.iter().position(|h| *h == name).and_then(|i| last.get(i)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     };

@@ -1,0 +1,325 @@
+//! Prometheus exposition (prometheus-client's text encoder) of a
+//! [`Snapshot`] and the XDP counters, built at scrape time by a
+//! `Collector`: the data plane's atomics are the source of truth, nothing
+//! is copied into metric objects in between.
+//!
+//! Counter families get the `_total` suffix from the encoder; see
+//! `docs/operations.md` for the list.
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use sip_lb_common::maps::PassReason;
+
+use super::snapshot::{Snapshot, WorkerSnapshot};
+use super::state::State;
+use crate::xdp::XdpCounters;
+
+/// The `/metrics` body.
+pub fn render(snapshot: Snapshot, xdp: Option<XdpCounters>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape { snapshot, xdp }));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+#[derive(Debug)]
+struct Scrape {
+    snapshot: Snapshot,
+    xdp: Option<XdpCounters>,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One family: name, help, type, and (labels, value) samples.
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    ty: MetricType,
+    samples: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, ty)?;
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            v.encode(m.encode_family(&())?)?;
+        } else {
+            v.encode(m.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+fn worker_labels(w: &WorkerSnapshot) -> Labels {
+    vec![
+        ("worker", w.worker.to_string()),
+        (
+            "cpu",
+            w.cpu.map_or_else(|| "none".into(), |c| c.to_string()),
+        ),
+    ]
+}
+
+fn per_worker(
+    enc: &mut DescriptorEncoder,
+    s: &Snapshot,
+    name: &str,
+    help: &str,
+    f: fn(&WorkerSnapshot) -> u64,
+) -> Result<(), std::fmt::Error> {
+    family(
+        enc,
+        name,
+        help,
+        MetricType::Counter,
+        s.workers
+            .iter()
+            .map(|w| (worker_labels(w), ConstCounter::new(f(w)))),
+    )
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.snapshot;
+        let e = &mut enc;
+        family(
+            e,
+            "sip_lb_config_generation",
+            "Configuration generation: 1 at start, +1 per applied reload",
+            MetricType::Gauge,
+            [(Labels::new(), ConstGauge::new(s.generation as i64))],
+        )?;
+        family(
+            e,
+            "sip_lb_config_reload_failures",
+            "Reloads rejected (invalid config); the old config kept running",
+            MetricType::Counter,
+            [(Labels::new(), ConstCounter::new(s.reload_failures))],
+        )?;
+
+        per_worker(
+            e,
+            s,
+            "sip_lb_worker_rx_datagrams",
+            "Datagrams received by the worker",
+            |w| w.rx_datagrams,
+        )?;
+        per_worker(
+            e,
+            s,
+            "sip_lb_worker_rx_bytes",
+            "Bytes received by the worker",
+            |w| w.rx_bytes,
+        )?;
+        per_worker(
+            e,
+            s,
+            "sip_lb_worker_tx_datagrams",
+            "Datagrams sent by the worker",
+            |w| w.tx_datagrams,
+        )?;
+        per_worker(
+            e,
+            s,
+            "sip_lb_worker_tx_bytes",
+            "Bytes sent by the worker",
+            |w| w.tx_bytes,
+        )?;
+        per_worker(
+            e,
+            s,
+            "sip_lb_worker_tx_errors",
+            "Datagrams the worker failed to send (and receive errors)",
+            |w| w.tx_errors,
+        )?;
+        per_worker(
+            e,
+            s,
+            "sip_lb_worker_requests_forwarded",
+            "Requests forwarded to a backend",
+            |w| w.requests_forwarded,
+        )?;
+        per_worker(
+            e,
+            s,
+            "sip_lb_worker_responses_forwarded",
+            "Responses relayed to the next Via",
+            |w| w.responses_forwarded,
+        )?;
+        family(
+            e,
+            "sip_lb_worker_replies",
+            "Stateless replies generated, by status code",
+            MetricType::Counter,
+            s.workers.iter().flat_map(|w| {
+                w.replies.iter().map(move |(code, n)| {
+                    let mut l = worker_labels(w);
+                    l.push(("code", code.clone()));
+                    (l, ConstCounter::new(*n))
+                })
+            }),
+        )?;
+        family(
+            e,
+            "sip_lb_worker_drops",
+            "Datagrams dropped, by reason",
+            MetricType::Counter,
+            s.workers.iter().flat_map(|w| {
+                w.drops.iter().map(move |(reason, n)| {
+                    let mut l = worker_labels(w);
+                    l.push(("reason", reason.clone()));
+                    (l, ConstCounter::new(*n))
+                })
+            }),
+        )?;
+
+        let b = |addr: &std::net::SocketAddr| vec![("backend", addr.to_string())];
+        family(
+            e,
+            "sip_lb_backend_requests",
+            "Requests forwarded to the backend (all workers)",
+            MetricType::Counter,
+            s.backends
+                .iter()
+                .map(|x| (b(&x.addr), ConstCounter::new(x.requests))),
+        )?;
+        family(
+            e,
+            "sip_lb_backend_responses",
+            "Responses relayed from the backend (all workers)",
+            MetricType::Counter,
+            s.backends
+                .iter()
+                .map(|x| (b(&x.addr), ConstCounter::new(x.responses))),
+        )?;
+        family(
+            e,
+            "sip_lb_backend_up",
+            "1 if the backend answers its OPTIONS probes (health), else 0",
+            MetricType::Gauge,
+            s.backends
+                .iter()
+                .map(|x| (b(&x.addr), ConstGauge::new(i64::from(x.healthy)))),
+        )?;
+        family(
+            e,
+            "sip_lb_backend_state",
+            "1 for the backend's current state (up, down, draining)",
+            MetricType::Gauge,
+            s.backends.iter().flat_map(|x| {
+                State::ALL.iter().map(move |st| {
+                    let mut l = b(&x.addr);
+                    l.push(("state", st.as_str().to_owned()));
+                    (l, ConstGauge::new(i64::from(x.state == st.as_str())))
+                })
+            }),
+        )?;
+        family(
+            e,
+            "sip_lb_backend_weight",
+            "Configured weight of the backend in its pool",
+            MetricType::Gauge,
+            s.backends.iter().flat_map(|x| {
+                x.pools.iter().map(move |(pool, w)| {
+                    (
+                        vec![("pool", pool.clone()), ("backend", x.addr.to_string())],
+                        ConstGauge::new(i64::from(*w)),
+                    )
+                })
+            }),
+        )?;
+        family(
+            e,
+            "sip_lb_backend_probes",
+            "OPTIONS probes completed (answered or timed out)",
+            MetricType::Counter,
+            s.backends
+                .iter()
+                .map(|x| (b(&x.addr), ConstCounter::new(x.probes))),
+        )?;
+        family(
+            e,
+            "sip_lb_backend_probe_failures",
+            "OPTIONS probes that timed out, failed to send or got a code not counted as alive",
+            MetricType::Counter,
+            s.backends
+                .iter()
+                .map(|x| (b(&x.addr), ConstCounter::new(x.probe_failures))),
+        )?;
+        family(
+            e,
+            "sip_lb_backend_probe_rtt_seconds",
+            "Round-trip time of the last answered OPTIONS probe",
+            MetricType::Gauge,
+            s.backends
+                .iter()
+                .filter_map(|x| Some((b(&x.addr), ConstGauge::new(x.probe_rtt_ms? / 1e3)))),
+        )?;
+
+        // XDP / reuseport steering programs: per-CPU counters from their maps.
+        if let Some(x) = &self.xdp {
+            let programs: Vec<(&str, &crate::xdp::ProgramCounters)> = x
+                .xdp
+                .iter()
+                .map(|p| ("xdp", p))
+                .chain([("reuseport", &x.reuseport)])
+                .collect();
+            let per_cpu = |f: fn(&sip_lb_common::maps::Counters) -> u64| {
+                programs.iter().flat_map(move |(prog, p)| {
+                    p.per_cpu.iter().enumerate().map(move |(cpu, c)| {
+                        (
+                            vec![("program", (*prog).to_owned()), ("cpu", cpu.to_string())],
+                            ConstCounter::new(f(c)),
+                        )
+                    })
+                })
+            };
+            family(
+                e,
+                "sip_lb_xdp_packets",
+                "Frames seen by the steering program, per CPU",
+                MetricType::Counter,
+                per_cpu(|c| c.packets),
+            )?;
+            family(
+                e,
+                "sip_lb_xdp_bytes",
+                "Bytes seen by the steering program, per CPU",
+                MetricType::Counter,
+                per_cpu(|c| c.bytes),
+            )?;
+            family(
+                e,
+                "sip_lb_xdp_steered",
+                "Datagrams steered to their Call-ID's worker, per CPU",
+                MetricType::Counter,
+                per_cpu(|c| c.steered.iter().sum()),
+            )?;
+            family(
+                e,
+                "sip_lb_xdp_passed",
+                "Datagrams passed unsteered, per CPU and reason",
+                MetricType::Counter,
+                programs.iter().flat_map(|(prog, p)| {
+                    p.per_cpu.iter().enumerate().flat_map(move |(cpu, c)| {
+                        PassReason::ALL.iter().map(move |r| {
+                            (
+                                vec![
+                                    ("program", (*prog).to_owned()),
+                                    ("cpu", cpu.to_string()),
+                                    ("reason", r.name().to_owned()),
+                                ],
+                                ConstCounter::new(c.passed[*r as usize]),
+                            )
+                        })
+                    })
+                }),
+            )?;
+        }
+        Ok(())
+    }
+}

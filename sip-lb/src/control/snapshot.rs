@@ -1,0 +1,148 @@
+//! A point-in-time read of every counter and backend state, shared by
+//! `/metrics`, the JSON endpoints and `sip-lb top`. Worker counters are
+//! summed here, on the control plane; the data plane only increments.
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataplane::stats::{Counter, REPLY_CODES};
+use crate::proxy::DropReason;
+
+use super::Control;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub reload_failures: u64,
+    pub workers: Vec<WorkerSnapshot>,
+    pub backends: Vec<BackendSnapshot>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerSnapshot {
+    pub worker: usize,
+    pub cpu: Option<usize>,
+    pub rx_datagrams: u64,
+    pub rx_bytes: u64,
+    pub tx_datagrams: u64,
+    pub tx_bytes: u64,
+    pub tx_errors: u64,
+    pub requests_forwarded: u64,
+    pub responses_forwarded: u64,
+    /// (status code, or "other"; count) of stateless replies.
+    pub replies: Vec<(String, u64)>,
+    /// (reason; count).
+    pub drops: Vec<(String, u64)>,
+}
+
+impl WorkerSnapshot {
+    pub fn drops_total(&self) -> u64 {
+        self.drops.iter().map(|d| d.1).sum()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackendSnapshot {
+    pub addr: SocketAddr,
+    /// (pool, weight) for each pool listing this backend.
+    pub pools: Vec<(String, u32)>,
+    /// "up", "down" or "draining".
+    pub state: String,
+    /// Probe health, whatever the admin state.
+    pub healthy: bool,
+    pub drained: bool,
+    /// Requests forwarded to it, summed over workers.
+    pub requests: u64,
+    /// Responses relayed from it.
+    pub responses: u64,
+    pub probes: u64,
+    pub probe_failures: u64,
+    pub last_probe_code: Option<u16>,
+    pub probe_rtt_ms: Option<f64>,
+}
+
+impl Control {
+    pub fn snapshot(&self) -> Snapshot {
+        let workers = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WorkerSnapshot {
+                worker: i,
+                cpu: self.cpus.get(i).copied().flatten(),
+                rx_datagrams: w.rx_datagrams.get(),
+                rx_bytes: w.rx_bytes.get(),
+                tx_datagrams: w.tx_datagrams.get(),
+                tx_bytes: w.tx_bytes.get(),
+                tx_errors: w.tx_errors.get(),
+                requests_forwarded: w.requests_forwarded.get(),
+                responses_forwarded: w.responses_forwarded.get(),
+                replies: REPLY_CODES
+                    .iter()
+                    .map(|c| c.to_string())
+                    .chain(["other".to_owned()])
+                    .zip(w.replies.iter().map(Counter::get))
+                    .collect(),
+                drops: DropReason::ALL
+                    .iter()
+                    .map(|r| (r.as_str().to_owned(), w.drops[r.index()].get()))
+                    .collect(),
+            })
+            .collect();
+        let inner = self.lock();
+        let backends = inner
+            .backends
+            .iter()
+            .map(|(addr, b)| {
+                let (requests, responses) = b.slot.map_or((0, 0), |s| {
+                    let (q, r) = self.slot_totals(s);
+                    let (bq, br) = inner.backends.baseline(s);
+                    (q.saturating_sub(bq), r.saturating_sub(br))
+                });
+                BackendSnapshot {
+                    addr,
+                    pools: inner
+                        .config
+                        .pools
+                        .iter()
+                        .filter_map(|p| {
+                            p.backends
+                                .iter()
+                                .find(|x| x.addr == addr)
+                                .map(|x| (p.name.clone(), x.weight))
+                        })
+                        .collect(),
+                    state: b.state().as_str().to_owned(),
+                    healthy: b.health.is_up(),
+                    drained: b.drained,
+                    requests,
+                    responses,
+                    probes: b.probes_sent,
+                    probe_failures: b.probes_failed,
+                    last_probe_code: b.last_code,
+                    probe_rtt_ms: b.last_rtt.map(|d| d.as_secs_f64() * 1e3),
+                }
+            })
+            .collect();
+        Snapshot {
+            generation: self.generation(),
+            reload_failures: self
+                .reload_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+            workers,
+            backends,
+        }
+    }
+
+    /// XDP counters if steering is attached and readable.
+    pub fn xdp_counters(&self) -> Option<crate::xdp::XdpCounters> {
+        let read = self.xdp.as_ref()?;
+        match read() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::debug!("reading XDP counters: {e:#}");
+                None
+            }
+        }
+    }
+}

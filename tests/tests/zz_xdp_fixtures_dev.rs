@@ -1,1 +1,0 @@
-#[path = "../../sip-lb/tests/xdp_fixtures.rs"] mod fixtures;
