@@ -2,6 +2,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod lab;
 mod setup;
 
 use std::path::PathBuf;
@@ -21,12 +22,16 @@ struct Cli {
 enum Task {
     /// Install what is missing (Debian packages, rust-src, bpf-linker).
     Setup,
-    /// Build and run sip-lb. With no arguments: a bounded demo on loopback.
+    /// Build and run sip-lb. With no arguments: the lab (sip-lb with XDP in
+    /// front of a Kamailio farm, in network namespaces) for a bounded time.
     /// Otherwise the arguments go to `sip-lb run`, e.g. `-- --config FILE`.
     Run {
-        /// Demo length in seconds (no-argument mode).
-        #[arg(long, default_value_t = 5)]
+        /// Lab length in seconds (no-argument mode).
+        #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// The older loopback-only demo (SIPp backends, no namespaces).
+        #[arg(long)]
+        loopback: bool,
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -73,13 +78,20 @@ fn target_dir() -> PathBuf {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::ensure_all(),
-        Task::Run { seconds, args } => {
+        Task::Run { seconds, loopback, args } => {
             setup::ensure_all()?;
             eprintln!("xtask: building sip-lb (release)");
             setup::run(cargo().args(["build", "--release", "-p", "sip-lb"]))?;
             let bin = target_dir().join("release/sip-lb");
-            if args.is_empty() {
+            if args.is_empty() && loopback {
                 demo::run_demo(&bin, seconds)
+            } else if args.is_empty() {
+                let summary = lab::run_lab(&bin, lab::LabOptions { seconds: seconds.max(4), ..Default::default() })?;
+                let problems = summary.problems();
+                if !problems.is_empty() {
+                    anyhow::bail!("lab: {}", problems.join("; "));
+                }
+                Ok(())
             } else {
                 let err = exec(Command::new(&bin).arg("run").args(&args));
                 Err(err).context("starting sip-lb")

@@ -51,8 +51,12 @@ impl RecvBatch {
         b
     }
 
-    /// Receives up to BATCH datagrams without blocking; Ok(0) when none wait.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// Receives up to BATCH datagrams; Ok(0) when none came. With `wait`, it
+    /// blocks for the first one (up to the socket's SO_RCVTIMEO) and then takes
+    /// whatever else is queued: one syscall per wake-up instead of
+    /// poll + recvmmsg + a recvmmsg that finds the queue empty.
+    pub fn recv(&mut self, fd: RawFd, wait: bool) -> io::Result<usize> {
+        let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
         for h in self.hdrs.iter_mut() {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_flags = 0;
@@ -60,7 +64,7 @@ impl RecvBatch {
         }
         // SAFETY: hdrs describe BATCH valid, writable buffers owned by self.
         let n = unsafe {
-            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), BATCH as libc::c_uint, flags, std::ptr::null_mut())
         };
         if n < 0 {
             let err = io::Error::last_os_error();
@@ -205,7 +209,7 @@ mod tests {
         let mut rx = RecvBatch::new();
         let mut got = Vec::new();
         for _ in 0..100 {
-            let n = rx.recv(b.as_raw_fd()).unwrap();
+            let n = rx.recv(b.as_raw_fd(), false).unwrap();
             for i in 0..n {
                 let (data, src, truncated) = rx.get(i);
                 assert_eq!(src, Some(a.local_addr().unwrap()));
@@ -229,7 +233,7 @@ mod tests {
         a.send_to(&big, b.local_addr().unwrap()).unwrap();
         let mut rx = RecvBatch::new();
         for _ in 0..100 {
-            if rx.recv(b.as_raw_fd()).unwrap() == 1 {
+            if rx.recv(b.as_raw_fd(), false).unwrap() == 1 {
                 let (data, _, truncated) = rx.get(0);
                 assert_eq!(data.len(), big.len());
                 assert!(!truncated);

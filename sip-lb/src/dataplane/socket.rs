@@ -7,6 +7,9 @@ use std::os::fd::{AsRawFd, FromRawFd};
 
 use super::sockaddr;
 
+/// How long a blocked receive waits before the worker re-checks `stop`.
+pub const RECV_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Big kernel buffers absorb bursts while a worker is busy with a batch.
 const SOCKET_BUFFER_BYTES: libc::c_int = 8 << 20;
 
@@ -38,7 +41,9 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
         let err = io::Error::last_os_error();
         return Err(io::Error::new(err.kind(), format!("bind {addr}: {err}")));
     }
-    sock.set_nonblocking(true)?;
+    // Blocking with a timeout: a worker with one socket sleeps in recvmmsg
+    // itself and still notices a stop request within the timeout.
+    sock.set_read_timeout(Some(RECV_TIMEOUT))?;
     Ok(sock)
 }
 

@@ -11,7 +11,8 @@ use super::stats::WorkerStats;
 use super::SharedPlan;
 use crate::proxy::{Action, DropReason};
 
-/// How long an idle worker sleeps in poll(2) before re-checking `stop`.
+/// How long an idle worker with several sockets sleeps in poll(2) before
+/// re-checking `stop`.
 const IDLE_POLL_MS: libc::c_int = 100;
 
 pub struct Worker {
@@ -38,11 +39,13 @@ impl Worker {
             .iter()
             .map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 })
             .collect();
+        // The common case, one listen address: block in recvmmsg itself.
+        let wait = self.sockets.len() == 1;
         while !self.stop.load(Ordering::Relaxed) {
             let mut busy = false;
             for sock in &self.sockets {
                 let fd = sock.as_raw_fd();
-                let n = match rx.recv(fd) {
+                let n = match rx.recv(fd, wait) {
                     Ok(n) => n,
                     Err(e) => {
                         // e.g. ECONNREFUSED from an ICMP error on a previous send.
@@ -61,7 +64,7 @@ impl Worker {
                 self.stats.tx_datagrams.add(sent as u64);
                 self.stats.tx_errors.add(failed as u64);
             }
-            if !busy {
+            if !busy && !wait {
                 // SAFETY: pollfds is a valid array of pollfd for the call.
                 unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, IDLE_POLL_MS) };
             }

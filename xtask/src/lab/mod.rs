@@ -15,9 +15,7 @@
 //! This module only uses std, anyhow, libc and `sip_lb_tests`, so `tests/tests/lab.rs` can
 //! compile it in with `#[path]`.
 
-#[allow(dead_code)]
-#[path = "../../../tests/src/netns.rs"]
-mod netns;
+use sip_lb_tests::netns;
 
 mod interrupt;
 mod kamailio;
