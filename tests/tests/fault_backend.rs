@@ -1,0 +1,250 @@
+//! Faults on the backend side ("Hostile input and faults"):
+//! - a backend that vanishes under load (its socket closed, so the kernel
+//!   answers sip-lb's sends with ICMP port unreachable): with health probing
+//!   the dead backend's Call-IDs move to the others within
+//!   failures x interval + interval, everyone else's never move; without
+//!   probing exactly the dead backend's Call-IDs are lost and every other one
+//!   still arrives where it went before;
+//! - a backend address with nothing bound at all: forwarding to the other
+//!   backend is unaffected (exactly the Call-IDs the rendezvous hash gives it
+//!   arrive, counted one by one) and the workers do not stall.
+//! In every case sip-lb stays up, does not panic, and its shutdown counters
+//! show no drops, no stateless replies, every request forwarded.
+#[path = "health_harness.rs"]
+mod harness;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use harness::*;
+
+const CALLS: usize = 60;
+const ROUND: Duration = Duration::from_millis(50);
+/// Scheduling slack on a loaded 2-core machine.
+const SLACK: Duration = Duration::from_millis(400);
+
+/// The TOML for `backends` (weight 1 each), with `health` as the body of a
+/// `[health]` section, or no `[health]` section at all (probing off).
+fn config(listen: SocketAddr, control: SocketAddr, backends: &[SocketAddr], health: Option<&str>) -> String {
+    let weights: Vec<_> = backends.iter().map(|&a| (a, 1)).collect();
+    match health {
+        Some(h) => config_toml(listen, control, &weights, h),
+        None => {
+            let text = config_toml(listen, control, &weights, "");
+            text.split("\n[health]").next().unwrap().to_owned() + "\n"
+        }
+    }
+}
+
+/// Sends every Call-ID once with CSeq `cseq`; returns when it was sent.
+fn round(client: &Client, lb: &Lb, cseq: u64) -> Result<Instant> {
+    let at = Instant::now();
+    for i in 0..CALLS {
+        client.send(lb.addr, &client.request("INVITE", &format!("call-{i}@fault"), cseq))?;
+    }
+    Ok(at)
+}
+
+/// Rounds `first..` every ROUND for `span`; returns (cseq, sent at).
+fn rounds(client: &Client, lb: &Lb, backends: &[Backend], first: u64, span: Duration) -> Result<Vec<(u64, Instant)>> {
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    let mut cseq = first;
+    while t0.elapsed() < span {
+        out.push((cseq, round(client, lb, cseq)?));
+        cseq += 1;
+        std::thread::sleep(ROUND);
+    }
+    settle(&backends.iter().collect::<Vec<_>>(), Duration::from_millis(300));
+    Ok(out)
+}
+
+/// Per-worker shutdown counters: (rx, tx, requests, responses, replies, drops).
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    rx: u64,
+    tx: u64,
+    requests: u64,
+    responses: u64,
+    replies: u64,
+    drops: u64,
+    workers: usize,
+}
+
+/// Stops sip-lb with SIGTERM and sums the `worker N: rx .. tx ..` lines it
+/// prints; fails on a panic or a non-zero exit.
+fn stop_and_count(lb: &mut Lb) -> Result<Totals> {
+    lb.child.ensure_running()?;
+    let status = lb.child.stop()?;
+    let err = lb.child.stderr();
+    ensure!(!err.contains("panicked"), "sip-lb panicked:\n{err}");
+    ensure!(status.success(), "sip-lb exited with {status:?}:\n{}", lb.child.stderr_tail(30));
+    let mut t = Totals::default();
+    for line in err.lines().filter(|l| l.starts_with("worker ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let field = |name: &str| -> Result<u64> {
+            let i = words.iter().position(|w| *w == name).with_context(|| format!("no {name} in {line}"))?;
+            Ok(words[i + 1].trim_end_matches(',').parse()?)
+        };
+        t.rx += field("rx")?;
+        t.tx += field("tx")?;
+        t.requests += field("requests")?;
+        t.responses += field("responses")?;
+        t.replies += field("replies")?;
+        t.drops += field("drops")?;
+        t.workers += 1;
+    }
+    ensure!(t.workers == 2, "expected 2 worker summary lines:\n{err}");
+    Ok(t)
+}
+
+/// The summed `sip_lb_worker_tx_errors_total`.
+fn tx_errors(lb: &Lb) -> Result<f64> {
+    metric_sum(&lb.metrics()?, "sip_lb_worker_tx_errors_total", &[]).context("no tx_errors metric")
+}
+
+/// Three backends, one vanishes; returns (baseline owners, dead index, rounds
+/// sent after the kill) with the Lb still running.
+fn vanish(label: &str, health: Option<&str>) -> Result<(Vec<Backend>, Lb, HashMap<String, usize>, Vec<(u64, Instant)>, Instant)> {
+    let mut backends = vec![Backend::start(false)?, Backend::start(false)?, Backend::start(false)?];
+    let (addr, control) = (free_udp_addr()?, free_tcp_addr()?);
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let lb = Lb::start(label, addr, control, &config(addr, control, &addrs, health))?;
+    if health.is_some() {
+        for b in &backends {
+            lb.wait_state(b.addr, "up", Duration::from_secs(2))?;
+        }
+    }
+    let client = Client::new()?;
+    round(&client, &lb, 1)?;
+    settle(&backends.iter().collect::<Vec<_>>(), Duration::from_millis(300));
+    let base = owners(&backends.iter().collect::<Vec<_>>(), 1);
+    ensure!(base.len() == CALLS, "only {} of {CALLS} baseline requests arrived", base.len());
+    for i in 0..3 {
+        ensure!(base.values().any(|&o| o == i), "backend {i} got no Call-ID: {base:?}");
+    }
+    backends[1].kill();
+    let killed = Instant::now();
+    let sent = rounds(&client, &lb, &backends, 2, Duration::from_millis(1500))?;
+    Ok((backends, lb, base, sent, killed))
+}
+
+#[test]
+fn vanished_backend_with_probing_calls_move_within_the_bound() -> Result<()> {
+    let (interval, failures) = (Duration::from_millis(200), 2u32);
+    let (backends, mut lb, base, sent, killed) = vanish("fault-vanish-health", Some(FAST_HEALTH))?;
+    let dead = 1usize;
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let dead_calls: Vec<&String> = base.iter().filter(|(_, &o)| o == dead).map(|(c, _)| c).collect();
+    let mut moved_at = None;
+    let mut lost = 0usize;
+    for &(cseq, at) in &sent {
+        let own = owners(&refs, cseq);
+        for (call, &o) in base.iter().filter(|(_, &o)| o != dead) {
+            ensure!(own.get(call) == Some(&o), "round {cseq}: live call {call} went to {:?}, not backend {o}", own.get(call));
+        }
+        lost += dead_calls.iter().filter(|c| !own.contains_key(**c)).count();
+        let all_moved = dead_calls.iter().all(|c| matches!(own.get(*c), Some(&o) if o != dead));
+        if moved_at.is_none() && all_moved {
+            moved_at = Some(at.saturating_duration_since(killed));
+        }
+        if moved_at.is_some() {
+            ensure!(all_moved, "round {cseq}: the dead backend's calls did not stay moved");
+        }
+    }
+    let bound = interval * (failures + 1) + SLACK;
+    let moved_at = moved_at.with_context(|| format!("calls never moved; stderr:\n{}", lb.child.stderr_tail(20)))?;
+    ensure!(moved_at <= bound, "calls moved after {moved_at:?}, bound {bound:?}");
+    ensure!(lb.state_of(backends[dead].addr)? == "down");
+    let errors = tx_errors(&lb)?;
+    let t = stop_and_count(&mut lb)?;
+    let total_sent = (CALLS * (sent.len() + 1)) as u64;
+    eprintln!(
+        "{} dead calls moved {moved_at:?} after the kill ({} rounds, {lost} requests lost before); tx errors {errors}; {t:?}",
+        dead_calls.len(),
+        sent.len()
+    );
+    ensure!(t.requests == total_sent && t.rx == total_sent, "sent {total_sent}: {t:?}");
+    ensure!(t.drops == 0 && t.replies == 0, "{t:?}");
+    ensure!(t.tx + errors as u64 == total_sent, "tx {} + errors {errors} != {total_sent}", t.tx);
+    Ok(())
+}
+
+#[test]
+fn vanished_backend_without_probing_loses_exactly_its_calls() -> Result<()> {
+    let (backends, mut lb, base, sent, _) = vanish("fault-vanish-noprobe", None)?;
+    let dead = 1usize;
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let live: HashMap<&String, usize> = base.iter().filter(|(_, &o)| o != dead).map(|(c, &o)| (c, o)).collect();
+    let dead_count = CALLS - live.len();
+    for &(cseq, _) in &sent {
+        let own = owners(&refs, cseq);
+        for (call, &o) in &live {
+            ensure!(own.get(*call) == Some(&o), "round {cseq}: live call {call} went to {:?}, not backend {o}", own.get(*call));
+        }
+        let extra: Vec<_> = own.keys().filter(|c| !live.contains_key(c)).collect();
+        ensure!(extra.is_empty(), "round {cseq}: the dead backend's calls arrived elsewhere: {extra:?}");
+    }
+    // The dead backend's socket got nothing after the kill.
+    ensure!(backends[dead].seen().iter().all(|s| s.cseq == 1));
+    let errors = tx_errors(&lb)?;
+    let t = stop_and_count(&mut lb)?;
+    let total_sent = (CALLS * (sent.len() + 1)) as u64;
+    eprintln!("{} rounds: {} live calls delivered every round, {dead_count} lost every round; tx errors {errors}; {t:?}", sent.len(), live.len());
+    ensure!(t.requests == total_sent && t.rx == total_sent, "sent {total_sent}: {t:?}");
+    ensure!(t.drops == 0 && t.replies == 0, "{t:?}");
+    ensure!(t.tx + errors as u64 == total_sent, "tx {} + errors {errors} != {total_sent}", t.tx);
+    Ok(())
+}
+
+#[test]
+fn unbound_backend_port_does_not_disturb_the_others() -> Result<()> {
+    const N: usize = 3000;
+    let live = Backend::start(false)?;
+    // A free port with nothing bound: every send to it draws an ICMP port
+    // unreachable from the kernel.
+    let nowhere = free_udp_addr()?;
+    let (addr, control) = (free_udp_addr()?, free_tcp_addr()?);
+    let text = config(addr, control, &[live.addr, nowhere], None);
+    let mut lb = Lb::start("fault-unbound", addr, control, &text)?;
+
+    // Which Call-IDs the rendezvous hash gives the live backend.
+    let cfg = sip_lb::config::Config::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let router = sip_lb::balance::Router::build_all(&cfg);
+    let ids: Vec<String> = (0..N).map(|i| format!("unbound-{i}@fault")).collect();
+    let want: HashSet<&String> = ids
+        .iter()
+        .filter(|id| router.choose(b"MESSAGE", sip_lb_common::call_id_hash(id.as_bytes())) == Some(live.addr))
+        .collect();
+    ensure!(want.len() > N / 4 && want.len() < N * 3 / 4, "hash split {} of {N}", want.len());
+
+    let client = Client::new()?;
+    for (i, id) in ids.iter().enumerate() {
+        client.send(addr, &client.request("MESSAGE", id, 1))?;
+        if i % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    settle(&[&live], Duration::from_millis(400));
+    let seen = live.seen();
+    let got: HashSet<&String> = seen.iter().map(|s| &s.call_id).collect();
+    ensure!(seen.len() == want.len() && got == want, "live backend got {} ({} distinct), want exactly {}", seen.len(), got.len(), want.len());
+
+    // Not stalled: a second stream, after all those ICMP errors, arrives too.
+    for id in want.iter().take(200) {
+        client.send(addr, &client.request("MESSAGE", id, 2))?;
+    }
+    settle(&[&live], Duration::from_millis(400));
+    let second = live.seen().iter().filter(|s| s.cseq == 2).count();
+    ensure!(second == 200.min(want.len()), "{second} of the second stream arrived");
+    let errors = tx_errors(&lb)?;
+    let t = stop_and_count(&mut lb)?;
+    let total = (N + 200.min(want.len())) as u64;
+    eprintln!("{} of {N} Call-IDs hashed to the live backend, all arrived once; {} to the unbound port; tx errors {errors}; {t:?}", want.len(), N - want.len());
+    ensure!(t.requests == total && t.rx == total, "sent {total}: {t:?}");
+    ensure!(t.drops == 0 && t.replies == 0, "{t:?}");
+    ensure!(t.tx + errors as u64 == total, "tx {} + errors {errors} != {total}", t.tx);
+    Ok(())
+}
