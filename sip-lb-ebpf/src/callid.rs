@@ -15,6 +15,11 @@
 //!   8 bytes per iteration while none is a control/blank byte, else one;
 //!   leading LWS (incl. a fold) is skipped, and the state after the last
 //!   non-blank byte is kept, so the result is `call_id_hash(trim_lws(v))`;
+//!   the value is taken only if the header field ends at its first CR/LF
+//!   (no fold or lone CR after it), else the scan gives up: wherever XDP and
+//!   userspace both find a Call-ID, they hash the same bytes. The exact rules
+//!   (and loop bounds) are `sip_lb_common::callid_scan`, the model that
+//!   `sip-lb/tests/xdp_differential.rs` holds this code to;
 //! - indices, the start position, `len`, `cut` and the value start are
 //!   "laundered" through the map value (see `Buf`), so the verifier never
 //!   tracks positions precisely and each loop costs it ~iterations x body;
@@ -25,26 +30,24 @@
 use core::ptr::{read_volatile, write_volatile};
 
 use sip_lb_common::{
-    maps::{PassReason, ScanBuf, MAX_CALL_ID_SPAN, SCAN_BUF_MASK as MASK, SCAN_WINDOW},
+    callid_scan::{MAX_LEADING_LWS, SEARCH_STEPS, VALUE_STEPS},
+    maps::{PassReason, ScanBuf, MAX_CALL_ID_SPAN, SCAN_BUF_MASK as MASK},
     CallIdHasher,
 };
 
 use crate::maps::SCAN_BUF;
 
-/// Header-search iterations. An iteration either reads 32 bytes or checks
-/// one line, so a 2 KiB window of lines averaging >= 16 bytes (SIP headers
-/// are 20-100) fits: 64 + 2 x 128. A window of shorter lines runs out of
-/// steps and is passed as `TooLong`. The verifier walks every iteration, so
-/// this bound is what its 1M-instruction budget pays for.
-const SEARCH_STEPS: usize = SCAN_WINDOW / 32 + 2 * (SCAN_WINDOW / 16);
-/// Value iterations: one per byte at worst.
-const VALUE_STEPS: usize = MAX_CALL_ID_SPAN + 1;
-/// Leading whitespace (incl. folds) skipped before the value.
-const MAX_LEADING_LWS: usize = 16;
+// Loop bounds (`SEARCH_STEPS`, `VALUE_STEPS`, `MAX_LEADING_LWS`) live in
+// `sip_lb_common::callid_scan`, next to the model that must match this code.
 
 /// "call-id" little-endian in the low 7 bytes.
 const CALL_ID: u64 = u64::from_le_bytes(*b"call-id\0");
-const LOWER: u64 = 0x2020_2020_2020_2020;
+/// Case folding for the letters of "call-id" only: byte 4 (the '-') is not
+/// OR-ed with 0x20, since `'\r' | 0x20 == '-'` would let `Call\rID:` match.
+/// For the letters c, a, l, i, d, `b | 0x20 == letter` exactly when `b` is
+/// that letter in either case.
+const NAME_FOLD: u64 = 0x0020_2000_2020_2020;
+const LOW7: u64 = 0x00ff_ffff_ffff_ffff;
 const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 const LF: u64 = 0x0a0a_0a0a_0a0a_0a0a;
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -87,6 +90,14 @@ impl Buf {
     #[inline(always)]
     fn index(&self, i: usize) -> usize {
         self.launder(i) & MASK
+    }
+
+    /// Byte at `i` without laundering: for reads outside the loops (exit
+    /// paths), where precise tracking costs the verifier nothing.
+    #[inline(always)]
+    fn byte_direct(&self, i: usize) -> u8 {
+        // SAFETY: masked, < 4096 <= SCAN_BUF_LEN.
+        unsafe { *self.d.add(i & MASK) }
     }
 
     #[inline(always)]
@@ -191,6 +202,10 @@ enum Line {
     End,
     /// A Call-ID header; its value starts at the index.
     CallId(usize),
+    /// `Call-ID`/`i` followed by 8+ SP/HT: userspace may take it for the
+    /// Call-ID (any number of SP/HT before ':'), we cannot see the ':', so
+    /// give up rather than match a later line.
+    Unsure,
 }
 
 /// SP or HT bytes of `w`, as 0x80 flags.
@@ -211,10 +226,9 @@ fn check_line(buf: &Buf, p: usize, len: usize) -> Line {
     if b0 == b'\r' || b0 == b'\n' {
         return Line::End;
     }
-    let lw = w | LOWER;
-    let name_len = if lw & 0x00ff_ffff_ffff_ffff == CALL_ID {
+    let name_len = if (w | NAME_FOLD) & LOW7 == CALL_ID {
         7
-    } else if lw as u8 == b'i' {
+    } else if (w as u8) | 0x20 == b'i' {
         1
     } else {
         return Line::Other;
@@ -224,7 +238,7 @@ fn check_line(buf: &Buf, p: usize, len: usize) -> Line {
     let after = buf.bytes8(q);
     let not_blank = !blanks(after) & HIGHS;
     if not_blank == 0 {
-        return Line::Other;
+        return Line::Unsure;
     }
     let j = first_flagged(not_blank);
     if (after >> (8 * j as u32)) as u8 != b':' {
@@ -275,7 +289,7 @@ pub fn find_and_hash(b: *mut ScanBuf, len: usize, cut: bool) -> Result<u64, Pass
         m &= m - 1;
         match check_line(&buf, p, len) {
             Line::Other => {}
-            Line::End => return Err(PassReason::NoCallId),
+            Line::End | Line::Unsure => return Err(PassReason::NoCallId),
             Line::CallId(v) => {
                 value_at = Some(v);
                 break;
@@ -316,6 +330,12 @@ fn hash_value(buf: &Buf, start: usize, len: usize, cut: bool) -> Result<u64, Pas
         }
         break;
     }
+    // Still in LWS after MAX_LEADING_LWS bytes: give up (hashing from here
+    // would include whitespace userspace trims). At `len` the guard byte is 0.
+    let c = buf.byte_direct(i);
+    if c == b' ' || c == b'\t' || c == b'\r' || c == b'\n' {
+        return Err(PassReason::NoCallId);
+    }
     // Fresh unknown again, so the value loop is walked once by the verifier.
     let mut i = buf.launder(i);
     let mut h = CallIdHasher::new();
@@ -337,7 +357,7 @@ fn hash_value(buf: &Buf, start: usize, len: usize, cut: bool) -> Result<u64, Pas
         }
         let c = buf.byte(i);
         if c == b'\r' || c == b'\n' {
-            return Ok(committed.finish());
+            return value_end(buf, i, c, len, cut).map(|()| committed.finish());
         }
         h.write_u8(c);
         if c != b' ' && c != b'\t' {
@@ -350,4 +370,31 @@ fn hash_value(buf: &Buf, start: usize, len: usize, cut: bool) -> Result<u64, Pas
         return Err(PassReason::NoCallId);
     }
     Err(PassReason::TooLong)
+}
+
+/// At the first CR/LF (`c`, at `i`) after the value's first byte: `Ok` only
+/// if the header field ends right here, i.e. `\r\n` or `\n` followed by a
+/// byte that is not SP/HT. Otherwise the field goes on (a lone CR, or a fold)
+/// and userspace's value would be longer than ours (`a\rb`, `a\r\n b`): we
+/// give up (`NoCallId`; such a value is not a valid `callid` anyway, RFC 3261
+/// §25.1) rather than steer by a different hash. `\r\r\n` and trailing
+/// whitespace folds are given up too (conservative: a miss is allowed).
+#[inline(always)]
+fn value_end(buf: &Buf, i: usize, c: u8, len: usize, cut: bool) -> Result<(), PassReason> {
+    let mut j = i + 1;
+    if c == b'\r' {
+        if buf.byte_direct(j) != b'\n' {
+            return Err(PassReason::NoCallId); // lone CR (or CR at the end)
+        }
+        j += 1;
+    }
+    if j >= len && cut {
+        return Err(PassReason::TooLong); // a fold may follow past the window
+    }
+    // At `len` (not cut) the guard byte is 0: the datagram ends the field.
+    let n = buf.byte_direct(j);
+    if n == b' ' || n == b'\t' {
+        return Err(PassReason::NoCallId); // folded value
+    }
+    Ok(())
 }

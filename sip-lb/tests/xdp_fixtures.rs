@@ -344,3 +344,38 @@ fn verifier_headroom() {
     let n = two_workers().verified_insns().expect("prog info").expect("kernel reports verified_insns");
     assert!(n < 700_000, "verifier processed {n} instructions; the budget is 1,000,000");
 }
+
+// ---- regressions: XDP must never hash a different Call-ID than userspace ------
+
+#[test]
+fn dash_in_call_id_must_be_a_dash() {
+    // `'\r' | 0x20 == '-'`: the name compare once took `Call\rID:` for `Call-ID:`.
+    let f = Frame::default().build(&invite("Call\rID: cr@x\r\nCall-ID: real@x", 0));
+    expect_steered(&two_workers(), &f, b"real@x", 2);
+    expect_passed(&Frame::default().build(&invite("Call\rID: cr@x", 0)), PassReason::NoCallId);
+}
+
+#[test]
+fn values_userspace_would_read_differently_are_given_up() {
+    // Userspace keeps a fold or a lone CR inside the value; XDP gives up
+    // rather than hash the shorter value.
+    for line in [
+        "Call-ID: a\r\n b",
+        "Call-ID: a\r\n\tb",
+        "Call-ID: a\rb",
+        "Call-ID: a\r\r\nX: y",
+        "Call-ID: trailing-fold@x\r\n ",
+        // More leading LWS than XDP skips.
+        "Call-ID:                  spaces@x",
+        "Call-ID:                \r\n late-fold@x",
+        // 8 blanks before the colon: userspace's Call-ID, XDP cannot tell.
+        "Call-ID        : eight@x\r\ni: later@x",
+    ] {
+        let f = Frame::default().build(&invite(line, 0));
+        assert_eq!(two_workers().run(&f).expect("test run"), Verdict::Passed(PassReason::NoCallId), "{line:?}");
+    }
+    // Up to the limits still steers.
+    expect_steered(&two_workers(), &Frame::default().build(&invite("Call-ID       : seven@x", 0)), b"seven@x", 2);
+    let sixteen = format!("Call-ID:{}sixteen@x", " ".repeat(16));
+    expect_steered(&two_workers(), &Frame::default().build(&invite(&sixteen, 0)), b"sixteen@x", 2);
+}
