@@ -247,6 +247,22 @@ fn check_line(buf: &Buf, p: usize, len: usize) -> Line {
     Line::CallId(q + j + 1)
 }
 
+/// The Call-ID hash of a payload just copied into this CPU's scan buffer
+/// (`loaded`: the copy helper's return value). The one tail shared by the
+/// XDP and reuseport programs, which differ only in how they copy.
+#[inline(always)]
+pub fn hash_copied(loaded: i64, b: *mut ScanBuf, len: usize, cut: bool) -> Result<u64, PassReason> {
+    if loaded != 0 {
+        return Err(PassReason::Truncated);
+    }
+    let d = b as *mut u8;
+    if !looks_like_sip(d) {
+        return Err(PassReason::NotSip);
+    }
+    guard(d, len);
+    find_and_hash(b, len, cut)
+}
+
 /// Hash of the Call-ID value in the `len` payload bytes of `b` (copied and
 /// guarded). `cut`: the datagram is longer than the window.
 #[inline(always)]

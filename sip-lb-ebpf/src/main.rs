@@ -102,17 +102,9 @@ fn xdp_steer(ctx: &XdpContext, frame_len: usize) -> Result<(u32, usize, u64), Pa
     let payload = headers::udp_payload(ctx, frame_len)?;
     let (len, cut) = window(payload.len)?;
     let b = callid::scan_buf().ok_or(PassReason::SteerFailed)?;
-    let d = b as *mut u8;
     // SAFETY: copies `len` <= SCAN_WINDOW bytes into the map value.
     let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, payload.offset as u32, b as *mut c_void, len) };
-    if r != 0 {
-        return Err(PassReason::Truncated);
-    }
-    if !callid::looks_like_sip(d) {
-        return Err(PassReason::NotSip);
-    }
-    callid::guard(d, len as usize);
-    let hash = callid::find_and_hash(b, len as usize, cut)?;
+    let hash = callid::hash_copied(r, b, len as usize, cut)?;
     let (worker, cpu) = owner(hash)?;
     match CPU_MAP.redirect(cpu, xdp_action::XDP_PASS as u64) {
         Ok(action) => Ok((action, worker, hash)),
@@ -146,17 +138,9 @@ fn reuseport_select(ctx: &SkReuseportContext) -> Result<(usize, u64), PassReason
     }
     let (len, cut) = window(total - UDP_HLEN)?;
     let b = callid::scan_buf().ok_or(PassReason::SteerFailed)?;
-    let d = b as *mut u8;
     // SAFETY: copies `len` <= SCAN_WINDOW bytes into the map value.
     let r = unsafe { bpf_skb_load_bytes(ctx.as_ptr(), UDP_HLEN as u32, b as *mut c_void, len) };
-    if r != 0 {
-        return Err(PassReason::Truncated);
-    }
-    if !callid::looks_like_sip(d) {
-        return Err(PassReason::NotSip);
-    }
-    callid::guard(d, len as usize);
-    let hash = callid::find_and_hash(b, len as usize, cut)?;
+    let hash = callid::hash_copied(r, b, len as usize, cut)?;
     let (worker, _cpu) = owner(hash)?;
     WORKER_SOCKS
         .select_reuseport(ctx, worker as u32)
