@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sip_lb_fuzz::proxy::branch::BRANCH_PREFIX;
-use sip_lb_fuzz::proxy::{Action, Identity, Proxy};
+use sip_lb_fuzz::proxy::{Action, Identity, Key, Keys, Listener, Policy, Proxy};
 use sip_lb_fuzz::sip::{HeaderName, Message, Via};
 
 struct Setup {
@@ -24,13 +24,26 @@ fn setup() -> &'static Setup {
     static S: OnceLock<Setup> = OnceLock::new();
     S.get_or_init(|| Setup {
         proxies: [
-            Proxy::new(Identity { advertise: "192.0.2.10:5060".parse().unwrap(), local: vec![] }),
-            Proxy::new(Identity {
-                advertise: "[2001:db8::10]:5060".parse().unwrap(),
-                local: vec!["127.0.0.1:5060".parse().unwrap(), "0.0.0.0:5062".parse().unwrap()],
-            }),
+            Proxy::new(Identity::single("192.0.2.10:5060".parse().unwrap()), keys(), Policy::default()),
+            Proxy::new(
+                Identity {
+                    listeners: vec![
+                        Listener::at("[2001:db8::10]:5060".parse().unwrap()),
+                        Listener::at("127.0.0.1:5060".parse().unwrap()),
+                        Listener { local: "0.0.0.0:5062".parse().unwrap(), advertise: "192.0.2.11:5062".parse().unwrap() },
+                    ],
+                    aliases: Vec::new(),
+                },
+                keys(),
+                Policy { schemes: Some(vec![b"sip"[..].into(), b"tel"[..].into()]), proxy_require: vec![b"sec-agree"[..].into()] },
+            ),
         ],
     })
+}
+
+/// A fixed key: the step must be deterministic under fuzzing.
+fn keys() -> Keys {
+    Keys::new(Key::from_secret(b"sip-lb fuzzing secret, 32 bytes!"), None)
 }
 
 fn call_id(buf: &[u8]) -> Option<&[u8]> {
@@ -56,28 +69,31 @@ fuzz_target!(|input: &[u8]| {
         have_backend.then(|| "10.0.0.100:5060".parse().unwrap())
     };
 
+    let on = usize::from(sel >> 4) % proxy.identity().listeners.len();
     let mut out = Vec::new();
-    let action = proxy.handle(&chooser, datagram, src, &mut out);
+    let action = proxy.handle(&chooser, datagram, src, on, &mut out);
     let mut again = Vec::with_capacity(7);
-    assert_eq!(action, proxy.handle(&chooser, datagram, src, &mut again), "not deterministic");
+    assert_eq!(action, proxy.handle(&chooser, datagram, src, on, &mut again), "not deterministic");
     assert_eq!(out, again, "not deterministic");
 
     let len = datagram.len();
     match action {
         Action::Drop(_) => assert!(out.is_empty(), "Drop with bytes in out"),
         Action::Reply { code, .. } => {
-            assert!((400..=699).contains(&code));
+            assert!((400..=699).contains(&code.code()));
             assert!(out.len() <= len, "amplification: {}-byte reply to a {len}-byte request", out.len());
             let mut slots2 = Message::slots();
             let m = Message::parse(&out, &mut slots2).expect("our reply parses");
             assert!(!m.is_request());
         }
-        Action::Forward { to } => {
+        Action::Forward { to, from, what } => {
             assert!(to.port() != 0);
+            assert!(from < proxy.identity().listeners.len());
             let mut slots3 = Message::slots();
             let m = Message::parse(&out, &mut slots3).expect("forwarded message parses");
             assert_eq!(m.defect, None, "forwarded with a defect: {:?}", String::from_utf8_lossy(&out));
             assert_eq!(call_id(&out), call_id(datagram), "Call-ID changed");
+            assert_eq!(m.is_request(), what == sip_lb_fuzz::proxy::Forwarded::Request);
             if m.is_request() {
                 assert!(out.len() <= 2 * len + 512, "request grew from {len} to {}", out.len());
                 let top = m.find(HeaderName::Via).expect("our Via");

@@ -1,6 +1,6 @@
 //! The code under fuzzing, compiled from sip-lb's own source files: the SIP
-//! views and the sans-IO forwarding step depend only on memchr, xxhash-rust
-//! and sip-lb-common, so mounting them here avoids building sip-lb itself
+//! views and the sans-IO forwarding step depend only on memchr, xxhash-rust,
+//! siphasher/sha2/getrandom and sip-lb-common, so mounting them here avoids building sip-lb itself
 //! (its build.rs compiles the XDP program, and the data plane brings tokio
 //! and aya). `crate::sip` and `crate::proxy` resolve exactly as in sip-lb.
 #![allow(dead_code)]

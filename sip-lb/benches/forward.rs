@@ -2,7 +2,7 @@
 //! `cargo bench -p sip-lb --bench forward -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use sip_lb::proxy::{Action, Chooser, Identity, Proxy};
+use sip_lb::proxy::{Action, Chooser, Identity, Key, Keys, Policy, Proxy};
 use std::net::SocketAddr;
 
 /// Two backends picked by hash: cheap, like a real ring lookup's cost floor.
@@ -60,8 +60,9 @@ Expires: 7200\r\n\
 Content-Length: 0\r\n\
 \r\n";
 
-const OK_200: &[u8] = b"SIP/2.0 200 OK\r\n\
-Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKslb0123456789abcdef\r\n\
+/// `{branch}` is signed at start-up (the MAC covers the next Via and Call-ID).
+const OK_200: &str = "SIP/2.0 200 OK\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch={branch}\r\n\
 Via: SIP/2.0/UDP 192.0.2.101:5060;branch=z9hG4bK776asdhds;rport=5060;received=192.0.2.101\r\n\
 To: Bob <sip:bob@biloxi.example.com>;tag=a6c85cf\r\n\
 From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
@@ -72,7 +73,11 @@ Content-Length: 0\r\n\
 \r\n";
 
 fn bench(c: &mut Criterion) {
-    let proxy = Proxy::new(Identity { advertise: "192.0.2.10:5060".parse().unwrap(), local: vec![] });
+    let key = Key::from_secret(b"sip-lb bench secret, 32 bytes ok");
+    let proxy = Proxy::new(Identity::single("192.0.2.10:5060".parse().unwrap()), Keys::new(key, None), Policy::default());
+    let next_via = "SIP/2.0/UDP 192.0.2.101:5060;branch=z9hG4bK776asdhds;rport=5060;received=192.0.2.101";
+    let mac = key.mac(1, next_via.as_bytes(), b"a84b4c76e66710@pc33.atlanta.example.com");
+    let ok_200 = OK_200.replace("{branch}", &format!("z9hG4bKslb{:016x}{mac:016x}", 1));
     let chooser = Pair(["10.0.0.100:5060".parse().unwrap(), "10.0.0.101:5060".parse().unwrap()]);
     let mut out = Vec::with_capacity(65_536);
     let mut g = c.benchmark_group("handle");
@@ -80,13 +85,13 @@ fn bench(c: &mut Criterion) {
     for (name, msg, src) in [
         ("invite_sdp", INVITE, "192.0.2.101:5060"),
         ("register", REGISTER, "198.51.100.7:40000"),
-        ("200_ok", OK_200, "10.0.0.100:5060"),
+        ("200_ok", ok_200.as_bytes(), "10.0.0.100:5060"),
     ] {
         let src: SocketAddr = src.parse().unwrap();
         // Sanity: the bench measures the forwarding path, not a reject.
-        assert!(matches!(proxy.handle(&chooser, msg, src, &mut out), Action::Forward { .. }), "{name}");
+        assert!(matches!(proxy.handle(&chooser, msg, src, 0, &mut out), Action::Forward { .. }), "{name}");
         g.bench_function(name, |b| {
-            b.iter(|| proxy.handle(&chooser, black_box(msg), black_box(src), &mut out))
+            b.iter(|| proxy.handle(&chooser, black_box(msg), black_box(src), 0, &mut out))
         });
     }
     g.finish();

@@ -2,7 +2,9 @@
 //! with their tricky parts kept: the valid ones are forwarded with only our
 //! edits, the invalid ones get 400 (or are dropped when nobody can be told).
 
-use sip_lb::proxy::{Action, DropReason, Identity, Proxy};
+mod support;
+
+use sip_lb::proxy::{Action, DropReason, Forwarded, Policy, ReplyCode};
 use sip_lb::sip::{HeaderName, Message, ParseError, Via};
 
 /// Parses with leaked slots so the view can be returned (tests only).
@@ -14,31 +16,30 @@ use std::net::SocketAddr;
 const BACKEND: &str = "10.0.0.100:5060";
 const SRC: &str = "192.0.2.2:5060";
 
-fn proxy() -> Proxy {
-    Proxy::new(Identity { advertise: "192.0.2.10:5060".parse().unwrap(), local: vec![] })
+fn proxy() -> sip_lb::proxy::Proxy {
+    support::proxy_at("192.0.2.10:5060")
+}
+
+fn forward_to(to: &str) -> Action {
+    Action::Forward { to: to.parse().unwrap(), from: 0, what: Forwarded::Request }
 }
 
 fn backend(_: &[u8], _: u64) -> Option<SocketAddr> {
     BACKEND.parse().ok()
 }
 
-/// `\n` to CRLF; `Content-Length: @` gets the body length.
-fn sip(text: &str) -> Vec<u8> {
-    let t = text.replace('\n', "\r\n");
-    let body_len = t.find("\r\n\r\n").map(|i| t.len() - i - 4).unwrap_or(0);
-    t.replace("Content-Length: @", &format!("Content-Length: {body_len}")).into_bytes()
-}
+use support::sip;
 
 fn run(msg: &[u8]) -> (Action, Vec<u8>) {
     let mut out = Vec::new();
-    let a = proxy().handle(&backend, msg, SRC.parse().unwrap(), &mut out);
+    let a = proxy().handle(&backend, msg, SRC.parse().unwrap(), 0, &mut out);
     (a, out)
 }
 
 /// Forwarded, still parses, our Via first, body intact.
 fn assert_forwarded(name: &str, msg: &[u8]) -> Vec<u8> {
     let (a, out) = run(msg);
-    assert_eq!(a, Action::Forward { to: BACKEND.parse().unwrap() }, "{name}");
+    assert_eq!(a, forward_to(BACKEND), "{name}");
     let m = parse_msg(&out).unwrap_or_else(|e| panic!("{name}: {e:?}"));
     assert_eq!(m.defect, None, "{name}");
     let top = m.find(HeaderName::Via).unwrap();
@@ -52,7 +53,7 @@ fn assert_forwarded(name: &str, msg: &[u8]) -> Vec<u8> {
 
 fn assert_400(name: &str, msg: &[u8]) {
     let (a, out) = run(msg);
-    assert_eq!(a, Action::Reply { to: SRC.parse().unwrap(), code: 400 }, "{name}");
+    assert_eq!(a, Action::Reply { to: SRC.parse().unwrap(), code: ReplyCode::BadRequest }, "{name}");
     let m = parse_msg(&out).unwrap();
     assert!(!m.is_request());
     assert!(out.starts_with(b"SIP/2.0 400 Bad Request\r\n"));
@@ -131,7 +132,7 @@ Content-Length: 0
 
 ");
     let (a, out) = run(&msg);
-    assert_eq!(a, Action::Forward { to: BACKEND.parse().unwrap() });
+    assert_eq!(a, forward_to(BACKEND));
     let t = String::from_utf8_lossy(&out);
     assert!(t.contains("\r\nMax-Forwards: 254\r\n"));
     assert!(t.contains(";received=192.0.2.2\r\n"), "host1.example.com is not the source");
@@ -273,9 +274,10 @@ Content-Length: @
 }
 
 fn our_response(status: &str) -> Vec<u8> {
+    let branch = support::signed_branch(1, "SIP/2.0/UDP 192.0.2.198;branch=z9hG4bK1324923", "unreason.1234ksdfak3j2erwedfsASdf");
     sip(&format!(
         "{status}
-Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKslb0123456789abcdef
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch={branch}
 Via: SIP/2.0/UDP 192.0.2.198;branch=z9hG4bK1324923
 Call-ID: unreason.1234ksdfak3j2erwedfsASdf
 CSeq: 35 INVITE
@@ -292,17 +294,18 @@ fn unreason_and_noreason_responses() {
     for status in ["SIP/2.0 200 = 2**3 * 5**2 \u{43d}\u{43e} \u{441}\u{442}\u{43e}", "SIP/2.0 100 ", "SIP/2.0 100"] {
         let msg = our_response(status);
         let (a, out) = run(&msg);
-        assert_eq!(a, Action::Forward { to: "192.0.2.198:5060".parse().unwrap() }, "{status}");
+        assert_eq!(a, Action::Forward { to: "192.0.2.198:5060".parse().unwrap(), from: 0, what: Forwarded::Response }, "{status}");
         assert!(out.starts_with(format!("{status}\r\nVia: SIP/2.0/UDP 192.0.2.198;").as_bytes()));
     }
 }
 
 #[test]
 fn bcast_response_to_broadcast_is_dropped() {
+    // Signed over the broadcast next hop: the MAC verifies, the address not.
     let msg = String::from_utf8(our_response("SIP/2.0 200 OK")).unwrap().replace("192.0.2.198", "255.255.255.255");
-    assert_eq!(run(msg.as_bytes()).0, Action::Drop(DropReason::BadNextHop));
+    assert_eq!(run(&support::resign(msg.as_bytes())).0, Action::Drop(DropReason::BadNextHop));
     let msg = msg.replace("255.255.255.255", "224.0.1.75");
-    assert_eq!(run(msg.as_bytes()).0, Action::Drop(DropReason::BadNextHop));
+    assert_eq!(run(&support::resign(msg.as_bytes())).0, Action::Drop(DropReason::BadNextHop));
 }
 
 #[test]
@@ -447,18 +450,25 @@ Content-Length: 0
         "Content-Length: 0",
         "User-Agent: torture-test/1.0 (a typical user agent string of a carrier SBC)\nAllow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY\nAccept: application/sdp\nContent-Length: 0",
     );
-    assert!(matches!(run(&sip(base)).0, Action::Reply { code: 483, .. }));
+    assert!(matches!(run(&sip(base)).0, Action::Reply { code: ReplyCode::TooManyHops, .. }));
+    // unksm: an unknown scheme is not ours to refuse by default (the R-URI
+    // is never routed on); an operator who restricts schemes gets 416.
     let unksm = base.replace("OPTIONS sip:user@example.com SIP", "OPTIONS nobarf:user@example.com SIP").replace("Max-Forwards: 0", "Max-Forwards: 70");
-    assert!(matches!(run(&sip(&unksm)).0, Action::Reply { code: 416, .. }));
+    assert_eq!(run(&sip(&unksm)).0, forward_to(BACKEND));
+    let strict = Policy { schemes: Some(vec![b"sip"[..].into(), b"sips"[..].into()]), ..Policy::default() };
+    let p = support::proxy_with(&["192.0.2.10:5060"], strict);
+    let a = p.handle(&backend, &sip(&unksm), SRC.parse().unwrap(), 0, &mut Vec::new());
+    assert!(matches!(a, Action::Reply { code: ReplyCode::UnsupportedUriScheme, .. }));
     let bext = base.replace("Max-Forwards: 0", "Max-Forwards: 70\nProxy-Require: noProxiesSupportThis, nor-this");
     let (a, out) = run(&sip(&bext));
-    assert!(matches!(a, Action::Reply { code: 420, .. }));
+    assert!(matches!(a, Action::Reply { code: ReplyCode::BadExtension, .. }));
     assert!(String::from_utf8_lossy(&out).contains("\r\nUnsupported: noProxiesSupportThis, nor-this\r\n"));
 }
 
 #[test]
 fn rfc5118_ipv6_via_and_route() {
-    let p = Proxy::new(Identity { advertise: "[2001:db8::10]:5060".parse().unwrap(), local: vec![] });
+    let p = support::proxy_at("[2001:db8::10]:5060");
+    let backend = |_: &[u8], _: u64| "[2001:db8::100]:5060".parse().ok();
     let msg = sip("REGISTER sip:[2001:db8::20] SIP/2.0
 To: sip:user@example.com
 From: sip:user@example.com;tag=81x2
@@ -472,8 +482,8 @@ Content-Length: 0
 
 ");
     let mut out = Vec::new();
-    let a = p.handle(&backend, &msg, "[2001:db8::9:1]:7000".parse().unwrap(), &mut out);
-    assert_eq!(a, Action::Forward { to: BACKEND.parse().unwrap() });
+    let a = p.handle(&backend, &msg, "[2001:db8::9:1]:7000".parse().unwrap(), 0, &mut out);
+    assert_eq!(a, forward_to("[2001:db8::100]:5060"));
     let t = String::from_utf8(out).unwrap();
     assert!(t.starts_with("REGISTER sip:[2001:db8::20] SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::10]:5060;branch=z9hG4bKslb"), "{t}");
     assert!(t.contains("\r\nVia: SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bKas3-111;rport=7000;received=2001:db8::9:1\r\n"));

@@ -13,7 +13,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use sip_lb::proxy::{Action, DropReason, Identity, Proxy};
+mod support;
+
+use sip_lb::proxy::{Action, DropReason, Forwarded, Policy, Proxy, ReplyCode};
 use sip_lb::sip::{HeaderName, Message, Via};
 
 const BACKEND: &str = "10.0.0.100:5060";
@@ -78,8 +80,11 @@ const RFC4475: &[(&str, Expect)] = &[
     ("badbranch", Forward),
     // 3.1.4 application layer
     ("insuf", Reply(400)),
-    ("unkscm", Reply(416)),
-    ("novelsc", Reply(416)),
+    // Unknown schemes are forwarded by default: the balancer never routes on
+    // the R-URI (issue 9.12); `unknown_schemes_get_416_when_restricted`
+    // checks these two against a restricting policy.
+    ("unkscm", Forward),
+    ("novelsc", Forward),
     ("unksm2", Forward),
     ("bext01", Reply(420)),
     ("invut", Forward),
@@ -108,7 +113,7 @@ const RFC5118: &[(&str, Expect)] = &[
 ];
 
 fn proxy() -> Proxy {
-    Proxy::new(Identity { advertise: "192.0.2.10:5060".parse().unwrap(), local: vec![] })
+    support::proxy_with(&["192.0.2.10:5060", "[2001:db8::10]:5060"], Policy::default())
 }
 
 fn backend(_: &[u8], _: u64) -> Option<SocketAddr> {
@@ -157,19 +162,21 @@ fn assert_intact_request(name: &str, orig: &[u8], out: &[u8]) {
 }
 
 fn check(dir: &str, name: &str, expect: Expect) -> Result<(), String> {
-    let msg = fixture(dir, name);
+    // Responses in the corpus carry an unsigned branch of ours: sign it, as
+    // the node that forwarded the request would have.
+    let msg = support::resign(&fixture(dir, name));
     let src: SocketAddr = SRC.parse().unwrap();
     let mut out = Vec::new();
-    let action = proxy().handle(&backend, &msg, src, &mut out);
+    let action = proxy().handle(&backend, &msg, src, 0, &mut out);
     let fail = |why: String| Err(format!("{dir}/{name}: expected {expect:?}, got {action:?}: {why}"));
     let as_400 = |out: &[u8]| out.starts_with(b"SIP/2.0 400 ");
     match (expect, action) {
-        (Forward | ForwardOr400, Action::Forward { to }) if to == BACKEND.parse().unwrap() => {
+        (Forward | ForwardOr400, Action::Forward { to, what: Forwarded::Request, .. }) if to == BACKEND.parse().unwrap() => {
             assert_intact_request(name, &msg, &out);
             Ok(())
         }
-        (ForwardOr400, Action::Reply { code: 400, to }) if to.ip() == src.ip() && as_400(&out) => Ok(()),
-        (Reply(c), Action::Reply { code, to }) if c == code && to.ip() == src.ip() => {
+        (ForwardOr400, Action::Reply { code: ReplyCode::BadRequest, to }) if to.ip() == src.ip() && as_400(&out) => Ok(()),
+        (Reply(c), Action::Reply { code, to }) if c == code.code() && to.ip() == src.ip() => {
             let status = format!("SIP/2.0 {c} ");
             if !out.starts_with(status.as_bytes()) {
                 return fail(String::from_utf8_lossy(&out).into_owned());
@@ -186,7 +193,7 @@ fn check(dir: &str, name: &str, expect: Expect) -> Result<(), String> {
         (Reply(_), Action::Drop(DropReason::ReplyWouldAmplify)) if out.is_empty() && msg.len() < 512 => Ok(()),
         (Drop(r), Action::Drop(got)) if r == got && out.is_empty() => Ok(()),
         (RelayOrDrop(_), Action::Drop(_)) if out.is_empty() => Ok(()),
-        (Relay(addr) | RelayOrDrop(addr), Action::Forward { to }) if to == addr.parse().unwrap() => {
+        (Relay(addr) | RelayOrDrop(addr), Action::Forward { to, what: Forwarded::Response, .. }) if to == addr.parse().unwrap() => {
             let mut slots4 = Message::slots();
             let m = Message::parse(&out, &mut slots4).map_err(|e| format!("{e:?}"))?;
             let mut slots5 = Message::slots();
@@ -216,6 +223,19 @@ fn rfc4475_torture_messages() {
 #[test]
 fn rfc5118_ipv6_torture_messages() {
     run_all("rfc5118", RFC5118);
+}
+
+#[test]
+fn unknown_schemes_get_416_when_restricted() {
+    let strict = Policy { schemes: Some(vec![b"sip"[..].into(), b"sips"[..].into(), b"tel"[..].into()]), ..Policy::default() };
+    let p = support::proxy_with(&["192.0.2.10:5060"], strict);
+    let mut out = Vec::new();
+    let a = p.handle(&backend, &fixture("rfc4475", "unkscm"), SRC.parse().unwrap(), 0, &mut out);
+    assert!(matches!(a, Action::Reply { code: ReplyCode::UnsupportedUriScheme, .. }), "{a:?}");
+    assert!(out.starts_with(b"SIP/2.0 416 Unsupported URI Scheme\r\n"));
+    // novelsc is so small that its 416 would be larger: no amplification.
+    let a = p.handle(&backend, &fixture("rfc4475", "novelsc"), SRC.parse().unwrap(), 0, &mut Vec::new());
+    assert_eq!(a, Action::Drop(DropReason::ReplyWouldAmplify));
 }
 
 #[test]

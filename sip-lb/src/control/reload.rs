@@ -20,17 +20,30 @@ pub fn build_plan(config: &Config) -> Plan {
 /// in the router.
 pub fn plan_for(config: &Config, backends: &Backends) -> Plan {
     Plan {
-        proxy: crate::proxy::Proxy::new(identity(config)),
+        proxy: crate::proxy::Proxy::new(identity(config), keys(config), crate::proxy::Policy::default()),
         router: crate::balance::Router::build(config, |a| backends.eligible(a)),
         backends: backends.slots(),
     }
 }
 
 fn identity(config: &Config) -> crate::proxy::Identity {
-    crate::proxy::Identity {
-        advertise: config.advertise,
-        local: config.listen.clone(),
-    }
+    let listeners = config
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, &local)| {
+            let advertise = if i == 0 || local.ip().is_unspecified() { config.advertise } else { local };
+            crate::proxy::Listener { local, advertise }
+        })
+        .collect();
+    crate::proxy::Identity { listeners, aliases: Vec::new() }
+}
+
+/// The branch keys. Without a configured secret, one random key for the
+/// life of the process (so reloads keep in-flight branches valid).
+fn keys(_config: &Config) -> crate::proxy::Keys {
+    static PROCESS_KEY: std::sync::OnceLock<crate::proxy::Key> = std::sync::OnceLock::new();
+    crate::proxy::Keys::new(*PROCESS_KEY.get_or_init(crate::proxy::Key::random), None)
 }
 
 /// Re-reads the file and flags; refuses what needs a restart.

@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::stats::{Counter, REPLY_CODES};
-use crate::proxy::DropReason;
+use crate::proxy::{DropReason, ReplyCode};
 
 use super::Control;
 
@@ -29,7 +28,7 @@ pub struct WorkerSnapshot {
     pub tx_errors: u64,
     pub requests_forwarded: u64,
     pub responses_forwarded: u64,
-    /// (status code, or "other"; count) of stateless replies.
+    /// (status code; count) of stateless replies.
     pub replies: Vec<(String, u64)>,
     /// (reason; count).
     pub drops: Vec<(String, u64)>,
@@ -77,11 +76,9 @@ impl Control {
                 tx_errors: w.tx_errors.get(),
                 requests_forwarded: w.requests_forwarded.get(),
                 responses_forwarded: w.responses_forwarded.get(),
-                replies: REPLY_CODES
+                replies: ReplyCode::ALL
                     .iter()
-                    .map(|c| c.to_string())
-                    .chain(["other".to_owned()])
-                    .zip(w.replies.iter().map(Counter::get))
+                    .map(|c| (c.code().to_string(), w.replies[c.index()].get()))
                     .collect(),
                 drops: DropReason::ALL
                     .iter()

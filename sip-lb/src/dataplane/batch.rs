@@ -102,6 +102,8 @@ pub struct SendBatch {
     addrs: Box<[libc::sockaddr_storage; BATCH]>,
     iovs: Box<[libc::iovec; BATCH]>,
     hdrs: Box<[libc::mmsghdr; BATCH]>,
+    /// Per datagram, the index of the socket it leaves from.
+    socks: [usize; BATCH],
     len: usize,
 }
 
@@ -116,6 +118,7 @@ impl SendBatch {
             addrs: Box::new(unsafe { std::mem::zeroed() }),
             iovs: Box::new(unsafe { std::mem::zeroed() }),
             hdrs: Box::new(unsafe { std::mem::zeroed() }),
+            socks: [0; BATCH],
             len: 0,
         }
     }
@@ -127,9 +130,11 @@ impl SendBatch {
         b
     }
 
-    /// Queues the buffer last returned by `next_buf` for `to`.
-    pub fn commit(&mut self, to: SocketAddr) {
+    /// Queues the buffer last returned by `next_buf` for `to`, to leave from
+    /// socket `sock` (an index into the `fds` given to `flush`).
+    pub fn commit(&mut self, to: SocketAddr, sock: usize) {
         let i = self.len;
+        self.socks[i] = sock;
         let namelen = sockaddr::to_storage(&to, &mut self.addrs[i]);
         let buf = &mut self.bufs[i];
         self.iovs[i] = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
@@ -154,18 +159,27 @@ impl SendBatch {
         self.len == BATCH
     }
 
-    /// Sends every queued datagram. A datagram the kernel refuses (e.g. an
-    /// ICMP-unreachable error reported on the socket, or a full buffer) is
-    /// skipped and counted, never retried: SIP over UDP retransmits end to end.
+    /// Sends every queued datagram, one sendmmsg per run of datagrams that
+    /// leave from the same socket of `fds`. A datagram the kernel refuses
+    /// (e.g. an ICMP-unreachable error reported on the socket, or a full
+    /// buffer), or whose socket index is not in `fds`, is skipped and
+    /// counted, never retried: SIP over UDP retransmits end to end.
     /// Returns (sent, failed).
-    pub fn flush(&mut self, fd: RawFd) -> (usize, usize) {
+    pub fn flush(&mut self, fds: &[RawFd]) -> (usize, usize) {
         let mut start = 0;
         let mut failed = 0;
         while start < self.len {
-            // SAFETY: hdrs[start..len] were filled by `commit` and point into
-            // buffers that live until the next `next_buf`.
+            let sock = self.socks[start];
+            let run = self.socks[start..self.len].iter().take_while(|&&s| s == sock).count();
+            let Some(&fd) = fds.get(sock) else {
+                failed += run;
+                start += run;
+                continue;
+            };
+            // SAFETY: hdrs[start..start + run] were filled by `commit` and
+            // point into buffers that live until the next `next_buf`.
             let n = unsafe {
-                libc::sendmmsg(fd, self.hdrs[start..].as_mut_ptr(), (self.len - start) as libc::c_uint, libc::MSG_DONTWAIT)
+                libc::sendmmsg(fd, self.hdrs[start..].as_mut_ptr(), run as libc::c_uint, libc::MSG_DONTWAIT)
             };
             if n > 0 {
                 start += n as usize;
@@ -203,9 +217,9 @@ mod tests {
         let mut tx = SendBatch::new();
         for i in 0..5u8 {
             tx.next_buf().extend_from_slice(&[b'x', i]);
-            tx.commit(b.local_addr().unwrap());
+            tx.commit(b.local_addr().unwrap(), 0);
         }
-        assert_eq!(tx.flush(a.as_raw_fd()), (5, 0));
+        assert_eq!(tx.flush(&[a.as_raw_fd()]), (5, 0));
         let mut rx = RecvBatch::new();
         let mut got = Vec::new();
         for _ in 0..100 {
@@ -222,6 +236,30 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(got, (0..5u8).map(|i| vec![b'x', i]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn each_datagram_leaves_from_its_socket() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut tx = SendBatch::new();
+        for (i, sock) in [0usize, 0, 1, 0, 7].into_iter().enumerate() {
+            tx.next_buf().push(i as u8);
+            tx.commit(b.local_addr().unwrap(), sock);
+        }
+        // Socket 7 does not exist: counted as failed, the rest sent.
+        assert_eq!(tx.flush(&[a.as_raw_fd(), c.as_raw_fd()]), (4, 1));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8];
+        for _ in 0..4 {
+            let (n, from) = b.recv_from(&mut buf).unwrap();
+            assert_eq!(n, 1);
+            got.push((buf[0], from));
+        }
+        let (a, c) = (a.local_addr().unwrap(), c.local_addr().unwrap());
+        assert_eq!(got, [(0, a), (1, a), (2, c), (3, a)]);
     }
 
     #[test]

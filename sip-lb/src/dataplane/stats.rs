@@ -7,10 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam::utils::CachePadded;
 
-use crate::proxy::DropReason;
-
-/// Status codes a stateless proxy generates itself, counted one by one.
-pub const REPLY_CODES: [u16; 5] = [400, 416, 420, 483, 503];
+use crate::proxy::{DropReason, ReplyCode};
 
 /// Per-backend counter slots in each worker. Slots are handed out by the
 /// control plane and published in the `Plan` as a [`BackendSlots`] table;
@@ -44,8 +41,8 @@ pub struct Counters {
     pub tx_errors: Counter,
     pub requests_forwarded: Counter,
     pub responses_forwarded: Counter,
-    /// Indexed like REPLY_CODES, plus one slot for any other code.
-    pub replies: [Counter; REPLY_CODES.len() + 1],
+    /// Stateless replies sent, by [`ReplyCode::index`].
+    pub replies: [Counter; ReplyCode::ALL.len()],
     pub drops: [Counter; DropReason::ALL.len()],
     /// Requests forwarded to each backend, by slot ([`BackendSlots`]).
     pub backend_requests: [Counter; MAX_BACKENDS],
@@ -63,7 +60,7 @@ impl Default for Counters {
             tx_errors: Counter::zero(),
             requests_forwarded: Counter::zero(),
             responses_forwarded: Counter::zero(),
-            replies: [const { Counter::zero() }; REPLY_CODES.len() + 1],
+            replies: [const { Counter::zero() }; ReplyCode::ALL.len()],
             drops: [const { Counter::zero() }; DropReason::ALL.len()],
             backend_requests: [const { Counter::zero() }; MAX_BACKENDS],
             backend_responses: [const { Counter::zero() }; MAX_BACKENDS],
@@ -109,12 +106,6 @@ impl BackendSlots {
 pub type WorkerStats = CachePadded<Counters>;
 
 impl Counters {
-    #[inline]
-    pub fn reply(&self, code: u16) {
-        let i = REPLY_CODES.iter().position(|&c| c == code).unwrap_or(REPLY_CODES.len());
-        self.replies[i].add(1);
-    }
-
     pub fn replies_total(&self) -> u64 {
         self.replies.iter().map(Counter::get).sum()
     }

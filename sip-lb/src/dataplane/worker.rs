@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::batch::{RecvBatch, SendBatch};
 use super::stats::WorkerStats;
 use super::SharedPlan;
-use crate::proxy::{Action, DropReason};
+use crate::proxy::{Action, DropReason, Forwarded};
 
 /// How long an idle worker with several sockets sleeps in poll(2) before
 /// re-checking `stop`.
@@ -39,12 +39,12 @@ impl Worker {
             .iter()
             .map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 })
             .collect();
+        let fds: Vec<_> = self.sockets.iter().map(|s| s.as_raw_fd()).collect();
         // The common case, one listen address: block in recvmmsg itself.
         let wait = self.sockets.len() == 1;
         while !self.stop.load(Ordering::Relaxed) {
             let mut busy = false;
-            for sock in &self.sockets {
-                let fd = sock.as_raw_fd();
+            for (on, &fd) in fds.iter().enumerate() {
                 let n = match rx.recv(fd, wait) {
                     Ok(n) => n,
                     Err(e) => {
@@ -59,8 +59,8 @@ impl Worker {
                     continue;
                 }
                 busy = true;
-                self.process(&rx, n, &mut tx);
-                let (sent, failed) = tx.flush(fd);
+                self.process(&rx, n, on, &mut tx);
+                let (sent, failed) = tx.flush(&fds);
                 self.stats.tx_datagrams.add(sent as u64);
                 self.stats.tx_errors.add(failed as u64);
             }
@@ -71,7 +71,8 @@ impl Worker {
         }
     }
 
-    fn process(&self, rx: &RecvBatch, n: usize, tx: &mut SendBatch) {
+    /// Runs the core over `n` datagrams received on socket `on`.
+    fn process(&self, rx: &RecvBatch, n: usize, on: usize, tx: &mut SendBatch) {
         let plan = self.plan.load();
         let stats = &self.stats;
         let mut tx_bytes = 0u64;
@@ -88,27 +89,30 @@ impl Worker {
                 continue;
             }
             let out = tx.next_buf();
-            match plan.proxy.handle(&plan.router, data, src, out) {
-                Action::Forward { to } => {
-                    if !data.starts_with(b"SIP/") {
-                        stats.requests_forwarded.add(1);
-                        if let Some(b) = plan.backends.slot(to) {
-                            stats.backend_requests[b].add(1);
+            match plan.proxy.handle(&plan.router, data, src, on, out) {
+                Action::Forward { to, from, what } => {
+                    match what {
+                        Forwarded::Request => {
+                            stats.requests_forwarded.add(1);
+                            if let Some(b) = plan.backends.slot(to) {
+                                stats.backend_requests[b].add(1);
+                            }
                         }
-                    } else {
-                        stats.responses_forwarded.add(1);
-                        // A response's source is the backend that sent it.
-                        if let Some(b) = plan.backends.slot(src) {
-                            stats.backend_responses[b].add(1);
+                        Forwarded::Response => {
+                            stats.responses_forwarded.add(1);
+                            // A response's source is the backend that sent it.
+                            if let Some(b) = plan.backends.slot(src) {
+                                stats.backend_responses[b].add(1);
+                            }
                         }
                     }
                     tx_bytes += out.len() as u64;
-                    tx.commit(to);
+                    tx.commit(to, from);
                 }
                 Action::Reply { to, code } => {
-                    stats.reply(code);
+                    stats.replies[code.index()].add(1);
                     tx_bytes += out.len() as u64;
-                    tx.commit(to);
+                    tx.commit(to, on);
                 }
                 Action::Drop(reason) => stats.drops[reason.index()].add(1),
             }

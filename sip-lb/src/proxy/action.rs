@@ -6,12 +6,74 @@ use std::net::SocketAddr;
 /// The outcome of [`super::Proxy::handle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Send `out` to `to` (a backend for requests, the next Via for responses).
-    Forward { to: SocketAddr },
-    /// Send the stateless reply in `out` to `to`; `code` is its status code.
-    Reply { to: SocketAddr, code: u16 },
+    /// Send `out` to `to` (a backend for requests, the next Via for
+    /// responses) from the socket of listen address `from` (an index into
+    /// [`super::Identity::listeners`]): for a request the one whose address
+    /// our Via names, for a response the one its top Via (ours) names.
+    Forward { to: SocketAddr, from: usize, what: Forwarded },
+    /// Send the stateless reply in `out` to `to`, from the socket the request
+    /// arrived on.
+    Reply { to: SocketAddr, code: ReplyCode },
     /// Send nothing.
     Drop(DropReason),
+}
+
+/// What a `Forward` carries: the core's parse decides, not a second look at
+/// the bytes by the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forwarded {
+    Request,
+    Response,
+}
+
+/// The stateless replies this proxy generates itself (RFC 3261 §16.3,
+/// §16.11, §18.1.1). Never a provisional: a stateless proxy sends no 100.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyCode {
+    BadRequest,
+    UnsupportedUriScheme,
+    BadExtension,
+    TooManyHops,
+    ServiceUnavailable,
+    MessageTooLarge,
+}
+
+impl ReplyCode {
+    pub const ALL: [ReplyCode; 6] = [
+        ReplyCode::BadRequest,
+        ReplyCode::UnsupportedUriScheme,
+        ReplyCode::BadExtension,
+        ReplyCode::TooManyHops,
+        ReplyCode::ServiceUnavailable,
+        ReplyCode::MessageTooLarge,
+    ];
+
+    pub fn code(&self) -> u16 {
+        match self {
+            ReplyCode::BadRequest => 400,
+            ReplyCode::UnsupportedUriScheme => 416,
+            ReplyCode::BadExtension => 420,
+            ReplyCode::TooManyHops => 483,
+            ReplyCode::ServiceUnavailable => 503,
+            ReplyCode::MessageTooLarge => 513,
+        }
+    }
+
+    pub fn reason(&self) -> &'static [u8] {
+        match self {
+            ReplyCode::BadRequest => b"Bad Request",
+            ReplyCode::UnsupportedUriScheme => b"Unsupported URI Scheme",
+            ReplyCode::BadExtension => b"Bad Extension",
+            ReplyCode::TooManyHops => b"Too Many Hops",
+            ReplyCode::ServiceUnavailable => b"Service Unavailable",
+            ReplyCode::MessageTooLarge => b"Message Too Large",
+        }
+    }
+
+    /// Position in [`ReplyCode::ALL`], for counter arrays.
+    pub fn index(&self) -> usize {
+        *self as usize
+    }
 }
 
 /// Why nothing was sent; `as_str` values are metric labels.
@@ -39,10 +101,19 @@ pub enum DropReason {
     /// A stateless reply larger than the request it answers: the source is
     /// unverified (UDP), so sending it would amplify a spoofed flood.
     ReplyWouldAmplify,
+    /// A response whose top Via looks like ours but whose branch MAC does
+    /// not verify (forged, or its next Via or Call-ID was changed).
+    BranchMac,
+    /// No listen address of the backend's address family to send from
+    /// (the config validator refuses such configs; counted if one slips by).
+    NoListenerForFamily,
+    /// Two edits of one message overlapped: a bug in the core, never a
+    /// mangled forward (debug builds assert).
+    EditConflict,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::KeepAlive,
         DropReason::Malformed,
         DropReason::MalformedResponse,
@@ -53,6 +124,9 @@ impl DropReason {
         DropReason::AckRejected,
         DropReason::AckNoBackend,
         DropReason::ReplyWouldAmplify,
+        DropReason::BranchMac,
+        DropReason::NoListenerForFamily,
+        DropReason::EditConflict,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -67,6 +141,9 @@ impl DropReason {
             DropReason::AckRejected => "ack_rejected",
             DropReason::AckNoBackend => "ack_no_backend",
             DropReason::ReplyWouldAmplify => "reply_would_amplify",
+            DropReason::BranchMac => "branch_mac",
+            DropReason::NoListenerForFamily => "no_listener_for_family",
+            DropReason::EditConflict => "edit_conflict",
         }
     }
 
@@ -90,5 +167,15 @@ mod tests {
         labels.sort();
         labels.dedup();
         assert_eq!(labels.len(), DropReason::ALL.len());
+    }
+
+    #[test]
+    fn reply_codes_index_and_values() {
+        for (i, c) in ReplyCode::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+        let codes: Vec<u16> = ReplyCode::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(codes, [400, 416, 420, 483, 503, 513]);
+        assert_eq!(ReplyCode::MessageTooLarge.reason(), b"Message Too Large");
     }
 }

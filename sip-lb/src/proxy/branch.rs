@@ -1,6 +1,9 @@
 //! Deterministic identifiers: our Via branch (RFC 3261 §16.11) and the To
 //! tag of stateless replies. No random state, so every worker and every
 //! restart computes the same value for the same request.
+//!
+//! Our branch is `z9hG4bKslb` + 16 hex digits of the transaction hash (this
+//! file) + 16 hex digits of a keyed MAC over the next hop (`mac.rs`).
 
 use crate::sip::span::Span;
 use crate::sip::via::{Via, MAGIC_COOKIE};
@@ -9,6 +12,9 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 /// Our branches start with this: the RFC 3261 cookie plus a sip-lb marker,
 /// so a response's top Via can be recognised as one we made.
 pub const BRANCH_PREFIX: &[u8] = b"z9hG4bKslb";
+
+/// Hex digits of each of the two numbers after [`BRANCH_PREFIX`].
+const DIGITS: usize = 16;
 
 /// Fixed seed: the hash must be the same in every process.
 const SEED: u64 = 0x5195_1b5e_ed00_3261;
@@ -26,7 +32,6 @@ pub struct BranchInput<'a> {
     pub top_via: &'a Via,
     /// The first Via value as written (`start..via.end`).
     pub top_via_raw: &'a [u8],
-    pub to_tag: &'a [u8],
     pub from_tag: &'a [u8],
     pub call_id: &'a [u8],
     pub cseq_number: &'a [u8],
@@ -38,15 +43,31 @@ pub struct BranchInput<'a> {
 /// With an RFC 3261 client branch, hash that branch and the sent-by: a
 /// retransmission, the CANCEL and the non-2xx ACK all carry the INVITE's top
 /// Via (§9.1, §17.1.1.3), so they get the INVITE's branch downstream, and the
-/// method is deliberately left out. Otherwise (RFC 2543 clients) hash the
-/// fields §16.11 lists.
+/// method is deliberately left out. Otherwise (RFC 2543 clients, and a branch
+/// that is only the cookie, RFC 4475 "badbranch") hash the fields §16.11
+/// lists except the To tag: the non-2xx ACK carries the tag its INVITE did
+/// not, and must still get the INVITE's branch.
 pub fn branch_hash(buf: &[u8], i: &BranchInput<'_>) -> u64 {
     let branch = i.top_via.branch_bytes(buf);
-    if branch.starts_with(MAGIC_COOKIE) {
+    if branch.len() > MAGIC_COOKIE.len() && branch.starts_with(MAGIC_COOKIE) {
         let port = i.top_via.port.unwrap_or(5060).to_be_bytes();
         return chain(&[b"3261", branch, i.top_via.host.of(buf), &port]);
     }
-    chain(&[b"2543", i.top_via_raw, i.to_tag, i.from_tag, i.call_id, i.cseq_number, i.request_uri])
+    chain(&[b"2543", i.top_via_raw, i.from_tag, i.call_id, i.cseq_number, i.request_uri])
+}
+
+/// The transaction hash and MAC of a branch of ours, if it has our shape.
+pub fn parse_ours(branch: &[u8]) -> Option<(u64, u64)> {
+    let rest = branch.strip_prefix(BRANCH_PREFIX)?;
+    if rest.len() != 2 * DIGITS {
+        return None;
+    }
+    let (hash, mac) = rest.split_at(DIGITS);
+    Some((parse_hex64(hash)?, parse_hex64(mac)?))
+}
+
+fn parse_hex64(s: &[u8]) -> Option<u64> {
+    s.iter().try_fold(0u64, |n, &b| Some(n << 4 | u64::from((b as char).to_digit(16)?)))
 }
 
 /// To tag for a stateless reply: stable across retransmissions of the
@@ -68,7 +89,6 @@ mod tests {
         BranchInput {
             top_via: via,
             top_via_raw: buf,
-            to_tag: b"",
             from_tag: b"1928301774",
             call_id: b"a84b4c76e66710@pc33.atlanta.com",
             cseq_number: b"314159",
@@ -82,7 +102,6 @@ mod tests {
         let via = Via::parse(v, Span::new(0, v.len())).unwrap();
         let a = branch_hash(v, &input(v, &via));
         let mut other = input(v, &via);
-        other.to_tag = b"a6c85cf"; // the ACK for a non-2xx has the To tag
         other.request_uri = b"sip:x";
         assert_eq!(a, branch_hash(v, &other));
         let v2 = b"SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhdt";
@@ -100,5 +119,24 @@ mod tests {
         other.cseq_number = b"314160";
         assert_ne!(a, branch_hash(v, &other));
         assert_ne!(chain(&[b"ab", b"c"]), chain(&[b"a", b"bc"]));
+    }
+
+    #[test]
+    fn bare_cookie_branch_falls_back_to_rfc2543_fields() {
+        let v = b"SIP/2.0/UDP 192.0.2.2;branch=z9hG4bK";
+        let via = Via::parse(v, Span::new(0, v.len())).unwrap();
+        let a = branch_hash(v, &input(v, &via));
+        let mut next = input(v, &via);
+        next.cseq_number = b"314160";
+        next.call_id = b"another@pc33";
+        assert_ne!(a, branch_hash(v, &next), "each transaction of a bare-cookie client gets its own branch");
+    }
+
+    #[test]
+    fn our_branch_shape() {
+        assert_eq!(parse_ours(b"z9hG4bKslb00000000000000ff0123456789abcdef"), Some((0xff, 0x0123_4567_89ab_cdef)));
+        assert_eq!(parse_ours(b"z9hG4bKslb00000000000000ff"), None);
+        assert_eq!(parse_ours(b"z9hG4bKslb00000000000000ff0123456789abcdeg"), None);
+        assert_eq!(parse_ours(b"z9hG4bKxyz00000000000000ff0123456789abcdef"), None);
     }
 }

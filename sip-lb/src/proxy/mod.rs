@@ -11,21 +11,27 @@
 //! - `reply`: stateless error replies (§8.2.6).
 //! - `received`: received/rport on the client's Via (§18.2.1, RFC 3581).
 //! - `branch`: deterministic branch and To tag (§16.11).
+//! - [`mac`]: the keyed MAC in our branch that authenticates responses.
+//! - [`policy`]: accepted URI schemes and Proxy-Require options.
 //! - `splice`: emitting a datagram with a few edits.
 
 pub mod action;
 pub mod branch;
 pub mod chooser;
 pub mod identity;
+pub mod mac;
+pub mod policy;
 mod received;
 mod reply;
 mod request;
 mod response;
 pub mod splice;
 
-pub use action::{Action, DropReason};
+pub use action::{Action, DropReason, Forwarded, ReplyCode};
 pub use chooser::Chooser;
-pub use identity::Identity;
+pub use identity::{Alias, Identity, Listener};
+pub use mac::{Key, Keys};
+pub use policy::Policy;
 
 use crate::sip::message::{Message, ParseError};
 use crate::sip::text::write_host_port;
@@ -37,25 +43,35 @@ use std::net::SocketAddr;
 #[derive(Clone, Debug)]
 pub struct Proxy {
     identity: Identity,
-    /// `Via: SIP/2.0/UDP <advertise>;branch=z9hG4bKslb`: the constant part
-    /// of our Via line, built once.
-    via_prefix: Vec<u8>,
+    keys: Keys,
+    policy: Policy,
+    /// Per listener, `Via: SIP/2.0/UDP <advertise>;branch=z9hG4bKslb`: the
+    /// constant part of our Via line, built once.
+    via_prefixes: Vec<Vec<u8>>,
 }
 
 impl Proxy {
-    pub fn new(identity: Identity) -> Self {
-        let mut via_prefix = b"Via: SIP/2.0/UDP ".to_vec();
-        write_host_port(&mut via_prefix, identity.advertise.ip(), identity.advertise.port());
-        via_prefix.extend_from_slice(b";branch=");
-        via_prefix.extend_from_slice(BRANCH_PREFIX);
-        Proxy { identity, via_prefix }
+    pub fn new(identity: Identity, keys: Keys, policy: Policy) -> Self {
+        let via_prefixes = identity
+            .listeners
+            .iter()
+            .map(|l| {
+                let mut p = b"Via: SIP/2.0/UDP ".to_vec();
+                write_host_port(&mut p, l.advertise.ip(), l.advertise.port());
+                p.extend_from_slice(b";branch=");
+                p.extend_from_slice(BRANCH_PREFIX);
+                p
+            })
+            .collect();
+        Proxy { identity, keys, policy, via_prefixes }
     }
 
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
 
-    /// Decides what to do with `datagram` received from `src`. For
+    /// Decides what to do with `datagram` received from `src` on the socket
+    /// of listener `on` (an index into [`Identity::listeners`]). For
     /// `Forward` and `Reply`, `out` holds the bytes to send (it is cleared
     /// first and keeps its capacity); for `Drop` it is empty. Never panics.
     pub fn handle<C: Chooser + ?Sized>(
@@ -63,6 +79,7 @@ impl Proxy {
         chooser: &C,
         datagram: &[u8],
         src: SocketAddr,
+        on: usize,
         out: &mut Vec<u8>,
     ) -> Action {
         out.clear();
@@ -71,7 +88,7 @@ impl Proxy {
         let action = match Message::parse(datagram, &mut slots) {
             Err(ParseError::KeepAlive) => Action::Drop(DropReason::KeepAlive),
             Err(_) => Action::Drop(DropReason::Malformed),
-            Ok(m) if m.is_request() => request::handle(self, chooser, &m, src, out),
+            Ok(m) if m.is_request() => request::handle(self, chooser, &m, src, on, out),
             Ok(m) => response::handle(self, &m, out),
         };
         // Never send more toward an unverified source than it sent us.

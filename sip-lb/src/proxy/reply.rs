@@ -2,7 +2,8 @@
 //! Via (top one stamped with received/rport), From, To (with a deterministic
 //! tag), Call-ID and CSeq copied byte for byte, `Content-Length: 0`.
 
-use super::action::Action;
+use super::action::{Action, DropReason, ReplyCode};
+use super::policy::Policy;
 use super::branch::{bytes, reply_tag};
 use super::received::{reply_target, stamp};
 use super::splice::{Edits, Insert};
@@ -21,22 +22,12 @@ pub struct Request<'m, 'a> {
     pub via_header: &'m Header,
     pub via: Option<&'m Via>,
     pub src: SocketAddr,
-}
-
-/// Reason phrases of the codes this proxy generates.
-pub fn reason(code: u16) -> &'static [u8] {
-    match code {
-        400 => b"Bad Request",
-        416 => b"Unsupported URI Scheme",
-        420 => b"Bad Extension",
-        483 => b"Too Many Hops",
-        503 => b"Service Unavailable",
-        _ => b"Error",
-    }
+    /// For the Unsupported header of a 420.
+    pub policy: &'m Policy,
 }
 
 /// Writes the reply into `out` (cleared first).
-pub fn build(req: &Request<'_, '_>, code: u16, out: &mut Vec<u8>) -> Action {
+pub fn build(req: &Request<'_, '_>, code: ReplyCode, out: &mut Vec<u8>) -> Action {
     let m = req.msg;
     let buf = m.buf();
     let mut edits = Edits::default();
@@ -57,23 +48,25 @@ pub fn build(req: &Request<'_, '_>, code: u16, out: &mut Vec<u8>) -> Action {
     }
     out.clear();
     out.extend_from_slice(b"SIP/2.0 ");
-    write_decimal(out, u64::from(code));
+    write_decimal(out, u64::from(code.code()));
     out.push(b' ');
-    out.extend_from_slice(reason(code));
+    out.extend_from_slice(code.reason());
     out.extend_from_slice(b"\r\n");
     for h in m.headers() {
         use HeaderName::*;
         if matches!(h.name, Via | From | To | CallId | CSeq) {
-            edits.emit(buf, h.line.start(), h.line.end(), out);
+            if edits.emit(buf, h.line.start(), h.line.end(), out).is_err() {
+                return Action::Drop(DropReason::EditConflict);
+            }
             out.extend_from_slice(b"\r\n");
         }
     }
-    if code == 420 {
-        // We support no extension: every Proxy-Require option is unsupported.
+    if code == ReplyCode::BadExtension {
+        // The options the operator did not list (§8.2.2.3).
         out.extend_from_slice(b"Unsupported: ");
         let mut first = true;
         for h in m.all(HeaderName::ProxyRequire) {
-            for v in values(buf, h.value) {
+            for v in values(buf, h.value).filter(|v| !req.policy.accepts_option(v.of(buf))) {
                 if !first {
                     out.extend_from_slice(b", ");
                 }
@@ -85,18 +78,4 @@ pub fn build(req: &Request<'_, '_>, code: u16, out: &mut Vec<u8>) -> Action {
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Action::Reply { to: reply_target(req.via, req.src), code }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reason_phrases() {
-        assert_eq!(reason(400), b"Bad Request");
-        assert_eq!(reason(416), b"Unsupported URI Scheme");
-        assert_eq!(reason(420), b"Bad Extension");
-        assert_eq!(reason(483), b"Too Many Hops");
-        assert_eq!(reason(503), b"Service Unavailable");
-    }
 }

@@ -2,26 +2,42 @@
 //! answer the errors a stateless proxy may answer, otherwise push our Via,
 //! stamp the client's Via, fix Max-Forwards and Route, and pick a backend.
 
-use super::action::{Action, DropReason};
+use super::action::{Action, DropReason, Forwarded, ReplyCode};
 use super::branch::{branch_hash, bytes, BranchInput};
 use super::chooser::Chooser;
 use super::received::stamp;
 use super::reply::{self, Request};
-use super::splice::{Edits, Insert};
+use super::splice::{Edits, Insert, MAC_DIGITS};
 use super::Proxy;
 use crate::sip::header::HeaderName;
 use crate::sip::message::{Header, Message, StartLine};
 use crate::sip::params::{addr_uri, header_param};
 use crate::sip::span::Span;
-use crate::sip::text::{is_lws, is_token, parse_decimal, trim};
+use crate::sip::text::{is_lws, is_token, parse_decimal, trim, hex64};
 use crate::sip::uri::{Scheme, Uri};
 use crate::sip::values::values;
 use crate::sip::via::Via;
 use sip_lb_common::call_id_hash;
 use std::net::SocketAddr;
 
-/// Largest CSeq number (§8.1.1.5: less than 2**31).
-const MAX_CSEQ: u64 = (1 << 31) - 1;
+/// Largest CSeq number: §20.16 allows any 32-bit unsigned value (§8.1.1.5's
+/// "less than 2**31" binds only the initial value a UAC picks).
+const MAX_CSEQ: u64 = u32::MAX as u64;
+
+/// Largest UDP payload towards an IPv4 / IPv6 destination (65,535 minus the
+/// IPv4+UDP or UDP header; no IPv6 jumbograms).
+const MAX_UDP_V4: usize = 65_507;
+const MAX_UDP_V6: usize = 65_527;
+
+/// URI parameter that marks a Record-Route value written by sip-lb (the
+/// flow token of the transports work goes there). Only a Request-URI that
+/// is us *and* carries it is a strict router's doing (§16.4).
+pub const RECORD_ROUTE_MARKER: &[u8] = b"slb";
+
+/// Output marks of the splice (`splice::Edits::mark`).
+const MARK_OUR_VIA: usize = 0;
+const MARK_NEXT_VIA_START: usize = 1;
+const MARK_NEXT_VIA_END: usize = 2;
 
 /// The headers the checks need, found in one pass.
 #[derive(Default)]
@@ -74,13 +90,14 @@ impl<'m> Fields<'m> {
 }
 
 /// Why a request is answered instead of forwarded.
-type Reject = u16;
+type Reject = ReplyCode;
 
 pub(super) fn handle<C: Chooser + ?Sized>(
     proxy: &Proxy,
     chooser: &C,
     m: &Message<'_>,
     src: SocketAddr,
+    on: usize,
     out: &mut Vec<u8>,
 ) -> Action {
     let f = Fields::collect(m);
@@ -91,34 +108,42 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     let buf = m.buf();
     let via = Via::parse(buf, via_header.value);
     let is_ack = m.method() == b"ACK";
-    let reject = |code: u16, out: &mut Vec<u8>| {
+    let reject = |code: ReplyCode, out: &mut Vec<u8>| {
         if is_ack {
             return Action::Drop(DropReason::AckRejected);
         }
-        let req = Request { msg: m, via_header, via: via.as_ref(), src };
+        let req = Request { msg: m, via_header, via: via.as_ref(), src, policy: &proxy.policy };
         reply::build(&req, code, out)
     };
-    let (checked, via) = match (check(m, &f), via.as_ref()) {
+    let (checked, via) = match (check(proxy, m, &f), via.as_ref()) {
         (Ok(c), Some(v)) => (c, v),
         (Err(code), _) => return reject(code, out),
-        (Ok(_), None) => return reject(400, out),
+        (Ok(_), None) => return reject(ReplyCode::BadRequest, out),
     };
     let call_id = f.call_id.map(|h| m.get(h.value)).unwrap_or(&[]);
     let Some(to) = chooser.choose(m.method(), call_id_hash(call_id)) else {
         if is_ack {
             return Action::Drop(DropReason::AckNoBackend);
         }
-        return reject(503, out);
+        return reject(ReplyCode::ServiceUnavailable, out);
+    };
+    // Our Via names the socket the request leaves from, so the response
+    // comes back to it: the arrival socket unless the backend is of the
+    // other address family.
+    let Some(from) = proxy.identity.listener_towards(on, to) else {
+        return Action::Drop(DropReason::NoListenerForFamily);
+    };
+    let Some(prefix) = proxy.via_prefixes.get(from) else {
+        return Action::Drop(DropReason::NoListenerForFamily);
     };
 
     let mut edits = Edits::default();
     routes(proxy, m, &f, checked.uri, &mut edits);
-    let branch = branch_hash(
+    let hash = branch_hash(
         buf,
         &BranchInput {
             top_via: via,
             top_via_raw: bytes(buf, Some(Span::new(via_header.value.start(), via.end as usize))),
-            to_tag: bytes(buf, f.to.and_then(|h| header_param(buf, h.value, b"tag"))),
             from_tag: bytes(buf, f.from.and_then(|h| header_param(buf, h.value, b"tag"))),
             call_id,
             cseq_number: bytes(buf, Some(checked.cseq_number)),
@@ -126,15 +151,35 @@ pub(super) fn handle<C: Chooser + ?Sized>(
         },
     );
     let head = m.head_start as usize;
-    edits.insert(head, Insert::ViaLine { prefix: &proxy.via_prefix, hash: branch });
+    edits.mark(head, MARK_OUR_VIA);
+    edits.insert(head, Insert::ViaLine { prefix, hash });
     match (f.max_forwards, checked.max_forwards) {
         (Some(h), Some(n)) => edits.replace(h.value.start(), h.value.end(), Insert::Decimal(n - 1)),
         _ => edits.insert(head, Insert::Bytes(b"Max-Forwards: 70\r\n")),
     }
     stamp(buf, via, src, &mut edits);
+    edits.mark(via_header.value.start(), MARK_NEXT_VIA_START);
+    edits.mark(via.end as usize, MARK_NEXT_VIA_END);
     out.clear();
-    edits.emit(buf, m.start as usize, checked.body_end, out);
-    Action::Forward { to }
+    let Ok(done) = edits.emit(buf, m.start as usize, checked.body_end, out) else {
+        return Action::Drop(DropReason::EditConflict);
+    };
+    // The MAC covers the client's Via exactly as the backend will return it.
+    let [ours, next_start, next_end] = done.marks;
+    let mac = match out.get(next_start..next_end) {
+        Some(next_via) if next_start <= next_end => proxy.keys.current.mac(hash, next_via, call_id),
+        _ => return Action::Drop(DropReason::EditConflict),
+    };
+    let at = ours + prefix.len() + MAC_DIGITS;
+    match out.get_mut(at..at + MAC_DIGITS) {
+        Some(slot) => slot.copy_from_slice(&hex64(mac)),
+        None => return Action::Drop(DropReason::EditConflict),
+    }
+    let limit = if to.ip().to_canonical().is_ipv4() { MAX_UDP_V4 } else { MAX_UDP_V6 };
+    if out.len() > limit {
+        return reject(ReplyCode::MessageTooLarge, out);
+    }
+    Action::Forward { to, from, what: Forwarded::Request }
 }
 
 /// What the checks learnt on the way.
@@ -147,50 +192,56 @@ struct Checked {
 
 /// §16.3 in order: syntax (400), URI scheme (416), Max-Forwards (483),
 /// Proxy-Require (420).
-fn check(m: &Message<'_>, f: &Fields<'_>) -> Result<Checked, Reject> {
+fn check(proxy: &Proxy, m: &Message<'_>, f: &Fields<'_>) -> Result<Checked, Reject> {
+    const BAD: ReplyCode = ReplyCode::BadRequest;
     let buf = m.buf();
-    let StartLine::Request { uri, method, .. } = m.start_line else { return Err(400) };
+    let StartLine::Request { uri, method, .. } = m.start_line else { return Err(BAD) };
     if m.defect.is_some() || f.duplicate {
-        return Err(400);
+        return Err(BAD);
     }
     let (Some(from), Some(to), Some(call_id), Some(cseq)) = (f.from, f.to, f.call_id, f.cseq) else {
-        return Err(400);
+        return Err(BAD);
     };
     if !address_ok(buf, from.value) || !address_ok(buf, to.value) {
-        return Err(400);
+        return Err(BAD);
     }
     if call_id.value.is_empty() {
-        return Err(400);
+        return Err(BAD);
     }
-    let (cseq_number, cseq_method) = split_cseq(buf, cseq.value).ok_or(400u16)?;
+    let (cseq_number, cseq_method) = split_cseq(buf, cseq.value).ok_or(BAD)?;
     if cseq_method.of(buf) != method.of(buf) {
-        return Err(400);
+        return Err(BAD);
     }
     let max_forwards = match f.max_forwards {
-        Some(h) => Some(parse_decimal(m.get(h.value), 255).ok_or(400u16)?),
+        Some(h) => Some(parse_decimal(m.get(h.value), 255).ok_or(BAD)?),
         None => None,
     };
     let rest = m.rest().len();
     let body_end = match f.content_length {
         Some(h) => match parse_decimal(m.get(h.value), u64::from(u32::MAX)) {
             Some(n) if n as usize <= rest => m.body_start as usize + n as usize,
-            _ => return Err(400),
+            _ => return Err(BAD),
         },
         // UDP without Content-Length: the body is the rest (§18.3).
         None => buf.len(),
     };
-    match Uri::parse(buf, uri) {
-        None => return Err(400),
-        Some(u) if u.scheme == Scheme::Other => return Err(416),
-        Some(_) => {}
+    let u = Uri::parse(buf, uri).ok_or(BAD)?;
+    if !proxy.policy.accepts_scheme(u.scheme_text.of(buf)) {
+        return Err(ReplyCode::UnsupportedUriScheme);
     }
     if max_forwards == Some(0) {
-        return Err(483);
+        return Err(ReplyCode::TooManyHops);
     }
-    if f.proxy_require {
-        return Err(420);
+    if f.proxy_require && unsupported_option(proxy, m) {
+        return Err(ReplyCode::BadExtension);
     }
     Ok(Checked { uri, cseq_number, max_forwards, body_end })
+}
+
+/// Does Proxy-Require name an option the operator has not listed?
+fn unsupported_option(proxy: &Proxy, m: &Message<'_>) -> bool {
+    let buf = m.buf();
+    m.all(HeaderName::ProxyRequire).any(|h| values(buf, h.value).any(|v| !proxy.policy.accepts_option(v.of(buf))))
 }
 
 /// A From/To value is a name-addr (`<...>` closed, RFC 4475 "badaspec":
@@ -221,14 +272,23 @@ fn split_cseq(buf: &[u8], value: Span) -> Option<(Span, Span)> {
     Some((Span::new(value.start(), value.start() + digits), method))
 }
 
-/// Is this URI (a Route or the Request-URI) us? sip/sips with an IP host
-/// equal to an address of ours; default port 5060 for both schemes (UDP).
+/// Is this URI (a Route or the Request-URI) us? sip/sips with a host that
+/// is one of our addresses or aliases (see `Identity::is_us`).
 fn uri_is_us(proxy: &Proxy, buf: &[u8], uri: Span) -> bool {
-    let Some(u) = Uri::parse(buf, uri) else { return false };
-    if !matches!(u.scheme, Scheme::Sip | Scheme::Sips) {
-        return false;
-    }
-    u.host_ip(buf).is_some_and(|ip| proxy.identity.is_us(ip, u.port.unwrap_or(5060)))
+    our_uri(proxy, buf, uri).is_some()
+}
+
+fn our_uri(proxy: &Proxy, buf: &[u8], uri: Span) -> Option<Uri> {
+    let u = Uri::parse(buf, uri)?;
+    let sip = matches!(u.scheme, Scheme::Sip | Scheme::Sips);
+    (sip && proxy.identity.is_us(u.host.of(buf), u.port)).then_some(u)
+}
+
+/// Did a strict router put a Record-Route value of ours in the Request-URI?
+/// Only values we wrote carry [`RECORD_ROUTE_MARKER`]; an R-URI such as
+/// `sip:+15551234@LB-IP` that merely names our host is a real target.
+fn is_our_record_route(proxy: &Proxy, buf: &[u8], ruri: Span) -> bool {
+    our_uri(proxy, buf, ruri).is_some_and(|u| u.has_param(buf, RECORD_ROUTE_MARKER))
 }
 
 /// Where the values of one Route field are, for removing one of them.
@@ -266,7 +326,7 @@ fn routes<'a>(proxy: &Proxy, m: &Message<'a>, f: &Fields<'_>, ruri: Span, edits:
     let single = same_field && fv.count == 1;
     // Strict routing: the R-URI is a Record-Route value of ours; the real
     // R-URI is the last Route.
-    let strict = uri_is_us(proxy, buf, ruri);
+    let strict = is_our_record_route(proxy, buf, ruri);
     let mut remove_first = false;
     if strict {
         let target = addr_uri(buf, lv.last);
@@ -311,11 +371,17 @@ mod tests {
         let v = b"0009\r\n  INVITE";
         let (n, m) = split_cseq(v, sp(v)).unwrap();
         assert_eq!((n.of(v), m.of(v)), (&b"0009"[..], &b"INVITE"[..]));
-        for bad in [&b"INVITE"[..], b"1INVITE", b"1 ", b"2147483648 INVITE", b"1 IN VITE", b"-1 INVITE"] {
+        for bad in [&b"INVITE"[..], b"1INVITE", b"1 ", b"1 IN VITE", b"-1 INVITE"] {
             assert_eq!(split_cseq(bad, sp(bad)), None, "{}", String::from_utf8_lossy(bad));
         }
         let max = b"2147483647 ACK";
         assert!(split_cseq(max, sp(max)).is_some());
+        // §20.16: 32-bit unsigned.
+        for ok in [&b"2147483648 INVITE"[..], b"4294967295 INVITE"] {
+            assert!(split_cseq(ok, sp(ok)).is_some(), "{}", String::from_utf8_lossy(ok));
+        }
+        let over = b"4294967296 INVITE";
+        assert_eq!(split_cseq(over, sp(over)), None);
     }
 
     #[test]

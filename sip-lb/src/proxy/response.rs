@@ -1,8 +1,10 @@
 //! Forwarding a response (RFC 3261 §16.7 step 3, §18.2.2, RFC 3581): only
-//! ours (anti-reflection), our Via removed, sent to the next Via.
+//! ours (anti-reflection: our branch's MAC must verify over the next Via and
+//! the Call-ID), our Via removed, sent to the next Via from the socket our
+//! Via names.
 
-use super::action::{Action, DropReason};
-use super::branch::BRANCH_PREFIX;
+use super::action::{Action, DropReason, Forwarded};
+use super::branch::{parse_ours, BRANCH_PREFIX};
 use super::splice::Edits;
 use super::Proxy;
 use crate::sip::header::HeaderName;
@@ -21,13 +23,16 @@ pub(super) fn handle(proxy: &Proxy, m: &Message<'_>, out: &mut Vec<u8>) -> Actio
     let mut vias = m.all(HeaderName::Via);
     let Some(top_h) = vias.next() else { return malformed };
     let Some(top) = Via::parse(buf, top_h.value) else { return malformed };
-    // Ours: our branch marker and sent-by one of our addresses. A host name
-    // never matches: we only ever write an IP.
-    let ours = top.branch_bytes(buf).starts_with(BRANCH_PREFIX)
-        && top.host_ip(buf).is_some_and(|ip| proxy.identity.is_us(ip, top.port.unwrap_or(5060)));
-    if !ours {
+    // Ours: our branch marker and sent-by the advertised address of one of
+    // our listeners (we only ever write IPs there).
+    let branch = top.branch_bytes(buf);
+    let from = proxy.identity.listener_named(top.host.of(buf), top.port);
+    let (Some(from), true) = (from, branch.starts_with(BRANCH_PREFIX)) else {
         return Action::Drop(DropReason::ForeignResponse);
-    }
+    };
+    let Some((txn, mac)) = parse_ours(branch) else {
+        return Action::Drop(DropReason::BranchMac);
+    };
     let mut edits = Edits::default();
     let next_span = match top.next {
         // Comma-joined: remove only our value and its comma.
@@ -44,6 +49,11 @@ pub(super) fn handle(proxy: &Proxy, m: &Message<'_>, out: &mut Vec<u8>) -> Actio
         }
     };
     let Some(next) = Via::parse(buf, next_span) else { return malformed };
+    let next_via = buf.get(next_span.start()..next.end as usize).unwrap_or(&[]);
+    let call_id = m.find(HeaderName::CallId).map(|h| m.get(h.value)).unwrap_or(&[]);
+    if !proxy.keys.verify(mac, txn, next_via, call_id) {
+        return Action::Drop(DropReason::BranchMac);
+    }
     // received wins over sent-by; a host name there would need DNS, which
     // the hot path does not do: drop (the UA behind it uses rport/received
     // in practice, see RFC 3581).
@@ -67,8 +77,10 @@ pub(super) fn handle(proxy: &Proxy, m: &Message<'_>, out: &mut Vec<u8>) -> Actio
         (Some(_), Some(_)) => return malformed,
     };
     out.clear();
-    edits.emit(buf, m.start as usize, body_end, out);
-    Action::Forward { to: SocketAddr::new(ip, port) }
+    if edits.emit(buf, m.start as usize, body_end, out).is_err() {
+        return Action::Drop(DropReason::EditConflict);
+    }
+    Action::Forward { to: SocketAddr::new(ip, port), from, what: Forwarded::Response }
 }
 
 fn is_unicast(ip: IpAddr) -> bool {

@@ -95,12 +95,17 @@ pub fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
 
 /// Appends `h` as 16 lowercase hex digits.
 pub fn write_hex64(out: &mut Vec<u8>, h: u64) {
+    out.extend_from_slice(&hex64(h));
+}
+
+/// `h` as 16 lowercase hex digits.
+pub fn hex64(h: u64) -> [u8; 16] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut tmp = [0u8; 16];
     for (i, t) in tmp.iter_mut().enumerate() {
         *t = HEX[((h >> (60 - 4 * i)) & 0xf) as usize];
     }
-    out.extend_from_slice(&tmp);
+    tmp
 }
 
 /// An IP literal host as it appears in a Via or URI: `192.0.2.1`, `[2001:db8::1]`

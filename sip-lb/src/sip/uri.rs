@@ -2,6 +2,7 @@
 //! RFC 3261 §16.3) and, for sip/sips, host and port (is this Route or
 //! Request-URI us? §16.4).
 
+use super::params::params;
 use super::span::Span;
 use super::text::{parse_decimal, parse_ip};
 use memchr::memchr;
@@ -20,8 +21,13 @@ pub enum Scheme {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Uri {
     pub scheme: Scheme,
+    /// The scheme as written (without the colon).
+    pub scheme_text: Span,
     pub host: Span,
     pub port: Option<u16>,
+    /// sip/sips: the `;params` after hostport, up to `?` or the end
+    /// (empty otherwise).
+    pub params: Span,
 }
 
 impl Uri {
@@ -45,8 +51,13 @@ impl Uri {
         } else {
             Scheme::Other
         };
+        let scheme_text = Span::new(span.start(), span.start() + colon);
         if !matches!(scheme, Scheme::Sip | Scheme::Sips) {
-            return Some(Uri { scheme, host: Span::EMPTY, port: None });
+            // An absolute URI needs something after the scheme.
+            if colon + 1 == s.len() {
+                return None;
+            }
+            return Some(Uri { scheme, scheme_text, host: Span::EMPTY, port: None, params: Span::EMPTY });
         }
         // hostport ends at the first `;` (params) or `?` (headers); userinfo
         // ends at the last `@` before that (a password may not contain `;`,
@@ -56,6 +67,11 @@ impl Uri {
         let at = memchr::memrchr(b'@', rest).map_or(0, |i| i + 1);
         let hp = &rest[at..];
         let hp_len = hp.iter().position(|&b| b == b';' || b == b'?').unwrap_or(hp.len());
+        let params_start = base + at + hp_len;
+        let params_end = match memchr(b'?', &hp[hp_len..]) {
+            Some(q) => params_start + q,
+            None => span.end(),
+        };
         let hp = &hp[..hp_len];
         let (host_len, port) = if hp.first() == Some(&b'[') {
             let close = memchr(b']', hp)? + 1;
@@ -78,7 +94,12 @@ impl Uri {
             None => None,
         };
         let host = Span::new(base + at, base + at + host_len);
-        Some(Uri { scheme, host, port })
+        Some(Uri { scheme, scheme_text, host, port, params: Span::new(params_start, params_end) })
+    }
+
+    /// Whether the sip/sips URI has the parameter `name` (e.g. `lr`).
+    pub fn has_param(&self, buf: &[u8], name: &[u8]) -> bool {
+        params(buf, self.params.start(), self.params.end()).any(|p| p.name.of(buf).eq_ignore_ascii_case(name))
     }
 
     pub fn host_ip(&self, buf: &[u8]) -> Option<IpAddr> {
@@ -113,5 +134,16 @@ mod tests {
         assert_eq!(p(b"sip:user:pw@127.0.0.1:5060?x=y"), Some((Scheme::Sip, b"127.0.0.1".to_vec(), Some(5060))));
         assert_eq!(p(b"sip:h:99999"), None);
         assert_eq!(p(b"sip:[::1]x"), None);
+    }
+
+    #[test]
+    fn uri_params() {
+        let s = b"sip:+1555@192.0.2.10;lr;slb=abc?h=x;y";
+        let u = Uri::parse(s, Span::new(0, s.len())).unwrap();
+        assert_eq!(u.params.of(s), b";lr;slb=abc");
+        assert!(u.has_param(s, b"slb") && u.has_param(s, b"LR") && !u.has_param(s, b"y"));
+        assert_eq!(u.scheme_text.of(s), b"sip");
+        assert_eq!(p(b"urn:").map(|x| x.0), None);
+        assert_eq!(p(b"urn:service:sos").map(|x| x.0), Some(Scheme::Other));
     }
 }

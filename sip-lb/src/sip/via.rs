@@ -11,6 +11,33 @@ use std::net::IpAddr;
 /// Prefix of every branch made by an RFC 3261 element.
 pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
 
+/// How many `received`/`rport` params a Via may carry: more is not a Via we
+/// can stamp safely, and the request gets 400.
+pub const MAX_STAMP_PARAMS: usize = 4;
+
+/// Which param a [`StampParam`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StampKind {
+    Received,
+    Rport,
+}
+
+/// A `received` or `rport` param, located for rewriting (§18.2.1, RFC 3581).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StampParam {
+    pub kind: StampKind,
+    /// The `;` before the name: removing `start..end` removes the param.
+    pub start: u32,
+    pub name_end: u32,
+    /// After `=`, possibly empty (`rport=`); `None` without `=`.
+    pub value: Option<Span>,
+    pub end: u32,
+}
+
+impl StampParam {
+    const EMPTY: StampParam = StampParam { kind: StampKind::Rport, start: 0, name_end: 0, value: None, end: 0 };
+}
+
 /// The first value of a Via field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Via {
@@ -21,11 +48,12 @@ pub struct Via {
     pub port: Option<u16>,
     pub branch: Option<Span>,
     pub received: Option<Span>,
-    /// `rport` present: `Some(None)` when it has no value (RFC 3581 request),
-    /// `Some(Some(v))` with a value.
+    /// `rport` present: `Some(None)` when it has no value (RFC 3581 request,
+    /// also `rport=`), `Some(Some(v))` with a value.
     pub rport: Option<Option<Span>>,
-    /// End of the `rport` name, where `=port` goes.
-    pub rport_name_end: u32,
+    /// Every `received` and `rport` param, in order.
+    stamp: [StampParam; MAX_STAMP_PARAMS],
+    stamp_len: u8,
     /// End of this value without trailing LWS: where new params go.
     pub end: u32,
     /// Start of the next value in the same field after the comma, if any.
@@ -65,12 +93,14 @@ impl Via {
             branch: None,
             received: None,
             rport: None,
-            rport_name_end: 0,
+            stamp: [StampParam::EMPTY; MAX_STAMP_PARAMS],
+            stamp_len: 0,
             end: 0,
             next: None,
         };
         loop {
             c.lws();
+            let semi = c.pos;
             match c.peek() {
                 None => break,
                 Some(b';') => c.pos += 1,
@@ -92,14 +122,25 @@ impl Via {
                 value = Some(v);
             }
             let n = pname.of(buf);
-            if n.eq_ignore_ascii_case(b"branch") {
+            let kind = if n.eq_ignore_ascii_case(b"branch") {
+                // A second branch would make the transaction ambiguous.
+                if via.branch.is_some() {
+                    return None;
+                }
                 via.branch = value;
+                continue;
             } else if n.eq_ignore_ascii_case(b"received") {
-                via.received = value;
+                via.received = via.received.or(value);
+                StampKind::Received
             } else if n.eq_ignore_ascii_case(b"rport") {
-                via.rport = Some(value.filter(|v| !v.is_empty()));
-                via.rport_name_end = pname.end;
-            }
+                via.rport = via.rport.or(Some(value.filter(|v| !v.is_empty())));
+                StampKind::Rport
+            } else {
+                continue;
+            };
+            let slot = via.stamp.get_mut(usize::from(via.stamp_len))?;
+            *slot = StampParam { kind, start: semi as u32, name_end: pname.end, value, end: last as u32 };
+            via.stamp_len += 1;
         }
         via.end = last as u32;
         if stop < end {
@@ -122,6 +163,11 @@ impl Via {
     pub fn rport_value(&self, buf: &[u8]) -> Option<u16> {
         let v = self.rport.flatten()?;
         parse_decimal(v.of(buf), 65_535).map(|p| p as u16)
+    }
+
+    /// The `received` and `rport` params, in order.
+    pub fn stamp_params(&self) -> &[StampParam] {
+        &self.stamp[..usize::from(self.stamp_len)]
     }
 
     pub fn branch_bytes<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
@@ -248,11 +294,29 @@ mod tests {
         assert_eq!(via.port, Some(5070));
         assert_eq!(via.received_ip(v), Some("2001:db8::9:255".parse().unwrap()));
         assert_eq!(via.rport, Some(None));
-        assert_eq!(via.rport_name_end as usize, v.len());
+        let [rec, rp] = via.stamp_params() else { panic!("two stamp params") };
+        assert_eq!((rec.kind, &v[rec.start as usize..rec.end as usize]), (StampKind::Received, &b";received=2001:db8::9:255"[..]));
+        assert_eq!((rp.kind, rp.name_end as usize, rp.value), (StampKind::Rport, v.len(), None));
         let v = b"SIP/2.0/UDP 10.0.0.1 : 5062 ;rport=1234";
         let via = parse(v);
         assert_eq!(via.port, Some(5062));
         assert_eq!(via.rport_value(v), Some(1234));
+    }
+
+    #[test]
+    fn empty_rport_value_and_duplicates() {
+        let v = b"SIP/2.0/UDP h;rport=;received=1.1.1.1;received=2.2.2.2";
+        let via = parse(v);
+        assert_eq!(via.rport, Some(None));
+        assert_eq!(via.received.map(|r| r.of(v)), Some(&b"1.1.1.1"[..]));
+        let p = via.stamp_params();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].value.map(|s| s.is_empty()), Some(true));
+        assert_eq!(&v[p[2].start as usize..p[2].end as usize], b";received=2.2.2.2");
+        let many = b"SIP/2.0/UDP h;rport;rport;rport;rport;rport";
+        assert_eq!(Via::parse(many, Span::new(0, many.len())), None);
+        let two_branches = b"SIP/2.0/UDP h;branch=z9hG4bKa;branch=z9hG4bKb";
+        assert_eq!(Via::parse(two_branches, Span::new(0, two_branches.len())), None);
     }
 
     #[test]
