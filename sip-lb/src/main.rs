@@ -92,7 +92,8 @@ fn run(args: RunArgs) -> Result<()> {
     // or a busy port exits here, nothing runs half-configured.
     let config = Config::load(&args)?;
     let plan = Arc::new(ArcSwap::from_pointee(control::reload::build_plan(&config)));
-    let sockets = dataplane::bind_sockets(&config.listen, config.workers).context("binding listen sockets")?;
+    let listen: Vec<_> = config.listen.iter().map(|l| l.addr).collect();
+    let sockets = dataplane::bind_sockets(&listen, config.workers).context("binding listen sockets")?;
     let allowed = affinity::allowed_cpus();
     let cpus: Vec<usize> = (0..config.workers).map(|i| allowed[i % allowed.len()]).collect();
 
@@ -101,7 +102,6 @@ fn run(args: RunArgs) -> Result<()> {
     let dp = Dataplane::start(sockets, &cpus, plan.clone())?;
     tracing::info!(
         listen = ?config.listen,
-        advertise = %config.advertise,
         workers = config.workers,
         ?cpus,
         "sip-lb forwarding"
@@ -152,10 +152,10 @@ fn attach_steering(
         tracing::warn!("steering: none (not root): workers chosen by the kernel's 4-tuple hash");
         return Ok(Vec::new());
     }
-    let ports: Vec<u16> = config.listen.iter().map(|a| a.port()).collect();
+    let ports: Vec<u16> = config.listen.iter().map(|l| l.addr.port()).collect();
     let worker_cpus: Vec<u32> = cpus.iter().map(|&c| c as u32).collect();
     let mut all = Vec::new();
-    for (l, addr) in config.listen.iter().enumerate() {
+    for (l, addr) in config.listen.iter().map(|l| l.addr).enumerate() {
         let fds: Vec<_> = sockets.iter().map(|w| w[l].as_fd()).collect();
         // One XDP program per interface: attach it with the first address.
         let iface = if l == 0 { config.iface.as_deref() } else { None };

@@ -27,21 +27,31 @@ pub fn plan_for(config: &Config, backends: &Backends) -> Plan {
 }
 
 fn identity(config: &Config) -> crate::proxy::Identity {
+    let mut local: Vec<std::net::SocketAddr> = Vec::with_capacity(2 * config.listen.len());
+    for l in &config.listen {
+        for a in [l.addr, l.advertise] {
+            if !local.contains(&a) {
+                local.push(a);
+            }
+        }
+    }
     crate::proxy::Identity {
-        advertise: config.advertise,
-        local: config.listen.clone(),
+        advertise: config.listen[0].advertise,
+        local,
     }
 }
 
 /// Re-reads the file and flags; refuses what needs a restart.
 pub fn load_next(args: &RunArgs, running: &Config) -> Result<Config> {
     let next = Config::load(args)?;
-    if next.listen != running.listen || next.workers != running.workers {
+    // Sockets are bound to the addresses; what they advertise may change.
+    let addrs = |c: &Config| c.listen.iter().map(|l| l.addr).collect::<Vec<_>>();
+    if addrs(&next) != addrs(running) || next.workers != running.workers {
         bail!(
             "listen addresses and worker count need a restart (running: {:?} x{}, new: {:?} x{})",
-            running.listen,
+            addrs(running),
             running.workers,
-            next.listen,
+            addrs(&next),
             next.workers
         );
     }
