@@ -92,7 +92,8 @@ fn run(args: RunArgs) -> Result<()> {
     // or a busy port exits here, nothing runs half-configured.
     let config = Config::load(&args)?;
     let plan = Arc::new(ArcSwap::from_pointee(control::reload::build_plan(&config)));
-    let sockets = dataplane::bind_sockets(&config.listen, config.workers).context("binding listen sockets")?;
+    let listen: Vec<_> = config.listen.iter().map(|l| l.addr).collect();
+    let sockets = dataplane::bind_sockets(&listen, config.workers).context("binding listen sockets")?;
     let allowed = affinity::allowed_cpus();
     let cpus: Vec<usize> = (0..config.workers).map(|i| allowed[i % allowed.len()]).collect();
 
@@ -101,11 +102,17 @@ fn run(args: RunArgs) -> Result<()> {
     let dp = Dataplane::start(sockets, &cpus, plan.clone())?;
     tracing::info!(
         listen = ?config.listen,
-        advertise = %config.advertise,
         workers = config.workers,
         ?cpus,
         "sip-lb forwarding"
     );
+    if config.security.secret.is_none() {
+        tracing::warn!(
+            "no [security] secret: branches are signed with a random key of this process, so responses \
+             that cross a restart or reach another sip-lb node will be dropped (branch_mac); set \
+             `secret` or `secret_file` (the same on every node) for production"
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let setup = control::Setup {
         args,
@@ -152,10 +159,10 @@ fn attach_steering(
         tracing::warn!("steering: none (not root): workers chosen by the kernel's 4-tuple hash");
         return Ok(Vec::new());
     }
-    let ports: Vec<u16> = config.listen.iter().map(|a| a.port()).collect();
+    let ports: Vec<u16> = config.listen.iter().map(|l| l.addr.port()).collect();
     let worker_cpus: Vec<u32> = cpus.iter().map(|&c| c as u32).collect();
     let mut all = Vec::new();
-    for (l, addr) in config.listen.iter().enumerate() {
+    for (l, addr) in config.listen.iter().map(|l| l.addr).enumerate() {
         let fds: Vec<_> = sockets.iter().map(|w| w[l].as_fd()).collect();
         // One XDP program per interface: attach it with the first address.
         let iface = if l == 0 { config.iface.as_deref() } else { None };

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use proptest::prelude::*;
 use sip_lb::balance::Router;
-use sip_lb::config::{BackendConfig, Config, HealthConfig, PoolConfig};
+use sip_lb::config::{
+    BackendConfig, Config, HealthConfig, Listen, PoolConfig, SecurityConfig, SipConfig,
+};
 use sip_lb_common::call_id_hash;
 
 const KEYS: usize = 100_000;
@@ -17,8 +19,10 @@ fn addr(i: usize) -> SocketAddr {
 
 fn pool_config(backends: &[(SocketAddr, u32)]) -> Config {
     Config {
-        listen: vec![Config::DEFAULT_LISTEN],
-        advertise: Config::DEFAULT_LISTEN,
+        listen: vec![Listen {
+            addr: Config::DEFAULT_LISTEN,
+            advertise: Config::DEFAULT_LISTEN,
+        }],
         workers: 1,
         pools: vec![PoolConfig {
             name: "proxies".into(),
@@ -32,6 +36,8 @@ fn pool_config(backends: &[(SocketAddr, u32)]) -> Config {
         iface: None,
         metrics: None,
         health: HealthConfig::default(),
+        sip: SipConfig::default(),
+        security: SecurityConfig::default(),
     }
 }
 
@@ -280,6 +286,53 @@ fn methods_route_to_pools() {
         r.choose(b"INVITE", 9),
         Some("10.0.1.1:5060".parse().unwrap())
     );
+}
+
+/// CANCEL, ACK and the in-dialog methods reach the backend that has the
+/// INVITE, also when INVITE has a pool of its own (RFC 3261 §16.11); other
+/// methods route by their own name.
+#[test]
+fn cancel_ack_and_dialog_methods_follow_invites_pool() {
+    let cfg = Config::from_toml_str(
+        r#"
+        [[pool]]
+        name = "invites"
+        methods = ["INVITE"]
+        backends = ["10.0.0.1:5060", "10.0.0.2:5060", "10.0.0.3:5060"]
+        [[pool]]
+        name = "rest"
+        backends = ["10.0.1.1:5060", "10.0.1.2:5060"]
+        "#,
+    )
+    .unwrap();
+    let r = Router::build_all(&cfg);
+    let invites: Vec<SocketAddr> = cfg.pools[0].backends.iter().map(|b| b.addr).collect();
+    let rest: Vec<SocketAddr> = cfg.pools[1].backends.iter().map(|b| b.addr).collect();
+    for &h in &hashes(5000, "follow") {
+        let inv = r.choose(b"INVITE", h).unwrap();
+        assert!(invites.contains(&inv));
+        for m in sip_lb::config::FOLLOW_INVITE {
+            assert_eq!(r.choose(m.as_bytes(), h), Some(inv), "{m} follows INVITE");
+        }
+        for m in [
+            "OPTIONS",
+            "REGISTER",
+            "MESSAGE",
+            "REFER",
+            "NOTIFY",
+            "SUBSCRIBE",
+        ] {
+            assert!(rest.contains(&r.choose(m.as_bytes(), h).unwrap()), "{m}");
+        }
+    }
+    for m in sip_lb::config::FOLLOW_INVITE {
+        assert_eq!(r.pool_for(m.as_bytes()).unwrap().name(), "invites", "{m}");
+        assert_eq!(cfg.pool_for(m).unwrap().name, "invites", "{m}");
+    }
+    assert_eq!(r.pool_for(b"OPTIONS").unwrap().name(), "rest");
+    assert_eq!(cfg.pool_for("OPTIONS").unwrap().name, "rest");
+    // Case-sensitive, as every method: "cancel" is an extension method.
+    assert_eq!(r.pool_for(b"cancel").unwrap().name(), "rest");
 }
 
 fn distinct_addrs(max: usize) -> impl Strategy<Value = Vec<(SocketAddr, u32)>> {

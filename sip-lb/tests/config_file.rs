@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use sip_lb::balance::Router;
-use sip_lb::config::{BackendConfig, Config, ConfigError, RunArgs};
+use sip_lb::config::{
+    Alias, BackendConfig, Config, ConfigError, Listen, RunArgs, SecurityConfig, SipConfig,
+    FOLLOW_INVITE,
+};
 
 const EXAMPLE: &str = include_str!("../../examples/sip-lb.toml");
 
@@ -34,11 +37,27 @@ fn assert_err(src: &str, line: Option<usize>, col: Option<usize>, field: &str, m
 
 const POOL: &str = "[[pool]]\nname = \"p\"\nbackends = [\"10.0.0.1:5060\"]\n";
 
+/// The listen addresses alone.
+fn addrs(c: &Config) -> Vec<SocketAddr> {
+    c.listen.iter().map(|l| l.addr).collect()
+}
+
+/// A listen address advertising itself.
+fn itself(s: &str) -> Listen {
+    Listen {
+        addr: sa(s),
+        advertise: sa(s),
+    }
+}
+
 #[test]
 fn example_file_round_trips_into_router_choices() {
     let c = Config::from_toml_str(EXAMPLE).unwrap();
-    assert_eq!(c.listen, [sa("127.0.0.1:5060")]);
-    assert_eq!(c.advertise, sa("127.0.0.1:5060"));
+    // The IPv6 listen address serves the IPv6 backend of "proxies".
+    assert_eq!(c.listen, [itself("127.0.0.1:5060"), itself("[::1]:5060")]);
+    assert_eq!(c.listen[0].advertise, sa("127.0.0.1:5060"));
+    assert_eq!(c.sip, SipConfig::default());
+    assert_eq!(c.security, SecurityConfig::default());
     assert_eq!(c.workers, 2);
     assert_eq!(c.iface, None);
     assert_eq!(c.health.interval_ms, 2000);
@@ -60,6 +79,7 @@ fn example_file_round_trips_into_router_choices() {
     assert!(!c.pools[0].default && c.pools[1].default);
     assert_eq!(c.pool_for("REGISTER").unwrap().name, "registrars");
     assert_eq!(c.pool_for("INVITE").unwrap().name, "proxies");
+    assert_eq!(c.pool_for("CANCEL").unwrap().name, "proxies");
 
     let r = Router::build_all(&c);
     let mut regs = [0usize; 2];
@@ -80,8 +100,8 @@ fn example_file_round_trips_into_router_choices() {
 #[test]
 fn defaults() {
     let c = Config::from_toml_str(POOL).unwrap();
-    assert_eq!(c.listen, [Config::DEFAULT_LISTEN]);
-    assert_eq!(c.advertise, sa("127.0.0.1:5060"));
+    assert_eq!(addrs(&c), [Config::DEFAULT_LISTEN]);
+    assert_eq!(c.listen[0].advertise, sa("127.0.0.1:5060"));
     assert_eq!(c.workers, sip_lb::config::default_workers());
     assert!(c.workers >= 1);
     assert!(c.pools[0].default, "a pool without methods is the default");
@@ -89,8 +109,8 @@ fn defaults() {
 
     let c =
         Config::from_toml_str(&format!("listen = [\"10.1.1.1\", \"[::1]:5070\"]\n{POOL}")).unwrap();
-    assert_eq!(c.listen, [sa("10.1.1.1:5060"), sa("[::1]:5070")]);
-    assert_eq!(c.advertise, sa("10.1.1.1:5060"));
+    assert_eq!(c.listen, [itself("10.1.1.1:5060"), itself("[::1]:5070")]);
+    assert_eq!(c.listen[0].advertise, sa("10.1.1.1:5060"));
 }
 
 #[test]
@@ -366,7 +386,7 @@ fn scalar_semantics() {
         "listen = [\"0.0.0.0:5060\"]\nadvertise = \"192.0.2.7\"\n{POOL}"
     ))
     .unwrap();
-    assert_eq!(c.advertise, sa("192.0.2.7:5060"));
+    assert_eq!(c.listen[0].advertise, sa("192.0.2.7:5060"));
 }
 
 #[derive(Parser, Debug)]
@@ -381,7 +401,7 @@ fn args(argv: &[&str]) -> Result<RunArgs, clap::Error> {
 
 #[test]
 fn flags_alone() {
-    let a = args(&[
+    let flags = [
         "--backend",
         "10.0.1.1",
         "--backend",
@@ -390,11 +410,18 @@ fn flags_alone() {
         "[2001:db8::1]",
         "--workers",
         "3",
-    ])
-    .unwrap();
+    ];
+    // The default listen address is IPv4: nothing could reach the registrar.
+    let e = Config::load(&args(&flags).unwrap()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pool \"registrars\": backend \"[2001:db8::1]:5060\": an IPv6 backend needs an IPv6 \
+         listen address (add one to listen; all listen addresses are IPv4)"
+    );
+    let a = args(&[&flags[..], &["--listen", "127.0.0.1", "--listen", "[::1]"]].concat()).unwrap();
     let c = Config::load(&a).unwrap();
     assert_eq!(c.workers, 3);
-    assert_eq!(c.listen, [Config::DEFAULT_LISTEN]);
+    assert_eq!(c.listen, [itself("127.0.0.1:5060"), itself("[::1]:5060")]);
     let names: Vec<_> = c
         .pools
         .iter()
@@ -407,6 +434,7 @@ fn flags_alone() {
 
     // Without --registrar, REGISTER goes to the default pool.
     let c = Config::load(&args(&["--backend", "10.0.1.1"]).unwrap()).unwrap();
+    assert_eq!(c.listen, [itself("127.0.0.1:5060")]);
     assert_eq!(
         Router::build_all(&c).choose(b"REGISTER", 5),
         Some(sa("10.0.1.1:5060"))
@@ -464,7 +492,27 @@ impl Drop for TempFile {
 
 #[test]
 fn file_then_flags() {
-    let f = TempFile::new("ok", EXAMPLE);
+    // --listen replaces the file's list, IPv6 entry included: the example's
+    // IPv6 backend would be unreachable.
+    let f = TempFile::new("v6", EXAMPLE);
+    let e = Config::load(&args(&["--config", f.arg(), "--listen", "192.0.2.1:5080"]).unwrap())
+        .unwrap_err();
+    let line = 1 + EXAMPLE[..EXAMPLE.find("\"[2001:db8::10]:5060\"").unwrap()]
+        .matches('\n')
+        .count();
+    assert_eq!(e.file(), Some(f.arg()));
+    assert_eq!(e.line(), Some(line), "{e}");
+    assert_eq!(
+        e.field(),
+        "pool \"proxies\": backend \"[2001:db8::10]:5060\""
+    );
+    assert!(
+        e.message()
+            .contains("an IPv6 backend needs an IPv6 listen address"),
+        "{e}"
+    );
+
+    let f = TempFile::new("ok", &EXAMPLE.replace(", \"[2001:db8::10]:5060\"", ""));
     let a = args(&[
         "--config",
         f.arg(),
@@ -485,8 +533,13 @@ fn file_then_flags() {
     ])
     .unwrap();
     let c = Config::load(&a).unwrap();
-    assert_eq!(c.listen, [sa("0.0.0.0:5080")]);
-    assert_eq!(c.advertise, sa("192.0.2.1:5080"));
+    assert_eq!(
+        c.listen,
+        [Listen {
+            addr: sa("0.0.0.0:5080"),
+            advertise: sa("192.0.2.1:5080")
+        }]
+    );
     assert_eq!(c.workers, 4);
     assert_eq!(c.iface.as_deref(), Some("eth1"));
     assert_eq!(c.metrics, Some(sa("127.0.0.1:9100")));
@@ -499,7 +552,7 @@ fn file_then_flags() {
         c.pools[1].backends.last().unwrap().addr,
         sa("10.0.1.9:5060")
     );
-    assert_eq!(c.pools[1].backends.len(), 4);
+    assert_eq!(c.pools[1].backends.len(), 3);
 
     // Flags can complete a file that alone would be invalid.
     let f2 = TempFile::new("nopool", "workers = 1\n");
@@ -527,4 +580,621 @@ fn file_errors_name_the_file() {
     assert_eq!(e.to_string(), "--workers: must be at least 1");
     let e = Config::load(&args(&["--config", "/nonexistent/sip-lb.toml"]).unwrap()).unwrap_err();
     assert_eq!(e.field(), "--config");
+}
+
+#[test]
+fn listen_forms() {
+    let c = Config::from_toml_str(&format!(
+        "listen = [\"10.0.0.1\", {{ addr = \"0.0.0.0:5080\", advertise = \"192.0.2.7:5080\" }}, {{ addr = \"[::1]\" }}]\n{POOL}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.listen,
+        [
+            itself("10.0.0.1:5060"),
+            Listen {
+                addr: sa("0.0.0.0:5080"),
+                advertise: sa("192.0.2.7:5080")
+            },
+            itself("[::1]:5060"),
+        ]
+    );
+    // One listen address: the top-level advertise is its advertise.
+    let c = Config::from_toml_str(&format!(
+        "listen = [{{ addr = \"0.0.0.0\" }}]\nadvertise = \"192.0.2.7\"\n{POOL}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.listen,
+        [Listen {
+            addr: sa("0.0.0.0:5060"),
+            advertise: sa("192.0.2.7:5060")
+        }]
+    );
+    // ... also for the default listen address.
+    let c = Config::from_toml_str(&format!("advertise = \"192.0.2.7:5090\"\n{POOL}")).unwrap();
+    assert_eq!(
+        c.listen,
+        [Listen {
+            addr: Config::DEFAULT_LISTEN,
+            advertise: sa("192.0.2.7:5090")
+        }]
+    );
+    // Advertising another family's address is the operator's business.
+    let c = Config::from_toml_str(&format!(
+        "listen = [{{ addr = \"10.0.0.1\", advertise = \"[2001:db8::1]:5060\" }}]\n{POOL}"
+    ))
+    .unwrap();
+    assert_eq!(c.listen[0].advertise, sa("[2001:db8::1]:5060"));
+}
+
+#[test]
+fn listen_errors_name_the_entry() {
+    // A top-level advertise cannot choose among several listen addresses.
+    assert_err(
+        &format!("listen = [\"10.0.0.1\", \"10.0.0.2\"]\nadvertise = \"10.0.0.1\"\n{POOL}"),
+        Some(2),
+        Some(13),
+        "advertise",
+        "give each its own: listen = [{ addr = \"10.0.0.1:5060\", advertise = \"ip:port\" }",
+    );
+    // A wildcard among several says how to advertise it.
+    assert_err(
+        &format!("listen = [\"10.0.0.1\", \"0.0.0.0:5080\"]\n{POOL}"),
+        Some(1),
+        Some(23),
+        "listen",
+        "0.0.0.0:5080 is a wildcard address, so it cannot be advertised in Via/Record-Route; \
+         write it as { addr = \"0.0.0.0:5080\", advertise = \"ip:port\" }",
+    );
+    assert_err(
+        &format!("listen = [\"10.0.0.1:0\"]\n{POOL}"),
+        Some(1),
+        Some(11),
+        "listen",
+        "port 0",
+    );
+    // What a listen entry advertises: not a wildcard, not port 0.
+    assert_err(
+        &format!("listen = [{{ addr = \"0.0.0.0\", advertise = \"[::]:5060\" }}]\n{POOL}"),
+        Some(1),
+        Some(43),
+        "listen \"0.0.0.0:5060\": advertise",
+        "[::]:5060 is a wildcard address or port 0",
+    );
+    assert_err(
+        &format!("listen = [{{ addr = \"10.0.0.1\", advertise = \"10.0.0.1:0\" }}]\n{POOL}"),
+        Some(1),
+        Some(44),
+        "listen \"10.0.0.1:5060\": advertise",
+        "port 0",
+    );
+    assert_err(
+        &format!("listen = [{{ addr = \"10.0.0.1\", advertise = \"lb.example\" }}]\n{POOL}"),
+        Some(1),
+        Some(44),
+        "listen \"10.0.0.1:5060\": advertise",
+        "invalid socket address \"lb.example\"",
+    );
+    // The same address twice, in either form.
+    assert_err(
+        &format!(
+            "listen = [\"10.0.0.1\", {{ addr = \"10.0.0.1:5060\", advertise = \"192.0.2.1\" }}]\n{POOL}"
+        ),
+        Some(1),
+        Some(32),
+        "listen",
+        "10.0.0.1:5060 is listed twice",
+    );
+    // The same advertised address twice: replies could not be told apart.
+    assert_err(
+        &format!(
+            "listen = [{{ addr = \"0.0.0.0\", advertise = \"192.0.2.7\" }}, \"192.0.2.7:5060\"]\n{POOL}"
+        ),
+        Some(1),
+        Some(58),
+        "listen",
+        "192.0.2.7:5060 would advertise 192.0.2.7:5060, as listen \"0.0.0.0:5060\" does",
+    );
+    assert_err(
+        &format!(
+            "listen = [{{ addr = \"10.0.0.1\", advertise = \"192.0.2.7\" }},\n  {{ addr = \"10.0.0.2\", advertise = \"192.0.2.7:5060\" }}]\n{POOL}"
+        ),
+        Some(2),
+        Some(36),
+        "listen \"10.0.0.2:5060\": advertise",
+        "each listen address needs its own advertise",
+    );
+    // Both a top-level and an own advertise for the one address.
+    assert_err(
+        &format!(
+            "listen = [{{ addr = \"0.0.0.0\", advertise = \"192.0.2.1\" }}]\nadvertise = \"192.0.2.2\"\n{POOL}"
+        ),
+        Some(2),
+        Some(13),
+        "advertise",
+        "listen \"0.0.0.0:5060\" already sets its advertise",
+    );
+    // The table form knows its keys.
+    let e = err(&format!(
+        "listen = [{{ addr = \"10.0.0.1\", advertize = \"192.0.2.1\" }}]\n{POOL}"
+    ));
+    assert_eq!(e.line(), Some(1), "{e}");
+    assert!(e.message().contains("unknown field `advertize`"), "{e}");
+    let e = err(&format!(
+        "listen = [{{ advertise = \"192.0.2.1\" }}]\n{POOL}"
+    ));
+    assert_eq!(e.line(), Some(1), "{e}");
+    assert!(e.message().contains("missing field `addr`"), "{e}");
+}
+
+#[test]
+fn advertise_flag_and_several_listen_addresses() {
+    let e = Config::load(
+        &args(&[
+            "--listen",
+            "10.0.0.1",
+            "--listen",
+            "10.0.0.2",
+            "--advertise",
+            "192.0.2.9",
+            "--backend",
+            "10.0.0.5",
+        ])
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(e.field(), "--advertise", "{e}");
+    assert!(e.message().contains("give each its own"), "{e}");
+
+    let e = Config::load(
+        &args(&[
+            "--listen",
+            "0.0.0.0",
+            "--listen",
+            "10.0.0.1",
+            "--backend",
+            "10.0.0.5",
+        ])
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!((e.field(), e.line()), ("--listen", None), "{e}");
+    assert!(e.message().contains("wildcard"), "{e}");
+
+    let e = Config::load(&args(&["--advertise", "0.0.0.0:5060", "--backend", "10.0.0.5"]).unwrap())
+        .unwrap_err();
+    assert_eq!(e.field(), "--advertise", "{e}");
+    assert!(e.message().contains("wildcard"), "{e}");
+
+    // The file's top-level advertise with several --listen addresses: the
+    // error points at the file's line.
+    let f = TempFile::new("topadv", &format!("advertise = \"192.0.2.9\"\n{POOL}"));
+    let e = Config::load(
+        &args(&[
+            "--config",
+            f.arg(),
+            "--listen",
+            "10.0.0.1",
+            "--listen",
+            "10.0.0.2",
+        ])
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!(
+            "{}:1:13: advertise: there are 2 listen addresses",
+            f.arg()
+        )),
+        "{e}"
+    );
+    // With one --listen address it applies to that one.
+    let c =
+        Config::load(&args(&["--config", f.arg(), "--listen", "0.0.0.0:5070"]).unwrap()).unwrap();
+    assert_eq!(
+        c.listen,
+        [Listen {
+            addr: sa("0.0.0.0:5070"),
+            advertise: sa("192.0.2.9:5060")
+        }]
+    );
+    // --advertise overrides the single entry's own advertise.
+    let f = TempFile::new(
+        "ownadv",
+        &format!("listen = [{{ addr = \"0.0.0.0\", advertise = \"192.0.2.1\" }}]\n{POOL}"),
+    );
+    let c =
+        Config::load(&args(&["--config", f.arg(), "--advertise", "192.0.2.2"]).unwrap()).unwrap();
+    assert_eq!(c.listen[0].advertise, sa("192.0.2.2:5060"));
+}
+
+#[test]
+fn every_backend_family_needs_a_listen_address() {
+    let e = err(
+        "listen = [\"127.0.0.1\"]\n[[pool]]\nname = \"proxies\"\nbackends = [\"10.0.1.1\", \"[2001:db8::10]:5060\"]\n",
+    );
+    assert_eq!(
+        e.to_string(),
+        "4:25: pool \"proxies\": backend \"[2001:db8::10]:5060\": an IPv6 backend needs an IPv6 \
+         listen address (add one to listen; all listen addresses are IPv4)"
+    );
+    assert_err(
+        &format!("listen = [\"[::1]\"]\n{POOL}"),
+        Some(4),
+        Some(13),
+        "pool \"p\": backend \"10.0.0.1:5060\"",
+        "an IPv4 backend needs an IPv4 listen address",
+    );
+    // The default listen address is IPv4; the table form points at `addr`.
+    assert_err(
+        "[[pool]]\nname = \"p\"\nbackends = [{ addr = \"[2001:db8::1]\", weight = 2 }]\n",
+        Some(3),
+        Some(22),
+        "pool \"p\": backend \"[2001:db8::1]:5060\"",
+        "IPv6 listen address",
+    );
+    // A v4-mapped backend is an IPv4 one.
+    let mapped = "[[pool]]\nname = \"p\"\nbackends = [\"[::ffff:10.0.0.1]:5060\"]\n";
+    assert!(Config::from_toml_str(mapped).is_ok());
+    assert_err(
+        &format!("listen = [\"[::1]\"]\n{mapped}"),
+        Some(4),
+        Some(13),
+        "pool \"p\": backend \"[::ffff:10.0.0.1]:5060\"",
+        "an IPv4 backend needs an IPv4 listen address",
+    );
+    // One listen address of each family serves both.
+    let c = Config::from_toml_str(
+        "listen = [\"127.0.0.1\", \"[::1]\"]\n[[pool]]\nname = \"p\"\nbackends = [\"10.0.1.1\", \"[2001:db8::10]\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.pools[0].backends.len(), 2);
+}
+
+const INVITES: &str =
+    "[[pool]]\nname = \"invites\"\nmethods = [\"INVITE\"]\nbackends = [\"10.0.0.1\"]\n";
+const REST: &str = "[[pool]]\nname = \"rest\"\nbackends = [\"10.0.0.3\"]\n";
+
+#[test]
+fn follow_invite_methods_may_not_leave_invites_pool() {
+    assert_err(
+        &format!("{INVITES}[[pool]]\nname = \"x\"\nmethods = [\"MESSAGE\", \"CANCEL\"]\nbackends = [\"10.0.0.2\"]\n{REST}"),
+        Some(7),
+        Some(23),
+        "pool \"x\": methods",
+        "CANCEL must reach the pool INVITE goes to (\"invites\"): ",
+    );
+    for m in FOLLOW_INVITE {
+        let e = err(&format!(
+            "{REST}{INVITES}[[pool]]\nname = \"x\"\nmethods = [\"{m}\"]\nbackends = [\"10.0.0.2\"]\n"
+        ));
+        assert_eq!((e.line(), e.column()), (Some(10), Some(12)), "{e}");
+        assert_eq!(e.field(), "pool \"x\": methods");
+        assert!(
+            e.message().starts_with(&format!(
+                "{m} must reach the pool INVITE goes to (\"invites\")"
+            )) && e.message().contains("RFC 3261 §16.11"),
+            "{e}"
+        );
+    }
+    // INVITE unlisted goes to the default pool; so must BYE.
+    assert_err(
+        &format!("[[pool]]\nname = \"x\"\nmethods = [\"BYE\"]\nbackends = [\"10.0.0.2\"]\n{REST}"),
+        Some(3),
+        Some(12),
+        "pool \"x\": methods",
+        "BYE must reach the pool INVITE goes to (\"rest\")",
+    );
+    // A default pool listing a follower while INVITE has its own pool.
+    assert_err(
+        &format!("{INVITES}[[pool]]\nname = \"rest\"\nmethods = [\"ACK\"]\ndefault = true\nbackends = [\"10.0.0.3\"]\n"),
+        Some(7),
+        Some(12),
+        "pool \"rest\": methods",
+        "ACK must reach the pool INVITE goes to (\"invites\")",
+    );
+    // Listing them with INVITE is redundant but allowed, as is listing them
+    // in the default pool that INVITE goes to.
+    let c = Config::from_toml_str(&format!(
+        "[[pool]]\nname = \"invites\"\nmethods = [\"INVITE\", \"ACK\", \"CANCEL\", \"BYE\", \"PRACK\", \"UPDATE\", \"INFO\"]\nbackends = [\"10.0.0.1\"]\n{REST}"
+    ))
+    .unwrap();
+    assert_eq!(c.pool_for("UPDATE").unwrap().name, "invites");
+    let c = Config::from_toml_str(
+        "[[pool]]\nname = \"r\"\nmethods = [\"REGISTER\"]\nbackends = [\"10.0.0.1\"]\n\
+         [[pool]]\nname = \"rest\"\nmethods = [\"BYE\"]\ndefault = true\nbackends = [\"10.0.0.3\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.pool_for("BYE").unwrap().name, "rest");
+    assert_eq!(c.pool_for("REGISTER").unwrap().name, "r");
+    // Methods outside the list route by themselves.
+    let c = Config::from_toml_str(&format!(
+        "{INVITES}[[pool]]\nname = \"x\"\nmethods = [\"MESSAGE\", \"REFER\", \"NOTIFY\", \"SUBSCRIBE\", \"OPTIONS\"]\nbackends = [\"10.0.0.2\"]\n{REST}"
+    ))
+    .unwrap();
+    for m in ["MESSAGE", "REFER", "NOTIFY", "SUBSCRIBE", "OPTIONS"] {
+        assert_eq!(c.pool_for(m).unwrap().name, "x", "{m}");
+    }
+    assert_eq!(c.pool_for("REGISTER").unwrap().name, "rest");
+}
+
+#[test]
+fn sip_section() {
+    assert_eq!(
+        Config::from_toml_str(&format!("{POOL}[sip]\n"))
+            .unwrap()
+            .sip,
+        SipConfig::default()
+    );
+    let c = Config::from_toml_str(&format!(
+        "{POOL}[sip]\naliases = [\"LB.Example.net\", \"198.51.100.7:5060\", \"[2001:DB8::7]\", \"lb.example.net:5061\"]\n\
+         schemes = [\"SIP\", \"sips\", \"tel\"]\nproxy_require = [\"sec-agree\", \"Foo.bar\"]\n"
+    ))
+    .unwrap();
+    let alias = |host: &str, port| Alias {
+        host: host.into(),
+        port,
+    };
+    assert_eq!(
+        c.sip,
+        SipConfig {
+            aliases: vec![
+                alias("lb.example.net", None),
+                alias("198.51.100.7", Some(5060)),
+                alias("2001:db8::7", None),
+                alias("lb.example.net", Some(5061)),
+            ],
+            schemes: Some(vec!["sip".into(), "sips".into(), "tel".into()]),
+            proxy_require: vec!["sec-agree".into(), "Foo.bar".into()],
+        }
+    );
+}
+
+#[test]
+fn sip_errors_name_the_entry() {
+    let sip = |body: &str| format!("{POOL}[sip]\n{body}\n");
+    assert_err(
+        &sip("aliases = [\"lb.example.net\", \"lb_x.example\"]"),
+        Some(5),
+        Some(30),
+        "sip.aliases",
+        "\"lb_x.example\" is not a host alias",
+    );
+    assert_err(
+        &sip("aliases = [\"2001:db8::7\"]"),
+        Some(5),
+        Some(12),
+        "sip.aliases",
+        "brackets",
+    );
+    assert_err(
+        &sip("aliases = [\"lb.example.net:0\"]"),
+        Some(5),
+        Some(12),
+        "sip.aliases",
+        "port",
+    );
+    assert_err(
+        &sip("aliases = [\"lb.example.net\", \"LB.example.net.\"]"),
+        Some(5),
+        Some(30),
+        "sip.aliases",
+        "listed twice",
+    );
+    assert_err(
+        &sip("schemes = []"),
+        Some(5),
+        Some(11),
+        "sip.schemes",
+        "at least one scheme",
+    );
+    assert_err(
+        &sip("schemes = [\"sip\", \"1x\"]"),
+        Some(5),
+        Some(19),
+        "sip.schemes",
+        "\"1x\" is not a URI scheme",
+    );
+    assert_err(
+        &sip("schemes = [\"sip\", \"SIP\"]"),
+        Some(5),
+        Some(19),
+        "sip.schemes",
+        "listed twice",
+    );
+    assert_err(
+        &sip("proxy_require = [\"sec agree\"]"),
+        Some(5),
+        Some(18),
+        "sip.proxy_require",
+        "not an option-tag",
+    );
+    assert_err(
+        &sip("alias = [\"lb\"]"),
+        Some(5),
+        Some(1),
+        "sip.alias",
+        "unknown field `alias`",
+    );
+    assert_err(
+        &sip("aliases = \"lb\""),
+        Some(5),
+        Some(11),
+        "sip.aliases",
+        "invalid type",
+    );
+}
+
+const SECRET: &str = "0123456789abcdef";
+
+#[test]
+fn security_section() {
+    assert_eq!(
+        Config::from_toml_str(&format!("{POOL}[security]\n"))
+            .unwrap()
+            .security,
+        SecurityConfig::default()
+    );
+    let c = Config::from_toml_str(&format!(
+        "{POOL}[security]\nsecret = \"{SECRET}\"\nprevious_secret = \"{SECRET}-old\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.security.secret.as_deref(), Some(SECRET.as_bytes()));
+    assert_eq!(
+        c.security.previous.as_deref(),
+        Some(format!("{SECRET}-old").as_bytes())
+    );
+    // Debug output (logs, test failures) never shows the bytes.
+    let shown = format!("{c:?}");
+    assert!(!shown.contains(SECRET), "{shown}");
+    assert!(
+        shown.contains(
+            "SecurityConfig { secret: Some(<redacted, 16 bytes>), previous: Some(<redacted, 20 bytes>) }"
+        ),
+        "{shown}"
+    );
+    assert_eq!(
+        format!("{:?}", SecurityConfig::default()),
+        "SecurityConfig { secret: None, previous: None }"
+    );
+}
+
+#[test]
+fn secret_files_are_read_relative_to_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("sip-lb-{}-secrets", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cleanup = TempDir(dir.clone());
+    std::fs::write(dir.join("current.key"), format!("{SECRET}\r\n")).unwrap();
+    let old: Vec<u8> = (0u8..32).collect();
+    std::fs::write(dir.join("old.key"), &old).unwrap();
+    std::fs::write(dir.join("short.key"), "tooshort\n").unwrap();
+    let cfg = dir.join("sip-lb.toml");
+    let old_path = dir.join("old.key");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{POOL}[security]\nsecret_file = \"current.key\"\nprevious_secret_file = \"{}\"\n",
+            old_path.display()
+        ),
+    )
+    .unwrap();
+    let load = || Config::load(&args(&["--config", cfg.to_str().unwrap()]).unwrap());
+    let c = load().unwrap();
+    // One trailing line ending is not part of the secret; binary is fine.
+    assert_eq!(c.security.secret.as_deref(), Some(SECRET.as_bytes()));
+    assert_eq!(c.security.previous.as_deref(), Some(&old[..]));
+    // An absolute path also works without a file to be relative to.
+    let c = Config::from_toml_str(&format!(
+        "{POOL}[security]\nsecret_file = \"{}\"\n",
+        old_path.display()
+    ))
+    .unwrap();
+    assert_eq!(c.security.secret.as_deref(), Some(&old[..]));
+
+    std::fs::write(
+        &cfg,
+        format!("{POOL}[security]\nsecret_file = \"short.key\"\n"),
+    )
+    .unwrap();
+    let e = load().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:5:15: security.secret_file: the secret is 8 bytes; it must be at least 16 bytes",
+            cfg.display()
+        )
+    );
+    std::fs::write(
+        &cfg,
+        format!("{POOL}[security]\nsecret_file = \"missing.key\"\n"),
+    )
+    .unwrap();
+    let e = load().unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!(
+            "{}:5:15: security.secret_file: cannot read {}: ",
+            cfg.display(),
+            dir.join("missing.key").display()
+        )),
+        "{e}"
+    );
+    drop(cleanup);
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn security_errors_name_the_line() {
+    let sec = |body: &str| format!("{POOL}[security]\n{body}\n");
+    let e = err(&sec("secret = \"short\""));
+    assert_eq!(
+        e.to_string(),
+        "5:10: security.secret: the secret is 5 bytes; it must be at least 16 bytes"
+    );
+    assert_err(
+        &sec(&format!("secret = \"{SECRET}\"\nsecret_file = \"/etc/x\"")),
+        Some(6),
+        Some(15),
+        "security.secret_file",
+        "set either secret or secret_file, not both",
+    );
+    assert_err(
+        &sec("secret_file = \"/nonexistent/sip-lb-secret\""),
+        Some(5),
+        Some(15),
+        "security.secret_file",
+        "cannot read /nonexistent/sip-lb-secret",
+    );
+    assert_err(
+        &sec("secret_file = \"\""),
+        Some(5),
+        Some(15),
+        "security.secret_file",
+        "must name a file",
+    );
+    assert_err(
+        &sec(&format!("previous_secret = \"{SECRET}\"")),
+        Some(5),
+        Some(19),
+        "security.previous_secret",
+        "only accepted alongside the current one",
+    );
+    let old = TempFile::new("old-secret", SECRET);
+    assert_err(
+        &sec(&format!("previous_secret_file = \"{}\"", old.arg())),
+        Some(5),
+        Some(24),
+        "security.previous_secret_file",
+        "only accepted alongside the current one",
+    );
+    assert_err(
+        &sec(&format!("secret = \"{SECRET}\"\nprevious_secret = \"old\"")),
+        Some(6),
+        Some(19),
+        "security.previous_secret",
+        "at least 16 bytes",
+    );
+    assert_err(
+        &sec(&format!(
+            "secret = \"{SECRET}\"\nprevious_secret = \"{SECRET}\"\nprevious_secret_file = \"/x\""
+        )),
+        Some(7),
+        Some(24),
+        "security.previous_secret_file",
+        "not both",
+    );
+    assert_err(
+        &sec("key = \"x\""),
+        Some(5),
+        Some(1),
+        "security.key",
+        "unknown field `key`",
+    );
 }

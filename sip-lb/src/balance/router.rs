@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use super::hrw::{backend_seed, exp_draw, mix};
-use crate::config::Config;
+use crate::config::{Config, FOLLOW_INVITE, INVITE};
 
 /// Method -> pool -> backend. Built by the control plane from a [`Config`]
 /// and a liveness predicate, then published whole (arc-swap); never mutated.
@@ -14,6 +14,8 @@ use crate::config::Config;
 pub struct Router {
     pub(super) pools: Box<[Pool]>,
     /// Method bytes -> index into `pools`; a handful of entries, scanned.
+    /// [`FOLLOW_INVITE`] methods map to INVITE's pool (or are absent when
+    /// that is the default).
     routes: Box<[(Box<[u8]>, usize)]>,
     default: Option<usize>,
 }
@@ -50,6 +52,10 @@ impl Router {
     /// Builds the table. Backends for which `is_eligible` returns false (down,
     /// draining) are kept for listing but receive nothing; their Call-IDs go
     /// to each Call-ID's next-best backend, the others stay put.
+    ///
+    /// [`FOLLOW_INVITE`] methods (ACK, CANCEL, BYE, ...) go to INVITE's
+    /// pool whatever pool lists them, so a call's transactions and dialog
+    /// stay on one backend (RFC 3261 §16.11).
     ///
     /// Total for any `Config`: a validated one has every method in at most
     /// one pool and one default pool; otherwise the first listing wins, and
@@ -100,6 +106,15 @@ impl Router {
                 }
             })
             .collect();
+        let invite = routes
+            .iter()
+            .find(|(m, _)| **m == *INVITE.as_bytes())
+            .map(|&(_, i)| i)
+            .or(default);
+        routes.retain(|(m, _)| !FOLLOW_INVITE.iter().any(|f| **m == *f.as_bytes()));
+        if let Some(i) = invite.filter(|&i| Some(i) != default) {
+            routes.extend(FOLLOW_INVITE.iter().map(|f| (f.as_bytes().into(), i)));
+        }
         Router {
             pools,
             routes: routes.into(),
@@ -121,7 +136,8 @@ impl Router {
         self.pool_for(method)?.choose(call_id_hash)
     }
 
-    /// The pool `method` goes to.
+    /// The pool `method` goes to: the pool listing it, else the default
+    /// pool; for [`FOLLOW_INVITE`] methods, INVITE's pool.
     #[inline]
     pub fn pool_for(&self, method: &[u8]) -> Option<&Pool> {
         let i = match self.routes.iter().find(|(m, _)| **m == *method) {

@@ -1,7 +1,9 @@
 use std::net::SocketAddr;
 
 use super::Router;
-use crate::config::{BackendConfig, Config, HealthConfig, PoolConfig};
+use crate::config::{
+    BackendConfig, Config, HealthConfig, Listen, PoolConfig, SecurityConfig, SipConfig,
+};
 use crate::proxy::Chooser;
 
 fn addr(s: &str) -> SocketAddr {
@@ -25,13 +27,17 @@ fn pool(name: &str, methods: &[&str], default: bool, backends: &[(&str, u32)]) -
 
 fn config(pools: Vec<PoolConfig>) -> Config {
     Config {
-        listen: vec![Config::DEFAULT_LISTEN],
-        advertise: Config::DEFAULT_LISTEN,
+        listen: vec![Listen {
+            addr: Config::DEFAULT_LISTEN,
+            advertise: Config::DEFAULT_LISTEN,
+        }],
         workers: 1,
         pools,
         iface: None,
         metrics: None,
         health: HealthConfig::default(),
+        sip: SipConfig::default(),
+        security: SecurityConfig::default(),
     }
 }
 
@@ -138,4 +144,52 @@ fn uniform_fast_path_matches_weighted_path() {
         assert_eq!(a, slow.choose(b"INVITE", h));
         assert_eq!(a, scaled.choose(b"INVITE", h));
     }
+}
+
+/// FOLLOW_INVITE methods go to INVITE's pool whatever an (unvalidated)
+/// config lists: INVITE's own pool, else the default; nowhere when INVITE
+/// goes nowhere.
+#[test]
+fn follow_invite_methods_ignore_their_own_listing() {
+    let cfg = config(vec![
+        pool("byes", &["BYE", "CANCEL"], false, &[("10.0.2.1:5060", 1)]),
+        pool(
+            "invites",
+            &["INVITE", "ACK"],
+            false,
+            &[("10.0.0.1:5060", 1)],
+        ),
+        pool("rest", &[], true, &[("10.0.1.1:5060", 1)]),
+    ]);
+    let r = Router::build_all(&cfg);
+    for m in crate::config::FOLLOW_INVITE {
+        assert_eq!(
+            r.choose(m.as_bytes(), 3),
+            Some(addr("10.0.0.1:5060")),
+            "{m}"
+        );
+        assert_eq!(cfg.pool_for(m).unwrap().name, "invites", "{m}");
+    }
+    assert_eq!(r.choose(b"OPTIONS", 3), Some(addr("10.0.1.1:5060")));
+
+    // INVITE unlisted: it and its followers go to the default pool.
+    let cfg = config(vec![
+        pool("byes", &["BYE"], false, &[("10.0.2.1:5060", 1)]),
+        pool("rest", &[], true, &[("10.0.1.1:5060", 1)]),
+    ]);
+    let r = Router::build_all(&cfg);
+    assert_eq!(r.choose(b"BYE", 3), Some(addr("10.0.1.1:5060")));
+    assert_eq!(r.pool_for(b"BYE").unwrap().name(), "rest");
+    assert_eq!(cfg.pool_for("BYE").unwrap().name, "rest");
+    // The pool still lists what it was configured with, for admin output.
+    assert_eq!(
+        r.pool("byes").unwrap().methods().collect::<Vec<_>>(),
+        ["BYE"]
+    );
+
+    // No INVITE pool and no default: BYE goes nowhere, like INVITE.
+    let cfg = config(vec![pool("byes", &["BYE"], false, &[("10.0.2.1:5060", 1)])]);
+    let r = Router::build_all(&cfg);
+    assert_eq!(r.choose(b"INVITE", 3), None);
+    assert_eq!(r.choose(b"BYE", 3), None);
 }

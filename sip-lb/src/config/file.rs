@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::Path;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -12,31 +13,49 @@ use toml::Spanned;
 
 use super::addr::parse_sip_addr;
 use super::error::ConfigError;
-use super::{BackendConfig, HealthConfig, PoolConfig};
+use super::{secret, sip};
+use super::{BackendConfig, HealthConfig, PoolConfig, SecurityConfig, SipConfig};
 
 type Span = Range<usize>;
 
 /// Settings read from the file, before flags and defaults are applied.
 #[derive(Debug, Default)]
 pub(crate) struct Draft {
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<DraftListen>,
+    /// The top-level `advertise` (or `--advertise`): for a single listen
+    /// address only.
     pub advertise: Option<SocketAddr>,
     pub workers: Option<usize>,
     pub pools: Vec<PoolConfig>,
     pub iface: Option<String>,
     pub metrics: Option<SocketAddr>,
     pub health: HealthConfig,
+    pub sip: SipConfig,
+    pub security: SecurityConfig,
+}
+
+/// A listen entry before defaults: its advertise may be left out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DraftListen {
+    pub addr: SocketAddr,
+    pub advertise: Option<SocketAddr>,
 }
 
 /// Where each setting of a [`Draft`] was written. Indices follow the Draft's
 /// vectors; settings added by flags have no entry.
 #[derive(Debug, Default)]
 pub(crate) struct Spans {
-    pub listen: Vec<Span>,
+    pub listen: Vec<ListenSpans>,
     pub advertise: Option<Span>,
     pub workers: Option<Span>,
     pub health: HealthSpans,
     pub pools: Vec<PoolSpans>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ListenSpans {
+    pub addr: Span,
+    pub advertise: Option<Span>,
 }
 
 #[derive(Debug, Default)]
@@ -60,7 +79,7 @@ pub(crate) struct PoolSpans {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    listen: Option<Vec<Spanned<String>>>,
+    listen: Option<Vec<Spanned<RawListen>>>,
     advertise: Option<Spanned<String>>,
     workers: Option<Spanned<usize>>,
     #[serde(default)]
@@ -68,6 +87,27 @@ struct RawConfig {
     iface: Option<String>,
     metrics: Option<Spanned<String>>,
     health: Option<RawHealth>,
+    sip: Option<RawSip>,
+    security: Option<RawSecurity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSip {
+    #[serde(default)]
+    aliases: Vec<Spanned<String>>,
+    schemes: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    proxy_require: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    secret: Option<Spanned<String>>,
+    secret_file: Option<Spanned<String>>,
+    previous_secret: Option<Spanned<String>>,
+    previous_secret_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +137,62 @@ struct RawHealth {
 enum RawCode {
     Number(i64),
     Text(String),
+}
+
+/// A listen entry: `"ip:port"` or `{ addr = "ip:port", advertise = "ip:port" }`.
+struct RawListen {
+    addr: String,
+    /// None for the plain-string form, whose span is the whole value's.
+    addr_span: Option<Span>,
+    advertise: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawListen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawListen;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    r#"a listen address: "ip:port" or { addr = "ip:port", advertise = "ip:port" }"#,
+                )
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawListen, E> {
+                Ok(RawListen {
+                    addr: v.to_owned(),
+                    addr_span: None,
+                    advertise: None,
+                })
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawListen, A::Error> {
+                let mut addr: Option<Spanned<String>> = None;
+                let mut advertise = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "addr" if addr.is_none() => addr = Some(map.next_value()?),
+                        "advertise" if advertise.is_none() => advertise = Some(map.next_value()?),
+                        "addr" | "advertise" => {
+                            return Err(de::Error::custom(format!("duplicate field `{key}`")))
+                        }
+                        other => {
+                            return Err(de::Error::unknown_field(other, &["addr", "advertise"]))
+                        }
+                    }
+                }
+                let addr = addr.ok_or_else(|| de::Error::missing_field("addr"))?;
+                let addr_span = Some(addr.span());
+                Ok(RawListen {
+                    addr: addr.into_inner(),
+                    addr_span,
+                    advertise,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A backend: `"ip:port"` or `{ addr = "ip:port", weight = 2 }`.
@@ -152,8 +248,10 @@ impl<'de> Deserialize<'de> for RawBackend {
 }
 
 /// Parses the text into settings and their spans. Syntax, type, unknown-key
-/// and address errors are reported here; everything else in `validate`.
-pub(crate) fn parse(src: &str) -> Result<(Draft, Spans), ConfigError> {
+/// and address errors are reported here, and everything about `[sip]` and
+/// `[security]` (which flags cannot change); everything else in `validate`.
+/// `secret_file`s are read here, relative to `base` if given.
+pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), ConfigError> {
     let raw: RawConfig = toml::from_str(src).map_err(|e| {
         let span = e.span();
         let field = span
@@ -169,8 +267,20 @@ pub(crate) fn parse(src: &str) -> Result<(Draft, Spans), ConfigError> {
     };
 
     for l in raw.listen.unwrap_or_default() {
-        draft.listen.push(addr(&l, "listen".into())?);
-        spans.listen.push(l.span());
+        let span = l.span();
+        let l = l.into_inner();
+        let addr_span = l.addr_span.unwrap_or(span);
+        let a = parse_sip_addr(&l.addr)
+            .map_err(|m| ConfigError::at(src, Some(addr_span.clone()), "listen", m))?;
+        let advertise = match &l.advertise {
+            Some(adv) => Some(addr(adv, format!("listen \"{a}\": advertise"))?),
+            None => None,
+        };
+        draft.listen.push(DraftListen { addr: a, advertise });
+        spans.listen.push(ListenSpans {
+            addr: addr_span,
+            advertise: l.advertise.map(|a| a.span()),
+        });
     }
     if let Some(a) = raw.advertise {
         draft.advertise = Some(addr(&a, "advertise".into())?);
@@ -228,7 +338,9 @@ pub(crate) fn parse(src: &str) -> Result<(Draft, Spans), ConfigError> {
                         src,
                         Some(c.span()),
                         "health.alive_codes",
-                        format!("{text:?} is not a status code (100-699) or a class such as \"2xx\""),
+                        format!(
+                            "{text:?} is not a status code (100-699) or a class such as \"2xx\""
+                        ),
                     )
                 })?;
                 alive = alive.union(entry);
@@ -243,6 +355,13 @@ pub(crate) fn parse(src: &str) -> Result<(Draft, Spans), ConfigError> {
             }
             draft.health.alive = alive;
         }
+    }
+
+    if let Some(raw) = raw.sip {
+        draft.sip = parse_sip(src, raw)?;
+    }
+    if let Some(raw) = raw.security {
+        draft.security = parse_security(src, raw, base)?;
     }
 
     for p in raw.pool {
@@ -286,6 +405,87 @@ pub(crate) fn parse(src: &str) -> Result<(Draft, Spans), ConfigError> {
         spans.pools.push(ps);
     }
     Ok((draft, spans))
+}
+
+fn parse_sip(src: &str, raw: RawSip) -> Result<SipConfig, ConfigError> {
+    /// Parses every entry, rejecting bad and repeated ones at their span.
+    fn each<T: PartialEq>(
+        src: &str,
+        list: &[Spanned<String>],
+        field: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, ConfigError> {
+        let mut out = Vec::with_capacity(list.len());
+        for v in list {
+            let at = |m: String| ConfigError::at(src, Some(v.span()), field, m);
+            let t = parse(v.get_ref()).map_err(at)?;
+            if out.contains(&t) {
+                return Err(at(format!("{:?} is listed twice", v.get_ref())));
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    let schemes = match raw.schemes {
+        Some(list) if list.get_ref().is_empty() => {
+            return Err(ConfigError::at(
+                src,
+                Some(list.span()),
+                "sip.schemes",
+                "must list at least one scheme (leave it out to accept every scheme)",
+            ))
+        }
+        Some(list) => Some(each(src, list.get_ref(), "sip.schemes", sip::parse_scheme)?),
+        None => None,
+    };
+    Ok(SipConfig {
+        aliases: each(src, &raw.aliases, "sip.aliases", sip::parse_alias)?,
+        schemes,
+        proxy_require: each(
+            src,
+            &raw.proxy_require,
+            "sip.proxy_require",
+            sip::parse_option_tag,
+        )?,
+    })
+}
+
+fn parse_security(
+    src: &str,
+    raw: RawSecurity,
+    base: Option<&Path>,
+) -> Result<SecurityConfig, ConfigError> {
+    let current = secret::load(
+        src,
+        secret::Source {
+            name: "secret",
+            inline: raw.secret,
+            file: raw.secret_file,
+        },
+        base,
+    )?;
+    let previous = secret::load(
+        src,
+        secret::Source {
+            name: "previous_secret",
+            inline: raw.previous_secret,
+            file: raw.previous_secret_file,
+        },
+        base,
+    )?;
+    if let (None, Some(p)) = (&current, &previous) {
+        return Err(ConfigError::at(
+            src,
+            Some(p.span.clone()),
+            format!("security.{}", p.key),
+            "a previous secret is only accepted alongside the current one: set secret or secret_file",
+        ));
+    }
+    Ok(SecurityConfig {
+        secret: current.map(|s| s.bytes),
+        previous: previous.map(|s| s.bytes),
+    })
 }
 
 /// Best-effort field path for a serde/TOML error at byte `offset`: the

@@ -12,6 +12,8 @@ mod addr;
 mod cli;
 mod error;
 mod file;
+mod secret;
+mod sip;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -32,18 +34,35 @@ pub const REGISTRAR_POOL: &str = "registrars";
 /// The method `--registrar` backends serve.
 pub const REGISTER: &str = "REGISTER";
 
+/// Methods that go to the pool INVITE goes to, whatever pool lists them
+/// (RFC 3261 §16.11: a stateless proxy must send them where it sent the
+/// INVITE). A CANCEL and the ACK of a non-2xx final response belong to the
+/// INVITE's transaction, so they MUST reach the backend that has it; BYE,
+/// PRACK, UPDATE and INFO belong to the dialog the INVITE created (and the
+/// 2xx ACK is in-dialog too). The Call-ID is the same for all of them, so
+/// the same pool means the same backend.
+///
+/// Every other method routes by its own name, including REFER, NOTIFY,
+/// MESSAGE, SUBSCRIBE, OPTIONS and REGISTER, which may start their own
+/// dialogs or stand alone. A pool listing one of these methods while INVITE
+/// goes elsewhere is a configuration error.
+pub const FOLLOW_INVITE: [&str; 6] = ["ACK", "CANCEL", "BYE", "PRACK", "UPDATE", "INFO"];
+
+/// The method whose pool [`FOLLOW_INVITE`] methods follow.
+pub const INVITE: &str = "INVITE";
+
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Addresses to receive SIP on (default `127.0.0.1:5060`).
-    pub listen: Vec<SocketAddr>,
-    /// The address put in Via / Record-Route (default: the first listen
-    /// address, which must then not be a wildcard such as `0.0.0.0`).
-    pub advertise: SocketAddr,
+    /// Addresses to receive SIP on, each with the address it advertises
+    /// (default: `127.0.0.1:5060` advertising itself). Addresses are unique,
+    /// and so are advertised addresses.
+    pub listen: Vec<Listen>,
     /// Worker threads (default: CPUs available to the process).
     pub workers: usize,
     /// Backend pools. Each method is listed by at most one pool; exactly one
-    /// pool is the default for all other methods.
+    /// pool is the default for all other methods. Every backend's address
+    /// family has a listen address of that family.
     pub pools: Vec<PoolConfig>,
     /// Interface for the XDP steering program, if any.
     pub iface: Option<String>,
@@ -52,6 +71,75 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Health probing.
     pub health: HealthConfig,
+    /// SIP-level identity and policy (`[sip]`).
+    pub sip: SipConfig,
+    /// Secrets (`[security]`).
+    pub security: SecurityConfig,
+}
+
+/// A socket to receive SIP on and the address sip-lb puts in its Via and
+/// Record-Route for traffic through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// The address bound (may be a wildcard such as `0.0.0.0`).
+    pub addr: SocketAddr,
+    /// The address clients and backends send to: never a wildcard or port
+    /// 0. Defaults to `addr`, which must then not be a wildcard.
+    pub advertise: SocketAddr,
+}
+
+/// The `[sip]` section.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SipConfig {
+    /// Other names and addresses of this proxy, as they may appear in
+    /// Request-URIs and Route headers (besides the advertised addresses).
+    pub aliases: Vec<Alias>,
+    /// Request-URI schemes accepted, lowercase; `None` (not written) accepts
+    /// every scheme. Never an empty list.
+    pub schemes: Option<Vec<String>>,
+    /// Option-tags this proxy supports in Proxy-Require, as written.
+    pub proxy_require: Vec<String>,
+}
+
+/// One `[sip] aliases` entry: `lb.example.net`, `198.51.100.7:5060`,
+/// `[2001:db8::7]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Alias {
+    /// A host name (lowercase, no trailing dot) or an IP literal in its
+    /// canonical text form (IPv6 without brackets).
+    pub host: String,
+    /// The port, if the alias names one; `None` matches a URI without a
+    /// port or with the port of one of our listen/advertise addresses.
+    pub port: Option<u16>,
+}
+
+/// The `[security]` section. Its `Debug` prints lengths, never the bytes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// The current secret (at least 16 bytes), from `secret` or
+    /// `secret_file`.
+    pub secret: Option<Vec<u8>>,
+    /// The secret before the last rotation, still accepted (at least 16
+    /// bytes; only with a current secret).
+    pub previous: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Redacted<'a>(&'a Option<Vec<u8>>);
+        impl std::fmt::Debug for Redacted<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self.0 {
+                    Some(s) => write!(f, "Some(<redacted, {} bytes>)", s.len()),
+                    None => f.write_str("None"),
+                }
+            }
+        }
+        f.debug_struct("SecurityConfig")
+            .field("secret", &Redacted(&self.secret))
+            .field("previous", &Redacted(&self.previous))
+            .finish()
+    }
 }
 
 /// A pool of interchangeable backends.
@@ -189,9 +277,10 @@ impl Config {
         SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_SIP_PORT);
 
     /// Parses and validates a TOML document (no flags). Errors carry
-    /// `line:col` but no file name.
+    /// `line:col` but no file name. A relative `secret_file` is relative to
+    /// the current directory.
     pub fn from_toml_str(src: &str) -> Result<Config, ConfigError> {
-        let (draft, spans) = file::parse(src)?;
+        let (draft, spans) = file::parse(src, None)?;
         validate::finish(draft, Some((src, &spans)))
     }
 
@@ -205,7 +294,9 @@ impl Config {
                 text = std::fs::read_to_string(path).map_err(|e| {
                     ConfigError::new("--config", format!("cannot read {name}: {e}"))
                 })?;
-                let (d, s) = file::parse(&text).map_err(|e| e.in_file(name.clone()))?;
+                // A relative secret_file is relative to the config file.
+                let (d, s) =
+                    file::parse(&text, path.parent()).map_err(|e| e.in_file(name.clone()))?;
                 (d, s, Some(text.as_str()), Some(name))
             }
             None => (file::Draft::default(), file::Spans::default(), None, None),
@@ -223,8 +314,14 @@ impl Config {
         self.pools.iter().find(|p| p.default)
     }
 
-    /// The pool a method goes to: the one listing it, else the default.
+    /// The pool a method goes to: the one listing it, else the default;
+    /// [`FOLLOW_INVITE`] methods go where INVITE goes.
     pub fn pool_for(&self, method: &str) -> Option<&PoolConfig> {
+        let method = if FOLLOW_INVITE.contains(&method) {
+            INVITE
+        } else {
+            method
+        };
         self.pools
             .iter()
             .find(|p| p.methods.iter().any(|m| m == method))

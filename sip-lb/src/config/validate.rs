@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use super::error::ConfigError;
-use super::file::{Draft, PoolSpans, Spans};
+use super::file::{Draft, DraftListen, PoolSpans, Spans};
+use super::sip::is_token_byte;
 use super::{
-    default_workers, BackendConfig, Config, PoolConfig, RunArgs, DEFAULT_POOL, REGISTER,
-    REGISTRAR_POOL,
+    default_workers, BackendConfig, Config, Listen, PoolConfig, RunArgs, DEFAULT_POOL,
+    FOLLOW_INVITE, INVITE, REGISTER, REGISTRAR_POOL,
 };
 
 /// Applies `--listen` etc. to the draft. Overridden settings lose their
@@ -20,7 +21,14 @@ pub(crate) fn apply_flags(
     a: &RunArgs,
 ) -> Result<(), ConfigError> {
     if !a.listen.is_empty() {
-        d.listen = a.listen.clone();
+        d.listen = a
+            .listen
+            .iter()
+            .map(|&addr| DraftListen {
+                addr,
+                advertise: None,
+            })
+            .collect();
         spans.listen.clear();
     }
     if let Some(adv) = a.advertise {
@@ -108,57 +116,7 @@ impl Locator<'_> {
 /// Fills in defaults and checks everything that serde cannot.
 pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, ConfigError> {
     let loc = Locator { src };
-    let listen_field = |i: usize, s: &Spans| {
-        if s.listen.is_empty() && i == 0 {
-            "--listen"
-        } else {
-            "listen"
-        }
-    };
-
-    let listen = if d.listen.is_empty() {
-        vec![Config::DEFAULT_LISTEN]
-    } else {
-        d.listen
-    };
-    for (i, a) in listen.iter().enumerate() {
-        if listen[..i].contains(a) {
-            return Err(loc.err(
-                |s| s.listen.get(i).cloned(),
-                "listen",
-                format!("{a} is listed twice"),
-            ));
-        }
-    }
-
-    let advertise = match d.advertise {
-        Some(a) if a.ip().is_unspecified() => {
-            let field = if loc.src.is_some_and(|(_, s)| s.advertise.is_some()) {
-                "advertise"
-            } else {
-                "--advertise"
-            };
-            return Err(loc.err(
-                |s| s.advertise.clone(),
-                field,
-                format!("{a} is a wildcard address; advertise the address clients and backends should send to"),
-            ));
-        }
-        Some(a) => a,
-        None if listen[0].ip().is_unspecified() => {
-            let field = loc.src.map_or("--listen", |(_, s)| listen_field(0, s));
-            return Err(loc.err(
-                |s| s.listen.first().cloned(),
-                field,
-                format!(
-                    "{} is a wildcard address, so it cannot be advertised in Via/Record-Route; \
-                     set `advertise` (or --advertise) to this host's reachable ip:port",
-                    listen[0]
-                ),
-            ));
-        }
-        None => listen[0],
-    };
+    let listen = check_listen(d.listen, d.advertise, &loc)?;
 
     let workers = d.workers.unwrap_or_else(default_workers);
     if workers == 0 {
@@ -203,16 +161,191 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
     }
 
     check_pools(&d.pools, &loc)?;
+    check_families(&d.pools, &listen, &loc)?;
 
     Ok(Config {
         listen,
-        advertise,
         workers,
         pools: d.pools,
         iface: d.iface,
         metrics: d.metrics,
         health: h,
+        sip: d.sip,
+        security: d.security,
     })
+}
+
+/// Defaults and checks for the listen addresses and what each advertises.
+fn check_listen(
+    entries: Vec<DraftListen>,
+    top: Option<SocketAddr>,
+    loc: &Locator,
+) -> Result<Vec<Listen>, ConfigError> {
+    // Field names: a setting from the file is named by its key, one from
+    // flags (or the default) by its flag.
+    let from_file = loc.src.is_some_and(|(_, s)| !s.listen.is_empty());
+    let lfield = if from_file { "listen" } else { "--listen" };
+    let top_in_file = loc.src.is_some_and(|(_, s)| s.advertise.is_some());
+    let top_field = if top_in_file {
+        "advertise"
+    } else {
+        "--advertise"
+    };
+    let top_span = |s: &Spans| s.advertise.clone();
+    let addr_span = |i: usize| move |s: &Spans| s.listen.get(i).map(|l| l.addr.clone());
+    let own_span = |i: usize| {
+        move |s: &Spans| {
+            s.listen
+                .get(i)
+                .and_then(|l| l.advertise.clone().or_else(|| Some(l.addr.clone())))
+        }
+    };
+    let unusable = |a: SocketAddr| a.ip().is_unspecified() || a.port() == 0;
+
+    let mut entries = if entries.is_empty() {
+        vec![DraftListen {
+            addr: Config::DEFAULT_LISTEN,
+            advertise: None,
+        }]
+    } else {
+        entries
+    };
+    let several = entries.len() > 1;
+
+    if let Some(a) = top {
+        if several {
+            return Err(loc.err(
+                top_span,
+                top_field,
+                format!(
+                    "there are {} listen addresses, so one `advertise` cannot serve them all; \
+                     give each its own: listen = [{{ addr = \"{}\", advertise = \"ip:port\" }}, ...]",
+                    entries.len(),
+                    entries[0].addr
+                ),
+            ));
+        }
+        if unusable(a) {
+            return Err(loc.err(
+                top_span,
+                top_field,
+                format!("{a} is a wildcard address or port 0; advertise the address clients and backends should send to"),
+            ));
+        }
+        // --advertise overrides the file, like every scalar flag; the file
+        // saying it twice is ambiguous.
+        if top_in_file && entries[0].advertise.is_some() {
+            return Err(loc.err(
+                top_span,
+                top_field,
+                format!(
+                    "listen \"{}\" already sets its advertise; keep one of the two",
+                    entries[0].addr
+                ),
+            ));
+        }
+        entries[0].advertise = Some(a);
+    }
+
+    let mut out: Vec<Listen> = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let a = e.addr;
+        if out.iter().any(|l| l.addr == a) {
+            return Err(loc.err(addr_span(i), lfield, format!("{a} is listed twice")));
+        }
+        // Where this entry's advertise was written: its own, the top-level one,
+        // or nowhere (it defaults to the address itself).
+        let own = loc
+            .src
+            .is_some_and(|(_, s)| s.listen.get(i).is_some_and(|l| l.advertise.is_some()));
+        let afield = format!("{lfield} \"{a}\": advertise");
+        let advertise = match e.advertise {
+            Some(adv) if unusable(adv) && own => {
+                return Err(loc.err(
+                    own_span(i),
+                    afield,
+                    format!("{adv} is a wildcard address or port 0; advertise the address clients and backends should send to"),
+                ))
+            }
+            Some(adv) => adv,
+            None if unusable(a) => {
+                let how = if several {
+                    format!(
+                        "write it as {{ addr = \"{a}\", advertise = \"ip:port\" }} with this host's reachable address"
+                    )
+                } else {
+                    "set `advertise` (or --advertise) to this host's reachable ip:port".to_owned()
+                };
+                let what = if a.ip().is_unspecified() {
+                    "a wildcard address"
+                } else {
+                    "on port 0 (any port)"
+                };
+                return Err(loc.err(
+                    addr_span(i),
+                    lfield,
+                    format!("{a} is {what}, so it cannot be advertised in Via/Record-Route; {how}"),
+                ));
+            }
+            None => a,
+        };
+        if let Some(other) = out.iter().find(|l| l.advertise == advertise) {
+            // Blame the advertise as written: own, top-level, or the address.
+            let top_given = !own && e.advertise.is_some();
+            let field = match (own, top_given) {
+                (true, _) => afield,
+                (false, true) => top_field.to_owned(),
+                (false, false) => lfield.to_owned(),
+            };
+            return Err(loc.err(
+                |s| match (own, top_given) {
+                    (true, _) => own_span(i)(s),
+                    (false, true) => top_span(s),
+                    (false, false) => addr_span(i)(s),
+                },
+                field,
+                format!(
+                    "{a} would advertise {advertise}, as listen \"{}\" does; responses come back \
+                     to the address in our Via, so each listen address needs its own advertise",
+                    other.addr
+                ),
+            ));
+        }
+        out.push(Listen { addr: a, advertise });
+    }
+    Ok(out)
+}
+
+/// Every backend can be reached from a listen socket of its family (IPv4 or
+/// IPv6, a v4-mapped IPv6 address counting as IPv4): sockets are bound
+/// IPv6-only, and without one of the family its traffic would be dropped.
+fn check_families(
+    pools: &[PoolConfig],
+    listen: &[Listen],
+    loc: &Locator,
+) -> Result<(), ConfigError> {
+    let v4 = |a: SocketAddr| a.ip().to_canonical().is_ipv4();
+    for (i, p) in pools.iter().enumerate() {
+        for (j, b) in p.backends.iter().enumerate() {
+            let fam = v4(b.addr);
+            if !listen.iter().any(|l| v4(l.addr) == fam) {
+                let (name, other) = if fam {
+                    ("IPv4", "IPv6")
+                } else {
+                    ("IPv6", "IPv4")
+                };
+                return Err(loc.err(
+                    |s| ps(s, i).and_then(|p| p.backend.get(j)).map(|b| b.0.clone()),
+                    format!("pool {:?}: backend \"{}\"", p.name, b.addr),
+                    format!(
+                        "an {name} backend needs an {name} listen address (add one to listen; \
+                         all listen addresses are {other})"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_pools(pools: &[PoolConfig], loc: &Locator) -> Result<(), ConfigError> {
@@ -324,14 +457,32 @@ fn check_pools(pools: &[PoolConfig], loc: &Locator) -> Result<(), ConfigError> {
             ),
         ));
     }
+
+    // Transactions and dialogs started by INVITE stay with its backend.
+    let invite = methods.get(INVITE).copied().or(default);
+    for (i, p) in pools.iter().enumerate() {
+        if Some(p.name.as_str()) == invite {
+            continue;
+        }
+        for (k, m) in p.methods.iter().enumerate() {
+            if FOLLOW_INVITE.contains(&m.as_str()) {
+                return Err(loc.err(
+                    |s| ps(s, i).and_then(|p| p.methods.get(k)).cloned(),
+                    format!("pool {:?}: methods", p.name),
+                    format!(
+                        "{m} must reach the pool INVITE goes to ({:?}): ACK and CANCEL belong to \
+                         the INVITE's transaction and BYE, PRACK, UPDATE and INFO to its dialog, \
+                         so they always follow INVITE (RFC 3261 §16.11); remove {m} here, or route \
+                         INVITE to this pool",
+                        invite.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
 fn ps(s: &Spans, i: usize) -> Option<&PoolSpans> {
     s.pools.get(i)
-}
-
-/// RFC 3261 `token` characters.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }

@@ -154,9 +154,9 @@ impl Control {
     /// Where probes are sent from, and the address their Via advertises.
     pub fn probe_addrs(&self) -> (SocketAddr, SocketAddr) {
         let inner = self.lock();
-        let ip = inner.config.listen[0].ip();
+        let ip = inner.config.listen[0].addr.ip();
         let via_ip = if ip.is_unspecified() {
-            inner.config.advertise.ip()
+            inner.config.listen[0].advertise.ip()
         } else {
             ip
         };

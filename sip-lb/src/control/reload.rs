@@ -20,41 +20,52 @@ pub fn build_plan(config: &Config) -> Plan {
 /// in the router.
 pub fn plan_for(config: &Config, backends: &Backends) -> Plan {
     Plan {
-        proxy: crate::proxy::Proxy::new(identity(config), keys(config), crate::proxy::Policy::default()),
+        proxy: crate::proxy::Proxy::new(identity(config), keys(config), policy(config)),
         router: crate::balance::Router::build(config, |a| backends.eligible(a)),
         backends: backends.slots(),
     }
 }
 
 fn identity(config: &Config) -> crate::proxy::Identity {
-    let listeners = config
-        .listen
-        .iter()
-        .enumerate()
-        .map(|(i, &local)| {
-            let advertise = if i == 0 || local.ip().is_unspecified() { config.advertise } else { local };
-            crate::proxy::Listener { local, advertise }
-        })
-        .collect();
-    crate::proxy::Identity { listeners, aliases: Vec::new() }
+    use crate::proxy::{Alias, Identity, Listener};
+    Identity {
+        listeners: config.listen.iter().map(|l| Listener { local: l.addr, advertise: l.advertise }).collect(),
+        aliases: config.sip.aliases.iter().map(|a| Alias::new(&a.host, a.port)).collect(),
+    }
 }
 
-/// The branch keys. Without a configured secret, one random key for the
-/// life of the process (so reloads keep in-flight branches valid).
-fn keys(_config: &Config) -> crate::proxy::Keys {
-    static PROCESS_KEY: std::sync::OnceLock<crate::proxy::Key> = std::sync::OnceLock::new();
-    crate::proxy::Keys::new(*PROCESS_KEY.get_or_init(crate::proxy::Key::random), None)
+fn policy(config: &Config) -> crate::proxy::Policy {
+    let bytes = |v: &Vec<String>| v.iter().map(|s| s.as_bytes().into()).collect();
+    crate::proxy::Policy {
+        schemes: config.sip.schemes.as_ref().map(bytes),
+        proxy_require: bytes(&config.sip.proxy_require),
+    }
+}
+
+/// The branch keys from `[security]`. Without a secret, one random key for
+/// the life of the process, so reloads keep in-flight branches valid (a
+/// restart or another node does not: see the start-up warning).
+fn keys(config: &Config) -> crate::proxy::Keys {
+    use crate::proxy::{Key, Keys};
+    static PROCESS_KEY: std::sync::OnceLock<Key> = std::sync::OnceLock::new();
+    let s = &config.security;
+    match &s.secret {
+        Some(secret) => Keys::new(Key::from_secret(secret), s.previous.as_deref().map(Key::from_secret)),
+        None => Keys::new(*PROCESS_KEY.get_or_init(Key::random), None),
+    }
 }
 
 /// Re-reads the file and flags; refuses what needs a restart.
 pub fn load_next(args: &RunArgs, running: &Config) -> Result<Config> {
     let next = Config::load(args)?;
-    if next.listen != running.listen || next.workers != running.workers {
+    // Sockets are bound to the addresses; what they advertise may change.
+    let addrs = |c: &Config| c.listen.iter().map(|l| l.addr).collect::<Vec<_>>();
+    if addrs(&next) != addrs(running) || next.workers != running.workers {
         bail!(
             "listen addresses and worker count need a restart (running: {:?} x{}, new: {:?} x{})",
-            running.listen,
+            addrs(running),
             running.workers,
-            next.listen,
+            addrs(&next),
             next.workers
         );
     }
