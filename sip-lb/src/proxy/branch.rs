@@ -56,6 +56,19 @@ pub fn branch_hash(buf: &[u8], i: &BranchInput<'_>) -> u64 {
     chain(&[b"2543", i.top_via_raw, i.from_tag, i.call_id, i.cseq_number, i.request_uri])
 }
 
+/// The transaction hash carries, in its low byte, the listener the request
+/// arrived on: the response must leave from the address the client sent to
+/// (RFC 3581 §4), which is not the one our Via names when the backend is of
+/// the other address family. The MAC covers it like the rest.
+pub fn with_arrival(hash: u64, listener: usize) -> u64 {
+    (hash & !0xff) | (listener as u64 & 0xff)
+}
+
+/// The arrival listener recorded by [`with_arrival`].
+pub fn arrival(txn: u64) -> usize {
+    (txn & 0xff) as usize
+}
+
 /// The transaction hash and MAC of a branch of ours, if it has our shape.
 pub fn parse_ours(branch: &[u8]) -> Option<(u64, u64)> {
     let rest = branch.strip_prefix(BRANCH_PREFIX)?;

@@ -3,7 +3,7 @@
 //! stamp the client's Via, fix Max-Forwards and Route, and pick a backend.
 
 use super::action::{Action, DropReason, Forwarded, ReplyCode};
-use super::branch::{branch_hash, bytes, BranchInput};
+use super::branch::{branch_hash, bytes, with_arrival, BranchInput};
 use super::chooser::Chooser;
 use super::received::stamp;
 use super::reply::{self, Request};
@@ -150,6 +150,7 @@ pub(super) fn handle<C: Chooser + ?Sized>(
             request_uri: m.get(checked.uri),
         },
     );
+    let hash = with_arrival(hash, on);
     let head = m.head_start as usize;
     edits.mark(head, MARK_OUR_VIA);
     edits.insert(head, Insert::ViaLine { prefix, hash });

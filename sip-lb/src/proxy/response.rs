@@ -4,7 +4,7 @@
 //! Via names.
 
 use super::action::{Action, DropReason, Forwarded};
-use super::branch::{parse_ours, BRANCH_PREFIX};
+use super::branch::{arrival, parse_ours, BRANCH_PREFIX};
 use super::splice::Edits;
 use super::Proxy;
 use crate::sip::header::HeaderName;
@@ -26,8 +26,8 @@ pub(super) fn handle(proxy: &Proxy, m: &Message<'_>, out: &mut Vec<u8>) -> Actio
     // Ours: our branch marker and sent-by the advertised address of one of
     // our listeners (we only ever write IPs there).
     let branch = top.branch_bytes(buf);
-    let from = proxy.identity.listener_named(top.host.of(buf), top.port);
-    let (Some(from), true) = (from, branch.starts_with(BRANCH_PREFIX)) else {
+    let named = proxy.identity.listener_named(top.host.of(buf), top.port);
+    let (Some(named), true) = (named, branch.starts_with(BRANCH_PREFIX)) else {
         return Action::Drop(DropReason::ForeignResponse);
     };
     let Some((txn, mac)) = parse_ours(branch) else {
@@ -80,7 +80,10 @@ pub(super) fn handle(proxy: &Proxy, m: &Message<'_>, out: &mut Vec<u8>) -> Actio
     if edits.emit(buf, m.start as usize, body_end, out).is_err() {
         return Action::Drop(DropReason::EditConflict);
     }
-    Action::Forward { to: SocketAddr::new(ip, port), from, what: Forwarded::Response }
+    // From the address the client sent its request to (RFC 3581 §4).
+    let to = SocketAddr::new(ip, port);
+    let from = proxy.identity.listener_towards(arrival(txn), to).unwrap_or(named);
+    Action::Forward { to, from, what: Forwarded::Response }
 }
 
 fn is_unicast(ip: IpAddr) -> bool {
