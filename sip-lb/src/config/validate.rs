@@ -113,6 +113,9 @@ impl Locator<'_> {
     }
 }
 
+/// Listen addresses a config may have (`proxy::branch::with_arrival`).
+const MAX_LISTEN: usize = 256;
+
 /// Fills in defaults and checks everything that serde cannot.
 pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, ConfigError> {
     let loc = Locator { src };
@@ -250,6 +253,10 @@ fn check_listen(
     let mut out: Vec<Listen> = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         let a = e.addr;
+        // Our branch records the arrival listener in one byte.
+        if i >= MAX_LISTEN {
+            return Err(loc.err(addr_span(i), lfield, format!("at most {MAX_LISTEN} listen addresses")));
+        }
         if out.iter().any(|l| l.addr == a) {
             return Err(loc.err(addr_span(i), lfield, format!("{a} is listed twice")));
         }

@@ -152,15 +152,20 @@ impl Control {
     }
 
     /// Where probes are sent from, and the address their Via advertises.
-    pub fn probe_addrs(&self) -> (SocketAddr, SocketAddr) {
+    pub fn probe_addrs(&self) -> Vec<(SocketAddr, SocketAddr)> {
         let inner = self.lock();
-        let ip = inner.config.listen[0].addr.ip();
-        let via_ip = if ip.is_unspecified() {
-            inner.config.listen[0].advertise.ip()
-        } else {
-            ip
-        };
-        (SocketAddr::new(ip, 0), SocketAddr::new(via_ip, 0))
+        let mut out: Vec<(SocketAddr, SocketAddr)> = Vec::new();
+        // The first listen address of each family: IPv6 backends are probed
+        // from an IPv6 socket.
+        for l in &inner.config.listen {
+            let ip = l.addr.ip();
+            if out.iter().any(|(b, _)| b.is_ipv4() == ip.is_ipv4()) {
+                continue;
+            }
+            let via_ip = if ip.is_unspecified() { l.advertise.ip() } else { ip };
+            out.push((SocketAddr::new(ip, 0), SocketAddr::new(via_ip, 0)));
+        }
+        out
     }
 
     /// Every backend address, each once.

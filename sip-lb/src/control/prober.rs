@@ -20,17 +20,41 @@ struct Pending {
     sent: Instant,
 }
 
-pub async fn run(control: Arc<Control>) {
-    let (bind, via) = control.probe_addrs();
-    let sock = match UdpSocket::bind(bind).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("health probes disabled: cannot bind a probe socket on {bind}: {e}");
-            return;
+/// A probe socket of one address family and the Via it writes.
+struct ProbeSocket {
+    sock: UdpSocket,
+    via: SocketAddr,
+}
+
+async fn bind_probe_sockets(control: &Control) -> Vec<ProbeSocket> {
+    let mut socks = Vec::new();
+    for (bind, via) in control.probe_addrs() {
+        match UdpSocket::bind(bind).await {
+            Ok(sock) => {
+                let via = SocketAddr::new(via.ip(), sock.local_addr().map_or(0, |a| a.port()));
+                tracing::debug!(%via, "health prober socket");
+                socks.push(ProbeSocket { sock, via });
+            }
+            Err(e) => tracing::error!("cannot bind a probe socket on {bind}: {e}"),
         }
-    };
-    let via = SocketAddr::new(via.ip(), sock.local_addr().map_or(0, |a| a.port()));
-    tracing::debug!(%via, "health prober started");
+    }
+    socks
+}
+
+/// Receives on the probe socket `i`, or never if there is none.
+async fn recv_on(socks: &[ProbeSocket], i: usize, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match socks.get(i) {
+        Some(p) => p.sock.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub async fn run(control: Arc<Control>) {
+    let socks = bind_probe_sockets(&control).await;
+    if socks.is_empty() {
+        tracing::error!("health probes disabled: no probe socket could be bound");
+        return;
+    }
 
     // Tokens start at a time-derived value so a restarted sip-lb does not
     // take a late answer to its predecessor's probe for its own.
@@ -41,6 +65,7 @@ pub async fn run(control: Arc<Control>) {
     let mut cfg = control.health_config();
     let mut tick = interval(cfg.interval_ms);
     let mut buf = vec![0u8; 65_536];
+    let mut buf2 = vec![0u8; 65_536];
     let mut out = Vec::with_capacity(512);
 
     loop {
@@ -60,8 +85,11 @@ pub async fn run(control: Arc<Control>) {
                 }
                 for backend in control.backend_addrs() {
                     token = token.wrapping_add(1);
-                    probe::build(&mut out, backend, via, token);
-                    match sock.send_to(&out, backend).await {
+                    // A socket of the backend's family (or the first, whose
+                    // send then fails and counts as a failed probe).
+                    let p = socks.iter().find(|p| p.via.is_ipv4() == backend.is_ipv4()).unwrap_or(&socks[0]);
+                    probe::build(&mut out, backend, p.via, token);
+                    match p.sock.send_to(&out, backend).await {
                         Ok(_) => { pending.insert(token, Pending { backend, sent: Instant::now() }); }
                         Err(e) => {
                             tracing::debug!(%backend, "probe not sent: {e}");
@@ -70,9 +98,19 @@ pub async fn run(control: Arc<Control>) {
                     }
                 }
             }
-            r = sock.recv_from(&mut buf) => match r {
+            r = recv_on(&socks, 0, &mut buf) => match r {
                 Ok((n, _from)) => {
                     if let Some(reply) = probe::parse_reply(&buf[..n]) {
+                        if let Some(p) = pending.remove(&reply.token) {
+                            control.on_probe(p.backend, Outcome::Reply(reply.code), Some(p.sent.elapsed()));
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!("probe socket: {e}"),
+            },
+            r = recv_on(&socks, 1, &mut buf2) => match r {
+                Ok((n, _from)) => {
+                    if let Some(reply) = probe::parse_reply(&buf2[..n]) {
                         if let Some(p) = pending.remove(&reply.token) {
                             control.on_probe(p.backend, Outcome::Reply(reply.code), Some(p.sent.elapsed()));
                         }
