@@ -25,10 +25,7 @@ fuzz_target!(|input: &[u8]| {
     for window in [max_scan, usize::MAX] {
         let model = find_call_id(payload, window);
         if let Some((a, b)) = model {
-            assert!(
-                a < b && b <= payload.len() && b <= window,
-                "model span {a}..{b}"
-            );
+            assert!(a < b && b <= payload.len() && b <= window, "model span {a}..{b}");
         }
         let mut slots1 = Message::slots();
         let Ok(m) = Message::parse(payload, &mut slots1) else {
@@ -44,10 +41,7 @@ fuzz_target!(|input: &[u8]| {
                 String::from_utf8_lossy(&payload[x.0..x.1]),
                 String::from_utf8_lossy(&payload[p.0..p.1])
             );
-            assert_eq!(
-                call_id_hash(&payload[x.0..x.1]),
-                call_id_hash(m.get(header.unwrap().value))
-            );
+            assert_eq!(call_id_hash(&payload[x.0..x.1]), call_id_hash(m.get(header.unwrap().value)));
         }
         // With the whole datagram in the window, a plain Call-ID of a
         // defect-free message must be found (XDP must not miss ordinary
@@ -78,11 +72,7 @@ fn plain(payload: &[u8], h: &Header) -> bool {
         return false;
     };
     // The parser's Call-ID name is `i` or `call-id`.
-    let name_len = if line[0].eq_ignore_ascii_case(&b'i') {
-        1
-    } else {
-        7
-    };
+    let name_len = if line[0].eq_ignore_ascii_case(&b'i') { 1 } else { 7 };
     if colon - name_len > 7 || h.value.start() - (ls + colon + 1) > MAX_LEADING_LWS {
         return false;
     }

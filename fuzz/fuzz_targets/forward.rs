@@ -30,12 +30,18 @@ fn setup() -> &'static Setup {
                     listeners: vec![
                         Listener::at("[2001:db8::10]:5060".parse().unwrap()),
                         Listener::at("127.0.0.1:5060".parse().unwrap()),
-                        Listener { local: "0.0.0.0:5062".parse().unwrap(), advertise: "192.0.2.11:5062".parse().unwrap() },
+                        Listener {
+                            local: "0.0.0.0:5062".parse().unwrap(),
+                            advertise: "192.0.2.11:5062".parse().unwrap(),
+                        },
                     ],
                     aliases: Vec::new(),
                 },
                 keys(),
-                Policy { schemes: Some(vec![b"sip"[..].into(), b"tel"[..].into()]), proxy_require: vec![b"sec-agree"[..].into()] },
+                Policy {
+                    schemes: Some(vec![b"sip"[..].into(), b"tel"[..].into()]),
+                    proxy_require: vec![b"sec-agree"[..].into()],
+                },
             ),
         ],
     })
@@ -65,9 +71,8 @@ fuzz_target!(|input: &[u8]| {
         _ => "[::ffff:192.0.2.10]:5060".parse().unwrap(),
     };
     let have_backend = sel & 8 == 0;
-    let chooser = move |_: &[u8], _: u64| -> Option<SocketAddr> {
-        have_backend.then(|| "10.0.0.100:5060".parse().unwrap())
-    };
+    let chooser =
+        move |_: &[u8], _: u64| -> Option<SocketAddr> { have_backend.then(|| "10.0.0.100:5060".parse().unwrap()) };
 
     let on = usize::from(sel >> 4) % proxy.identity().listeners.len();
     let mut out = Vec::new();

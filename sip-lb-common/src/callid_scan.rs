@@ -66,11 +66,7 @@ pub fn scan(payload: &[u8], max_scan: usize) -> Result<(usize, usize), PassReaso
     if payload.len() < MIN_SIP_LEN {
         return Err(PassReason::NotSip);
     }
-    let w = Window {
-        p: payload,
-        len: payload.len().min(max_scan),
-        cut: payload.len() > max_scan,
-    };
+    let w = Window { p: payload, len: payload.len().min(max_scan), cut: payload.len() > max_scan };
     if !(0..3).all(|i| w.b(i).is_ascii_uppercase()) {
         return Err(PassReason::NotSip);
     }
@@ -106,11 +102,7 @@ pub fn scan(payload: &[u8], max_scan: usize) -> Result<(usize, usize), PassReaso
         }
     }
     let Some(v) = value_at else {
-        return Err(if w.cut {
-            PassReason::TooLong
-        } else {
-            PassReason::NoCallId
-        });
+        return Err(if w.cut { PassReason::TooLong } else { PassReason::NoCallId });
     };
     w.value(v)
 }
@@ -243,27 +235,15 @@ mod tests {
 
     #[test]
     fn long_and_compact_any_case_with_space_before_colon() {
-        assert_eq!(
-            found(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nCall-ID: abc@h\r\n\r\n"),
-            Some(&b"abc@h"[..])
-        );
-        assert_eq!(
-            found(b"INVITE sip:a@b SIP/2.0\r\ncALL-iD \t :  abc \r\n\r\n"),
-            Some(&b"abc"[..])
-        );
-        assert_eq!(
-            found(b"INVITE sip:a@b SIP/2.0\r\nI:abc\r\n\r\n"),
-            Some(&b"abc"[..])
-        );
+        assert_eq!(found(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nCall-ID: abc@h\r\n\r\n"), Some(&b"abc@h"[..]));
+        assert_eq!(found(b"INVITE sip:a@b SIP/2.0\r\ncALL-iD \t :  abc \r\n\r\n"), Some(&b"abc"[..]));
+        assert_eq!(found(b"INVITE sip:a@b SIP/2.0\r\nI:abc\r\n\r\n"), Some(&b"abc"[..]));
         assert_eq!(found(b"SIP/2.0 200 OK\ni:abc\n\n"), Some(&b"abc"[..]));
     }
 
     #[test]
     fn leading_folds_skipped_inner_folds_and_lone_cr_given_up() {
-        assert_eq!(
-            found(b"ABC s:x SIP/2.0\r\nCall-ID:\r\n  abc\r\n\r\n"),
-            Some(&b"abc"[..])
-        );
+        assert_eq!(found(b"ABC s:x SIP/2.0\r\nCall-ID:\r\n  abc\r\n\r\n"), Some(&b"abc"[..]));
         // Trailing fold of whitespace, folded value, lone CR: the field goes
         // on past the first CR/LF, so the scan gives up.
         for p in [
@@ -272,12 +252,7 @@ mod tests {
             b"ABC s:x SIP/2.0\r\nCall-ID: a\rb\r\n\r\n",
             b"ABC s:x SIP/2.0\r\nCall-ID: a\r\r\n\r\n",
         ] {
-            assert_eq!(
-                scan(p, 2048),
-                Err(PassReason::NoCallId),
-                "{:?}",
-                String::from_utf8_lossy(p)
-            );
+            assert_eq!(scan(p, 2048), Err(PassReason::NoCallId), "{:?}", String::from_utf8_lossy(p));
         }
         // More than MAX_LEADING_LWS bytes of leading whitespace.
         let p = format!("ABC s:x SIP/2.0\r\nCall-ID:{}abc\r\n\r\n", " ".repeat(17));
@@ -290,29 +265,14 @@ mod tests {
     fn not_a_call_id() {
         // Start line, fold line, other headers, after the empty line.
         assert_eq!(found(b"Call-ID: x\r\nVia: y\r\n\r\n"), None);
-        assert_eq!(
-            found(b"ABC s:x SIP/2.0\r\nVia: y\r\n Call-ID: x\r\n\r\n"),
-            None
-        );
-        assert_eq!(
-            found(b"ABC s:x SIP/2.0\r\nCall-IDs: x\r\nCall-I: x\r\nix: y\r\n\r\n"),
-            None
-        );
-        assert_eq!(
-            found(b"ABC s:x SIP/2.0\r\nVia: y\r\n\r\nCall-ID: x\r\n"),
-            None
-        );
+        assert_eq!(found(b"ABC s:x SIP/2.0\r\nVia: y\r\n Call-ID: x\r\n\r\n"), None);
+        assert_eq!(found(b"ABC s:x SIP/2.0\r\nCall-IDs: x\r\nCall-I: x\r\nix: y\r\n\r\n"), None);
+        assert_eq!(found(b"ABC s:x SIP/2.0\r\nVia: y\r\n\r\nCall-ID: x\r\n"), None);
         assert_eq!(found(b"ABC s:x SIP/2.0\r\nCall\rID: x\r\n\r\n"), None);
         assert_eq!(found(b"ABC s:x SIP/2.0\r\nCall-ID:  \r\n\r\n"), None);
         // 8 blanks after the name: give up, even with a later Call-ID.
-        assert_eq!(
-            found(b"ABC s:x SIP/2.0\r\nCall-ID        : x\r\ni: y\r\n\r\n"),
-            None
-        );
-        assert_eq!(
-            found(b"ABC s:x SIP/2.0\r\nCall-ID       : x\r\ni: y\r\n\r\n"),
-            Some(&b"x"[..])
-        );
+        assert_eq!(found(b"ABC s:x SIP/2.0\r\nCall-ID        : x\r\ni: y\r\n\r\n"), None);
+        assert_eq!(found(b"ABC s:x SIP/2.0\r\nCall-ID       : x\r\ni: y\r\n\r\n"), Some(&b"x"[..]));
         assert_eq!(found(b""), None);
         assert_eq!(found(b"\r\n\r\n"), None);
         // Leading CRLF are not skipped (a miss).
@@ -324,20 +284,11 @@ mod tests {
         let p = b"ABC s:x SIP/2.0\r\nCall-ID: abc\r\nVia: y\r\n\r\n";
         let line_end = p.iter().position(|&b| b == b'c').unwrap() + 1;
         // The value's line end and the next byte must be inside the window.
-        assert_eq!(
-            find_call_id(p, line_end + 3),
-            Some((line_end - 3, line_end))
-        );
+        assert_eq!(find_call_id(p, line_end + 3), Some((line_end - 3, line_end)));
         assert_eq!(scan(p, line_end + 2), Err(PassReason::TooLong));
         assert_eq!(find_call_id(p, 10), None);
         // Not cut: the datagram end ends the field after its LF, not inside the value.
-        assert_eq!(
-            found(b"ABC s:x SIP/2.0\r\nCall-ID: abc\r\n"),
-            Some(&b"abc"[..])
-        );
-        assert_eq!(
-            scan(b"ABC s:x SIP/2.0\r\nCall-ID: abc", 2048),
-            Err(PassReason::NoCallId)
-        );
+        assert_eq!(found(b"ABC s:x SIP/2.0\r\nCall-ID: abc\r\n"), Some(&b"abc"[..]));
+        assert_eq!(scan(b"ABC s:x SIP/2.0\r\nCall-ID: abc", 2048), Err(PassReason::NoCallId));
     }
 }

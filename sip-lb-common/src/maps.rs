@@ -137,13 +137,7 @@ pub struct Counters {
 
 impl Counters {
     pub const fn zeroed() -> Self {
-        Self {
-            packets: 0,
-            bytes: 0,
-            passed: [0; PASS_REASONS],
-            steered: [0; MAX_WORKERS],
-            last_hash: 0,
-        }
+        Self { packets: 0, bytes: 0, passed: [0; PASS_REASONS], steered: [0; MAX_WORKERS], last_hash: 0 }
     }
 }
 

@@ -142,9 +142,7 @@ fn reuseport_select(ctx: &SkReuseportContext) -> Result<(usize, u64), PassReason
     let r = unsafe { bpf_skb_load_bytes(ctx.as_ptr(), UDP_HLEN as u32, b as *mut c_void, len) };
     let hash = callid::hash_copied(r, b, len as usize, cut)?;
     let (worker, _cpu) = owner(hash)?;
-    WORKER_SOCKS
-        .select_reuseport(ctx, worker as u32)
-        .map_err(|_| PassReason::SteerFailed)?;
+    WORKER_SOCKS.select_reuseport(ctx, worker as u32).map_err(|_| PassReason::SteerFailed)?;
     Ok((worker, hash))
 }
 

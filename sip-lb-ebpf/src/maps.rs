@@ -22,8 +22,7 @@ pub static CPU_MAP: CpuMap = CpuMap::with_max_entries(MAX_CPUS, 0);
 
 /// Worker index -> that worker's socket in the SO_REUSEPORT group.
 #[map(name = "WORKER_SOCKS")]
-pub static WORKER_SOCKS: ReusePortSockArray =
-    ReusePortSockArray::with_max_entries(MAX_WORKERS as u32, 0);
+pub static WORKER_SOCKS: ReusePortSockArray = ReusePortSockArray::with_max_entries(MAX_WORKERS as u32, 0);
 
 /// Counters of the XDP program.
 #[map(name = "XDP_COUNTERS")]

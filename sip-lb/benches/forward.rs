@@ -74,7 +74,8 @@ Content-Length: 0\r\n\
 
 fn bench(c: &mut Criterion) {
     let key = Key::from_secret(b"sip-lb bench secret, 32 bytes ok");
-    let proxy = Proxy::new(Identity::single("192.0.2.10:5060".parse().unwrap()), Keys::new(key, None), Policy::default());
+    let proxy =
+        Proxy::new(Identity::single("192.0.2.10:5060".parse().unwrap()), Keys::new(key, None), Policy::default());
     let next_via = "SIP/2.0/UDP 192.0.2.101:5060;branch=z9hG4bK776asdhds;rport=5060;received=192.0.2.101";
     let mac = key.mac(1, next_via.as_bytes(), b"a84b4c76e66710@pc33.atlanta.example.com");
     let ok_200 = OK_200.replace("{branch}", &format!("z9hG4bKslb{:016x}{mac:016x}", 1));
@@ -90,9 +91,7 @@ fn bench(c: &mut Criterion) {
         let src: SocketAddr = src.parse().unwrap();
         // Sanity: the bench measures the forwarding path, not a reject.
         assert!(matches!(proxy.handle(&chooser, msg, src, 0, &mut out), Action::Forward { .. }), "{name}");
-        g.bench_function(name, |b| {
-            b.iter(|| proxy.handle(&chooser, black_box(msg), black_box(src), 0, &mut out))
-        });
+        g.bench_function(name, |b| b.iter(|| proxy.handle(&chooser, black_box(msg), black_box(src), 0, &mut out)));
     }
     g.finish();
 }

@@ -64,9 +64,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SIP_LB_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SIP_LB_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let result = match Cli::parse().command {
         Command::Run(args) => run(args),
@@ -74,9 +72,9 @@ fn main() -> ExitCode {
         Command::Drain(b) => client(|| control::client::set_drained(b.control.control, &b.addr, true)),
         Command::Enable(b) => client(|| control::client::set_drained(b.control.control, &b.addr, false)),
         Command::Reload(c) => client(|| control::client::reload(c.control)),
-        Command::Top(t) => client(|| async move {
-            control::top::run(t.control.control, t.iterations).await.map(|()| String::new())
-        }),
+        Command::Top(t) => {
+            client(|| async move { control::top::run(t.control.control, t.iterations).await.map(|()| String::new()) })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 
 use proptest::prelude::*;
 use sip_lb::balance::Router;
-use sip_lb::config::{
-    BackendConfig, Config, HealthConfig, Listen, PoolConfig, SecurityConfig, SipConfig,
-};
+use sip_lb::config::{BackendConfig, Config, HealthConfig, Listen, PoolConfig, SecurityConfig, SipConfig};
 use sip_lb_common::call_id_hash;
 
 const KEYS: usize = 100_000;
@@ -19,19 +17,13 @@ fn addr(i: usize) -> SocketAddr {
 
 fn pool_config(backends: &[(SocketAddr, u32)]) -> Config {
     Config {
-        listen: vec![Listen {
-            addr: Config::DEFAULT_LISTEN,
-            advertise: Config::DEFAULT_LISTEN,
-        }],
+        listen: vec![Listen { addr: Config::DEFAULT_LISTEN, advertise: Config::DEFAULT_LISTEN }],
         workers: 1,
         pools: vec![PoolConfig {
             name: "proxies".into(),
             methods: vec![],
             default: true,
-            backends: backends
-                .iter()
-                .map(|&(addr, weight)| BackendConfig { addr, weight })
-                .collect(),
+            backends: backends.iter().map(|&(addr, weight)| BackendConfig { addr, weight }).collect(),
         }],
         iface: None,
         metrics: None,
@@ -42,15 +34,11 @@ fn pool_config(backends: &[(SocketAddr, u32)]) -> Config {
 }
 
 fn hashes(n: usize, salt: &str) -> Vec<u64> {
-    (0..n)
-        .map(|i| call_id_hash(format!("{i:x}-{salt}@pc33.example.com").as_bytes()))
-        .collect()
+    (0..n).map(|i| call_id_hash(format!("{i:x}-{salt}@pc33.example.com").as_bytes())).collect()
 }
 
 fn choices(r: &Router, keys: &[u64]) -> Vec<SocketAddr> {
-    keys.iter()
-        .map(|&h| r.choose(b"INVITE", h).expect("a backend"))
-        .collect()
+    keys.iter().map(|&h| r.choose(b"INVITE", h).expect("a backend")).collect()
 }
 
 fn counts(v: &[SocketAddr]) -> HashMap<SocketAddr, usize> {
@@ -77,19 +65,12 @@ fn assert_close(what: &str, observed: usize, trials: usize, p: f64) {
 /// marking it down gives the same table as deleting it. Returns the moved
 /// fraction.
 fn check_removal(weights: &[u32], gone: usize, keys: &[u64]) -> f64 {
-    let all: Vec<_> = weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| (addr(i), w))
-        .collect();
+    let all: Vec<_> = weights.iter().enumerate().map(|(i, &w)| (addr(i), w)).collect();
     let mut rest = all.clone();
     rest.remove(gone);
     let before = choices(&Router::build_all(&pool_config(&all)), keys);
     let after = choices(&Router::build_all(&pool_config(&rest)), keys);
-    let down = choices(
-        &Router::build(&pool_config(&all), |a| a != addr(gone)),
-        keys,
-    );
+    let down = choices(&Router::build(&pool_config(&all), |a| a != addr(gone)), keys);
     assert_eq!(after, down, "marking down must equal removing");
 
     let total: u32 = weights.iter().sum();
@@ -110,12 +91,7 @@ fn check_removal(weights: &[u32], gone: usize, keys: &[u64]) -> f64 {
     for (i, &w) in weights.iter().enumerate().filter(|&(i, _)| i != gone) {
         let got = moved_to.get(&addr(i)).copied().unwrap_or(0);
         assert!(got > 0, "backend {i} got none of the moved keys");
-        assert_close(
-            &format!("moved keys to backend {i}"),
-            got,
-            moved,
-            f64::from(w) / f64::from(rest_total),
-        );
+        assert_close(&format!("moved keys to backend {i}"), got, moved, f64::from(w) / f64::from(rest_total));
     }
     moved as f64 / keys.len() as f64
 }
@@ -160,11 +136,7 @@ fn weights_1_2_3_give_shares_1_2_3_sixths() {
     for (i, want) in [1.0 / 6.0, 2.0 / 6.0, 3.0 / 6.0].into_iter().enumerate() {
         let got = c[&addr(i)] as f64 / KEYS as f64;
         eprintln!("hrw weight {}: share {got:.4}, want {want:.4}", i + 1);
-        assert!(
-            (got - want).abs() < 0.03 * want,
-            "weight {}: {got} vs {want}",
-            i + 1
-        );
+        assert!((got - want).abs() < 0.03 * want, "weight {}: {got} vs {want}", i + 1);
     }
 }
 
@@ -176,12 +148,7 @@ fn equal_weights_split_evenly() {
         let c = counts(&choices(&Router::build_all(&cfg), &keys));
         assert_eq!(c.len(), n);
         for i in 0..n {
-            assert_close(
-                &format!("{n} backends, #{i}"),
-                c[&addr(i)],
-                KEYS,
-                1.0 / n as f64,
-            );
+            assert_close(&format!("{n} backends, #{i}"), c[&addr(i)], KEYS, 1.0 / n as f64);
         }
     }
 }
@@ -195,10 +162,7 @@ fn independent_routers_and_backend_order_agree() {
     assert_eq!(a, b);
     let mut reversed = backends.clone();
     reversed.reverse();
-    assert_eq!(
-        a,
-        choices(&Router::build_all(&pool_config(&reversed)), &keys)
-    );
+    assert_eq!(a, choices(&Router::build_all(&pool_config(&reversed)), &keys));
 }
 
 /// Pinned choices: every sip-lb process, build and release must map these
@@ -225,11 +189,7 @@ fn choices_are_pinned_across_releases() {
     assert_eq!(got, PINNED);
 }
 
-const PINNED: [&str; 3] = [
-    "420103000100432433444142",
-    "420144204141432433444142",
-    "420105000100452453544152",
-];
+const PINNED: [&str; 3] = ["420103000100432433444142", "420144204141432433444142", "420105000100452453544152"];
 
 #[test]
 fn methods_route_to_pools() {
@@ -253,19 +213,11 @@ fn methods_route_to_pools() {
         assert!(regs.contains(&reg));
         let inv = r.choose(b"INVITE", h).unwrap();
         assert_eq!(inv.ip().to_string().rsplit_once('.').unwrap().0, "10.0.1");
-        assert_eq!(
-            r.choose(b"BYE", h),
-            Some(inv),
-            "a dialog's requests stay together"
-        );
+        assert_eq!(r.choose(b"BYE", h), Some(inv), "a dialog's requests stay together");
     }
     assert_eq!(r.pool_for(b"REGISTER").unwrap().name(), "registrars");
     assert_eq!(r.pool_for(b"OPTIONS").unwrap().name(), "proxies");
-    let names: Vec<_> = r
-        .pools()
-        .iter()
-        .map(|p| (p.name(), p.backends().len(), p.is_default()))
-        .collect();
+    let names: Vec<_> = r.pools().iter().map(|p| (p.name(), p.backends().len(), p.is_default())).collect();
     assert_eq!(names, [("registrars", 2, false), ("proxies", 3, true)]);
 
     // Without a registrar pool REGISTER goes to the default pool.
@@ -278,14 +230,8 @@ fn methods_route_to_pools() {
     )
     .unwrap();
     let r = Router::build_all(&cfg);
-    assert_eq!(
-        r.choose(b"REGISTER", 9),
-        Some("10.0.1.1:5060".parse().unwrap())
-    );
-    assert_eq!(
-        r.choose(b"INVITE", 9),
-        Some("10.0.1.1:5060".parse().unwrap())
-    );
+    assert_eq!(r.choose(b"REGISTER", 9), Some("10.0.1.1:5060".parse().unwrap()));
+    assert_eq!(r.choose(b"INVITE", 9), Some("10.0.1.1:5060".parse().unwrap()));
 }
 
 /// CANCEL, ACK and the in-dialog methods reach the backend that has the
@@ -314,14 +260,7 @@ fn cancel_ack_and_dialog_methods_follow_invites_pool() {
         for m in sip_lb::config::FOLLOW_INVITE {
             assert_eq!(r.choose(m.as_bytes(), h), Some(inv), "{m} follows INVITE");
         }
-        for m in [
-            "OPTIONS",
-            "REGISTER",
-            "MESSAGE",
-            "REFER",
-            "NOTIFY",
-            "SUBSCRIBE",
-        ] {
+        for m in ["OPTIONS", "REGISTER", "MESSAGE", "REFER", "NOTIFY", "SUBSCRIBE"] {
             assert!(rest.contains(&r.choose(m.as_bytes(), h).unwrap()), "{m}");
         }
     }
@@ -338,12 +277,8 @@ fn cancel_ack_and_dialog_methods_follow_invites_pool() {
 fn distinct_addrs(max: usize) -> impl Strategy<Value = Vec<(SocketAddr, u32)>> {
     prop::collection::btree_set((any::<[u8; 4]>(), 1024u16..65535), 2..=max).prop_flat_map(|set| {
         let n = set.len();
-        let addrs: Vec<SocketAddr> = set
-            .into_iter()
-            .map(|(ip, port)| SocketAddr::from((ip, port)))
-            .collect();
-        prop::collection::vec(1u32..=5, n)
-            .prop_map(move |w| addrs.iter().copied().zip(w).collect::<Vec<_>>())
+        let addrs: Vec<SocketAddr> = set.into_iter().map(|(ip, port)| SocketAddr::from((ip, port))).collect();
+        prop::collection::vec(1u32..=5, n).prop_map(move |w| addrs.iter().copied().zip(w).collect::<Vec<_>>())
     })
 }
 

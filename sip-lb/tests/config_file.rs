@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use clap::Parser;
 use sip_lb::balance::Router;
 use sip_lb::config::{
-    Alias, BackendConfig, Config, ConfigError, Listen, RunArgs, SecurityConfig, SipConfig,
-    FOLLOW_INVITE,
+    Alias, BackendConfig, Config, ConfigError, Listen, RunArgs, SecurityConfig, SipConfig, FOLLOW_INVITE,
 };
 
 const EXAMPLE: &str = include_str!("../../examples/sip-lb.toml");
@@ -44,10 +43,7 @@ fn addrs(c: &Config) -> Vec<SocketAddr> {
 
 /// A listen address advertising itself.
 fn itself(s: &str) -> Listen {
-    Listen {
-        addr: sa(s),
-        advertise: sa(s),
-    }
+    Listen { addr: sa(s), advertise: sa(s) }
 }
 
 #[test]
@@ -65,14 +61,8 @@ fn example_file_round_trips_into_router_choices() {
     assert_eq!(
         c.pools[0].backends,
         [
-            BackendConfig {
-                addr: sa("10.0.0.1:5060"),
-                weight: 2
-            },
-            BackendConfig {
-                addr: sa("10.0.0.2:5060"),
-                weight: 1
-            }
+            BackendConfig { addr: sa("10.0.0.1:5060"), weight: 2 },
+            BackendConfig { addr: sa("10.0.0.2:5060"), weight: 1 }
         ]
     );
     assert_eq!(c.pools[0].methods, ["REGISTER"]);
@@ -91,10 +81,7 @@ fn example_file_round_trips_into_router_choices() {
         assert!(c.pools[1].backends.iter().any(|b| b.addr == inv));
     }
     // weight 2 : 1
-    assert!(
-        (regs[0] as f64 / 30_000.0 - 2.0 / 3.0).abs() < 0.02,
-        "{regs:?}"
-    );
+    assert!((regs[0] as f64 / 30_000.0 - 2.0 / 3.0).abs() < 0.02, "{regs:?}");
 }
 
 #[test]
@@ -107,21 +94,14 @@ fn defaults() {
     assert!(c.pools[0].default, "a pool without methods is the default");
     assert_eq!(c.pools[0].backends[0].weight, 1);
 
-    let c =
-        Config::from_toml_str(&format!("listen = [\"10.1.1.1\", \"[::1]:5070\"]\n{POOL}")).unwrap();
+    let c = Config::from_toml_str(&format!("listen = [\"10.1.1.1\", \"[::1]:5070\"]\n{POOL}")).unwrap();
     assert_eq!(c.listen, [itself("10.1.1.1:5060"), itself("[::1]:5070")]);
     assert_eq!(c.listen[0].advertise, sa("10.1.1.1:5060"));
 }
 
 #[test]
 fn syntax_error_names_line_and_column() {
-    assert_err(
-        "workers = 2\nlisten = [\"127.0.0.1:5060\"\n",
-        Some(3),
-        None,
-        "",
-        "",
-    );
+    assert_err("workers = 2\nlisten = [\"127.0.0.1:5060\"\n", Some(3), None, "", "");
     let e = err("workers = 2\n[[pool]\n");
     assert_eq!(e.line(), Some(2), "{e}");
 }
@@ -129,27 +109,9 @@ fn syntax_error_names_line_and_column() {
 #[test]
 fn type_errors_name_the_field() {
     // After a [[pool]] header, `workers` is a key of the pool table.
-    assert_err(
-        &format!("{POOL}\nworkers = 2"),
-        Some(5),
-        Some(1),
-        "pool \"p\": workers",
-        "unknown field `workers`",
-    );
-    assert_err(
-        &format!("workers = \"two\"\n{POOL}"),
-        Some(1),
-        Some(11),
-        "workers",
-        "invalid type",
-    );
-    assert_err(
-        &format!("workers = -1\n{POOL}"),
-        Some(1),
-        Some(11),
-        "workers",
-        "",
-    );
+    assert_err(&format!("{POOL}\nworkers = 2"), Some(5), Some(1), "pool \"p\": workers", "unknown field `workers`");
+    assert_err(&format!("workers = \"two\"\n{POOL}"), Some(1), Some(11), "workers", "invalid type");
+    assert_err(&format!("workers = -1\n{POOL}"), Some(1), Some(11), "workers", "");
     assert_err(
         "[[pool]]\nname = \"p\"\nbackends = [{ addr = \"10.0.0.1:5060\", weight = -2 }]\n",
         Some(3),
@@ -157,13 +119,7 @@ fn type_errors_name_the_field() {
         "pool \"p\": weight",
         "",
     );
-    assert_err(
-        "[[pool]]\nname = \"p\"\nbackends = [5060]\n",
-        Some(3),
-        Some(13),
-        "pool \"p\": backends",
-        "backend",
-    );
+    assert_err("[[pool]]\nname = \"p\"\nbackends = [5060]\n", Some(3), Some(13), "pool \"p\": backends", "backend");
     assert_err(
         "[[pool]]\nname = \"p\"\nmethods = \"INVITE\"\nbackends = [\"10.0.0.1\"]\n",
         Some(3),
@@ -196,13 +152,7 @@ fn unknown_keys_are_errors() {
         "pool \"p\": backends",
         "unknown field `wieght`",
     );
-    assert_err(
-        &format!("{POOL}[health]\ninterval = 5\n"),
-        Some(5),
-        Some(1),
-        "health.interval",
-        "unknown field",
-    );
+    assert_err(&format!("{POOL}[health]\ninterval = 5\n"), Some(5), Some(1), "health.interval", "unknown field");
 }
 
 #[test]
@@ -235,13 +185,7 @@ fn bad_addresses_name_pool_and_backend() {
         "advertise",
         "invalid socket address",
     );
-    assert_err(
-        &format!("metrics = \"1.2.3.4\"\n{POOL}"),
-        Some(1),
-        Some(11),
-        "metrics",
-        "expected ip:port",
-    );
+    assert_err(&format!("metrics = \"1.2.3.4\"\n{POOL}"), Some(1), Some(11), "metrics", "expected ip:port");
     assert_err(
         "[[pool]]\nname = \"p\"\nbackends = [\"10.0.0.1:0\"]\n",
         Some(3),
@@ -254,13 +198,7 @@ fn bad_addresses_name_pool_and_backend() {
 #[test]
 fn pool_semantics() {
     // Duplicate names: the second name.
-    assert_err(
-        &format!("{POOL}{POOL}"),
-        Some(5),
-        Some(8),
-        "pool \"p\": name",
-        "used twice",
-    );
+    assert_err(&format!("{POOL}{POOL}"), Some(5), Some(8), "pool \"p\": name", "used twice");
     // A method in two pools: the second listing.
     assert_err(
         "[[pool]]\nname = \"a\"\nmethods = [\"REGISTER\"]\nbackends = [\"10.0.0.1\"]\n\
@@ -329,45 +267,15 @@ fn pool_semantics() {
         "receives no requests",
     );
     // Missing name.
-    assert_err(
-        "[[pool]]\nbackends = [\"10.0.0.1\"]\n",
-        Some(1),
-        None,
-        "",
-        "missing field `name`",
-    );
+    assert_err("[[pool]]\nbackends = [\"10.0.0.1\"]\n", Some(1), None, "", "missing field `name`");
 }
 
 #[test]
 fn scalar_semantics() {
-    assert_err(
-        &format!("workers = 0\n{POOL}"),
-        Some(1),
-        Some(11),
-        "workers",
-        "at least 1",
-    );
-    assert_err(
-        &format!("listen = [\"0.0.0.0:5060\"]\n{POOL}"),
-        Some(1),
-        Some(11),
-        "listen",
-        "set `advertise`",
-    );
-    assert_err(
-        &format!("listen = [\"[::]:5060\"]\n{POOL}"),
-        Some(1),
-        Some(11),
-        "listen",
-        "wildcard",
-    );
-    assert_err(
-        &format!("advertise = \"0.0.0.0\"\n{POOL}"),
-        Some(1),
-        Some(13),
-        "advertise",
-        "wildcard",
-    );
+    assert_err(&format!("workers = 0\n{POOL}"), Some(1), Some(11), "workers", "at least 1");
+    assert_err(&format!("listen = [\"0.0.0.0:5060\"]\n{POOL}"), Some(1), Some(11), "listen", "set `advertise`");
+    assert_err(&format!("listen = [\"[::]:5060\"]\n{POOL}"), Some(1), Some(11), "listen", "wildcard");
+    assert_err(&format!("advertise = \"0.0.0.0\"\n{POOL}"), Some(1), Some(13), "advertise", "wildcard");
     assert_err(
         &format!("listen = [\"10.0.0.9\", \"10.0.0.9:5060\"]\n{POOL}"),
         Some(1),
@@ -375,17 +283,8 @@ fn scalar_semantics() {
         "listen",
         "listed twice",
     );
-    assert_err(
-        &format!("{POOL}[health]\ntimeout_ms = 0\n"),
-        Some(5),
-        Some(14),
-        "health.timeout_ms",
-        "at least 1",
-    );
-    let c = Config::from_toml_str(&format!(
-        "listen = [\"0.0.0.0:5060\"]\nadvertise = \"192.0.2.7\"\n{POOL}"
-    ))
-    .unwrap();
+    assert_err(&format!("{POOL}[health]\ntimeout_ms = 0\n"), Some(5), Some(14), "health.timeout_ms", "at least 1");
+    let c = Config::from_toml_str(&format!("listen = [\"0.0.0.0:5060\"]\nadvertise = \"192.0.2.7\"\n{POOL}")).unwrap();
     assert_eq!(c.listen[0].advertise, sa("192.0.2.7:5060"));
 }
 
@@ -401,16 +300,8 @@ fn args(argv: &[&str]) -> Result<RunArgs, clap::Error> {
 
 #[test]
 fn flags_alone() {
-    let flags = [
-        "--backend",
-        "10.0.1.1",
-        "--backend",
-        "10.0.1.2:5070",
-        "--registrar",
-        "[2001:db8::1]",
-        "--workers",
-        "3",
-    ];
+    let flags =
+        ["--backend", "10.0.1.1", "--backend", "10.0.1.2:5070", "--registrar", "[2001:db8::1]", "--workers", "3"];
     // The default listen address is IPv4: nothing could reach the registrar.
     let e = Config::load(&args(&flags).unwrap()).unwrap_err();
     assert_eq!(
@@ -422,11 +313,7 @@ fn flags_alone() {
     let c = Config::load(&a).unwrap();
     assert_eq!(c.workers, 3);
     assert_eq!(c.listen, [itself("127.0.0.1:5060"), itself("[::1]:5060")]);
-    let names: Vec<_> = c
-        .pools
-        .iter()
-        .map(|p| (p.name.as_str(), p.default, p.backends.len()))
-        .collect();
+    let names: Vec<_> = c.pools.iter().map(|p| (p.name.as_str(), p.default, p.backends.len())).collect();
     assert_eq!(names, [("default", true, 2), ("registrars", false, 1)]);
     let r = Router::build_all(&c);
     assert_eq!(r.choose(b"REGISTER", 1), Some(sa("[2001:db8::1]:5060")));
@@ -435,10 +322,7 @@ fn flags_alone() {
     // Without --registrar, REGISTER goes to the default pool.
     let c = Config::load(&args(&["--backend", "10.0.1.1"]).unwrap()).unwrap();
     assert_eq!(c.listen, [itself("127.0.0.1:5060")]);
-    assert_eq!(
-        Router::build_all(&c).choose(b"REGISTER", 5),
-        Some(sa("10.0.1.1:5060"))
-    );
+    assert_eq!(Router::build_all(&c).choose(b"REGISTER", 5), Some(sa("10.0.1.1:5060")));
 }
 
 #[test]
@@ -453,19 +337,14 @@ fn bad_flags_name_the_flag() {
         let e = args(&[flag, bad]).unwrap_err().to_string();
         assert!(e.contains(flag) && e.contains(bad), "{e}");
     }
-    assert!(args(&["--workers", "two"])
-        .unwrap_err()
-        .to_string()
-        .contains("--workers"));
+    assert!(args(&["--workers", "two"]).unwrap_err().to_string().contains("--workers"));
 
     let e = Config::load(&args(&["--workers", "0", "--backend", "10.0.0.1"]).unwrap()).unwrap_err();
     assert_eq!(e.to_string(), "--workers: must be at least 1");
-    let e = Config::load(&args(&["--listen", "0.0.0.0", "--backend", "10.0.0.1"]).unwrap())
-        .unwrap_err();
+    let e = Config::load(&args(&["--listen", "0.0.0.0", "--backend", "10.0.0.1"]).unwrap()).unwrap_err();
     assert_eq!(e.field(), "--listen");
     assert!(e.message().contains("--advertise"), "{e}");
-    let e = Config::load(&args(&["--backend", "10.0.0.1", "--backend", "10.0.0.1:5060"]).unwrap())
-        .unwrap_err();
+    let e = Config::load(&args(&["--backend", "10.0.0.1", "--backend", "10.0.0.1:5060"]).unwrap()).unwrap_err();
     assert_eq!(e.field(), "--backend", "{e}");
     let e = Config::load(&RunArgs::default()).unwrap_err();
     assert!(e.message().contains("--backend"), "{e}");
@@ -495,22 +374,12 @@ fn file_then_flags() {
     // --listen replaces the file's list, IPv6 entry included: the example's
     // IPv6 backend would be unreachable.
     let f = TempFile::new("v6", EXAMPLE);
-    let e = Config::load(&args(&["--config", f.arg(), "--listen", "192.0.2.1:5080"]).unwrap())
-        .unwrap_err();
-    let line = 1 + EXAMPLE[..EXAMPLE.find("\"[2001:db8::10]:5060\"").unwrap()]
-        .matches('\n')
-        .count();
+    let e = Config::load(&args(&["--config", f.arg(), "--listen", "192.0.2.1:5080"]).unwrap()).unwrap_err();
+    let line = 1 + EXAMPLE[..EXAMPLE.find("\"[2001:db8::10]:5060\"").unwrap()].matches('\n').count();
     assert_eq!(e.file(), Some(f.arg()));
     assert_eq!(e.line(), Some(line), "{e}");
-    assert_eq!(
-        e.field(),
-        "pool \"proxies\": backend \"[2001:db8::10]:5060\""
-    );
-    assert!(
-        e.message()
-            .contains("an IPv6 backend needs an IPv6 listen address"),
-        "{e}"
-    );
+    assert_eq!(e.field(), "pool \"proxies\": backend \"[2001:db8::10]:5060\"");
+    assert!(e.message().contains("an IPv6 backend needs an IPv6 listen address"), "{e}");
 
     let f = TempFile::new("ok", &EXAMPLE.replace(", \"[2001:db8::10]:5060\"", ""));
     let a = args(&[
@@ -533,25 +402,13 @@ fn file_then_flags() {
     ])
     .unwrap();
     let c = Config::load(&a).unwrap();
-    assert_eq!(
-        c.listen,
-        [Listen {
-            addr: sa("0.0.0.0:5080"),
-            advertise: sa("192.0.2.1:5080")
-        }]
-    );
+    assert_eq!(c.listen, [Listen { addr: sa("0.0.0.0:5080"), advertise: sa("192.0.2.1:5080") }]);
     assert_eq!(c.workers, 4);
     assert_eq!(c.iface.as_deref(), Some("eth1"));
     assert_eq!(c.metrics, Some(sa("127.0.0.1:9100")));
     assert_eq!(c.pools.len(), 2, "flags add to the file's pools");
-    assert_eq!(
-        c.pools[0].backends.last().unwrap().addr,
-        sa("10.0.0.9:5060")
-    );
-    assert_eq!(
-        c.pools[1].backends.last().unwrap().addr,
-        sa("10.0.1.9:5060")
-    );
+    assert_eq!(c.pools[0].backends.last().unwrap().addr, sa("10.0.0.9:5060"));
+    assert_eq!(c.pools[1].backends.last().unwrap().addr, sa("10.0.1.9:5060"));
     assert_eq!(c.pools[1].backends.len(), 3);
 
     // Flags can complete a file that alone would be invalid.
@@ -562,10 +419,8 @@ fn file_then_flags() {
 
 #[test]
 fn file_errors_name_the_file() {
-    let f = TempFile::new(
-        "bad",
-        "workers = 1\n[[pool]]\nname = \"p\"\nbackends = [{ addr = \"10.0.0.1\", weight = 0 }]\n",
-    );
+    let f =
+        TempFile::new("bad", "workers = 1\n[[pool]]\nname = \"p\"\nbackends = [{ addr = \"10.0.0.1\", weight = 0 }]\n");
     let e = Config::load(&args(&["--config", f.arg()]).unwrap()).unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -592,34 +447,17 @@ fn listen_forms() {
         c.listen,
         [
             itself("10.0.0.1:5060"),
-            Listen {
-                addr: sa("0.0.0.0:5080"),
-                advertise: sa("192.0.2.7:5080")
-            },
+            Listen { addr: sa("0.0.0.0:5080"), advertise: sa("192.0.2.7:5080") },
             itself("[::1]:5060"),
         ]
     );
     // One listen address: the top-level advertise is its advertise.
-    let c = Config::from_toml_str(&format!(
-        "listen = [{{ addr = \"0.0.0.0\" }}]\nadvertise = \"192.0.2.7\"\n{POOL}"
-    ))
-    .unwrap();
-    assert_eq!(
-        c.listen,
-        [Listen {
-            addr: sa("0.0.0.0:5060"),
-            advertise: sa("192.0.2.7:5060")
-        }]
-    );
+    let c = Config::from_toml_str(&format!("listen = [{{ addr = \"0.0.0.0\" }}]\nadvertise = \"192.0.2.7\"\n{POOL}"))
+        .unwrap();
+    assert_eq!(c.listen, [Listen { addr: sa("0.0.0.0:5060"), advertise: sa("192.0.2.7:5060") }]);
     // ... also for the default listen address.
     let c = Config::from_toml_str(&format!("advertise = \"192.0.2.7:5090\"\n{POOL}")).unwrap();
-    assert_eq!(
-        c.listen,
-        [Listen {
-            addr: Config::DEFAULT_LISTEN,
-            advertise: sa("192.0.2.7:5090")
-        }]
-    );
+    assert_eq!(c.listen, [Listen { addr: Config::DEFAULT_LISTEN, advertise: sa("192.0.2.7:5090") }]);
     // Advertising another family's address is the operator's business.
     let c = Config::from_toml_str(&format!(
         "listen = [{{ addr = \"10.0.0.1\", advertise = \"[2001:db8::1]:5060\" }}]\n{POOL}"
@@ -647,13 +485,7 @@ fn listen_errors_name_the_entry() {
         "0.0.0.0:5080 is a wildcard address, so it cannot be advertised in Via/Record-Route; \
          write it as { addr = \"0.0.0.0:5080\", advertise = \"ip:port\" }",
     );
-    assert_err(
-        &format!("listen = [\"10.0.0.1:0\"]\n{POOL}"),
-        Some(1),
-        Some(11),
-        "listen",
-        "port 0",
-    );
+    assert_err(&format!("listen = [\"10.0.0.1:0\"]\n{POOL}"), Some(1), Some(11), "listen", "port 0");
     // What a listen entry advertises: not a wildcard, not port 0.
     assert_err(
         &format!("listen = [{{ addr = \"0.0.0.0\", advertise = \"[::]:5060\" }}]\n{POOL}"),
@@ -678,9 +510,7 @@ fn listen_errors_name_the_entry() {
     );
     // The same address twice, in either form.
     assert_err(
-        &format!(
-            "listen = [\"10.0.0.1\", {{ addr = \"10.0.0.1:5060\", advertise = \"192.0.2.1\" }}]\n{POOL}"
-        ),
+        &format!("listen = [\"10.0.0.1\", {{ addr = \"10.0.0.1:5060\", advertise = \"192.0.2.1\" }}]\n{POOL}"),
         Some(1),
         Some(32),
         "listen",
@@ -688,9 +518,7 @@ fn listen_errors_name_the_entry() {
     );
     // The same advertised address twice: replies could not be told apart.
     assert_err(
-        &format!(
-            "listen = [{{ addr = \"0.0.0.0\", advertise = \"192.0.2.7\" }}, \"192.0.2.7:5060\"]\n{POOL}"
-        ),
+        &format!("listen = [{{ addr = \"0.0.0.0\", advertise = \"192.0.2.7\" }}, \"192.0.2.7:5060\"]\n{POOL}"),
         Some(1),
         Some(58),
         "listen",
@@ -707,23 +535,17 @@ fn listen_errors_name_the_entry() {
     );
     // Both a top-level and an own advertise for the one address.
     assert_err(
-        &format!(
-            "listen = [{{ addr = \"0.0.0.0\", advertise = \"192.0.2.1\" }}]\nadvertise = \"192.0.2.2\"\n{POOL}"
-        ),
+        &format!("listen = [{{ addr = \"0.0.0.0\", advertise = \"192.0.2.1\" }}]\nadvertise = \"192.0.2.2\"\n{POOL}"),
         Some(2),
         Some(13),
         "advertise",
         "listen \"0.0.0.0:5060\" already sets its advertise",
     );
     // The table form knows its keys.
-    let e = err(&format!(
-        "listen = [{{ addr = \"10.0.0.1\", advertize = \"192.0.2.1\" }}]\n{POOL}"
-    ));
+    let e = err(&format!("listen = [{{ addr = \"10.0.0.1\", advertize = \"192.0.2.1\" }}]\n{POOL}"));
     assert_eq!(e.line(), Some(1), "{e}");
     assert!(e.message().contains("unknown field `advertize`"), "{e}");
-    let e = err(&format!(
-        "listen = [{{ advertise = \"192.0.2.1\" }}]\n{POOL}"
-    ));
+    let e = err(&format!("listen = [{{ advertise = \"192.0.2.1\" }}]\n{POOL}"));
     assert_eq!(e.line(), Some(1), "{e}");
     assert!(e.message().contains("missing field `addr`"), "{e}");
 }
@@ -731,81 +553,34 @@ fn listen_errors_name_the_entry() {
 #[test]
 fn advertise_flag_and_several_listen_addresses() {
     let e = Config::load(
-        &args(&[
-            "--listen",
-            "10.0.0.1",
-            "--listen",
-            "10.0.0.2",
-            "--advertise",
-            "192.0.2.9",
-            "--backend",
-            "10.0.0.5",
-        ])
-        .unwrap(),
+        &args(&["--listen", "10.0.0.1", "--listen", "10.0.0.2", "--advertise", "192.0.2.9", "--backend", "10.0.0.5"])
+            .unwrap(),
     )
     .unwrap_err();
     assert_eq!(e.field(), "--advertise", "{e}");
     assert!(e.message().contains("give each its own"), "{e}");
 
-    let e = Config::load(
-        &args(&[
-            "--listen",
-            "0.0.0.0",
-            "--listen",
-            "10.0.0.1",
-            "--backend",
-            "10.0.0.5",
-        ])
-        .unwrap(),
-    )
-    .unwrap_err();
+    let e = Config::load(&args(&["--listen", "0.0.0.0", "--listen", "10.0.0.1", "--backend", "10.0.0.5"]).unwrap())
+        .unwrap_err();
     assert_eq!((e.field(), e.line()), ("--listen", None), "{e}");
     assert!(e.message().contains("wildcard"), "{e}");
 
-    let e = Config::load(&args(&["--advertise", "0.0.0.0:5060", "--backend", "10.0.0.5"]).unwrap())
-        .unwrap_err();
+    let e = Config::load(&args(&["--advertise", "0.0.0.0:5060", "--backend", "10.0.0.5"]).unwrap()).unwrap_err();
     assert_eq!(e.field(), "--advertise", "{e}");
     assert!(e.message().contains("wildcard"), "{e}");
 
     // The file's top-level advertise with several --listen addresses: the
     // error points at the file's line.
     let f = TempFile::new("topadv", &format!("advertise = \"192.0.2.9\"\n{POOL}"));
-    let e = Config::load(
-        &args(&[
-            "--config",
-            f.arg(),
-            "--listen",
-            "10.0.0.1",
-            "--listen",
-            "10.0.0.2",
-        ])
-        .unwrap(),
-    )
-    .unwrap_err();
-    assert!(
-        e.to_string().starts_with(&format!(
-            "{}:1:13: advertise: there are 2 listen addresses",
-            f.arg()
-        )),
-        "{e}"
-    );
+    let e = Config::load(&args(&["--config", f.arg(), "--listen", "10.0.0.1", "--listen", "10.0.0.2"]).unwrap())
+        .unwrap_err();
+    assert!(e.to_string().starts_with(&format!("{}:1:13: advertise: there are 2 listen addresses", f.arg())), "{e}");
     // With one --listen address it applies to that one.
-    let c =
-        Config::load(&args(&["--config", f.arg(), "--listen", "0.0.0.0:5070"]).unwrap()).unwrap();
-    assert_eq!(
-        c.listen,
-        [Listen {
-            addr: sa("0.0.0.0:5070"),
-            advertise: sa("192.0.2.9:5060")
-        }]
-    );
+    let c = Config::load(&args(&["--config", f.arg(), "--listen", "0.0.0.0:5070"]).unwrap()).unwrap();
+    assert_eq!(c.listen, [Listen { addr: sa("0.0.0.0:5070"), advertise: sa("192.0.2.9:5060") }]);
     // --advertise overrides the single entry's own advertise.
-    let f = TempFile::new(
-        "ownadv",
-        &format!("listen = [{{ addr = \"0.0.0.0\", advertise = \"192.0.2.1\" }}]\n{POOL}"),
-    );
-    let c =
-        Config::load(&args(&["--config", f.arg(), "--advertise", "192.0.2.2"]).unwrap()).unwrap();
+    let f = TempFile::new("ownadv", &format!("listen = [{{ addr = \"0.0.0.0\", advertise = \"192.0.2.1\" }}]\n{POOL}"));
+    let c = Config::load(&args(&["--config", f.arg(), "--advertise", "192.0.2.2"]).unwrap()).unwrap();
     assert_eq!(c.listen[0].advertise, sa("192.0.2.2:5060"));
 }
 
@@ -852,29 +627,28 @@ fn every_backend_family_needs_a_listen_address() {
     assert_eq!(c.pools[0].backends.len(), 2);
 }
 
-const INVITES: &str =
-    "[[pool]]\nname = \"invites\"\nmethods = [\"INVITE\"]\nbackends = [\"10.0.0.1\"]\n";
+const INVITES: &str = "[[pool]]\nname = \"invites\"\nmethods = [\"INVITE\"]\nbackends = [\"10.0.0.1\"]\n";
 const REST: &str = "[[pool]]\nname = \"rest\"\nbackends = [\"10.0.0.3\"]\n";
 
 #[test]
 fn follow_invite_methods_may_not_leave_invites_pool() {
     assert_err(
-        &format!("{INVITES}[[pool]]\nname = \"x\"\nmethods = [\"MESSAGE\", \"CANCEL\"]\nbackends = [\"10.0.0.2\"]\n{REST}"),
+        &format!(
+            "{INVITES}[[pool]]\nname = \"x\"\nmethods = [\"MESSAGE\", \"CANCEL\"]\nbackends = [\"10.0.0.2\"]\n{REST}"
+        ),
         Some(7),
         Some(23),
         "pool \"x\": methods",
         "CANCEL must reach the pool INVITE goes to (\"invites\"): ",
     );
     for m in FOLLOW_INVITE {
-        let e = err(&format!(
-            "{REST}{INVITES}[[pool]]\nname = \"x\"\nmethods = [\"{m}\"]\nbackends = [\"10.0.0.2\"]\n"
-        ));
+        let e =
+            err(&format!("{REST}{INVITES}[[pool]]\nname = \"x\"\nmethods = [\"{m}\"]\nbackends = [\"10.0.0.2\"]\n"));
         assert_eq!((e.line(), e.column()), (Some(10), Some(12)), "{e}");
         assert_eq!(e.field(), "pool \"x\": methods");
         assert!(
-            e.message().starts_with(&format!(
-                "{m} must reach the pool INVITE goes to (\"invites\")"
-            )) && e.message().contains("RFC 3261 §16.11"),
+            e.message().starts_with(&format!("{m} must reach the pool INVITE goes to (\"invites\")"))
+                && e.message().contains("RFC 3261 §16.11"),
             "{e}"
         );
     }
@@ -888,7 +662,9 @@ fn follow_invite_methods_may_not_leave_invites_pool() {
     );
     // A default pool listing a follower while INVITE has its own pool.
     assert_err(
-        &format!("{INVITES}[[pool]]\nname = \"rest\"\nmethods = [\"ACK\"]\ndefault = true\nbackends = [\"10.0.0.3\"]\n"),
+        &format!(
+            "{INVITES}[[pool]]\nname = \"rest\"\nmethods = [\"ACK\"]\ndefault = true\nbackends = [\"10.0.0.3\"]\n"
+        ),
         Some(7),
         Some(12),
         "pool \"rest\": methods",
@@ -921,21 +697,13 @@ fn follow_invite_methods_may_not_leave_invites_pool() {
 
 #[test]
 fn sip_section() {
-    assert_eq!(
-        Config::from_toml_str(&format!("{POOL}[sip]\n"))
-            .unwrap()
-            .sip,
-        SipConfig::default()
-    );
+    assert_eq!(Config::from_toml_str(&format!("{POOL}[sip]\n")).unwrap().sip, SipConfig::default());
     let c = Config::from_toml_str(&format!(
         "{POOL}[sip]\naliases = [\"LB.Example.net\", \"198.51.100.7:5060\", \"[2001:DB8::7]\", \"lb.example.net:5061\"]\n\
          schemes = [\"SIP\", \"sips\", \"tel\"]\nproxy_require = [\"sec-agree\", \"Foo.bar\"]\n"
     ))
     .unwrap();
-    let alias = |host: &str, port| Alias {
-        host: host.into(),
-        port,
-    };
+    let alias = |host: &str, port| Alias { host: host.into(), port };
     assert_eq!(
         c.sip,
         SipConfig {
@@ -961,20 +729,8 @@ fn sip_errors_name_the_entry() {
         "sip.aliases",
         "\"lb_x.example\" is not a host alias",
     );
-    assert_err(
-        &sip("aliases = [\"2001:db8::7\"]"),
-        Some(5),
-        Some(12),
-        "sip.aliases",
-        "brackets",
-    );
-    assert_err(
-        &sip("aliases = [\"lb.example.net:0\"]"),
-        Some(5),
-        Some(12),
-        "sip.aliases",
-        "port",
-    );
+    assert_err(&sip("aliases = [\"2001:db8::7\"]"), Some(5), Some(12), "sip.aliases", "brackets");
+    assert_err(&sip("aliases = [\"lb.example.net:0\"]"), Some(5), Some(12), "sip.aliases", "port");
     assert_err(
         &sip("aliases = [\"lb.example.net\", \"LB.example.net.\"]"),
         Some(5),
@@ -982,82 +738,33 @@ fn sip_errors_name_the_entry() {
         "sip.aliases",
         "listed twice",
     );
-    assert_err(
-        &sip("schemes = []"),
-        Some(5),
-        Some(11),
-        "sip.schemes",
-        "at least one scheme",
-    );
-    assert_err(
-        &sip("schemes = [\"sip\", \"1x\"]"),
-        Some(5),
-        Some(19),
-        "sip.schemes",
-        "\"1x\" is not a URI scheme",
-    );
-    assert_err(
-        &sip("schemes = [\"sip\", \"SIP\"]"),
-        Some(5),
-        Some(19),
-        "sip.schemes",
-        "listed twice",
-    );
-    assert_err(
-        &sip("proxy_require = [\"sec agree\"]"),
-        Some(5),
-        Some(18),
-        "sip.proxy_require",
-        "not an option-tag",
-    );
-    assert_err(
-        &sip("alias = [\"lb\"]"),
-        Some(5),
-        Some(1),
-        "sip.alias",
-        "unknown field `alias`",
-    );
-    assert_err(
-        &sip("aliases = \"lb\""),
-        Some(5),
-        Some(11),
-        "sip.aliases",
-        "invalid type",
-    );
+    assert_err(&sip("schemes = []"), Some(5), Some(11), "sip.schemes", "at least one scheme");
+    assert_err(&sip("schemes = [\"sip\", \"1x\"]"), Some(5), Some(19), "sip.schemes", "\"1x\" is not a URI scheme");
+    assert_err(&sip("schemes = [\"sip\", \"SIP\"]"), Some(5), Some(19), "sip.schemes", "listed twice");
+    assert_err(&sip("proxy_require = [\"sec agree\"]"), Some(5), Some(18), "sip.proxy_require", "not an option-tag");
+    assert_err(&sip("alias = [\"lb\"]"), Some(5), Some(1), "sip.alias", "unknown field `alias`");
+    assert_err(&sip("aliases = \"lb\""), Some(5), Some(11), "sip.aliases", "invalid type");
 }
 
 const SECRET: &str = "0123456789abcdef";
 
 #[test]
 fn security_section() {
-    assert_eq!(
-        Config::from_toml_str(&format!("{POOL}[security]\n"))
-            .unwrap()
-            .security,
-        SecurityConfig::default()
-    );
+    assert_eq!(Config::from_toml_str(&format!("{POOL}[security]\n")).unwrap().security, SecurityConfig::default());
     let c = Config::from_toml_str(&format!(
         "{POOL}[security]\nsecret = \"{SECRET}\"\nprevious_secret = \"{SECRET}-old\"\n"
     ))
     .unwrap();
     assert_eq!(c.security.secret.as_deref(), Some(SECRET.as_bytes()));
-    assert_eq!(
-        c.security.previous.as_deref(),
-        Some(format!("{SECRET}-old").as_bytes())
-    );
+    assert_eq!(c.security.previous.as_deref(), Some(format!("{SECRET}-old").as_bytes()));
     // Debug output (logs, test failures) never shows the bytes.
     let shown = format!("{c:?}");
     assert!(!shown.contains(SECRET), "{shown}");
     assert!(
-        shown.contains(
-            "SecurityConfig { secret: Some(<redacted, 16 bytes>), previous: Some(<redacted, 20 bytes>) }"
-        ),
+        shown.contains("SecurityConfig { secret: Some(<redacted, 16 bytes>), previous: Some(<redacted, 20 bytes>) }"),
         "{shown}"
     );
-    assert_eq!(
-        format!("{:?}", SecurityConfig::default()),
-        "SecurityConfig { secret: None, previous: None }"
-    );
+    assert_eq!(format!("{:?}", SecurityConfig::default()), "SecurityConfig { secret: None, previous: None }");
 }
 
 #[test]
@@ -1073,10 +780,7 @@ fn secret_files_are_read_relative_to_the_config_file() {
     let old_path = dir.join("old.key");
     std::fs::write(
         &cfg,
-        format!(
-            "{POOL}[security]\nsecret_file = \"current.key\"\nprevious_secret_file = \"{}\"\n",
-            old_path.display()
-        ),
+        format!("{POOL}[security]\nsecret_file = \"current.key\"\nprevious_secret_file = \"{}\"\n", old_path.display()),
     )
     .unwrap();
     let load = || Config::load(&args(&["--config", cfg.to_str().unwrap()]).unwrap());
@@ -1085,31 +789,16 @@ fn secret_files_are_read_relative_to_the_config_file() {
     assert_eq!(c.security.secret.as_deref(), Some(SECRET.as_bytes()));
     assert_eq!(c.security.previous.as_deref(), Some(&old[..]));
     // An absolute path also works without a file to be relative to.
-    let c = Config::from_toml_str(&format!(
-        "{POOL}[security]\nsecret_file = \"{}\"\n",
-        old_path.display()
-    ))
-    .unwrap();
+    let c = Config::from_toml_str(&format!("{POOL}[security]\nsecret_file = \"{}\"\n", old_path.display())).unwrap();
     assert_eq!(c.security.secret.as_deref(), Some(&old[..]));
 
-    std::fs::write(
-        &cfg,
-        format!("{POOL}[security]\nsecret_file = \"short.key\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("{POOL}[security]\nsecret_file = \"short.key\"\n")).unwrap();
     let e = load().unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!(
-            "{}:5:15: security.secret_file: the secret is 8 bytes; it must be at least 16 bytes",
-            cfg.display()
-        )
+        format!("{}:5:15: security.secret_file: the secret is 8 bytes; it must be at least 16 bytes", cfg.display())
     );
-    std::fs::write(
-        &cfg,
-        format!("{POOL}[security]\nsecret_file = \"missing.key\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("{POOL}[security]\nsecret_file = \"missing.key\"\n")).unwrap();
     let e = load().unwrap_err();
     assert!(
         e.to_string().starts_with(&format!(
@@ -1134,10 +823,7 @@ impl Drop for TempDir {
 fn security_errors_name_the_line() {
     let sec = |body: &str| format!("{POOL}[security]\n{body}\n");
     let e = err(&sec("secret = \"short\""));
-    assert_eq!(
-        e.to_string(),
-        "5:10: security.secret: the secret is 5 bytes; it must be at least 16 bytes"
-    );
+    assert_eq!(e.to_string(), "5:10: security.secret: the secret is 5 bytes; it must be at least 16 bytes");
     assert_err(
         &sec(&format!("secret = \"{SECRET}\"\nsecret_file = \"/etc/x\"")),
         Some(6),
@@ -1152,13 +838,7 @@ fn security_errors_name_the_line() {
         "security.secret_file",
         "cannot read /nonexistent/sip-lb-secret",
     );
-    assert_err(
-        &sec("secret_file = \"\""),
-        Some(5),
-        Some(15),
-        "security.secret_file",
-        "must name a file",
-    );
+    assert_err(&sec("secret_file = \"\""), Some(5), Some(15), "security.secret_file", "must name a file");
     assert_err(
         &sec(&format!("previous_secret = \"{SECRET}\"")),
         Some(5),
@@ -1182,19 +862,11 @@ fn security_errors_name_the_line() {
         "at least 16 bytes",
     );
     assert_err(
-        &sec(&format!(
-            "secret = \"{SECRET}\"\nprevious_secret = \"{SECRET}\"\nprevious_secret_file = \"/x\""
-        )),
+        &sec(&format!("secret = \"{SECRET}\"\nprevious_secret = \"{SECRET}\"\nprevious_secret_file = \"/x\"")),
         Some(7),
         Some(24),
         "security.previous_secret_file",
         "not both",
     );
-    assert_err(
-        &sec("key = \"x\""),
-        Some(5),
-        Some(1),
-        "security.key",
-        "unknown field `key`",
-    );
+    assert_err(&sec("key = \"x\""), Some(5), Some(1), "security.key", "unknown field `key`");
 }

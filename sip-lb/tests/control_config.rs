@@ -16,22 +16,11 @@ fn health_defaults() {
     let c = Config::from_toml_str(POOL).unwrap();
     assert_eq!(c.health, HealthConfig::default());
     let h = c.health;
-    assert_eq!(
-        (h.interval_ms, h.timeout_ms, h.failures, h.successes),
-        (2000, 1000, 3, 2)
-    );
+    assert_eq!((h.interval_ms, h.timeout_ms, h.failures, h.successes), (2000, 1000, 3, 2));
     // No [health] section: no probing, every backend counts as healthy.
     assert!(!h.enabled);
-    let with_section = Config::from_toml_str(&format!("{POOL}[health]\n"))
-        .unwrap()
-        .health;
-    assert_eq!(
-        with_section,
-        HealthConfig {
-            enabled: true,
-            ..HealthConfig::default()
-        }
-    );
+    let with_section = Config::from_toml_str(&format!("{POOL}[health]\n")).unwrap().health;
+    assert_eq!(with_section, HealthConfig { enabled: true, ..HealthConfig::default() });
     assert!(h.alive.contains(200) && h.alive.contains(299));
     assert!(!h.alive.contains(404) && !h.alive.contains(503) && !h.alive.contains(100));
     assert_eq!(c.metrics, None);
@@ -45,23 +34,12 @@ fn health_section_parses() {
     ))
     .unwrap();
     let h = c.health;
-    assert_eq!(
-        (h.interval_ms, h.timeout_ms, h.failures, h.successes),
-        (200, 200, 2, 1)
-    );
+    assert_eq!((h.interval_ms, h.timeout_ms, h.failures, h.successes), (200, 200, 2, 1));
     assert!(!h.enabled);
     assert_eq!(h.alive, AliveCodes::class(4).with(200).with(501));
-    assert!(
-        h.alive.contains(404)
-            && h.alive.contains(200)
-            && !h.alive.contains(202)
-            && !h.alive.contains(503)
-    );
+    assert!(h.alive.contains(404) && h.alive.contains(200) && !h.alive.contains(202) && !h.alive.contains(503));
     assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().unwrap()));
-    assert_eq!(
-        format!("{:?}", AliveCodes::class(2).with(404)),
-        "[\"2xx\", 404]"
-    );
+    assert_eq!(format!("{:?}", AliveCodes::class(2).with(404)), "[\"2xx\", 404]");
 }
 
 #[test]
@@ -81,14 +59,9 @@ fn health_errors_point_at_the_line() {
     let e = err(&format!("{POOL}[health]\nsuccesses = 0\n"));
     assert_eq!((e.line(), e.field()), (Some(5), "health.successes"), "{e}");
 
-    let e = err(&format!(
-        "{POOL}[health]\ninterval_ms = 100\ntimeout_ms = 500\n"
-    ));
+    let e = err(&format!("{POOL}[health]\ninterval_ms = 100\ntimeout_ms = 500\n"));
     assert_eq!((e.line(), e.field()), (Some(6), "health.timeout_ms"), "{e}");
-    assert!(
-        e.message().contains("longer than health.interval_ms"),
-        "{e}"
-    );
+    assert!(e.message().contains("longer than health.interval_ms"), "{e}");
 
     let e = err(&format!("{POOL}[health]\nalive = [200]\n"));
     assert!(e.message().contains("unknown field"), "{e}");

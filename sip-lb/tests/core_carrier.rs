@@ -210,13 +210,29 @@ CSeq: 1 OPTIONS"
     };
     for (via, src, want) in [
         // sent-by equals the source, received names another host.
-        ("SIP/2.0/UDP 198.51.100.7;received=127.0.0.3;branch=z9hG4bKa", CLIENT, "SIP/2.0/UDP 198.51.100.7;received=198.51.100.7;branch=z9hG4bKa"),
+        (
+            "SIP/2.0/UDP 198.51.100.7;received=127.0.0.3;branch=z9hG4bKa",
+            CLIENT,
+            "SIP/2.0/UDP 198.51.100.7;received=198.51.100.7;branch=z9hG4bKa",
+        ),
         // A port chosen by the client.
-        ("SIP/2.0/UDP 198.51.100.7;rport=4444;branch=z9hG4bKb", "198.51.100.7:6000", "SIP/2.0/UDP 198.51.100.7;rport=6000;branch=z9hG4bKb;received=198.51.100.7"),
+        (
+            "SIP/2.0/UDP 198.51.100.7;rport=4444;branch=z9hG4bKb",
+            "198.51.100.7:6000",
+            "SIP/2.0/UDP 198.51.100.7;rport=6000;branch=z9hG4bKb;received=198.51.100.7",
+        ),
         // Two received params: one left, with the source.
-        ("SIP/2.0/UDP h.example.org;received=10.0.0.9;branch=z9hG4bKc;received=127.0.0.1", CLIENT, "SIP/2.0/UDP h.example.org;received=198.51.100.7;branch=z9hG4bKc"),
+        (
+            "SIP/2.0/UDP h.example.org;received=10.0.0.9;branch=z9hG4bKc;received=127.0.0.1",
+            CLIENT,
+            "SIP/2.0/UDP h.example.org;received=198.51.100.7;branch=z9hG4bKc",
+        ),
         // rport= with an empty value is a plain rport (9.8).
-        ("SIP/2.0/UDP 10.1.1.1:4540;rport=;branch=z9hG4bKd", "198.51.100.7:9988", "SIP/2.0/UDP 10.1.1.1:4540;rport=9988;branch=z9hG4bKd;received=198.51.100.7"),
+        (
+            "SIP/2.0/UDP 10.1.1.1:4540;rport=;branch=z9hG4bKd",
+            "198.51.100.7:9988",
+            "SIP/2.0/UDP 10.1.1.1:4540;rport=9988;branch=z9hG4bKd;received=198.51.100.7",
+        ),
     ] {
         let (a, out) = run(&proxy(), &msg(via), src, 0);
         forwarded(a);

@@ -4,10 +4,10 @@
 mod support;
 
 use sip_lb::proxy::{Action, Chooser, DropReason, Forwarded, Identity, Listener, Policy, Proxy, ReplyCode};
-use support::{keys, sip, signed_branch, text, uas_response};
 use sip_lb_common::call_id_hash;
 use std::cell::Cell;
 use std::net::SocketAddr;
+use support::{keys, signed_branch, sip, text, uas_response};
 
 const BACKEND: &str = "10.0.0.100:5060";
 
@@ -31,7 +31,10 @@ fn backend() -> Fixed {
 /// Bound to 10.0.0.1:5060, advertising 192.0.2.10:5060.
 fn identity() -> Identity {
     Identity {
-        listeners: vec![Listener { local: "10.0.0.1:5060".parse().unwrap(), advertise: "192.0.2.10:5060".parse().unwrap() }],
+        listeners: vec![Listener {
+            local: "10.0.0.1:5060".parse().unwrap(),
+            advertise: "192.0.2.10:5060".parse().unwrap(),
+        }],
         aliases: Vec::new(),
     }
 }
@@ -244,7 +247,13 @@ fn max_forwards_decremented_or_added() {
 
 #[test]
 fn bad_max_forwards_is_400() {
-    for bad in ["Max-Forwards: abc", "Max-Forwards: 256", "Max-Forwards: -1", "Max-Forwards: 70\r\nMax-Forwards: 70", "Max-Forwards:"] {
+    for bad in [
+        "Max-Forwards: abc",
+        "Max-Forwards: 256",
+        "Max-Forwards: -1",
+        "Max-Forwards: 70\r\nMax-Forwards: 70",
+        "Max-Forwards:",
+    ] {
         let msg = text(&invite()).replace("Max-Forwards: 70", bad);
         let (a, out) = run(msg.as_bytes(), ALICE);
         assert_eq!(a, Action::Reply { to: ALICE.parse().unwrap(), code: ReplyCode::BadRequest }, "{bad}");
@@ -257,13 +266,21 @@ fn bad_max_forwards_is_400() {
 /// `pres:`); `[sip] schemes` can restrict it, and then the rest get 416.
 #[test]
 fn every_scheme_passes_unless_the_operator_restricts_them() {
-    for ok in ["INVITE tel:+1-212-555-1212", "INVITE SIPS:bob@biloxi.com", "INVITE urn:service:sos", "INVITE im:bob@biloxi.com", "INVITE pres:bob@biloxi.com", "INVITE nobarf:bob@biloxi.com"] {
+    for ok in [
+        "INVITE tel:+1-212-555-1212",
+        "INVITE SIPS:bob@biloxi.com",
+        "INVITE urn:service:sos",
+        "INVITE im:bob@biloxi.com",
+        "INVITE pres:bob@biloxi.com",
+        "INVITE nobarf:bob@biloxi.com",
+    ] {
         let msg = text(&invite()).replace("INVITE sip:bob@biloxi.com", ok);
         let (a, out) = run(msg.as_bytes(), ALICE);
         forwarded(a);
         assert!(text(&out).starts_with(&format!("{ok} SIP/2.0\r\n")), "{ok}");
     }
-    let only_sip = Policy { schemes: Some(vec![b"sip"[..].into(), b"sips"[..].into(), b"tel"[..].into()]), ..Policy::default() };
+    let only_sip =
+        Policy { schemes: Some(vec![b"sip"[..].into(), b"sips"[..].into(), b"tel"[..].into()]), ..Policy::default() };
     let p = Proxy::new(identity(), keys(), only_sip);
     let msg = text(&invite()).replace("INVITE sip:bob@biloxi.com", "INVITE urn:service:sos");
     let (a, out) = run_on(&p, &backend(), msg.as_bytes(), ALICE);
@@ -274,7 +291,8 @@ fn every_scheme_passes_unless_the_operator_restricts_them() {
 
 #[test]
 fn proxy_require_is_420_with_unsupported() {
-    let msg = text(&invite()).replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nProxy-Require: foo, bar\r\nproxy-require: baz\r\n");
+    let msg = text(&invite())
+        .replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nProxy-Require: foo, bar\r\nproxy-require: baz\r\n");
     let (a, out) = run(msg.as_bytes(), ALICE);
     assert_eq!(a, Action::Reply { to: ALICE.parse().unwrap(), code: ReplyCode::BadExtension });
     let t = text(&out);
@@ -387,9 +405,13 @@ fn received_and_rport_on_the_client_via() {
     // NAT: private sent-by, rport asked.
     let nat = base.replace("Via: SIP/2.0/UDP pc33.atlanta.com;", "Via: SIP/2.0/UDP 10.1.1.1:4540;rport;");
     let (_, out) = run(nat.as_bytes(), "192.0.2.1:9988");
-    assert!(text(&out).contains("\r\nVia: SIP/2.0/UDP 10.1.1.1:4540;rport=9988;branch=z9hG4bK776asdhds;received=192.0.2.1\r\n"));
+    assert!(text(&out)
+        .contains("\r\nVia: SIP/2.0/UDP 10.1.1.1:4540;rport=9988;branch=z9hG4bK776asdhds;received=192.0.2.1\r\n"));
     // Lower Vias are left alone.
-    let two = base.replace("Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds", "Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds, SIP/2.0/UDP 10.9.9.9;rport");
+    let two = base.replace(
+        "Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds",
+        "Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds, SIP/2.0/UDP 10.9.9.9;rport",
+    );
     let (_, out) = run(two.as_bytes(), ALICE);
     assert!(text(&out).contains("\r\nVia: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds;received=192.0.2.101, SIP/2.0/UDP 10.9.9.9;rport\r\n"));
 }
@@ -400,7 +422,8 @@ fn stateless_reply_goes_to_source_with_rport_else_sent_by_port() {
     let nat = no_cid.replace("Via: SIP/2.0/UDP pc33.atlanta.com;", "Via: SIP/2.0/UDP 10.1.1.1:4540;rport;");
     let (a, out) = run(nat.as_bytes(), "192.0.2.1:9988");
     assert_eq!(a, Action::Reply { to: "192.0.2.1:9988".parse().unwrap(), code: ReplyCode::BadRequest });
-    assert!(text(&out).contains("\r\nVia: SIP/2.0/UDP 10.1.1.1:4540;rport=9988;branch=z9hG4bK776asdhds;received=192.0.2.1\r\n"));
+    assert!(text(&out)
+        .contains("\r\nVia: SIP/2.0/UDP 10.1.1.1:4540;rport=9988;branch=z9hG4bK776asdhds;received=192.0.2.1\r\n"));
     let port = no_cid.replace("Via: SIP/2.0/UDP pc33.atlanta.com;", "Via: SIP/2.0/UDP pc33.atlanta.com:5070;");
     let (a, _) = run(port.as_bytes(), "192.0.2.1:9988");
     assert_eq!(a, Action::Reply { to: "192.0.2.1:5070".parse().unwrap(), code: ReplyCode::BadRequest });
@@ -585,8 +608,7 @@ fn ok_200_to(next: &str) -> Vec<u8> {
 fn response_exact_bytes_our_via_removed() {
     let (a, out) = run(&ok_200(&our_via()), BACKEND);
     assert_eq!(a, relayed("192.0.2.101:5060"));
-    let expected = sip(
-        "SIP/2.0 200 OK
+    let expected = sip("SIP/2.0 200 OK
 Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds;received=192.0.2.101
 To: Bob <sip:bob@biloxi.com>;tag=a6c85cf
 From: Alice <sip:alice@atlanta.com>;tag=1928301774
@@ -595,8 +617,7 @@ CSeq: 314159 INVITE
 Contact: <sip:bob@192.0.2.4>
 Content-Length: 0
 
-",
-    );
+");
     assert_eq!(text(&out), text(&expected));
 }
 
@@ -611,7 +632,9 @@ fn request_then_response_round_trip() {
     let (a, out) = run(resp.as_bytes(), BACKEND);
     assert_eq!(a, relayed("192.0.2.101:5060"));
     assert!(!text(&out).contains("z9hG4bKslb"));
-    assert!(text(&out).starts_with("SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds;received=192.0.2.101\r\n"));
+    assert!(text(&out).starts_with(
+        "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds;received=192.0.2.101\r\n"
+    ));
     // And what a UAS builds from it.
     let (a, _) = run(&uas_response(&fwd, "486 Busy Here"), BACKEND);
     assert_eq!(a, relayed("192.0.2.101:5060"));
@@ -642,7 +665,13 @@ fn comma_joined_via_in_response_loses_only_ours() {
     let r = text(&ok_200(&ours)).replace(&format!("Via: {ours}\r\nVia: "), &format!("v: {ours} ,\r\n "));
     let (a, out) = run(r.as_bytes(), BACKEND);
     assert_eq!(a, relayed("192.0.2.101:5060"));
-    assert!(text(&out).starts_with("SIP/2.0 200 OK\r\nv: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds;received=192.0.2.101\r\nTo:"), "{}", text(&out));
+    assert!(
+        text(&out).starts_with(
+            "SIP/2.0 200 OK\r\nv: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds;received=192.0.2.101\r\nTo:"
+        ),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -756,7 +785,8 @@ fn output_buffer_is_reused() {
 /// 400, so it is dropped instead; a whole bad request still gets its 400.
 #[test]
 fn stateless_reply_never_larger_than_the_request() {
-    let cut = sip("INVITE sip:bob@example.com SIP/2.0\nVia: SIP/2.0/UDP 198.51.100.7:5060;rport;branch=z9hG4bKcut\nMax-For");
+    let cut =
+        sip("INVITE sip:bob@example.com SIP/2.0\nVia: SIP/2.0/UDP 198.51.100.7:5060;rport;branch=z9hG4bKcut\nMax-For");
     let (a, out) = run(&cut, "198.51.100.7:5060");
     assert_eq!(a, Action::Drop(DropReason::ReplyWouldAmplify));
     assert!(out.is_empty());

@@ -274,7 +274,8 @@ Content-Length: @
 }
 
 fn our_response(status: &str) -> Vec<u8> {
-    let branch = support::signed_branch(1, "SIP/2.0/UDP 192.0.2.198;branch=z9hG4bK1324923", "unreason.1234ksdfak3j2erwedfsASdf");
+    let branch =
+        support::signed_branch(1, "SIP/2.0/UDP 192.0.2.198;branch=z9hG4bK1324923", "unreason.1234ksdfak3j2erwedfsASdf");
     sip(&format!(
         "{status}
 Via: SIP/2.0/UDP 192.0.2.10:5060;branch={branch}
@@ -294,7 +295,11 @@ fn unreason_and_noreason_responses() {
     for status in ["SIP/2.0 200 = 2**3 * 5**2 \u{43d}\u{43e} \u{441}\u{442}\u{43e}", "SIP/2.0 100 ", "SIP/2.0 100"] {
         let msg = our_response(status);
         let (a, out) = run(&msg);
-        assert_eq!(a, Action::Forward { to: "192.0.2.198:5060".parse().unwrap(), from: 0, what: Forwarded::Response }, "{status}");
+        assert_eq!(
+            a,
+            Action::Forward { to: "192.0.2.198:5060".parse().unwrap(), from: 0, what: Forwarded::Response },
+            "{status}"
+        );
         assert!(out.starts_with(format!("{status}\r\nVia: SIP/2.0/UDP 192.0.2.198;").as_bytes()));
     }
 }
@@ -453,7 +458,9 @@ Content-Length: 0
     assert!(matches!(run(&sip(base)).0, Action::Reply { code: ReplyCode::TooManyHops, .. }));
     // unksm: an unknown scheme is not ours to refuse by default (the R-URI
     // is never routed on); an operator who restricts schemes gets 416.
-    let unksm = base.replace("OPTIONS sip:user@example.com SIP", "OPTIONS nobarf:user@example.com SIP").replace("Max-Forwards: 0", "Max-Forwards: 70");
+    let unksm = base
+        .replace("OPTIONS sip:user@example.com SIP", "OPTIONS nobarf:user@example.com SIP")
+        .replace("Max-Forwards: 0", "Max-Forwards: 70");
     assert_eq!(run(&sip(&unksm)).0, forward_to(BACKEND));
     let strict = Policy { schemes: Some(vec![b"sip"[..].into(), b"sips"[..].into()]), ..Policy::default() };
     let p = support::proxy_with(&["192.0.2.10:5060"], strict);
@@ -485,7 +492,12 @@ Content-Length: 0
     let a = p.handle(&backend, &msg, "[2001:db8::9:1]:7000".parse().unwrap(), 0, &mut out);
     assert_eq!(a, forward_to("[2001:db8::100]:5060"));
     let t = String::from_utf8(out).unwrap();
-    assert!(t.starts_with("REGISTER sip:[2001:db8::20] SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::10]:5060;branch=z9hG4bKslb"), "{t}");
-    assert!(t.contains("\r\nVia: SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bKas3-111;rport=7000;received=2001:db8::9:1\r\n"));
+    assert!(
+        t.starts_with("REGISTER sip:[2001:db8::20] SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::10]:5060;branch=z9hG4bKslb"),
+        "{t}"
+    );
+    assert!(
+        t.contains("\r\nVia: SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bKas3-111;rport=7000;received=2001:db8::9:1\r\n")
+    );
     assert!(!t.contains("Route:"));
 }

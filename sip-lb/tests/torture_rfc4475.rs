@@ -135,7 +135,8 @@ fn lines<'a>(m: &Message<'a>) -> Vec<(HeaderName, &'a [u8])> {
 /// client's top Via, Max-Forwards, Route); body = the original body.
 fn assert_intact_request(name: &str, orig: &[u8], out: &[u8]) {
     let mut slots1 = Message::slots();
-    let m = Message::parse(out, &mut slots1).unwrap_or_else(|e| panic!("{name}: forwarded message does not parse: {e:?}"));
+    let m =
+        Message::parse(out, &mut slots1).unwrap_or_else(|e| panic!("{name}: forwarded message does not parse: {e:?}"));
     assert_eq!(m.defect, None, "{name}: forwarded with a defect");
     let mut slots2 = Message::slots();
     let o = Message::parse(orig, &mut slots2).unwrap();
@@ -154,7 +155,9 @@ fn assert_intact_request(name: &str, orig: &[u8], out: &[u8]) {
     let sent_by = &w[..w.iter().position(|&b| b == b';').unwrap_or(w.len())];
     assert!(g.starts_with(sent_by), "{name}: client Via sent-by changed");
     assert_eq!(got, want, "{name}: header lines changed");
-    let cl = o.find(HeaderName::ContentLength).map(|h| std::str::from_utf8(o.get(h.value)).unwrap().parse::<usize>().unwrap());
+    let cl = o
+        .find(HeaderName::ContentLength)
+        .map(|h| std::str::from_utf8(o.get(h.value)).unwrap().parse::<usize>().unwrap());
     let body = &o.rest()[..cl.unwrap_or(o.rest().len())];
     assert_eq!(m.rest(), body, "{name}: body changed");
     let mf = m.find(HeaderName::MaxForwards).expect("Max-Forwards");
@@ -171,11 +174,15 @@ fn check(dir: &str, name: &str, expect: Expect) -> Result<(), String> {
     let fail = |why: String| Err(format!("{dir}/{name}: expected {expect:?}, got {action:?}: {why}"));
     let as_400 = |out: &[u8]| out.starts_with(b"SIP/2.0 400 ");
     match (expect, action) {
-        (Forward | ForwardOr400, Action::Forward { to, what: Forwarded::Request, .. }) if to == BACKEND.parse().unwrap() => {
+        (Forward | ForwardOr400, Action::Forward { to, what: Forwarded::Request, .. })
+            if to == BACKEND.parse().unwrap() =>
+        {
             assert_intact_request(name, &msg, &out);
             Ok(())
         }
-        (ForwardOr400, Action::Reply { code: ReplyCode::BadRequest, to }) if to.ip() == src.ip() && as_400(&out) => Ok(()),
+        (ForwardOr400, Action::Reply { code: ReplyCode::BadRequest, to }) if to.ip() == src.ip() && as_400(&out) => {
+            Ok(())
+        }
         (Reply(c), Action::Reply { code, to }) if c == code.code() && to.ip() == src.ip() => {
             let status = format!("SIP/2.0 {c} ");
             if !out.starts_with(status.as_bytes()) {
@@ -193,7 +200,9 @@ fn check(dir: &str, name: &str, expect: Expect) -> Result<(), String> {
         (Reply(_), Action::Drop(DropReason::ReplyWouldAmplify)) if out.is_empty() && msg.len() < 512 => Ok(()),
         (Drop(r), Action::Drop(got)) if r == got && out.is_empty() => Ok(()),
         (RelayOrDrop(_), Action::Drop(_)) if out.is_empty() => Ok(()),
-        (Relay(addr) | RelayOrDrop(addr), Action::Forward { to, what: Forwarded::Response, .. }) if to == addr.parse().unwrap() => {
+        (Relay(addr) | RelayOrDrop(addr), Action::Forward { to, what: Forwarded::Response, .. })
+            if to == addr.parse().unwrap() =>
+        {
             let mut slots4 = Message::slots();
             let m = Message::parse(&out, &mut slots4).map_err(|e| format!("{e:?}"))?;
             let mut slots5 = Message::slots();
@@ -227,7 +236,8 @@ fn rfc5118_ipv6_torture_messages() {
 
 #[test]
 fn unknown_schemes_get_416_when_restricted() {
-    let strict = Policy { schemes: Some(vec![b"sip"[..].into(), b"sips"[..].into(), b"tel"[..].into()]), ..Policy::default() };
+    let strict =
+        Policy { schemes: Some(vec![b"sip"[..].into(), b"sips"[..].into(), b"tel"[..].into()]), ..Policy::default() };
     let p = support::proxy_with(&["192.0.2.10:5060"], strict);
     let mut out = Vec::new();
     let a = p.handle(&backend, &fixture("rfc4475", "unkscm"), SRC.parse().unwrap(), 0, &mut out);

@@ -24,10 +24,7 @@ const CASES: usize = 6000;
 fn require_root() {
     // SAFETY: no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "xdp_differential loads eBPF programs and must run as root (euid is {euid})"
-    );
+    assert_eq!(euid, 0, "xdp_differential loads eBPF programs and must run as root (euid is {euid})");
 }
 
 /// xorshift64*: seeded, no extra crates.
@@ -79,9 +76,7 @@ fn value(r: &mut Rng) -> Vec<u8> {
     let n = 1 + r.below(max);
     for _ in 0..n {
         let b = match r.below(100) {
-            0..=79 => {
-                b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.@"[r.below(65)]
-            }
+            0..=79 => b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.@"[r.below(65)],
             80..=89 => {
                 let s = b"!%*_+`'~()<>:\\\"/[]?{}";
                 s[r.below(s.len())]
@@ -104,16 +99,8 @@ fn value(r: &mut Rng) -> Vec<u8> {
 }
 
 fn call_id_line(r: &mut Rng) -> Vec<u8> {
-    let name: &[u8] = r.pick(&[
-        &b"Call-ID"[..],
-        b"Call-ID",
-        b"call-id",
-        b"CALL-ID",
-        b"cAlL-iD",
-        b"Call-Id",
-        b"i",
-        b"I",
-    ]);
+    let name: &[u8] =
+        r.pick(&[&b"Call-ID"[..], b"Call-ID", b"call-id", b"CALL-ID", b"cAlL-iD", b"Call-Id", b"i", b"I"]);
     let mut l = name.to_vec();
     // Whitespace before the colon: usually none, sometimes past the 7 XDP sees.
     let before = if r.chance(80) { 0 } else { r.below(11) };
@@ -164,11 +151,8 @@ fn other_line(r: &mut Rng, i: usize) -> Vec<u8> {
         "l: 0",
     ];
     if r.chance(30) {
-        return format!(
-            "Via: SIP/2.0/UDP proxy{i}.example.com:5060;branch=z9hG4bK{:08x}",
-            r.next() as u32
-        )
-        .into_bytes();
+        return format!("Via: SIP/2.0/UDP proxy{i}.example.com:5060;branch=z9hG4bK{:08x}", r.next() as u32)
+            .into_bytes();
     }
     r.pick(lines).as_bytes().to_vec()
 }
@@ -286,17 +270,12 @@ fn xdp_program_model_and_userspace_agree() {
     let mut c = Counts::default();
     for (n, payload) in cases.iter().enumerate() {
         let show = || format!("case {n}: {:?}", String::from_utf8_lossy(payload));
-        let verdict = p
-            .run(&frame(payload))
-            .unwrap_or_else(|e| panic!("{}: test run: {e:#}", show()));
+        let verdict = p.run(&frame(payload)).unwrap_or_else(|e| panic!("{}: test run: {e:#}", show()));
         // Program == model, exactly.
         let model = callid_scan::scan(payload, SCAN_WINDOW);
         let want = model.map(|(a, b)| {
             let hash = call_id_hash(&payload[a..b]);
-            Verdict::Steered {
-                worker: worker_for_hash(hash, WORKERS),
-                hash,
-            }
+            Verdict::Steered { worker: worker_for_hash(hash, WORKERS), hash }
         });
         let want = match want {
             Ok(v) => v,

@@ -305,7 +305,8 @@ fn jumbo_frame_9000() {
 
 #[test]
 fn xdp_hash_equals_userspace_hash() {
-    let mut ids: Vec<Vec<u8>> = (0..300).map(|i| format!("{i:x}-{}@host{}.example", i * 7919, i % 13).into_bytes()).collect();
+    let mut ids: Vec<Vec<u8>> =
+        (0..300).map(|i| format!("{i:x}-{}@host{}.example", i * 7919, i % 13).into_bytes()).collect();
     ids.push(b"a".to_vec());
     ids.push(b"!%*_+`'~()<>:\\\"/[]?{}".to_vec());
     ids.push(b"\xc3\xa9\xe2\x82\xac-utf8@x".to_vec());

@@ -84,9 +84,27 @@ pub struct Veth {
 
 impl Veth {
     /// `a_name` (address `a_cidr`) in `a_ns`, `b_name` (`b_cidr`) in `b_ns`.
-    pub fn new(a_ns: &NetNs, a_name: &str, a_cidr: &str, b_ns: &NetNs, b_name: &str, b_cidr: &str) -> anyhow::Result<Veth> {
+    pub fn new(
+        a_ns: &NetNs,
+        a_name: &str,
+        a_cidr: &str,
+        b_ns: &NetNs,
+        b_name: &str,
+        b_cidr: &str,
+    ) -> anyhow::Result<Veth> {
         run(Command::new("ip").args([
-            "link", "add", a_name, "netns", a_ns.name(), "type", "veth", "peer", "name", b_name, "netns", b_ns.name(),
+            "link",
+            "add",
+            a_name,
+            "netns",
+            a_ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_name,
+            "netns",
+            b_ns.name(),
         ]))?;
         for (ns, dev, cidr) in [(a_ns, a_name, a_cidr), (b_ns, b_name, b_cidr)] {
             ns.exec(&["ip", "addr", "add", cidr, "dev", dev])?;

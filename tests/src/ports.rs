@@ -30,18 +30,13 @@ pub fn free_udp_ports(n: usize) -> Result<Vec<u16>> {
 
 /// `n` distinct free loopback UDP addresses.
 pub fn free_udp_addrs(n: usize) -> Result<Vec<SocketAddr>> {
-    Ok(free_udp_ports(n)?
-        .into_iter()
-        .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
-        .collect())
+    Ok(free_udp_ports(n)?.into_iter().map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p))).collect())
 }
 
 /// Local UDP ports currently bound in this network namespace, IPv4 or IPv6, any address
 /// (from `/proc/net/udp` and `/proc/net/udp6`).
 pub fn bound_udp_ports() -> Result<BTreeSet<u16>> {
-    let mut ports = parse_proc_net_udp(
-        &std::fs::read_to_string("/proc/net/udp").context("read /proc/net/udp")?,
-    );
+    let mut ports = parse_proc_net_udp(&std::fs::read_to_string("/proc/net/udp").context("read /proc/net/udp")?);
     // Absent when IPv6 is disabled.
     if let Ok(text) = std::fs::read_to_string("/proc/net/udp6") {
         ports.extend(parse_proc_net_udp(&text));
@@ -62,11 +57,7 @@ fn parse_proc_net_udp(text: &str) -> BTreeSet<u16> {
 
 /// Wait until some socket is bound to UDP `port`, polling `/proc/net/udp` every 20 ms.
 /// `still_alive` is called on each poll so the caller can fail fast when its child has exited.
-pub fn wait_udp_bound(
-    port: u16,
-    timeout: Duration,
-    mut still_alive: impl FnMut() -> Result<()>,
-) -> Result<()> {
+pub fn wait_udp_bound(port: u16, timeout: Duration, mut still_alive: impl FnMut() -> Result<()>) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if bound_udp_ports()?.contains(&port) {

@@ -22,13 +22,8 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn scratch_dir(label: &str) -> Result<PathBuf> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir()
-        .join("sip-lb-tests")
-        .join(format!("{label}-{}-{n}-{ms}", std::process::id()));
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let dir = std::env::temp_dir().join("sip-lb-tests").join(format!("{label}-{}-{n}-{ms}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     Ok(dir)
 }
@@ -47,10 +42,7 @@ pub fn sip_lb_binary() -> Result<PathBuf> {
         return Ok(p);
     }
     let mut candidates = Vec::new();
-    if let Some(mut dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_owned))
-    {
+    if let Some(mut dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_owned)) {
         if dir.ends_with("deps") {
             dir.pop();
         }
@@ -85,10 +77,8 @@ impl ChildGuard {
     pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Self> {
         let stdout_path = log_dir.join(format!("{name}.stdout"));
         let stderr_path = log_dir.join(format!("{name}.stderr"));
-        let stdout = File::create(&stdout_path)
-            .with_context(|| format!("create {}", stdout_path.display()))?;
-        let stderr = File::create(&stderr_path)
-            .with_context(|| format!("create {}", stderr_path.display()))?;
+        let stdout = File::create(&stdout_path).with_context(|| format!("create {}", stdout_path.display()))?;
+        let stderr = File::create(&stderr_path).with_context(|| format!("create {}", stderr_path.display()))?;
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
@@ -99,9 +89,7 @@ impl ChildGuard {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {name}: {cmd:?}"))?;
+        let child = cmd.spawn().with_context(|| format!("spawn {name}: {cmd:?}"))?;
         Ok(Self {
             name: name.to_owned(),
             child,
@@ -220,11 +208,7 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
-            eprintln!(
-                "warning: stopping {} (pid {}): {e:#}",
-                self.name,
-                self.pid()
-            );
+            eprintln!("warning: stopping {} (pid {}): {e:#}", self.name, self.pid());
         }
     }
 }
@@ -239,9 +223,7 @@ pub fn describe_status(status: ExitStatus) -> String {
 }
 
 fn read_lossy(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 /// The last `lines` lines of `text`.

@@ -32,9 +32,7 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// The lookup (and install) happens once per process.
 pub fn ensure_sipp() -> Result<PathBuf> {
     static SIPP: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    SIPP.get_or_init(|| find_or_install_sipp().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    SIPP.get_or_init(|| find_or_install_sipp().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
@@ -42,20 +40,14 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+        .find(|p| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
 }
 
 fn find_or_install_sipp() -> Result<PathBuf> {
     if let Some(p) = find_in_path("sipp") {
         return Ok(p);
     }
-    eprintln!(
-        "sipp not found in PATH; running `apt-get install -y sip-tester` (Debian package of SIPp)"
-    );
+    eprintln!("sipp not found in PATH; running `apt-get install -y sip-tester` (Debian package of SIPp)");
     let mut child = Command::new("apt-get")
         .args(["install", "-y", "sip-tester"])
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -75,10 +67,7 @@ fn find_or_install_sipp() -> Result<PathBuf> {
         std::thread::sleep(Duration::from_millis(100));
     };
     if !status.success() {
-        bail!(
-            "apt-get install -y sip-tester failed with {}",
-            describe_status(status)
-        );
+        bail!("apt-get install -y sip-tester failed with {}", describe_status(status));
     }
     find_in_path("sipp").context("sip-tester installed but `sipp` is still not in PATH")
 }
@@ -143,11 +132,7 @@ fn log_args(name: &str, dir: &Path, full_messages: bool) -> Vec<String> {
         p("errors.log"),
     ];
     if full_messages {
-        args.extend([
-            "-trace_msg".into(),
-            "-message_file".into(),
-            p("messages.log"),
-        ]);
+        args.extend(["-trace_msg".into(), "-message_file".into(), p("messages.log")]);
     }
     args
 }
@@ -166,13 +151,7 @@ impl Uas {
         let sipp = ensure_sipp()?;
         let mut cmd = Command::new(sipp);
         cmd.args(scenario.args()?)
-            .args([
-                "-i",
-                &addr.ip().to_string(),
-                "-p",
-                &addr.port().to_string(),
-                "-nostdin",
-            ])
+            .args(["-i", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-nostdin"])
             .args(log_args(name, dir, true));
         let mut guard = ChildGuard::spawn(name, cmd, dir)?;
         guard.set_stop_timeout(Duration::from_secs(2));
@@ -200,9 +179,7 @@ impl Uas {
 
     /// Error if SIPp has exited (e.g. a scenario error), quoting its output.
     pub fn ensure_running(&mut self) -> Result<()> {
-        self.guard
-            .ensure_running()
-            .map_err(|e| e.context(format!("UAS stdout tail:\n{}", self.guard.stdout_tail(20))))
+        self.guard.ensure_running().map_err(|e| e.context(format!("UAS stdout tail:\n{}", self.guard.stdout_tail(20))))
     }
 
     /// Every message this UAS sent or received so far (`-trace_shortmsg`, flushed per line).
@@ -220,10 +197,7 @@ impl Uas {
     pub fn full_messages(&self, call_id: &str) -> Result<Vec<String>> {
         let text = std::fs::read_to_string(&self.message_log)
             .with_context(|| format!("read {}", self.message_log.display()))?;
-        Ok(split_message_log(&text)
-            .into_iter()
-            .filter(|m| m.contains(call_id))
-            .collect())
+        Ok(split_message_log(&text).into_iter().filter(|m| m.contains(call_id)).collect())
     }
 
     pub fn message_log_path(&self) -> &Path {
@@ -301,48 +275,19 @@ impl Uac {
         let mut cmd = Command::new(sipp);
         cmd.args(opts.scenario.args()?)
             .arg(opts.target.to_string())
-            .args([
-                "-i",
-                &local.ip().to_string(),
-                "-p",
-                &local.port().to_string(),
-            ])
-            .args([
-                "-r",
-                &format!("{}", opts.rate),
-                "-m",
-                &opts.calls.to_string(),
-            ])
+            .args(["-i", &local.ip().to_string(), "-p", &local.port().to_string()])
+            .args(["-r", &format!("{}", opts.rate), "-m", &opts.calls.to_string()])
             .args(["-d", &opts.pause.as_millis().to_string()])
-            .args([
-                "-timeout",
-                &format!("{}s", opts.timeout.as_secs().max(1)),
-                "-timeout_error",
-            ])
-            .args([
-                "-recv_timeout",
-                &opts.recv_timeout.as_millis().max(1).to_string(),
-            ])
-            .args([
-                "-nostdin",
-                "-trace_stat",
-                "-stf",
-                &p("stat.csv"),
-                "-fd",
-                "1",
-            ])
+            .args(["-timeout", &format!("{}s", opts.timeout.as_secs().max(1)), "-timeout_error"])
+            .args(["-recv_timeout", &opts.recv_timeout.as_millis().max(1).to_string()])
+            .args(["-nostdin", "-trace_stat", "-stf", &p("stat.csv"), "-fd", "1"])
             .args(["-trace_screen", "-screen_file", &p("screen.log")])
             .args(log_args(name, dir, opts.full_messages));
         if let Some(l) = opts.max_concurrent {
             cmd.args(["-l", &l.to_string()]);
         }
         let guard = ChildGuard::spawn(name, cmd, dir)?;
-        Ok(Self {
-            guard,
-            opts,
-            dir: dir.to_owned(),
-            started: Instant::now(),
-        })
+        Ok(Self { guard, opts, dir: dir.to_owned(), started: Instant::now() })
     }
 
     pub fn pid(&self) -> u32 {
@@ -353,10 +298,7 @@ impl Uac {
     /// it is killed and this is an error), then parse its statistics.
     pub fn wait(mut self) -> Result<UacReport> {
         let limit = self.opts.timeout + UAC_GRACE;
-        let status = match self
-            .guard
-            .wait_timeout(limit.saturating_sub(self.started.elapsed()))?
-        {
+        let status = match self.guard.wait_timeout(limit.saturating_sub(self.started.elapsed()))? {
             Some(s) => s,
             None => {
                 self.guard.stop()?;
@@ -369,10 +311,8 @@ impl Uac {
         };
         let p = |suffix: &str| self.dir.join(format!("{}.{suffix}", self.opts.name));
         let stat_csv = p("stat.csv");
-        let counters = std::fs::read_to_string(&stat_csv)
-            .ok()
-            .and_then(|text| parse_stat_csv(&text))
-            .unwrap_or_default();
+        let counters =
+            std::fs::read_to_string(&stat_csv).ok().and_then(|text| parse_stat_csv(&text)).unwrap_or_default();
         let screen = std::fs::read_to_string(p("screen.log")).unwrap_or_default();
         let report = UacReport {
             status,
@@ -456,17 +396,12 @@ impl UacReport {
     }
     /// The "Scenario Screen" part of the final screens (message table).
     pub fn scenario_screen(&self) -> String {
-        let start = self
-            .screen
-            .find("Scenario Screen")
-            .map(|i| self.screen[..i].rfind('\n').map_or(0, |j| j + 1));
+        let start = self.screen.find("Scenario Screen").map(|i| self.screen[..i].rfind('\n').map_or(0, |j| j + 1));
         let Some(start) = start else {
             return String::new();
         };
         let rest = &self.screen[start..];
-        let end = rest[1..]
-            .find("---------------------------- Statistics")
-            .map_or(rest.len(), |i| i + 1);
+        let end = rest[1..].find("---------------------------- Statistics").map_or(rest.len(), |i| i + 1);
         rest[..end].trim_end().to_owned()
     }
 }
@@ -612,10 +547,7 @@ impl CallLog {
     /// Build from the *received* messages of a log.
     pub fn received(messages: &[LoggedMessage]) -> Self {
         let mut calls: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for m in messages
-            .iter()
-            .filter(|m| m.direction == Direction::Received)
-        {
+        for m in messages.iter().filter(|m| m.direction == Direction::Received) {
             calls.entry(m.call_id.clone()).or_default().push(m.label());
         }
         Self { calls }
@@ -632,19 +564,12 @@ impl CallLog {
 
     /// Number of Call-IDs with at least one message labelled `label` (e.g. `INVITE`).
     pub fn calls_with(&self, label: &str) -> usize {
-        self.calls
-            .values()
-            .filter(|v| v.iter().any(|l| l == label))
-            .count()
+        self.calls.values().filter(|v| v.iter().any(|l| l == label)).count()
     }
 
     /// Total messages labelled `label`, retransmissions included.
     pub fn count(&self, label: &str) -> usize {
-        self.calls
-            .values()
-            .flatten()
-            .filter(|l| *l == label)
-            .count()
+        self.calls.values().flatten().filter(|l| *l == label).count()
     }
 
     /// Call-IDs that lack any of `labels` (e.g. `["INVITE", "ACK", "BYE"]`).
@@ -702,7 +627,8 @@ garbage\n";
 
     #[test]
     fn parses_stat_csv() {
-        let csv = "StartTime;TotalCallCreated;CurrentCall;SuccessfulCall(P);SuccessfulCall(C);FailedCall(P);FailedCall(C);\n\
+        let csv =
+            "StartTime;TotalCallCreated;CurrentCall;SuccessfulCall(P);SuccessfulCall(C);FailedCall(P);FailedCall(C);\n\
                    a\tb;0;0;0;0;0;0;\n\
                    a\tb;20;0;5;19;0;1;\n";
         let c = parse_stat_csv(csv).unwrap();
@@ -714,9 +640,7 @@ garbage\n";
     #[test]
     fn finds_shared_call_ids() {
         let a = CallLog::received(&parse_short_log(SHORT));
-        let b = CallLog {
-            calls: BTreeMap::from([("2-9741@127.0.0.1".to_owned(), vec!["BYE".to_owned()])]),
-        };
+        let b = CallLog { calls: BTreeMap::from([("2-9741@127.0.0.1".to_owned(), vec!["BYE".to_owned()])]) };
         let shared = shared_call_ids(&[("a", &a), ("b", &b)]);
         assert_eq!(shared.len(), 1);
         assert_eq!(shared["2-9741@127.0.0.1"], ["a", "b"]);

@@ -107,7 +107,10 @@ fn tx_errors(lb: &Lb) -> Result<f64> {
 
 /// Three backends, one vanishes; returns (baseline owners, dead index, rounds
 /// sent after the kill) with the Lb still running.
-fn vanish(label: &str, health: Option<&str>) -> Result<(Vec<Backend>, Lb, HashMap<String, usize>, Vec<(u64, Instant)>, Instant)> {
+fn vanish(
+    label: &str,
+    health: Option<&str>,
+) -> Result<(Vec<Backend>, Lb, HashMap<String, usize>, Vec<(u64, Instant)>, Instant)> {
     let mut backends = vec![Backend::start(false)?, Backend::start(false)?, Backend::start(false)?];
     let (addr, control) = (free_udp_addr()?, free_tcp_addr()?);
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
@@ -143,7 +146,11 @@ fn vanished_backend_with_probing_calls_move_within_the_bound() -> Result<()> {
     for &(cseq, at) in &sent {
         let own = owners(&refs, cseq);
         for (call, &o) in base.iter().filter(|(_, &o)| o != dead) {
-            ensure!(own.get(call) == Some(&o), "round {cseq}: live call {call} went to {:?}, not backend {o}", own.get(call));
+            ensure!(
+                own.get(call) == Some(&o),
+                "round {cseq}: live call {call} went to {:?}, not backend {o}",
+                own.get(call)
+            );
         }
         lost += dead_calls.iter().filter(|c| !own.contains_key(**c)).count();
         let all_moved = dead_calls.iter().all(|c| matches!(own.get(*c), Some(&o) if o != dead));
@@ -182,7 +189,11 @@ fn vanished_backend_without_probing_loses_exactly_its_calls() -> Result<()> {
     for &(cseq, _) in &sent {
         let own = owners(&refs, cseq);
         for (call, &o) in &live {
-            ensure!(own.get(*call) == Some(&o), "round {cseq}: live call {call} went to {:?}, not backend {o}", own.get(*call));
+            ensure!(
+                own.get(*call) == Some(&o),
+                "round {cseq}: live call {call} went to {:?}, not backend {o}",
+                own.get(*call)
+            );
         }
         let extra: Vec<_> = own.keys().filter(|c| !live.contains_key(c)).collect();
         ensure!(extra.is_empty(), "round {cseq}: the dead backend's calls arrived elsewhere: {extra:?}");
@@ -192,7 +203,11 @@ fn vanished_backend_without_probing_loses_exactly_its_calls() -> Result<()> {
     let errors = tx_errors(&lb)?;
     let t = stop_and_count(&mut lb)?;
     let total_sent = (CALLS * (sent.len() + 1)) as u64;
-    eprintln!("{} rounds: {} live calls delivered every round, {dead_count} lost every round; tx errors {errors}; {t:?}", sent.len(), live.len());
+    eprintln!(
+        "{} rounds: {} live calls delivered every round, {dead_count} lost every round; tx errors {errors}; {t:?}",
+        sent.len(),
+        live.len()
+    );
     ensure!(t.requests == total_sent && t.rx == total_sent, "sent {total_sent}: {t:?}");
     ensure!(t.drops == 0 && t.replies == 0, "{t:?}");
     ensure!(t.tx + errors as u64 == total_sent, "tx {} + errors {errors} != {total_sent}", t.tx);
@@ -230,7 +245,13 @@ fn unbound_backend_port_does_not_disturb_the_others() -> Result<()> {
     settle(&[&live], Duration::from_millis(400));
     let seen = live.seen();
     let got: HashSet<&String> = seen.iter().map(|s| &s.call_id).collect();
-    ensure!(seen.len() == want.len() && got == want, "live backend got {} ({} distinct), want exactly {}", seen.len(), got.len(), want.len());
+    ensure!(
+        seen.len() == want.len() && got == want,
+        "live backend got {} ({} distinct), want exactly {}",
+        seen.len(),
+        got.len(),
+        want.len()
+    );
 
     // Not stalled: a second stream, after all those ICMP errors, arrives too.
     for id in want.iter().take(200) {

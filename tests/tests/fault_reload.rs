@@ -116,7 +116,11 @@ fn hundred_reloads_under_load_lose_nothing() -> Result<()> {
         RELOADS - via_cli
     );
     let missing: Vec<usize> = (0..sent).filter(|i| !ids.contains(&format!("seq-{i}"))).take(20).collect();
-    ensure!(total == sent && ids.len() == sent && missing.is_empty(), "sent {sent}, received {total} ({} distinct); missing e.g. {missing:?}", ids.len());
+    ensure!(
+        total == sent && ids.len() == sent && missing.is_empty(),
+        "sent {sent}, received {total} ({} distinct); missing e.g. {missing:?}",
+        ids.len()
+    );
     ensure!(per[2] > 0, "c (only in config 1) got nothing");
 
     lb.child.ensure_running()?;

@@ -31,7 +31,9 @@ const PORT: u16 = 5060;
 /// errors tell a kernel drop from a sip-lb one).
 fn udp_snmp(ns: &NetNs) -> String {
     ns.exec(&["cat", "/proc/net/snmp"])
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("Udp:")).collect::<Vec<_>>().join("\n"))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("Udp:")).collect::<Vec<_>>().join("\n")
+        })
         .unwrap_or_default()
 }
 
@@ -244,7 +246,10 @@ fn sigkill_and_restart_under_load_leave_no_stale_xdp() -> Result<()> {
     }
     let dup: Vec<_> = times.iter().filter(|(_, &n)| n > 1).map(|(i, _)| *i).take(10).collect();
     ensure!(dup.is_empty(), "delivered twice: {dup:?}");
-    let workers: Vec<&str> = err2.lines().filter(|l| l.starts_with("worker ") || l.starts_with("xdp:") || l.starts_with("reuseport:")).collect();
+    let workers: Vec<&str> = err2
+        .lines()
+        .filter(|l| l.starts_with("worker ") || l.starts_with("xdp:") || l.starts_with("reuseport:"))
+        .collect();
     let missing: Vec<usize> = (ready_at..sent).filter(|i| !times.contains_key(i) && !refused.contains(i)).collect();
     ensure!(
         missing.is_empty(),

@@ -82,7 +82,9 @@ impl Rng {
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -117,7 +119,11 @@ struct Outcome {
 
 /// Runs the valid stream and the flood for SECONDS, then stops sip-lb.
 /// `make` builds flood datagram `i` given the flooder's and victim's addresses.
-fn flood(label: &str, flood_rate: u64, make: impl Fn(u64, SocketAddr, SocketAddr, &mut Rng) -> Vec<u8> + Send + 'static) -> Result<Outcome> {
+fn flood(
+    label: &str,
+    flood_rate: u64,
+    make: impl Fn(u64, SocketAddr, SocketAddr, &mut Rng) -> Vec<u8> + Send + 'static,
+) -> Result<Outcome> {
     let backend = UdpSocket::bind("127.0.0.1:0")?;
     let mut lb = start_lb(label, backend.local_addr()?)?;
     let pid = lb.child.pid();
@@ -137,7 +143,8 @@ fn flood(label: &str, flood_rate: u64, make: impl Fn(u64, SocketAddr, SocketAddr
                     quiet_since = None;
                     let text = &buf[..n];
                     if let Some(i) = memfind(text, b"Call-ID: valid-") {
-                        let digits: Vec<u8> = text[i + 15..].iter().take_while(|b| b.is_ascii_digit()).copied().collect();
+                        let digits: Vec<u8> =
+                            text[i + 15..].iter().take_while(|b| b.is_ascii_digit()).copied().collect();
                         if let Ok(s) = std::str::from_utf8(&digits).unwrap_or("").parse::<u64>() {
                             seen.insert(s);
                         }
@@ -161,7 +168,9 @@ fn flood(label: &str, flood_rate: u64, make: impl Fn(u64, SocketAddr, SocketAddr
     let back_bytes = Arc::new(AtomicU64::new(0));
     let victim_count = Arc::new(AtomicU64::new(0));
     let mut listeners = Vec::new();
-    for (sock, counter, bytes) in [(flooder.clone(), back_bytes.clone(), true), (Arc::new(victim), victim_count.clone(), false)] {
+    for (sock, counter, bytes) in
+        [(flooder.clone(), back_bytes.clone(), true), (Arc::new(victim), victim_count.clone(), false)]
+    {
         let s = stop.clone();
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
         listeners.push(thread::spawn(move || {
@@ -171,7 +180,9 @@ fn flood(label: &str, flood_rate: u64, make: impl Fn(u64, SocketAddr, SocketAddr
                 if let Ok((n, _)) = sock.recv_from(&mut buf) {
                     counter.fetch_add(if bytes { n as u64 } else { 1 }, Ordering::Relaxed);
                 }
-                if s.load(Ordering::Relaxed) && end.get_or_insert_with(Instant::now).elapsed() > Duration::from_millis(300) {
+                if s.load(Ordering::Relaxed)
+                    && end.get_or_insert_with(Instant::now).elapsed() > Duration::from_millis(300)
+                {
                     return;
                 }
             }
@@ -257,13 +268,28 @@ fn report_and_assert_held(kind: &str, o: &Outcome, reasons: &[&str]) {
         "{kind}: flood {} datagrams / {} bytes; valid lost {}; back to flooder {} bytes; victim {}; rss {} -> {} KiB; drops {:?}",
         o.flood_sent, o.flood_bytes_sent, o.lost.len(), o.bytes_back_to_flooder, o.victim_datagrams, o.rss_before_kb, o.rss_after_kb, o.drops
     );
-    assert!(o.lost.is_empty(), "{kind}: {} valid INVITEs lost, first {:?}", o.lost.len(), &o.lost[..o.lost.len().min(10)]);
+    assert!(
+        o.lost.is_empty(),
+        "{kind}: {} valid INVITEs lost, first {:?}",
+        o.lost.len(),
+        &o.lost[..o.lost.len().min(10)]
+    );
     assert_eq!(o.victim_datagrams, 0, "{kind}: reflected to the victim");
     // Bounded memory: no per-datagram state; allow allocator slack.
-    assert!(o.rss_after_kb < o.rss_before_kb + 64 * 1024, "{kind}: RSS grew {} -> {} KiB", o.rss_before_kb, o.rss_after_kb);
+    assert!(
+        o.rss_after_kb < o.rss_before_kb + 64 * 1024,
+        "{kind}: RSS grew {} -> {} KiB",
+        o.rss_before_kb,
+        o.rss_after_kb
+    );
     let counted: u64 = reasons.iter().map(|r| o.drops.get(*r).copied().unwrap_or(0)).sum();
     // Loopback may drop some of the flood in the kernel; most must be counted.
-    assert!(counted * 2 >= o.flood_sent, "{kind}: only {counted} of {} counted as {reasons:?}: {:?}", o.flood_sent, o.drops);
+    assert!(
+        counted * 2 >= o.flood_sent,
+        "{kind}: only {counted} of {} counted as {reasons:?}: {:?}",
+        o.flood_sent,
+        o.drops
+    );
 }
 
 #[test]
@@ -313,7 +339,9 @@ fn flood_of_64k_datagrams() -> Result<()> {
     let o = flood("flood-64k", 500, |i, me, _, _| {
         // The largest IPv4 UDP payload: a request line and Via, then junk
         // header bytes with no end of headers.
-        let mut m = format!("INVITE sip:big@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbig{i}\r\nX-Junk: ").into_bytes();
+        let mut m =
+            format!("INVITE sip:big@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbig{i}\r\nX-Junk: ")
+                .into_bytes();
         m.resize(65_507, b'a');
         m
     })?;

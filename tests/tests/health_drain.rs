@@ -14,20 +14,12 @@ fn drain_and_enable_via_the_cli() -> Result<()> {
     let backends = [Backend::start(false)?, Backend::start(false)?];
     let (addr, control) = (free_udp_addr()?, free_tcp_addr()?);
     let weights: Vec<_> = backends.iter().map(|b| (b.addr, 1)).collect();
-    let lb = Lb::start(
-        "health-drain",
-        addr,
-        control,
-        &config_toml(addr, control, &weights, FAST_HEALTH),
-    )?;
+    let lb = Lb::start("health-drain", addr, control, &config_toml(addr, control, &weights, FAST_HEALTH))?;
     let client = Client::new()?;
     let refs: Vec<&Backend> = backends.iter().collect();
     let send = |cseq: u64| -> Result<()> {
         for i in 0..40 {
-            client.send(
-                addr,
-                &client.request("MESSAGE", &format!("drain-{i}"), cseq),
-            )?;
+            client.send(addr, &client.request("MESSAGE", &format!("drain-{i}"), cseq))?;
         }
         std::thread::sleep(Duration::from_millis(300));
         Ok(())
@@ -35,38 +27,21 @@ fn drain_and_enable_via_the_cli() -> Result<()> {
 
     send(1)?;
     let base = owners(&refs, 1);
-    ensure!(
-        base.len() == 40 && base.values().any(|&o| o == 0) && base.values().any(|&o| o == 1),
-        "{base:?}"
-    );
+    ensure!(base.len() == 40 && base.values().any(|&o| o == 0) && base.values().any(|&o| o == 1), "{base:?}");
 
     let out = lb.cli(&["drain", &backends[0].addr.to_string()])?;
-    ensure!(
-        out.status.success(),
-        "drain failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "drain failed: {}", String::from_utf8_lossy(&out.stderr));
     ensure!(String::from_utf8_lossy(&out.stdout).contains("draining"));
     ensure!(lb.state_of(backends[0].addr)? == "draining");
     send(2)?;
     let own = owners(&refs, 2);
-    ensure!(
-        own.len() == 40 && own.values().all(|&o| o == 1),
-        "drained backend still got requests: {own:?}"
-    );
+    ensure!(own.len() == 40 && own.values().all(|&o| o == 1), "drained backend still got requests: {own:?}");
 
     let out = lb.cli(&["enable", &backends[0].addr.to_string()])?;
-    ensure!(
-        out.status.success(),
-        "enable failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "enable failed: {}", String::from_utf8_lossy(&out.stderr));
     ensure!(lb.state_of(backends[0].addr)? == "up");
     send(3)?;
-    ensure!(
-        owners(&refs, 3) == base,
-        "calls did not return to their backends after enable"
-    );
+    ensure!(owners(&refs, 3) == base, "calls did not return to their backends after enable");
 
     let out = lb.cli(&["drain", "127.0.0.1:1"])?;
     ensure!(!out.status.success());
@@ -77,9 +52,6 @@ fn drain_and_enable_via_the_cli() -> Result<()> {
     );
     let out = lb.cli(&["backends"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        text.contains("farm:1") && text.contains("config generation 1"),
-        "{text}"
-    );
+    ensure!(text.contains("farm:1") && text.contains("config generation 1"), "{text}");
     Ok(())
 }

@@ -40,13 +40,7 @@ impl Backend {
     pub fn start(answer: bool) -> Result<Backend> {
         let sock = UdpSocket::bind("127.0.0.1:0")?;
         let addr = sock.local_addr()?;
-        let mut b = Backend {
-            addr,
-            seen: Arc::default(),
-            answer,
-            stop: Arc::default(),
-            thread: None,
-        };
+        let mut b = Backend { addr, seen: Arc::default(), answer, stop: Arc::default(), thread: None };
         b.spawn(sock)?;
         Ok(b)
     }
@@ -76,11 +70,7 @@ impl Backend {
                 let cseq = header(&msg, "CSeq")
                     .and_then(|c| c.split_whitespace().next().and_then(|n| n.parse().ok()))
                     .unwrap_or(0);
-                seen.lock().unwrap().push(Seen {
-                    call_id,
-                    cseq,
-                    at: Instant::now(),
-                });
+                seen.lock().unwrap().push(Seen { call_id, cseq, at: Instant::now() });
                 if answer {
                     let _ = sock.send_to(response_to(&msg).as_bytes(), from);
                 }
@@ -99,8 +89,7 @@ impl Backend {
 
     /// Binds the same address again and serves.
     pub fn restart(&mut self) -> Result<()> {
-        let sock =
-            UdpSocket::bind(self.addr).with_context(|| format!("rebinding {}", self.addr))?;
+        let sock = UdpSocket::bind(self.addr).with_context(|| format!("rebinding {}", self.addr))?;
         self.spawn(sock)
     }
 
@@ -181,10 +170,7 @@ impl Client {
     }
 
     pub fn request(&self, method: &str, call_id: &str, cseq: u64) -> String {
-        let tag: String = call_id
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
+        let tag: String = call_id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         format!(
             "{method} sip:bob@example.com SIP/2.0\r\n\
              Via: SIP/2.0/UDP {addr};rport;branch=z9hG4bK-{tag}-{cseq}\r\n\
@@ -229,16 +215,8 @@ pub fn free_udp_addr() -> Result<SocketAddr> {
 }
 
 /// `[[pool]]` with the given (addr, weight) backends and a fast `[health]`.
-pub fn config_toml(
-    listen: SocketAddr,
-    control: SocketAddr,
-    backends: &[(SocketAddr, u32)],
-    health: &str,
-) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}"))
-        .collect();
+pub fn config_toml(listen: SocketAddr, control: SocketAddr, backends: &[(SocketAddr, u32)], health: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}")).collect();
     format!(
         "listen = [\"{listen}\"]\nworkers = 2\nmetrics = \"{control}\"\n\n[[pool]]\nname = \"farm\"\nbackends = [{}]\n\n[health]\n{health}\n",
         list.join(", ")
@@ -257,24 +235,14 @@ pub struct Lb {
 impl Lb {
     /// Starts sip-lb on `config_text` (written to a file in a scratch dir),
     /// ready once its control API answers.
-    pub fn start(
-        label: &str,
-        addr: SocketAddr,
-        control: SocketAddr,
-        config_text: &str,
-    ) -> Result<Lb> {
+    pub fn start(label: &str, addr: SocketAddr, control: SocketAddr, config_text: &str) -> Result<Lb> {
         let dir = scratch_dir(label)?;
         let config = dir.join("sip-lb.toml");
         std::fs::write(&config, config_text)?;
         let mut cmd = Command::new(sip_lb_binary()?);
         cmd.arg("run").arg("--config").arg(&config);
         let child = ChildGuard::spawn("sip-lb", cmd, &dir)?;
-        let mut lb = Lb {
-            addr,
-            control,
-            config,
-            child,
-        };
+        let mut lb = Lb { addr, control, config, child };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             lb.child.ensure_running()?;
@@ -282,10 +250,7 @@ impl Lb {
                 return Ok(lb);
             }
             if Instant::now() > deadline {
-                bail!(
-                    "sip-lb's control API did not answer within 10 s; stderr:\n{}",
-                    lb.child.stderr_tail(30)
-                );
+                bail!("sip-lb's control API did not answer within 10 s; stderr:\n{}", lb.child.stderr_tail(30));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -293,11 +258,7 @@ impl Lb {
 
     /// Runs `sip-lb ARGS --control <this instance>`.
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
-        let out = Command::new(sip_lb_binary()?)
-            .args(args)
-            .arg("--control")
-            .arg(self.control.to_string())
-            .output()?;
+        let out = Command::new(sip_lb_binary()?).args(args).arg("--control").arg(self.control.to_string()).output()?;
         Ok(out)
     }
 
@@ -317,10 +278,7 @@ impl Lb {
             .find(|l| l.split_whitespace().next() == Some(&addr.to_string()))
             .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
             .with_context(|| {
-                format!(
-                    "{addr} not in `sip-lb backends`:\n{text}{}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
+                format!("{addr} not in `sip-lb backends`:\n{text}{}", String::from_utf8_lossy(&out.stderr))
             })
     }
 
@@ -332,10 +290,7 @@ impl Lb {
                 return Ok(t0.elapsed());
             }
             if t0.elapsed() > within {
-                bail!(
-                    "{addr} not {state} within {within:?}; stderr:\n{}",
-                    self.child.stderr_tail(20)
-                );
+                bail!("{addr} not {state} within {within:?}; stderr:\n{}", self.child.stderr_tail(20));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -349,15 +304,8 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)>
     write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no HTTP status")?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no HTTP status")?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Ok((status, body))
 }
 
@@ -372,10 +320,7 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64
         if n != name {
             continue;
         }
-        if labels
-            .iter()
-            .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        {
+        if labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))) {
             found = true;
             sum += value.parse::<f64>().ok()?;
         }

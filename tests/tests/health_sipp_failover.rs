@@ -16,8 +16,7 @@ use harness::*;
 use sip_lb_tests::ports::free_udp_addrs;
 use sip_lb_tests::process::scratch_dir;
 use sip_lb_tests::sipp::{
-    ensure_sipp, parse_short_log, shared_call_ids, CallLog, Direction, Scenario, Uac, UacOptions,
-    Uas,
+    ensure_sipp, parse_short_log, shared_call_ids, CallLog, Direction, Scenario, Uac, UacOptions, Uas,
 };
 
 /// uas_call.xml plus an out-of-dialog OPTIONS -> 200 branch for the probes.
@@ -123,11 +122,7 @@ fn sipp_calls_survive_a_backend_kill() -> Result<()> {
     let slack = Duration::from_millis(500);
     std::thread::sleep(interval * 3);
     for a in [a0, a1, a2] {
-        ensure!(
-            lb.state_of(a)? == "up",
-            "{a} not up: do the UAS answer OPTIONS?\n{}",
-            lb.child.stderr_tail(20)
-        );
+        ensure!(lb.state_of(a)? == "up", "{a} not up: do the UAS answer OPTIONS?\n{}", lb.child.stderr_tail(20));
     }
 
     let mut opts = UacOptions::new("uac", Scenario::uac_call(), lb_addr);
@@ -141,10 +136,7 @@ fn sipp_calls_survive_a_backend_kill() -> Result<()> {
     std::thread::sleep(Duration::from_millis(1500));
     b1.stop()?;
     let down = lb.wait_state(a1, "down", Duration::from_secs(3))?;
-    ensure!(
-        down <= interval * (failures + 1) + slack,
-        "down after {down:?}"
-    );
+    ensure!(down <= interval * (failures + 1) + slack, "down after {down:?}");
     std::thread::sleep(Duration::from_millis(1000));
     let b1_again = Uas::start("backend1-restarted", a1, &uas, &dir)?;
     let up = lb.wait_state(a1, "up", Duration::from_secs(3))?;
@@ -155,23 +147,13 @@ fn sipp_calls_survive_a_backend_kill() -> Result<()> {
     let uac_msgs = parse_short_log(&std::fs::read_to_string(&report.short_log).unwrap_or_default());
     let completed: BTreeSet<String> = uac_msgs
         .iter()
-        .filter(|m| {
-            m.direction == Direction::Received && m.cseq.ends_with("BYE") && m.label() == "200"
-        })
+        .filter(|m| m.direction == Direction::Received && m.cseq.ends_with("BYE") && m.label() == "200")
         .map(|m| m.call_id.clone())
         .collect();
-    let (l0, l1, l2, l1b) = (
-        b0.received()?,
-        b1.received()?,
-        b2.received()?,
-        b1_again.received()?,
-    );
+    let (l0, l1, l2, l1b) = (b0.received()?, b1.received()?, b2.received()?, b1_again.received()?);
     // Live backends: every call they started completed, none moved between them.
     for (name, log) in [("backend0", &l0), ("backend2", &l2)] {
-        let failed: Vec<_> = started_here(log)
-            .into_iter()
-            .filter(|c| !completed.contains(c))
-            .collect();
+        let failed: Vec<_> = started_here(log).into_iter().filter(|c| !completed.contains(c)).collect();
         ensure!(
             failed.is_empty(),
             "{name}: {} call(s) failed: {:?}\nUAC: {report}",
@@ -179,24 +161,13 @@ fn sipp_calls_survive_a_backend_kill() -> Result<()> {
             &failed[..failed.len().min(5)]
         );
     }
-    ensure!(
-        shared_call_ids(&[("b0", &l0), ("b2", &l2)]).is_empty(),
-        "a call moved between live backends"
-    );
+    ensure!(shared_call_ids(&[("b0", &l0), ("b2", &l2)]).is_empty(), "a call moved between live backends");
     // The restarted backend takes calls again.
-    ensure!(
-        !started_here(&l1b).is_empty(),
-        "the restarted backend got no new call"
-    );
+    ensure!(!started_here(&l1b).is_empty(), "the restarted backend got no new call");
     // Failures are bounded by the dead backend's calls in flight and those
     // sent before it was taken out.
-    let bound =
-        started_here(&l1).len() as u64 + (60.0 * (down + interval).as_secs_f64()).ceil() as u64;
-    ensure!(
-        report.failed() <= bound,
-        "{} failed calls, bound {bound}\nUAC: {report}",
-        report.failed()
-    );
+    let bound = started_here(&l1).len() as u64 + (60.0 * (down + interval).as_secs_f64()).ceil() as u64;
+    ensure!(report.failed() <= bound, "{} failed calls, bound {bound}\nUAC: {report}", report.failed());
     eprintln!(
         "SIPp failover: {} calls, {} completed, {} failed (bound {bound})",
         report.created(),

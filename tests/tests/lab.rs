@@ -16,12 +16,7 @@ use lab::{BackendRole, LabOptions};
 #[test]
 fn lab_registers_redirects_spreads_and_cleans_up() {
     let bin = sip_lb_tests::sip_lb_binary().expect("sip-lb binary");
-    let opts = LabOptions {
-        seconds: 8,
-        register_rate: 200,
-        invite_rate: 100,
-        ..LabOptions::default()
-    };
+    let opts = LabOptions { seconds: 8, register_rate: 200, invite_rate: 100, ..LabOptions::default() };
     let summary = lab::run_lab(&bin, opts).expect("the lab runs"); // prints the summary
 
     // Registrations: every user, all OK, over both registrars, all in the shared table.
@@ -32,22 +27,10 @@ fn lab_registers_redirects_spreads_and_cleans_up() {
     assert_eq!(summary.location_rows, summary.users, "{summary}");
     let regs: Vec<_> = summary.of_role(BackendRole::Registrar).collect();
     assert_eq!(regs.len(), 2);
-    assert_eq!(
-        regs.iter().map(|b| b.handled).sum::<u64>(),
-        r.ok,
-        "{summary}"
-    );
+    assert_eq!(regs.iter().map(|b| b.handled).sum::<u64>(), r.ok, "{summary}");
     for b in &regs {
-        assert!(
-            b.handled > 0,
-            "registrar {} got nothing:\n{summary}",
-            b.name
-        );
-        assert!(
-            b.lb_requests >= b.handled,
-            "sip-lb's counter disagrees for {}:\n{summary}",
-            b.name
-        );
+        assert!(b.handled > 0, "registrar {} got nothing:\n{summary}", b.name);
+        assert!(b.lb_requests >= b.handled, "sip-lb's counter disagrees for {}:\n{summary}", b.name);
     }
 
     // INVITEs: all answered 302, with the Contact the callee registered (shared location DB,
@@ -57,29 +40,14 @@ fn lab_registers_redirects_spreads_and_cleans_up() {
     assert_eq!(i.ok, i.attempted, "{summary}");
     assert_eq!(i.failed, 0, "{summary}");
     assert_eq!(summary.redirects_seen, i.ok, "{summary}");
-    assert_eq!(
-        summary.redirects_right_contact, summary.redirects_seen,
-        "{summary}"
-    );
+    assert_eq!(summary.redirects_right_contact, summary.redirects_seen, "{summary}");
     let rdrs: Vec<_> = summary.of_role(BackendRole::Redirect).collect();
     assert_eq!(rdrs.len(), 2);
-    assert_eq!(
-        rdrs.iter().map(|b| b.handled).sum::<u64>(),
-        i.ok,
-        "{summary}"
-    );
+    assert_eq!(rdrs.iter().map(|b| b.handled).sum::<u64>(), i.ok, "{summary}");
     for b in &rdrs {
-        assert!(
-            b.handled > 0,
-            "redirect server {} got nothing:\n{summary}",
-            b.name
-        );
+        assert!(b.handled > 0, "redirect server {} got nothing:\n{summary}", b.name);
         // INVITE + ACK per call reach the same server (Call-ID hash).
-        assert!(
-            b.lb_requests >= 2 * b.handled,
-            "INVITE/ACK split for {}:\n{summary}",
-            b.name
-        );
+        assert!(b.lb_requests >= 2 * b.handled, "INVITE/ACK split for {}:\n{summary}", b.name);
     }
 
     // Per-core split. With the XDP program on the lab NIC (sip-lb attaches it when `--iface`
@@ -88,46 +56,25 @@ fn lab_registers_redirects_spreads_and_cleans_up() {
     if summary.xdp.starts_with("attached") {
         assert!(summary.xdp_steered > 0, "{summary}");
         for w in &summary.workers {
-            assert!(
-                w.requests > 0,
-                "worker {} forwarded no request:\n{summary}",
-                w.worker
-            );
+            assert!(w.requests > 0, "worker {} forwarded no request:\n{summary}", w.worker);
         }
     }
     // Per-core counters were collected.
     assert!(!summary.workers.is_empty(), "{summary}");
-    assert!(
-        summary.workers.iter().map(|w| w.rx).sum::<u64>() > 0,
-        "{summary}"
-    );
+    assert!(summary.workers.iter().map(|w| w.rx).sum::<u64>() > 0, "{summary}");
 
     // Cleanup: every namespace and process gone.
     assert_eq!(summary.namespaces.len(), 3, "{summary}");
-    assert!(
-        summary.pids.len() >= 4 + 1 + 2,
-        "kamailio trees, sip-lb and two SIPp runs: {:?}",
-        summary.pids
-    );
-    let listed = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
+    assert!(summary.pids.len() >= 4 + 1 + 2, "kamailio trees, sip-lb and two SIPp runs: {:?}", summary.pids);
+    let listed = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
     let listed = String::from_utf8_lossy(&listed.stdout);
     for ns in &summary.namespaces {
         assert!(
-            !listed
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(ns.as_str())),
+            !listed.lines().any(|l| l.split_whitespace().next() == Some(ns.as_str())),
             "namespace {ns} left behind"
         );
     }
-    let alive: Vec<u32> = summary
-        .pids
-        .iter()
-        .copied()
-        .filter(|&p| lab::process_alive(p))
-        .collect();
+    let alive: Vec<u32> = summary.pids.iter().copied().filter(|&p| lab::process_alive(p)).collect();
     assert!(alive.is_empty(), "processes left behind: {alive:?}");
     assert!(summary.problems().is_empty(), "{summary}");
 }

@@ -17,34 +17,21 @@ fn metrics_count_a_known_exchange() -> Result<()> {
     let backends = [Backend::start(true)?, Backend::start(true)?];
     let (addr, control) = (free_udp_addr()?, free_tcp_addr()?);
     let weights: Vec<_> = backends.iter().map(|b| (b.addr, 1)).collect();
-    let lb = Lb::start(
-        "metrics-counters",
-        addr,
-        control,
-        &config_toml(addr, control, &weights, FAST_HEALTH),
-    )?;
+    let lb = Lb::start("metrics-counters", addr, control, &config_toml(addr, control, &weights, FAST_HEALTH))?;
     let client = Client::new()?;
 
     for i in 0..CALLS {
         client.send(addr, &client.request("MESSAGE", &format!("metrics-{i}"), 1))?;
     }
-    let mf0 = client
-        .request("MESSAGE", "metrics-mf0", 1)
-        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let mf0 = client.request("MESSAGE", "metrics-mf0", 1).replace("Max-Forwards: 70", "Max-Forwards: 0");
     client.send(addr, &mf0)?;
     client.send(addr, "\r\n\r\n")?;
     let got = client.drain(Duration::from_millis(500));
     let ok = got.iter().filter(|m| m.starts_with("SIP/2.0 200")).count();
     let too_many_hops = got.iter().filter(|m| m.starts_with("SIP/2.0 483")).count();
-    ensure!(
-        ok == CALLS && too_many_hops == 1,
-        "client got {ok} 200s and {too_many_hops} 483s: {got:?}"
-    );
+    ensure!(ok == CALLS && too_many_hops == 1, "client got {ok} 200s and {too_many_hops} 483s: {got:?}");
     let per_backend: Vec<usize> = backends.iter().map(Backend::count).collect();
-    ensure!(
-        per_backend.iter().sum::<usize>() == CALLS && per_backend.iter().all(|&n| n > 0),
-        "{per_backend:?}"
-    );
+    ensure!(per_backend.iter().sum::<usize>() == CALLS && per_backend.iter().all(|&n| n > 0), "{per_backend:?}");
 
     // Workers publish counters per batch: wait until the last batch shows.
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -53,11 +40,7 @@ fn metrics_count_a_known_exchange() -> Result<()> {
         if metric_sum(&m, "sip_lb_worker_tx_datagrams_total", &[]) == Some((2 * CALLS + 1) as f64) {
             break m;
         }
-        ensure!(
-            Instant::now() < deadline,
-            "tx counters never reached {}:\n{m}",
-            2 * CALLS + 1
-        );
+        ensure!(Instant::now() < deadline, "tx counters never reached {}:\n{m}", 2 * CALLS + 1);
         std::thread::sleep(Duration::from_millis(50));
     };
     let sum = |name: &str, labels: &[(&str, &str)]| {
@@ -78,27 +61,11 @@ fn metrics_count_a_known_exchange() -> Result<()> {
     for (be, count) in backends.iter().zip(&per_backend) {
         let a = be.addr.to_string();
         let l = [("backend", a.as_str())];
-        ensure!(
-            sum("sip_lb_backend_requests_total", &l)? == *count as f64,
-            "requests of {a}:\n{m}"
-        );
-        ensure!(
-            sum("sip_lb_backend_responses_total", &l)? == *count as f64,
-            "responses of {a}:\n{m}"
-        );
+        ensure!(sum("sip_lb_backend_requests_total", &l)? == *count as f64, "requests of {a}:\n{m}");
+        ensure!(sum("sip_lb_backend_responses_total", &l)? == *count as f64, "responses of {a}:\n{m}");
         ensure!(sum("sip_lb_backend_up", &l)? == 1.0);
-        ensure!(
-            sum(
-                "sip_lb_backend_state",
-                &[("backend", a.as_str()), ("state", "up")]
-            )? == 1.0
-        );
-        ensure!(
-            sum(
-                "sip_lb_backend_weight",
-                &[("backend", a.as_str()), ("pool", "farm")]
-            )? == 1.0
-        );
+        ensure!(sum("sip_lb_backend_state", &[("backend", a.as_str()), ("state", "up")])? == 1.0);
+        ensure!(sum("sip_lb_backend_weight", &[("backend", a.as_str()), ("pool", "farm")])? == 1.0);
         let rtt = sum("sip_lb_backend_probe_rtt_seconds", &l)?;
         ensure!(rtt > 0.0 && rtt < 0.15, "probe RTT {rtt}");
         ensure!(sum("sip_lb_backend_probes_total", &l)? >= 1.0);
@@ -108,9 +75,7 @@ fn metrics_count_a_known_exchange() -> Result<()> {
     // The JSON view agrees, and the API refuses unknown paths.
     let (status, body) = http(control, "GET", "/backends")?;
     ensure!(
-        status == 200
-            && body.contains(&backends[0].addr.to_string())
-            && body.contains("\"state\":\"up\""),
+        status == 200 && body.contains(&backends[0].addr.to_string()) && body.contains("\"state\":\"up\""),
         "{body}"
     );
     ensure!(http(control, "GET", "/nope")?.0 == 404);
@@ -120,9 +85,7 @@ fn metrics_count_a_known_exchange() -> Result<()> {
     let out = lb.cli(&["top", "-n", "1"])?;
     let screen = String::from_utf8_lossy(&out.stdout);
     ensure!(
-        out.status.success()
-            && screen.contains("WORKER")
-            && screen.contains(&backends[1].addr.to_string()),
+        out.status.success() && screen.contains("WORKER") && screen.contains(&backends[1].addr.to_string()),
         "{screen}{}",
         String::from_utf8_lossy(&out.stderr)
     );

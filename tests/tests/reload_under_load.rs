@@ -16,11 +16,7 @@ const REQUESTS: usize = 4000;
 
 #[test]
 fn reload_under_load_loses_nothing() -> Result<()> {
-    let backends = [
-        Backend::start(false)?,
-        Backend::start(false)?,
-        Backend::start(false)?,
-    ];
+    let backends = [Backend::start(false)?, Backend::start(false)?, Backend::start(false)?];
     let [a, b, c] = [backends[0].addr, backends[1].addr, backends[2].addr];
     let (addr, control) = (free_udp_addr()?, free_tcp_addr()?);
     let cfg = |list: &[(std::net::SocketAddr, u32)]| config_toml(addr, control, list, FAST_HEALTH);
@@ -45,11 +41,7 @@ fn reload_under_load_loses_nothing() -> Result<()> {
     pause();
     write(&cfg(&[(a, 3), (b, 1), (c, 1)]))?;
     let out = lb.cli(&["reload"])?;
-    ensure!(
-        out.status.success(),
-        "reload failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "reload failed: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(stdout.contains("generation"), "{stdout}");
     pause();
@@ -79,11 +71,7 @@ fn reload_under_load_loses_nothing() -> Result<()> {
             ids.insert(s.call_id);
         }
     }
-    ensure!(
-        total == sent && ids.len() == sent,
-        "sent {sent}, backends received {total} ({} distinct)",
-        ids.len()
-    );
+    ensure!(total == sent && ids.len() == sent, "sent {sent}, backends received {total} ({} distinct)", ids.len());
     ensure!(backends[2].count() > 0, "the added backend got nothing");
 
     // Generation: 1 + three applied reloads; one rejected.
@@ -92,31 +80,15 @@ fn reload_under_load_loses_nothing() -> Result<()> {
         let m = lb.metrics()?;
         let g = metric_sum(&m, "sip_lb_config_generation", &[]).context("no generation metric")?;
         if g == 4.0 {
+            ensure!(metric_sum(&m, "sip_lb_config_reload_failures_total", &[]) == Some(1.0), "{m}");
+            ensure!(metric_sum(&m, "sip_lb_backend_weight", &[("backend", &a.to_string())]) == Some(3.0), "{m}");
             ensure!(
-                metric_sum(&m, "sip_lb_config_reload_failures_total", &[]) == Some(1.0),
-                "{m}"
-            );
-            ensure!(
-                metric_sum(&m, "sip_lb_backend_weight", &[("backend", &a.to_string())])
-                    == Some(3.0),
-                "{m}"
-            );
-            ensure!(
-                metric_sum(
-                    &m,
-                    "sip_lb_backend_requests_total",
-                    &[("backend", &b.to_string())]
-                )
-                .is_none(),
+                metric_sum(&m, "sip_lb_backend_requests_total", &[("backend", &b.to_string())]).is_none(),
                 "removed backend still exported"
             );
             break;
         }
-        ensure!(
-            Instant::now() < deadline,
-            "generation {g}, want 4; stderr:\n{}",
-            lb.child.stderr_tail(20)
-        );
+        ensure!(Instant::now() < deadline, "generation {g}, want 4; stderr:\n{}", lb.child.stderr_tail(20));
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -127,18 +99,9 @@ fn reload_under_load_loses_nothing() -> Result<()> {
         client.send(addr, &client.request("MESSAGE", &format!("after-{i}"), 2))?;
     }
     settle(&refs, Duration::from_millis(300));
-    ensure!(
-        backends[1].count() == before_b,
-        "removed backend still receives"
-    );
-    let after: usize = backends
-        .iter()
-        .map(|b| b.seen().iter().filter(|s| s.cseq == 2).count())
-        .sum();
-    ensure!(
-        after == 200,
-        "{after} of 200 requests after the reloads arrived"
-    );
+    ensure!(backends[1].count() == before_b, "removed backend still receives");
+    let after: usize = backends.iter().map(|b| b.seen().iter().filter(|s| s.cseq == 2).count()).sum();
+    ensure!(after == 200, "{after} of 200 requests after the reloads arrived");
     lb.child.ensure_running()?;
     Ok(())
 }

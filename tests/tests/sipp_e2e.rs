@@ -17,9 +17,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use sip_lb_tests::ports::{free_udp_addrs, wait_udp_bound};
 use sip_lb_tests::process::{scratch_dir, sip_lb_binary, ChildGuard};
-use sip_lb_tests::sipp::{
-    ensure_sipp, run_uac, shared_call_ids, CallLog, Scenario, Uac, UacOptions, UacReport, Uas,
-};
+use sip_lb_tests::sipp::{ensure_sipp, run_uac, shared_call_ids, CallLog, Scenario, Uac, UacOptions, UacReport, Uas};
 
 /// The tests share two cores with sip-lb and four to six SIPp processes: run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -28,23 +26,18 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn start_sip_lb(dir: &Path, listen: SocketAddr, extra: &[String]) -> Result<ChildGuard> {
     let bin = sip_lb_binary()?;
     let mut cmd = Command::new(&bin);
-    cmd.args(["run", "--listen", &listen.to_string(), "--workers", "2"])
-        .args(extra);
+    cmd.args(["run", "--listen", &listen.to_string(), "--workers", "2"]).args(extra);
     if std::env::var_os("SIP_LB_LOG").is_none() {
         cmd.env("SIP_LB_LOG", "info");
     }
     let mut lb = ChildGuard::spawn("sip-lb", cmd, dir)?;
-    wait_udp_bound(listen.port(), Duration::from_secs(10), || {
-        lb.ensure_running()
-    })
-    .with_context(|| format!("start {} on {listen}", bin.display()))?;
+    wait_udp_bound(listen.port(), Duration::from_secs(10), || lb.ensure_running())
+        .with_context(|| format!("start {} on {listen}", bin.display()))?;
     Ok(lb)
 }
 
 fn pool_args(flag: &str, pool: &[&Uas]) -> Vec<String> {
-    pool.iter()
-        .flat_map(|u| [flag.to_owned(), u.addr().to_string()])
-        .collect()
+    pool.iter().flat_map(|u| [flag.to_owned(), u.addr().to_string()]).collect()
 }
 
 /// Everything a failure message should carry: the UAC's view, the first unexpected messages,
@@ -91,12 +84,7 @@ fn ensure_uac_ok(report: &UacReport, calls: u64, ctx: impl Fn() -> String) -> Re
 }
 
 /// Each backend in `pool` saw at least `min_share` of `total` Call-IDs carrying `label`.
-fn ensure_spread(
-    pool: &[(&Uas, &CallLog)],
-    label: &str,
-    total: usize,
-    min_share: f64,
-) -> Result<String> {
+fn ensure_spread(pool: &[(&Uas, &CallLog)], label: &str, total: usize, min_share: f64) -> Result<String> {
     let mut split = Vec::new();
     for (uas, log) in pool {
         let n = log.calls_with(label);
@@ -143,8 +131,7 @@ fn invite_dialogs_stick_to_one_backend() -> Result<()> {
     opts.calls = CALLS;
     opts.rate = 100.0;
     let report = run_uac(opts, &dir)?;
-    lb.ensure_running()
-        .with_context(|| format!("sip-lb died during the run; UAC: {report}"))?;
+    lb.ensure_running().with_context(|| format!("sip-lb died during the run; UAC: {report}"))?;
     let ctx = || context(&dir, &lb, &[&report]);
     ensure_uac_ok(&report, CALLS, ctx)?;
 
@@ -152,8 +139,7 @@ fn invite_dialogs_stick_to_one_backend() -> Result<()> {
     let l2 = b2.received()?;
     let pool = [(&b1, &l1), (&b2, &l2)];
     ensure_no_shared(&pool).map_err(|e| with_ctx(e, ctx()))?;
-    let split =
-        ensure_spread(&pool, "INVITE", CALLS as usize, 0.2).map_err(|e| with_ctx(e, ctx()))?;
+    let split = ensure_spread(&pool, "INVITE", CALLS as usize, 0.2).map_err(|e| with_ctx(e, ctx()))?;
     ensure!(
         l1.len() + l2.len() == CALLS as usize,
         "backends saw {} + {} Call-IDs, expected {CALLS} in total\n{}",
@@ -204,30 +190,17 @@ fn register_goes_to_registrars_only() -> Result<()> {
     let inv = Uac::start(inv, &dir)?;
     let reg = reg.wait()?;
     let inv = inv.wait()?;
-    lb.ensure_running()
-        .with_context(|| format!("sip-lb died during the run; UACs: {reg}; {inv}"))?;
+    lb.ensure_running().with_context(|| format!("sip-lb died during the run; UACs: {reg}; {inv}"))?;
     let ctx = || context(&dir, &lb, &[&reg, &inv]);
     ensure_uac_ok(&reg, REGISTERS, ctx).context("REGISTER UAC")?;
     ensure_uac_ok(&inv, CALLS, ctx).context("INVITE UAC")?;
 
-    let (lb1, lb2, lr1, lr2) = (
-        b1.received()?,
-        b2.received()?,
-        r1.received()?,
-        r2.received()?,
-    );
+    let (lb1, lb2, lr1, lr2) = (b1.received()?, b2.received()?, r1.received()?, r2.received()?);
     let all = [&b1, &b2, &r1, &r2];
-    for (uas, log, wrong) in [
-        (&b1, &lb1, "REGISTER"),
-        (&b2, &lb2, "REGISTER"),
-        (&r1, &lr1, "INVITE"),
-        (&r2, &lr2, "INVITE"),
-    ] {
-        if let Some((id, _)) = log
-            .calls
-            .iter()
-            .find(|(_, got)| got.iter().any(|l| l == wrong))
-        {
+    for (uas, log, wrong) in
+        [(&b1, &lb1, "REGISTER"), (&b2, &lb2, "REGISTER"), (&r1, &lr1, "INVITE"), (&r2, &lr2, "INVITE")]
+    {
+        if let Some((id, _)) = log.calls.iter().find(|(_, got)| got.iter().any(|l| l == wrong)) {
             bail!(
                 "{} received {} {wrong} calls; first: {id}\n{}\n{}",
                 uas.name(),
@@ -239,12 +212,9 @@ fn register_goes_to_registrars_only() -> Result<()> {
     }
     let registrars = [(&r1, &lr1), (&r2, &lr2)];
     let backends = [(&b1, &lb1), (&b2, &lb2)];
-    ensure_no_shared(&[(&b1, &lb1), (&b2, &lb2), (&r1, &lr1), (&r2, &lr2)])
-        .map_err(|e| with_ctx(e, ctx()))?;
-    let reg_split = ensure_spread(&registrars, "REGISTER", REGISTERS as usize, 0.2)
-        .map_err(|e| with_ctx(e, ctx()))?;
-    let inv_split =
-        ensure_spread(&backends, "INVITE", CALLS as usize, 0.2).map_err(|e| with_ctx(e, ctx()))?;
+    ensure_no_shared(&[(&b1, &lb1), (&b2, &lb2), (&r1, &lr1), (&r2, &lr2)]).map_err(|e| with_ctx(e, ctx()))?;
+    let reg_split = ensure_spread(&registrars, "REGISTER", REGISTERS as usize, 0.2).map_err(|e| with_ctx(e, ctx()))?;
+    let inv_split = ensure_spread(&backends, "INVITE", CALLS as usize, 0.2).map_err(|e| with_ctx(e, ctx()))?;
     ensure!(
         lr1.calls_with("REGISTER") + lr2.calls_with("REGISTER") == REGISTERS as usize,
         "registrars saw {} + {} REGISTER Call-IDs, expected {REGISTERS}\n{}",
@@ -252,9 +222,6 @@ fn register_goes_to_registrars_only() -> Result<()> {
         lr2.calls_with("REGISTER"),
         ctx()
     );
-    eprintln!(
-        "register: {reg}; split {reg_split}; invite: {inv}; split {inv_split}; logs {}",
-        dir.display()
-    );
+    eprintln!("register: {reg}; split {reg_split}; invite: {inv}; split {inv_split}; logs {}", dir.display());
     Ok(())
 }

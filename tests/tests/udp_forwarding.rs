@@ -33,7 +33,8 @@ impl Lb {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             self.child.ensure_running()?;
-            let msg = invite(&client, "ready-probe@test", 1, "z9hG4bKready").replace("Max-Forwards: 70", "Max-Forwards: 0");
+            let msg =
+                invite(&client, "ready-probe@test", 1, "z9hG4bKready").replace("Max-Forwards: 70", "Max-Forwards: 0");
             client.sock.send_to(msg.as_bytes(), self.addr)?;
             if let Some(reply) = client.recv_timeout(Duration::from_millis(100)) {
                 if reply.starts_with("SIP/2.0 483") {
@@ -191,12 +192,20 @@ fn retransmission_cancel_and_ack_reach_the_same_backend_with_the_same_branch() -
         client.sock.send_to(cancel.as_bytes(), lb.addr)?;
         let (third, fwd3, _) = receive_at(&bes).context("CANCEL")?;
         assert_eq!(third, first, "CANCEL to the INVITE's backend");
-        assert_eq!(branch_of(headers(&fwd3, "Via")[0]), branch_of(headers(&fwd1, "Via")[0]), "CANCEL branch == INVITE branch");
+        assert_eq!(
+            branch_of(headers(&fwd3, "Via")[0]),
+            branch_of(headers(&fwd1, "Via")[0]),
+            "CANCEL branch == INVITE branch"
+        );
         let ack = request(&client, "ACK", &call_id, 1, &branch, "");
         client.sock.send_to(ack.as_bytes(), lb.addr)?;
         let (fourth, fwd4, _) = receive_at(&bes).context("ACK")?;
         assert_eq!(fourth, first, "non-2xx ACK to the INVITE's backend");
-        assert_eq!(branch_of(headers(&fwd4, "Via")[0]), branch_of(headers(&fwd1, "Via")[0]), "ACK branch == INVITE branch");
+        assert_eq!(
+            branch_of(headers(&fwd4, "Via")[0]),
+            branch_of(headers(&fwd1, "Via")[0]),
+            "ACK branch == INVITE branch"
+        );
     }
     Ok(())
 }
@@ -245,7 +254,8 @@ fn bad_requests_get_stateless_replies_and_foreign_responses_are_dropped() -> Res
     let reply = client.recv_timeout(Duration::from_secs(2)).context("no 400")?;
     assert!(reply.starts_with("SIP/2.0 400 "), "{reply}");
 
-    let too_long = invite(&client, "cl@test", 1, "z9hG4bKcl").replace(&format!("Content-Length: {}", SDP.len()), "Content-Length: 9999");
+    let too_long = invite(&client, "cl@test", 1, "z9hG4bKcl")
+        .replace(&format!("Content-Length: {}", SDP.len()), "Content-Length: 9999");
     client.sock.send_to(too_long.as_bytes(), lb.addr)?;
     let reply = client.recv_timeout(Duration::from_secs(2)).context("no 400 for Content-Length")?;
     assert!(reply.starts_with("SIP/2.0 400 "), "{reply}");
@@ -277,7 +287,10 @@ fn bad_requests_get_stateless_replies_and_foreign_responses_are_dropped() -> Res
 fn bad_configuration_exits_non_zero_naming_the_problem() -> Result<()> {
     let dir = scratch_dir("bad-config")?;
     let file = dir.join("bad.toml");
-    std::fs::write(&file, "listen = [\"127.0.0.1:5060\"]\n\n[[pool]]\nname = \"p\"\ndefault = true\nbackends = [\"not-an-address\"]\n")?;
+    std::fs::write(
+        &file,
+        "listen = [\"127.0.0.1:5060\"]\n\n[[pool]]\nname = \"p\"\ndefault = true\nbackends = [\"not-an-address\"]\n",
+    )?;
     let out = Command::new(sip_lb_binary()?).args(["run", "--config"]).arg(&file).output()?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -164,10 +164,14 @@ fn each_listen_address_advertises_and_answers_from_itself() -> Result<()> {
         let client = bind("127.0.0.1")?;
         let call = format!("sym{i}");
         client.send_to(request("REGISTER", client.local_addr()?, &call, 70).as_bytes(), lb)?;
-        let (req, from) = recv(&farm.registrar, Duration::from_secs(2)).with_context(|| format!("REGISTER sent to {lb} did not reach the registrar"))?;
+        let (req, from) = recv(&farm.registrar, Duration::from_secs(2))
+            .with_context(|| format!("REGISTER sent to {lb} did not reach the registrar"))?;
         ensure!(from == lb, "forwarded from {from}, not from {lb} where it arrived");
         let ours = header_lines(&req, "Via")[0];
-        ensure!(ours.starts_with(&format!("Via: SIP/2.0/UDP {lb};branch=z9hG4bKslb")), "our Via {ours:?} does not name {lb}");
+        ensure!(
+            ours.starts_with(&format!("Via: SIP/2.0/UDP {lb};branch=z9hG4bKslb")),
+            "our Via {ours:?} does not name {lb}"
+        );
         ensure!(answer(&farm.registrar, &req)? == lb);
         let (resp, from) = recv(&client, Duration::from_secs(2)).context("no response at the client")?;
         ensure!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");

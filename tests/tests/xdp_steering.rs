@@ -8,7 +8,6 @@
 //! the split must be within 10% of even. Needs root (CI runs as root).
 
 #[allow(dead_code)]
-
 use std::{
     collections::HashMap,
     net::{SocketAddr, UdpSocket},
@@ -21,9 +20,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_lb_tests::netns::{self, NetNs, Veth};
 use sip_lb::xdp::{Steering, SteeringMode};
 use sip_lb_common::{call_id_hash, worker_for_hash};
+use sip_lb_tests::netns::{self, NetNs, Veth};
 
 const WORKERS: usize = 2;
 const CALLS: usize = 2000;
@@ -44,7 +43,10 @@ fn reuseport_socket(addr: SocketAddr) -> UdpSocket {
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
         let one: libc::c_int = 1;
         let sz = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        assert_eq!(libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, (&one as *const libc::c_int).cast(), sz), 0);
+        assert_eq!(
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, (&one as *const libc::c_int).cast(), sz),
+            0
+        );
         let buf: libc::c_int = 8 << 20;
         libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&buf as *const libc::c_int).cast(), sz);
         let sin = libc::sockaddr_in {
@@ -53,7 +55,8 @@ fn reuseport_socket(addr: SocketAddr) -> UdpSocket {
             sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
             sin_zero: [0; 8],
         };
-        let r = libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sin) as libc::socklen_t);
+        let r =
+            libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sin) as libc::socklen_t);
         assert_eq!(r, 0, "bind {addr}: {}", std::io::Error::last_os_error());
         let s = UdpSocket::from_raw_fd(fd);
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -80,7 +83,11 @@ fn call_id_of(datagram: &[u8]) -> Option<String> {
 type Received = Arc<Mutex<Vec<(usize, String)>>>;
 
 /// Starts one pinned reader thread per socket; they stop when `stop` is set.
-fn start_workers(sockets: Vec<UdpSocket>, cpus: &[u32], stop: Arc<AtomicBool>) -> (Received, Vec<thread::JoinHandle<()>>) {
+fn start_workers(
+    sockets: Vec<UdpSocket>,
+    cpus: &[u32],
+    stop: Arc<AtomicBool>,
+) -> (Received, Vec<thread::JoinHandle<()>>) {
     let received: Received = Arc::default();
     let handles = sockets
         .into_iter()
@@ -115,7 +122,9 @@ fn check(received: &[(usize, String)], ids: &[String]) {
     }
     let mut per_worker = [0usize; WORKERS];
     for id in ids {
-        let got = by_id.get(id.as_str()).unwrap_or_else(|| panic!("Call-ID {id} never arrived ({} of {} did)", by_id.len(), ids.len()));
+        let got = by_id
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("Call-ID {id} never arrived ({} of {} did)", by_id.len(), ids.len()));
         assert_eq!(got.len(), 1, "Call-ID {id} handled {} times by {got:?}", got.len());
         let want = worker_for_hash(call_id_hash(id.as_bytes()), WORKERS as u32) as usize;
         assert_eq!(got[0], want, "Call-ID {id} went to worker {} instead of {want}", got[0]);

@@ -21,39 +21,27 @@ const STDERR_TAIL: usize = 25;
 pub fn run_demo(sip_lb_bin: &Path, seconds: u64) -> Result<()> {
     let seconds = seconds.max(1);
     if !sip_lb_bin.is_file() {
-        bail!(
-            "{} not found; build it first (cargo build -p sip-lb)",
-            sip_lb_bin.display()
-        );
+        bail!("{} not found; build it first (cargo build -p sip-lb)", sip_lb_bin.display());
     }
     let sipp = ensure_sipp()?;
     let dir = scratch_dir("demo")?;
-    let [lb_addr, b1_addr, b2_addr]: [SocketAddr; 3] =
-        free_udp_addrs(3)?.try_into().expect("three addresses");
+    let [lb_addr, b1_addr, b2_addr]: [SocketAddr; 3] = free_udp_addrs(3)?.try_into().expect("three addresses");
 
-    println!(
-        "demo: SIPp is {}; logs go to {}",
-        sipp.display(),
-        dir.display()
-    );
+    println!("demo: SIPp is {}; logs go to {}", sipp.display(), dir.display());
     println!("demo: starting two SIPp UAS backends on {b1_addr} and {b2_addr}");
     let b1 = Uas::start("backend1", b1_addr, &Scenario::uas_call(), &dir)?;
     let b2 = Uas::start("backend2", b2_addr, &Scenario::uas_call(), &dir)?;
 
     println!("demo: starting sip-lb on {lb_addr} with 2 workers");
     let mut cmd = Command::new(sip_lb_bin);
-    cmd.args(["run", "--listen", &lb_addr.to_string(), "--workers", "2"])
-        .args([
-            "--backend",
-            &b1_addr.to_string(),
-            "--backend",
-            &b2_addr.to_string(),
-        ]);
+    cmd.args(["run", "--listen", &lb_addr.to_string(), "--workers", "2"]).args([
+        "--backend",
+        &b1_addr.to_string(),
+        "--backend",
+        &b2_addr.to_string(),
+    ]);
     let mut lb = ChildGuard::spawn("sip-lb", cmd, &dir)?;
-    wait_udp_bound(lb_addr.port(), Duration::from_secs(10), || {
-        lb.ensure_running()
-    })
-    .context("sip-lb did not start")?;
+    wait_udp_bound(lb_addr.port(), Duration::from_secs(10), || lb.ensure_running()).context("sip-lb did not start")?;
 
     let calls = RATE * seconds;
     println!("demo: SIPp UAC sends {calls} calls at {RATE} calls/s through sip-lb (INVITE, ACK, 1 s pause, BYE)");
@@ -71,10 +59,7 @@ pub fn run_demo(sip_lb_bin: &Path, seconds: u64) -> Result<()> {
     let (l1, l2) = (b1.received()?, b2.received()?);
     let shared = shared_call_ids(&[("backend1", &l1), ("backend2", &l2)]);
 
-    println!(
-        "demo: sip-lb exited with {}; last lines of its stderr:",
-        describe_status(lb_status)
-    );
+    println!("demo: sip-lb exited with {}; last lines of its stderr:", describe_status(lb_status));
     println!("{}", indent(&tail(&lb.stderr(), STDERR_TAIL)));
     println!("demo: summary");
     println!("  calls attempted  {}", report.created());
@@ -99,26 +84,14 @@ pub fn run_demo(sip_lb_bin: &Path, seconds: u64) -> Result<()> {
         l2.count("BYE")
     );
     println!("  Call-IDs seen at both backends: {}", shared.len());
-    println!(
-        "  SIPp {} ({}); logs in {}",
-        describe_status(report.status),
-        report.exit_meaning(),
-        dir.display()
-    );
+    println!("  SIPp {} ({}); logs in {}", describe_status(report.status), report.exit_meaning(), dir.display());
 
     if report.successful() == 0 || report.failed() > 0 {
-        bail!(
-            "{} of {} calls failed",
-            report.created() - report.successful(),
-            report.created()
-        );
+        bail!("{} of {} calls failed", report.created() - report.successful(), report.created());
     }
     Ok(())
 }
 
 fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("  | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.lines().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
 }

@@ -47,18 +47,13 @@ fn fuzz_dir() -> PathBuf {
 }
 
 fn ensure_cargo_fuzz() -> Result<()> {
-    let present = Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let present = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
     if present {
         return Ok(());
     }
     eprintln!("xtask: installing cargo-fuzz (cargo install cargo-fuzz --locked)");
-    let status = Command::new("cargo")
-        .args(["install", "cargo-fuzz", "--locked"])
-        .status()
-        .context("starting cargo install")?;
+    let status =
+        Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]).status().context("starting cargo install")?;
     if !status.success() {
         bail!("cargo install cargo-fuzz failed: {status}");
     }

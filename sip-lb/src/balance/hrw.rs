@@ -60,19 +60,10 @@ mod tests {
     fn seeds_are_pinned() {
         // Two sip-lb versions in one farm must agree on every Call-ID.
         let a: SocketAddr = "10.0.0.1:5060".parse().unwrap();
-        assert_eq!(
-            backend_seed(a),
-            xxh3_64_with_seed(b"10.0.0.1:5060", SEED_OF_SEEDS)
-        );
+        assert_eq!(backend_seed(a), xxh3_64_with_seed(b"10.0.0.1:5060", SEED_OF_SEEDS));
         let b: SocketAddr = "[2001:db8::1]:5060".parse().unwrap();
-        assert_eq!(
-            backend_seed(b),
-            xxh3_64_with_seed(b"[2001:db8::1]:5060", SEED_OF_SEEDS)
-        );
-        assert_ne!(
-            backend_seed(a),
-            backend_seed("10.0.0.1:5061".parse().unwrap())
-        );
+        assert_eq!(backend_seed(b), xxh3_64_with_seed(b"[2001:db8::1]:5060", SEED_OF_SEEDS));
+        assert_ne!(backend_seed(a), backend_seed("10.0.0.1:5061".parse().unwrap()));
     }
 
     #[test]

@@ -80,20 +80,12 @@ impl Router {
                 let backends: Box<[Backend]> = p
                     .backends
                     .iter()
-                    .map(|b| Backend {
-                        addr: b.addr,
-                        weight: b.weight,
-                        eligible: b.weight > 0 && is_eligible(b.addr),
-                    })
+                    .map(|b| Backend { addr: b.addr, weight: b.weight, eligible: b.weight > 0 && is_eligible(b.addr) })
                     .collect();
                 let live: Box<[Slot]> = backends
                     .iter()
                     .filter(|b| b.eligible)
-                    .map(|b| Slot {
-                        seed: backend_seed(b.addr),
-                        inv_weight: 1.0 / f64::from(b.weight),
-                        addr: b.addr,
-                    })
+                    .map(|b| Slot { seed: backend_seed(b.addr), inv_weight: 1.0 / f64::from(b.weight), addr: b.addr })
                     .collect();
                 let uniform = live.windows(2).all(|w| w[0].inv_weight == w[1].inv_weight);
                 Pool {
@@ -106,20 +98,12 @@ impl Router {
                 }
             })
             .collect();
-        let invite = routes
-            .iter()
-            .find(|(m, _)| **m == *INVITE.as_bytes())
-            .map(|&(_, i)| i)
-            .or(default);
+        let invite = routes.iter().find(|(m, _)| **m == *INVITE.as_bytes()).map(|&(_, i)| i).or(default);
         routes.retain(|(m, _)| !FOLLOW_INVITE.iter().any(|f| **m == *f.as_bytes()));
         if let Some(i) = invite.filter(|&i| Some(i) != default) {
             routes.extend(FOLLOW_INVITE.iter().map(|f| (f.as_bytes().into(), i)));
         }
-        Router {
-            pools,
-            routes: routes.into(),
-            default,
-        }
+        Router { pools, routes: routes.into(), default }
     }
 
     /// [`Router::build`] with every backend eligible.
@@ -164,9 +148,7 @@ impl Router {
 
     /// Every backend of every pool with its pool, for metrics.
     pub fn backends(&self) -> impl Iterator<Item = (&Pool, &Backend)> + '_ {
-        self.pools
-            .iter()
-            .flat_map(|p| p.backends.iter().map(move |b| (p, b)))
+        self.pools.iter().flat_map(|p| p.backends.iter().map(move |b| (p, b)))
     }
 }
 

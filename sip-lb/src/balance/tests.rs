@@ -1,9 +1,7 @@
 use std::net::SocketAddr;
 
 use super::Router;
-use crate::config::{
-    BackendConfig, Config, HealthConfig, Listen, PoolConfig, SecurityConfig, SipConfig,
-};
+use crate::config::{BackendConfig, Config, HealthConfig, Listen, PoolConfig, SecurityConfig, SipConfig};
 use crate::proxy::Chooser;
 
 fn addr(s: &str) -> SocketAddr {
@@ -15,22 +13,13 @@ fn pool(name: &str, methods: &[&str], default: bool, backends: &[(&str, u32)]) -
         name: name.into(),
         methods: methods.iter().map(|m| (*m).into()).collect(),
         default,
-        backends: backends
-            .iter()
-            .map(|&(a, weight)| BackendConfig {
-                addr: addr(a),
-                weight,
-            })
-            .collect(),
+        backends: backends.iter().map(|&(a, weight)| BackendConfig { addr: addr(a), weight }).collect(),
     }
 }
 
 fn config(pools: Vec<PoolConfig>) -> Config {
     Config {
-        listen: vec![Listen {
-            addr: Config::DEFAULT_LISTEN,
-            advertise: Config::DEFAULT_LISTEN,
-        }],
+        listen: vec![Listen { addr: Config::DEFAULT_LISTEN, advertise: Config::DEFAULT_LISTEN }],
         workers: 1,
         pools,
         iface: None,
@@ -59,12 +48,7 @@ fn methods_pick_pools() {
 
 #[test]
 fn no_default_pool_means_none() {
-    let cfg = config(vec![pool(
-        "registrars",
-        &["REGISTER"],
-        false,
-        &[("10.0.0.1:5060", 1)],
-    )]);
+    let cfg = config(vec![pool("registrars", &["REGISTER"], false, &[("10.0.0.1:5060", 1)])]);
     let r = Router::build_all(&cfg);
     assert!(r.choose(b"REGISTER", 1).is_some());
     assert_eq!(r.choose(b"INVITE", 1), None);
@@ -73,43 +57,21 @@ fn no_default_pool_means_none() {
 
 #[test]
 fn all_down_is_none_and_listing_keeps_them() {
-    let cfg = config(vec![pool(
-        "p",
-        &[],
-        true,
-        &[("10.0.0.1:5060", 1), ("10.0.0.2:5060", 3)],
-    )]);
+    let cfg = config(vec![pool("p", &[], true, &[("10.0.0.1:5060", 1), ("10.0.0.2:5060", 3)])]);
     let r = Router::build(&cfg, |_| false);
     assert_eq!(r.choose(b"INVITE", 42), None);
-    let listed: Vec<_> = r
-        .backends()
-        .map(|(p, b)| (p.name(), b.addr(), b.weight(), b.is_eligible()))
-        .collect();
-    assert_eq!(
-        listed,
-        [
-            ("p", addr("10.0.0.1:5060"), 1, false),
-            ("p", addr("10.0.0.2:5060"), 3, false)
-        ]
-    );
+    let listed: Vec<_> = r.backends().map(|(p, b)| (p.name(), b.addr(), b.weight(), b.is_eligible())).collect();
+    assert_eq!(listed, [("p", addr("10.0.0.1:5060"), 1, false), ("p", addr("10.0.0.2:5060"), 3, false)]);
     let r = Router::build(&cfg, |a| a == addr("10.0.0.2:5060"));
     assert_eq!(r.pools()[0].eligible_count(), 1);
     for h in 0..100u64 {
-        assert_eq!(
-            r.choose(b"BYE", h.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-            Some(addr("10.0.0.2:5060"))
-        );
+        assert_eq!(r.choose(b"BYE", h.wrapping_mul(0x9e37_79b9_7f4a_7c15)), Some(addr("10.0.0.2:5060")));
     }
 }
 
 #[test]
 fn weight_zero_is_never_chosen() {
-    let cfg = config(vec![pool(
-        "p",
-        &[],
-        true,
-        &[("10.0.0.1:5060", 0), ("10.0.0.2:5060", 1)],
-    )]);
+    let cfg = config(vec![pool("p", &[], true, &[("10.0.0.1:5060", 0), ("10.0.0.2:5060", 1)])]);
     let r = Router::build_all(&cfg);
     assert!(!r.pools()[0].backends()[0].is_eligible());
     assert!((0..1000u64).all(|h| r.choose(b"INVITE", h << 40) == Some(addr("10.0.0.2:5060"))));
@@ -120,12 +82,7 @@ fn weight_zero_is_never_chosen() {
 /// weights scaled, and when only an ineligible backend made weights unequal.
 #[test]
 fn uniform_fast_path_matches_weighted_path() {
-    let addrs = [
-        "10.0.0.1:5060",
-        "10.0.0.2:5060",
-        "10.0.0.3:5060",
-        "[2001:db8::7]:5060",
-    ];
+    let addrs = ["10.0.0.1:5060", "10.0.0.2:5060", "10.0.0.3:5060", "[2001:db8::7]:5060"];
     let plain = Router::build_all(&config(vec![pool("p", &[], true, &addrs.map(|a| (a, 1)))]));
     assert!(plain.pools()[0].uniform);
 
@@ -153,21 +110,12 @@ fn uniform_fast_path_matches_weighted_path() {
 fn follow_invite_methods_ignore_their_own_listing() {
     let cfg = config(vec![
         pool("byes", &["BYE", "CANCEL"], false, &[("10.0.2.1:5060", 1)]),
-        pool(
-            "invites",
-            &["INVITE", "ACK"],
-            false,
-            &[("10.0.0.1:5060", 1)],
-        ),
+        pool("invites", &["INVITE", "ACK"], false, &[("10.0.0.1:5060", 1)]),
         pool("rest", &[], true, &[("10.0.1.1:5060", 1)]),
     ]);
     let r = Router::build_all(&cfg);
     for m in crate::config::FOLLOW_INVITE {
-        assert_eq!(
-            r.choose(m.as_bytes(), 3),
-            Some(addr("10.0.0.1:5060")),
-            "{m}"
-        );
+        assert_eq!(r.choose(m.as_bytes(), 3), Some(addr("10.0.0.1:5060")), "{m}");
         assert_eq!(cfg.pool_for(m).unwrap().name, "invites", "{m}");
     }
     assert_eq!(r.choose(b"OPTIONS", 3), Some(addr("10.0.1.1:5060")));
@@ -182,10 +130,7 @@ fn follow_invite_methods_ignore_their_own_listing() {
     assert_eq!(r.pool_for(b"BYE").unwrap().name(), "rest");
     assert_eq!(cfg.pool_for("BYE").unwrap().name, "rest");
     // The pool still lists what it was configured with, for admin output.
-    assert_eq!(
-        r.pool("byes").unwrap().methods().collect::<Vec<_>>(),
-        ["BYE"]
-    );
+    assert_eq!(r.pool("byes").unwrap().methods().collect::<Vec<_>>(), ["BYE"]);
 
     // No INVITE pool and no default: BYE goes nowhere, like INVITE.
     let cfg = config(vec![pool("byes", &["BYE"], false, &[("10.0.2.1:5060", 1)])]);

@@ -13,16 +13,11 @@ pub fn parse_sip_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(sa) = t.parse::<SocketAddr>() {
         return Ok(sa);
     }
-    let bare = t
-        .strip_prefix('[')
-        .and_then(|r| r.strip_suffix(']'))
-        .unwrap_or(t);
+    let bare = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(t);
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, DEFAULT_SIP_PORT));
     }
-    Err(format!(
-        "invalid socket address {s:?} (expected ip:port, [v6]:port or a bare ip for port {DEFAULT_SIP_PORT})"
-    ))
+    Err(format!("invalid socket address {s:?} (expected ip:port, [v6]:port or a bare ip for port {DEFAULT_SIP_PORT})"))
 }
 
 #[cfg(test)]
@@ -38,15 +33,7 @@ mod tests {
         assert_eq!(a("::1"), "[::1]:5060");
         assert_eq!(a("[2001:db8::1]"), "[2001:db8::1]:5060");
         assert_eq!(a(" 127.0.0.1:1 "), "127.0.0.1:1");
-        for bad in [
-            "",
-            "nonsense",
-            "10.0.0.x:5060",
-            "10.0.0.1:",
-            "10.0.0.1:70000",
-            "host:5060",
-            "::1:5060x",
-        ] {
+        for bad in ["", "nonsense", "10.0.0.x:5060", "10.0.0.1:", "10.0.0.1:70000", "host:5060", "::1:5060x"] {
             assert!(parse_sip_addr(bad).is_err(), "{bad}");
         }
     }

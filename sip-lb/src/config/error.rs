@@ -20,12 +20,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: None,
-            position: None,
-            field: field.into(),
-            message: message.into(),
-        }
+        ConfigError { file: None, position: None, field: field.into(), message: message.into() }
     }
 
     /// An error at `span` (byte offsets) of `src`.
@@ -120,13 +115,7 @@ mod tests {
     fn display_forms() {
         let e = ConfigError::at("\n\nabc", Some(2..3), "workers", "must be at least 1");
         assert_eq!(e.to_string(), "3:1: workers: must be at least 1");
-        assert_eq!(
-            e.clone().in_file("sip-lb.toml").to_string(),
-            "sip-lb.toml:3:1: workers: must be at least 1"
-        );
-        assert_eq!(
-            ConfigError::new("--advertise", "x").to_string(),
-            "--advertise: x"
-        );
+        assert_eq!(e.clone().in_file("sip-lb.toml").to_string(), "sip-lb.toml:3:1: workers: must be at least 1");
+        assert_eq!(ConfigError::new("--advertise", "x").to_string(), "--advertise: x");
     }
 }

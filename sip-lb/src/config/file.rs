@@ -154,17 +154,11 @@ impl<'de> Deserialize<'de> for RawListen {
             type Value = RawListen;
 
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(
-                    r#"a listen address: "ip:port" or { addr = "ip:port", advertise = "ip:port" }"#,
-                )
+                f.write_str(r#"a listen address: "ip:port" or { addr = "ip:port", advertise = "ip:port" }"#)
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawListen, E> {
-                Ok(RawListen {
-                    addr: v.to_owned(),
-                    addr_span: None,
-                    advertise: None,
-                })
+                Ok(RawListen { addr: v.to_owned(), addr_span: None, advertise: None })
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawListen, A::Error> {
@@ -174,21 +168,13 @@ impl<'de> Deserialize<'de> for RawListen {
                     match key.as_str() {
                         "addr" if addr.is_none() => addr = Some(map.next_value()?),
                         "advertise" if advertise.is_none() => advertise = Some(map.next_value()?),
-                        "addr" | "advertise" => {
-                            return Err(de::Error::custom(format!("duplicate field `{key}`")))
-                        }
-                        other => {
-                            return Err(de::Error::unknown_field(other, &["addr", "advertise"]))
-                        }
+                        "addr" | "advertise" => return Err(de::Error::custom(format!("duplicate field `{key}`"))),
+                        other => return Err(de::Error::unknown_field(other, &["addr", "advertise"])),
                     }
                 }
                 let addr = addr.ok_or_else(|| de::Error::missing_field("addr"))?;
                 let addr_span = Some(addr.span());
-                Ok(RawListen {
-                    addr: addr.into_inner(),
-                    addr_span,
-                    advertise,
-                })
+                Ok(RawListen { addr: addr.into_inner(), addr_span, advertise })
             }
         }
         d.deserialize_any(V)
@@ -214,11 +200,7 @@ impl<'de> Deserialize<'de> for RawBackend {
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawBackend, E> {
-                Ok(RawBackend {
-                    addr: v.to_owned(),
-                    addr_span: None,
-                    weight: None,
-                })
+                Ok(RawBackend { addr: v.to_owned(), addr_span: None, weight: None })
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawBackend, A::Error> {
@@ -228,19 +210,13 @@ impl<'de> Deserialize<'de> for RawBackend {
                     match key.as_str() {
                         "addr" if addr.is_none() => addr = Some(map.next_value()?),
                         "weight" if weight.is_none() => weight = Some(map.next_value()?),
-                        "addr" | "weight" => {
-                            return Err(de::Error::custom(format!("duplicate field `{key}`")))
-                        }
+                        "addr" | "weight" => return Err(de::Error::custom(format!("duplicate field `{key}`"))),
                         other => return Err(de::Error::unknown_field(other, &["addr", "weight"])),
                     }
                 }
                 let addr = addr.ok_or_else(|| de::Error::missing_field("addr"))?;
                 let addr_span = Some(addr.span());
-                Ok(RawBackend {
-                    addr: addr.into_inner(),
-                    addr_span,
-                    weight,
-                })
+                Ok(RawBackend { addr: addr.into_inner(), addr_span, weight })
             }
         }
         d.deserialize_any(V)
@@ -254,10 +230,7 @@ impl<'de> Deserialize<'de> for RawBackend {
 pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), ConfigError> {
     let raw: RawConfig = toml::from_str(src).map_err(|e| {
         let span = e.span();
-        let field = span
-            .as_ref()
-            .map(|s| field_at(src, s.start))
-            .unwrap_or_default();
+        let field = span.as_ref().map(|s| field_at(src, s.start)).unwrap_or_default();
         ConfigError::at(src, span, field, e.message().trim_end().to_owned())
     })?;
     let mut draft = Draft::default();
@@ -270,17 +243,13 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
         let span = l.span();
         let l = l.into_inner();
         let addr_span = l.addr_span.unwrap_or(span);
-        let a = parse_sip_addr(&l.addr)
-            .map_err(|m| ConfigError::at(src, Some(addr_span.clone()), "listen", m))?;
+        let a = parse_sip_addr(&l.addr).map_err(|m| ConfigError::at(src, Some(addr_span.clone()), "listen", m))?;
         let advertise = match &l.advertise {
             Some(adv) => Some(addr(adv, format!("listen \"{a}\": advertise"))?),
             None => None,
         };
         draft.listen.push(DraftListen { addr: a, advertise });
-        spans.listen.push(ListenSpans {
-            addr: addr_span,
-            advertise: l.advertise.map(|a| a.span()),
-        });
+        spans.listen.push(ListenSpans { addr: addr_span, advertise: l.advertise.map(|a| a.span()) });
     }
     if let Some(a) = raw.advertise {
         draft.advertise = Some(addr(&a, "advertise".into())?);
@@ -297,10 +266,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
                 src,
                 Some(m.span()),
                 "metrics",
-                format!(
-                    "invalid socket address {:?} (expected ip:port)",
-                    m.get_ref()
-                ),
+                format!("invalid socket address {:?} (expected ip:port)", m.get_ref()),
             )
         })?;
         draft.metrics = Some(sa);
@@ -315,8 +281,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
         };
         // Writing a [health] section turns probing on unless it says otherwise.
         draft.health.enabled = h.enabled.unwrap_or(true);
-        draft.health.interval_ms =
-            take(h.interval_ms, d.interval_ms, &mut spans.health.interval_ms);
+        draft.health.interval_ms = take(h.interval_ms, d.interval_ms, &mut spans.health.interval_ms);
         draft.health.timeout_ms = take(h.timeout_ms, d.timeout_ms, &mut spans.health.timeout_ms);
         draft.health.failures = h.failures.map_or(d.failures, |v| {
             spans.health.failures = Some(v.span());
@@ -338,9 +303,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
                         src,
                         Some(c.span()),
                         "health.alive_codes",
-                        format!(
-                            "{text:?} is not a status code (100-699) or a class such as \"2xx\""
-                        ),
+                        format!("{text:?} is not a status code (100-699) or a class such as \"2xx\""),
                     )
                 })?;
                 alive = alive.union(entry);
@@ -366,10 +329,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
 
     for p in raw.pool {
         let name = p.name.get_ref().clone();
-        let mut ps = PoolSpans {
-            name: Some(p.name.span()),
-            ..PoolSpans::default()
-        };
+        let mut ps = PoolSpans { name: Some(p.name.span()), ..PoolSpans::default() };
         let methods: Vec<String> = p
             .methods
             .into_iter()
@@ -386,22 +346,12 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
             let b = b.into_inner();
             let addr_span = b.addr_span.unwrap_or(span);
             let field = format!("pool {name:?}: backend {:?}", b.addr);
-            let a = parse_sip_addr(&b.addr)
-                .map_err(|m| ConfigError::at(src, Some(addr_span.clone()), field, m))?;
-            ps.backend
-                .push((addr_span, b.weight.as_ref().map(|w| w.span())));
-            backends.push(BackendConfig {
-                addr: a,
-                weight: b.weight.map_or(1, |w| w.into_inner()),
-            });
+            let a = parse_sip_addr(&b.addr).map_err(|m| ConfigError::at(src, Some(addr_span.clone()), field, m))?;
+            ps.backend.push((addr_span, b.weight.as_ref().map(|w| w.span())));
+            backends.push(BackendConfig { addr: a, weight: b.weight.map_or(1, |w| w.into_inner()) });
         }
         let default = p.default.map_or(methods.is_empty(), |d| d.into_inner());
-        draft.pools.push(PoolConfig {
-            name,
-            methods,
-            default,
-            backends,
-        });
+        draft.pools.push(PoolConfig { name, methods, default, backends });
         spans.pools.push(ps);
     }
     Ok((draft, spans))
@@ -442,36 +392,16 @@ fn parse_sip(src: &str, raw: RawSip) -> Result<SipConfig, ConfigError> {
     Ok(SipConfig {
         aliases: each(src, &raw.aliases, "sip.aliases", sip::parse_alias)?,
         schemes,
-        proxy_require: each(
-            src,
-            &raw.proxy_require,
-            "sip.proxy_require",
-            sip::parse_option_tag,
-        )?,
+        proxy_require: each(src, &raw.proxy_require, "sip.proxy_require", sip::parse_option_tag)?,
     })
 }
 
-fn parse_security(
-    src: &str,
-    raw: RawSecurity,
-    base: Option<&Path>,
-) -> Result<SecurityConfig, ConfigError> {
-    let current = secret::load(
-        src,
-        secret::Source {
-            name: "secret",
-            inline: raw.secret,
-            file: raw.secret_file,
-        },
-        base,
-    )?;
+fn parse_security(src: &str, raw: RawSecurity, base: Option<&Path>) -> Result<SecurityConfig, ConfigError> {
+    let current =
+        secret::load(src, secret::Source { name: "secret", inline: raw.secret, file: raw.secret_file }, base)?;
     let previous = secret::load(
         src,
-        secret::Source {
-            name: "previous_secret",
-            inline: raw.previous_secret,
-            file: raw.previous_secret_file,
-        },
+        secret::Source { name: "previous_secret", inline: raw.previous_secret, file: raw.previous_secret_file },
         base,
     )?;
     if let (None, Some(p)) = (&current, &previous) {
@@ -482,10 +412,7 @@ fn parse_security(
             "a previous secret is only accepted alongside the current one: set secret or secret_file",
         ));
     }
-    Ok(SecurityConfig {
-        secret: current.map(|s| s.bytes),
-        previous: previous.map(|s| s.bytes),
-    })
+    Ok(SecurityConfig { secret: current.map(|s| s.bytes), previous: previous.map(|s| s.bytes) })
 }
 
 /// Best-effort field path for a serde/TOML error at byte `offset`: the
@@ -505,12 +432,7 @@ fn field_at(src: &str, offset: usize) -> String {
     for l in src[..line_start].split_inclusive('\n') {
         let t = l.trim();
         if t.starts_with('[') {
-            let name = t
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim();
+            let name = t.trim_start_matches('[').split(']').next().unwrap_or("").trim();
             if name == "pool" && t.starts_with("[[") {
                 pool_n += 1;
             }
@@ -520,8 +442,8 @@ fn field_at(src: &str, offset: usize) -> String {
         pos += l.len();
     }
     if table == "pool" {
-        table = section_name(&src[section_start..])
-            .map_or_else(|| format!("pool #{pool_n}"), |n| format!("pool {n:?}"));
+        table =
+            section_name(&src[section_start..]).map_or_else(|| format!("pool #{pool_n}"), |n| format!("pool {n:?}"));
     }
 
     let is_key = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
@@ -553,11 +475,7 @@ fn section_name(section: &str) -> Option<String> {
             return None;
         }
         if let Some(v) = t.strip_prefix("name") {
-            let v = v
-                .trim_start()
-                .strip_prefix('=')?
-                .trim_start()
-                .strip_prefix('"')?;
+            let v = v.trim_start().strip_prefix('=')?.trim_start().strip_prefix('"')?;
             return v.split('"').next().map(str::to_owned);
         }
     }
@@ -573,13 +491,7 @@ mod tests {
         let src = "workers = \"x\"\n[[pool]]\nname = \"p\"\nbackends = [{ addr = \"a\", weight = -1 }]\n[health]\ninterval_ms = 1\n";
         assert_eq!(field_at(src, src.find("\"x\"").unwrap()), "workers");
         assert_eq!(field_at(src, src.find("-1").unwrap()), "pool \"p\": weight");
-        assert_eq!(
-            field_at(src, src.find("\"a\"").unwrap()),
-            "pool \"p\": addr"
-        );
-        assert_eq!(
-            field_at(src, src.find("interval_ms").unwrap()),
-            "health.interval_ms"
-        );
+        assert_eq!(field_at(src, src.find("\"a\"").unwrap()), "pool \"p\": addr");
+        assert_eq!(field_at(src, src.find("interval_ms").unwrap()), "health.interval_ms");
     }
 }

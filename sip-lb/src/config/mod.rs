@@ -24,8 +24,7 @@ pub use error::ConfigError;
 
 /// Where the control plane serves `/metrics` and its admin API when the
 /// file and flags name no `metrics` address.
-pub const DEFAULT_CONTROL: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5070);
+pub const DEFAULT_CONTROL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5070);
 
 /// The name of the pool `--backend` creates when the file has no default pool.
 pub const DEFAULT_POOL: &str = "default";
@@ -273,8 +272,7 @@ impl std::fmt::Debug for AliveCodes {
 
 impl Config {
     /// The default listen address.
-    pub const DEFAULT_LISTEN: SocketAddr =
-        SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_SIP_PORT);
+    pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_SIP_PORT);
 
     /// Parses and validates a TOML document (no flags). Errors carry
     /// `line:col` but no file name. A relative `secret_file` is relative to
@@ -291,12 +289,10 @@ impl Config {
         let (mut draft, mut spans, src, file_name) = match &args.config {
             Some(path) => {
                 let name = path.display().to_string();
-                text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::new("--config", format!("cannot read {name}: {e}"))
-                })?;
+                text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::new("--config", format!("cannot read {name}: {e}")))?;
                 // A relative secret_file is relative to the config file.
-                let (d, s) =
-                    file::parse(&text, path.parent()).map_err(|e| e.in_file(name.clone()))?;
+                let (d, s) = file::parse(&text, path.parent()).map_err(|e| e.in_file(name.clone()))?;
                 (d, s, Some(text.as_str()), Some(name))
             }
             None => (file::Draft::default(), file::Spans::default(), None, None),
@@ -317,15 +313,8 @@ impl Config {
     /// The pool a method goes to: the one listing it, else the default;
     /// [`FOLLOW_INVITE`] methods go where INVITE goes.
     pub fn pool_for(&self, method: &str) -> Option<&PoolConfig> {
-        let method = if FOLLOW_INVITE.contains(&method) {
-            INVITE
-        } else {
-            method
-        };
-        self.pools
-            .iter()
-            .find(|p| p.methods.iter().any(|m| m == method))
-            .or_else(|| self.default_pool())
+        let method = if FOLLOW_INVITE.contains(&method) { INVITE } else { method };
+        self.pools.iter().find(|p| p.methods.iter().any(|m| m == method)).or_else(|| self.default_pool())
     }
 }
 

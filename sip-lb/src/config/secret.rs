@@ -31,11 +31,7 @@ pub(crate) struct Loaded {
 /// A relative file path is relative to `base` (the config file's directory)
 /// when given. One trailing `\n` or `\r\n` of a file is not part of the
 /// secret.
-pub(crate) fn load(
-    src: &str,
-    s: Source<'_>,
-    base: Option<&Path>,
-) -> Result<Option<Loaded>, ConfigError> {
+pub(crate) fn load(src: &str, s: Source<'_>, base: Option<&Path>) -> Result<Option<Loaded>, ConfigError> {
     let field = |key: &str| format!("security.{key}");
     let file_key = format!("{}_file", s.name);
     let (bytes, span, key) = match (s.inline, s.file) {
@@ -56,12 +52,7 @@ pub(crate) fn load(
             let span = f.span();
             let written = f.into_inner();
             if written.is_empty() {
-                return Err(ConfigError::at(
-                    src,
-                    Some(span),
-                    field(&file_key),
-                    "must name a file",
-                ));
+                return Err(ConfigError::at(src, Some(span), field(&file_key), "must name a file"));
             }
             let path = match base {
                 Some(dir) if Path::new(&written).is_relative() => dir.join(&written),
@@ -89,10 +80,7 @@ pub(crate) fn load(
             src,
             Some(span),
             field(&key),
-            format!(
-                "the secret is {} bytes; it must be at least {MIN_SECRET_LEN} bytes",
-                bytes.len()
-            ),
+            format!("the secret is {} bytes; it must be at least {MIN_SECRET_LEN} bytes", bytes.len()),
         ));
     }
     Ok(Some(Loaded { bytes, key, span }))

@@ -11,16 +11,11 @@ use super::Alias;
 /// literals are stored in canonical form, IPv6 without brackets.
 pub(crate) fn parse_alias(s: &str) -> Result<Alias, String> {
     let t = s.trim();
-    let invalid = |why: &str| {
-        format!(
-            "{s:?} is not a host alias ({why}; expected host, host:port, ip:port or [ipv6]:port)"
-        )
-    };
+    let invalid =
+        |why: &str| format!("{s:?} is not a host alias ({why}; expected host, host:port, ip:port or [ipv6]:port)");
     let (host, port) = if let Some(rest) = t.strip_prefix('[') {
         let (inner, after) = rest.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
-        let ip: Ipv6Addr = inner
-            .parse()
-            .map_err(|_| invalid("not an IPv6 address in brackets"))?;
+        let ip: Ipv6Addr = inner.parse().map_err(|_| invalid("not an IPv6 address in brackets"))?;
         let port = match after {
             "" => None,
             p => Some(p.strip_prefix(':').ok_or_else(|| invalid("junk after ]"))?),
@@ -28,9 +23,7 @@ pub(crate) fn parse_alias(s: &str) -> Result<Alias, String> {
         (ip.to_string(), port)
     } else {
         let (host, port) = match t.split_once(':') {
-            Some((_, p)) if p.contains(':') => {
-                return Err(invalid("an IPv6 address must be in brackets"))
-            }
+            Some((_, p)) if p.contains(':') => return Err(invalid("an IPv6 address must be in brackets")),
             Some((h, p)) => (h, Some(p)),
             None => (t, None),
         };
@@ -64,10 +57,7 @@ fn is_hostname(h: &str) -> bool {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
-    labels.iter().all(|l| label_ok(l))
-        && labels
-            .last()
-            .is_some_and(|l| l.as_bytes()[0].is_ascii_alphabetic())
+    labels.iter().all(|l| label_ok(l)) && labels.last().is_some_and(|l| l.as_bytes()[0].is_ascii_alphabetic())
 }
 
 /// RFC 3986 `scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`,
@@ -75,14 +65,11 @@ fn is_hostname(h: &str) -> bool {
 pub(crate) fn parse_scheme(s: &str) -> Result<String, String> {
     let b = s.as_bytes();
     let ok = b.first().is_some_and(u8::is_ascii_alphabetic)
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || b"+-.".contains(&c));
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"+-.".contains(&c));
     if ok {
         Ok(s.to_ascii_lowercase())
     } else {
-        Err(format!(
-            "{s:?} is not a URI scheme (a letter, then letters, digits, '+', '-' or '.')"
-        ))
+        Err(format!("{s:?} is not a URI scheme (a letter, then letters, digits, '+', '-' or '.')"))
     }
 }
 
@@ -114,10 +101,7 @@ mod tests {
         let own = |h: &str, p: Option<u16>| (h.to_owned(), p);
         assert_eq!(alias("lb.example.net"), own("lb.example.net", None));
         assert_eq!(alias("LB.Example.NET."), own("lb.example.net", None));
-        assert_eq!(
-            alias("lb-1.example.net:5061"),
-            own("lb-1.example.net", Some(5061))
-        );
+        assert_eq!(alias("lb-1.example.net:5061"), own("lb-1.example.net", Some(5061)));
         assert_eq!(alias("localhost"), own("localhost", None));
         assert_eq!(alias("198.51.100.7:5060"), own("198.51.100.7", Some(5060)));
         assert_eq!(alias("198.51.100.7"), own("198.51.100.7", None));

@@ -9,26 +9,15 @@ use super::error::ConfigError;
 use super::file::{Draft, DraftListen, PoolSpans, Spans};
 use super::sip::is_token_byte;
 use super::{
-    default_workers, BackendConfig, Config, Listen, PoolConfig, RunArgs, DEFAULT_POOL,
-    FOLLOW_INVITE, INVITE, REGISTER, REGISTRAR_POOL,
+    default_workers, BackendConfig, Config, Listen, PoolConfig, RunArgs, DEFAULT_POOL, FOLLOW_INVITE, INVITE, REGISTER,
+    REGISTRAR_POOL,
 };
 
 /// Applies `--listen` etc. to the draft. Overridden settings lose their
 /// spans, so later errors about them name the flag instead of a line.
-pub(crate) fn apply_flags(
-    d: &mut Draft,
-    spans: &mut Spans,
-    a: &RunArgs,
-) -> Result<(), ConfigError> {
+pub(crate) fn apply_flags(d: &mut Draft, spans: &mut Spans, a: &RunArgs) -> Result<(), ConfigError> {
     if !a.listen.is_empty() {
-        d.listen = a
-            .listen
-            .iter()
-            .map(|&addr| DraftListen {
-                addr,
-                advertise: None,
-            })
-            .collect();
+        d.listen = a.listen.iter().map(|&addr| DraftListen { addr, advertise: None }).collect();
         spans.listen.clear();
     }
     if let Some(adv) = a.advertise {
@@ -53,11 +42,7 @@ pub(crate) fn apply_flags(
         add_backends(&mut d.pools[i], &a.backend, "--backend")?;
     }
     if !a.registrar.is_empty() {
-        let i = match d
-            .pools
-            .iter()
-            .position(|p| p.methods.iter().any(|m| m == REGISTER))
-        {
+        let i = match d.pools.iter().position(|p| p.methods.iter().any(|m| m == REGISTER)) {
             Some(i) => i,
             None => new_pool(d, REGISTRAR_POOL, &[REGISTER], false),
         };
@@ -76,17 +61,10 @@ fn new_pool(d: &mut Draft, name: &str, methods: &[&str], default: bool) -> usize
     d.pools.len() - 1
 }
 
-fn add_backends(
-    pool: &mut PoolConfig,
-    addrs: &[SocketAddr],
-    flag: &str,
-) -> Result<(), ConfigError> {
+fn add_backends(pool: &mut PoolConfig, addrs: &[SocketAddr], flag: &str) -> Result<(), ConfigError> {
     for &addr in addrs {
         if pool.backends.iter().any(|b| b.addr == addr) {
-            return Err(ConfigError::new(
-                flag,
-                format!("{addr} is already a backend of pool {:?}", pool.name),
-            ));
+            return Err(ConfigError::new(flag, format!("{addr} is already a backend of pool {:?}", pool.name)));
         }
         pool.backends.push(BackendConfig { addr, weight: 1 });
     }
@@ -123,30 +101,16 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
 
     let workers = d.workers.unwrap_or_else(default_workers);
     if workers == 0 {
-        let field = if loc.src.is_some_and(|(_, s)| s.workers.is_some()) {
-            "workers"
-        } else {
-            "--workers"
-        };
+        let field = if loc.src.is_some_and(|(_, s)| s.workers.is_some()) { "workers" } else { "--workers" };
         return Err(loc.err(|s| s.workers.clone(), field, "must be at least 1"));
     }
 
     let h = d.health;
     for (field, v, span) in [
-        (
-            "health.interval_ms",
-            h.interval_ms,
-            (|s: &Spans| s.health.interval_ms.clone()) as fn(&Spans) -> _,
-        ),
-        ("health.timeout_ms", h.timeout_ms, |s: &Spans| {
-            s.health.timeout_ms.clone()
-        }),
-        ("health.failures", u64::from(h.failures), |s: &Spans| {
-            s.health.failures.clone()
-        }),
-        ("health.successes", u64::from(h.successes), |s: &Spans| {
-            s.health.successes.clone()
-        }),
+        ("health.interval_ms", h.interval_ms, (|s: &Spans| s.health.interval_ms.clone()) as fn(&Spans) -> _),
+        ("health.timeout_ms", h.timeout_ms, |s: &Spans| s.health.timeout_ms.clone()),
+        ("health.failures", u64::from(h.failures), |s: &Spans| s.health.failures.clone()),
+        ("health.successes", u64::from(h.successes), |s: &Spans| s.health.successes.clone()),
     ] {
         if v == 0 {
             return Err(loc.err(span, field, "must be at least 1"));
@@ -179,40 +143,21 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
 }
 
 /// Defaults and checks for the listen addresses and what each advertises.
-fn check_listen(
-    entries: Vec<DraftListen>,
-    top: Option<SocketAddr>,
-    loc: &Locator,
-) -> Result<Vec<Listen>, ConfigError> {
+fn check_listen(entries: Vec<DraftListen>, top: Option<SocketAddr>, loc: &Locator) -> Result<Vec<Listen>, ConfigError> {
     // Field names: a setting from the file is named by its key, one from
     // flags (or the default) by its flag.
     let from_file = loc.src.is_some_and(|(_, s)| !s.listen.is_empty());
     let lfield = if from_file { "listen" } else { "--listen" };
     let top_in_file = loc.src.is_some_and(|(_, s)| s.advertise.is_some());
-    let top_field = if top_in_file {
-        "advertise"
-    } else {
-        "--advertise"
-    };
+    let top_field = if top_in_file { "advertise" } else { "--advertise" };
     let top_span = |s: &Spans| s.advertise.clone();
     let addr_span = |i: usize| move |s: &Spans| s.listen.get(i).map(|l| l.addr.clone());
-    let own_span = |i: usize| {
-        move |s: &Spans| {
-            s.listen
-                .get(i)
-                .and_then(|l| l.advertise.clone().or_else(|| Some(l.addr.clone())))
-        }
-    };
+    let own_span =
+        |i: usize| move |s: &Spans| s.listen.get(i).and_then(|l| l.advertise.clone().or_else(|| Some(l.addr.clone())));
     let unusable = |a: SocketAddr| a.ip().is_unspecified() || a.port() == 0;
 
-    let mut entries = if entries.is_empty() {
-        vec![DraftListen {
-            addr: Config::DEFAULT_LISTEN,
-            advertise: None,
-        }]
-    } else {
-        entries
-    };
+    let mut entries =
+        if entries.is_empty() { vec![DraftListen { addr: Config::DEFAULT_LISTEN, advertise: None }] } else { entries };
     let several = entries.len() > 1;
 
     if let Some(a) = top {
@@ -232,7 +177,9 @@ fn check_listen(
             return Err(loc.err(
                 top_span,
                 top_field,
-                format!("{a} is a wildcard address or port 0; advertise the address clients and backends should send to"),
+                format!(
+                    "{a} is a wildcard address or port 0; advertise the address clients and backends should send to"
+                ),
             ));
         }
         // --advertise overrides the file, like every scalar flag; the file
@@ -241,10 +188,7 @@ fn check_listen(
             return Err(loc.err(
                 top_span,
                 top_field,
-                format!(
-                    "listen \"{}\" already sets its advertise; keep one of the two",
-                    entries[0].addr
-                ),
+                format!("listen \"{}\" already sets its advertise; keep one of the two", entries[0].addr),
             ));
         }
         entries[0].advertise = Some(a);
@@ -262,18 +206,16 @@ fn check_listen(
         }
         // Where this entry's advertise was written: its own, the top-level one,
         // or nowhere (it defaults to the address itself).
-        let own = loc
-            .src
-            .is_some_and(|(_, s)| s.listen.get(i).is_some_and(|l| l.advertise.is_some()));
+        let own = loc.src.is_some_and(|(_, s)| s.listen.get(i).is_some_and(|l| l.advertise.is_some()));
         let afield = format!("{lfield} \"{a}\": advertise");
         let advertise = match e.advertise {
-            Some(adv) if unusable(adv) && own => {
-                return Err(loc.err(
-                    own_span(i),
-                    afield,
-                    format!("{adv} is a wildcard address or port 0; advertise the address clients and backends should send to"),
-                ))
-            }
+            Some(adv) if unusable(adv) && own => return Err(loc.err(
+                own_span(i),
+                afield,
+                format!(
+                    "{adv} is a wildcard address or port 0; advertise the address clients and backends should send to"
+                ),
+            )),
             Some(adv) => adv,
             None if unusable(a) => {
                 let how = if several {
@@ -283,11 +225,7 @@ fn check_listen(
                 } else {
                     "set `advertise` (or --advertise) to this host's reachable ip:port".to_owned()
                 };
-                let what = if a.ip().is_unspecified() {
-                    "a wildcard address"
-                } else {
-                    "on port 0 (any port)"
-                };
+                let what = if a.ip().is_unspecified() { "a wildcard address" } else { "on port 0 (any port)" };
                 return Err(loc.err(
                     addr_span(i),
                     lfield,
@@ -326,21 +264,13 @@ fn check_listen(
 /// Every backend can be reached from a listen socket of its family (IPv4 or
 /// IPv6, a v4-mapped IPv6 address counting as IPv4): sockets are bound
 /// IPv6-only, and without one of the family its traffic would be dropped.
-fn check_families(
-    pools: &[PoolConfig],
-    listen: &[Listen],
-    loc: &Locator,
-) -> Result<(), ConfigError> {
+fn check_families(pools: &[PoolConfig], listen: &[Listen], loc: &Locator) -> Result<(), ConfigError> {
     let v4 = |a: SocketAddr| a.ip().to_canonical().is_ipv4();
     for (i, p) in pools.iter().enumerate() {
         for (j, b) in p.backends.iter().enumerate() {
             let fam = v4(b.addr);
             if !listen.iter().any(|l| v4(l.addr) == fam) {
-                let (name, other) = if fam {
-                    ("IPv4", "IPv6")
-                } else {
-                    ("IPv6", "IPv4")
-                };
+                let (name, other) = if fam { ("IPv4", "IPv6") } else { ("IPv6", "IPv4") };
                 return Err(loc.err(
                     |s| ps(s, i).and_then(|p| p.backend.get(j)).map(|b| b.0.clone()),
                     format!("pool {:?}: backend \"{}\"", p.name, b.addr),
@@ -357,11 +287,7 @@ fn check_families(
 
 fn check_pools(pools: &[PoolConfig], loc: &Locator) -> Result<(), ConfigError> {
     if pools.is_empty() {
-        return Err(loc.err(
-            |_| None,
-            "pool",
-            "no backend pools: add a [[pool]] table or pass --backend",
-        ));
+        return Err(loc.err(|_| None, "pool", "no backend pools: add a [[pool]] table or pass --backend"));
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut methods: HashMap<&str, &str> = HashMap::new();
@@ -378,36 +304,23 @@ fn check_pools(pools: &[PoolConfig], loc: &Locator) -> Result<(), ConfigError> {
         }
         if p.backends.is_empty() {
             return Err(loc.err(
-                |s| {
-                    ps(s, i)
-                        .and_then(|p| p.backends.clone())
-                        .or_else(|| name_span(s))
-                },
+                |s| ps(s, i).and_then(|p| p.backends.clone()).or_else(|| name_span(s)),
                 format!("{field}: backends"),
                 "a pool needs at least one backend",
             ));
         }
         for (j, b) in p.backends.iter().enumerate() {
             let bfield = format!("{field}: backend \"{}\"", b.addr);
-            let addr_span =
-                |s: &Spans| ps(s, i).and_then(|p| p.backend.get(j)).map(|b| b.0.clone());
+            let addr_span = |s: &Spans| ps(s, i).and_then(|p| p.backend.get(j)).map(|b| b.0.clone());
             if b.weight == 0 {
                 return Err(loc.err(
-                    |s| {
-                        ps(s, i)
-                            .and_then(|p| p.backend.get(j))
-                            .and_then(|b| b.1.clone())
-                    },
+                    |s| ps(s, i).and_then(|p| p.backend.get(j)).and_then(|b| b.1.clone()),
                     format!("{bfield}: weight"),
                     "must be at least 1 (to take a backend out, remove it or mark it down)",
                 ));
             }
             if b.addr.ip().is_unspecified() || b.addr.port() == 0 {
-                return Err(loc.err(
-                    addr_span,
-                    bfield,
-                    "not a usable destination (wildcard ip or port 0)",
-                ));
+                return Err(loc.err(addr_span, bfield, "not a usable destination (wildcard ip or port 0)"));
             }
             if p.backends[..j].iter().any(|o| o.addr == b.addr) {
                 return Err(loc.err(addr_span, bfield, "listed twice in this pool"));
@@ -416,11 +329,7 @@ fn check_pools(pools: &[PoolConfig], loc: &Locator) -> Result<(), ConfigError> {
         for (k, m) in p.methods.iter().enumerate() {
             let mspan = |s: &Spans| ps(s, i).and_then(|p| p.methods.get(k)).cloned();
             if m.is_empty() || !m.bytes().all(is_token_byte) {
-                return Err(loc.err(
-                    mspan,
-                    format!("{field}: methods"),
-                    format!("{m:?} is not a SIP method token"),
-                ));
+                return Err(loc.err(mspan, format!("{field}: methods"), format!("{m:?} is not a SIP method token")));
             }
             if let Some(other) = methods.insert(m, &p.name) {
                 let msg = if other == p.name {
@@ -442,11 +351,7 @@ fn check_pools(pools: &[PoolConfig], loc: &Locator) -> Result<(), ConfigError> {
             default = Some(&p.name);
         } else if p.methods.is_empty() {
             return Err(loc.err(
-                |s| {
-                    ps(s, i)
-                        .and_then(|p| p.default.clone())
-                        .or_else(|| name_span(s))
-                },
+                |s| ps(s, i).and_then(|p| p.default.clone()).or_else(|| name_span(s)),
                 format!("{field}: default"),
                 "the pool receives no requests: list `methods` or set `default = true`",
             ));

@@ -39,9 +39,7 @@ pub async fn start(control: Arc<Control>) -> Result<()> {
             tracing::warn!("control API disabled: cannot bind the default {addr}: {e} (set `metrics`/--control)");
             return Ok(());
         }
-        Err(e) => {
-            return Err(e).with_context(|| format!("binding the control/metrics address {addr}"))
-        }
+        Err(e) => return Err(e).with_context(|| format!("binding the control/metrics address {addr}")),
     };
     tracing::info!(addr = %listener.local_addr()?, "control API and /metrics listening");
     tokio::spawn(async move {
@@ -60,10 +58,7 @@ pub async fn start(control: Arc<Control>) -> Result<()> {
                     let control = control.clone();
                     async move { Ok::<_, Infallible>(handle(&control, req, peer).await) }
                 });
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await
-                {
+                if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
                     tracing::debug!(%peer, "control API connection: {e}");
                 }
             });
@@ -95,14 +90,9 @@ async fn handle(control: &Control, req: Request<Incoming>, peer: SocketAddr) -> 
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     // Drain the request body (bounded); none of the endpoints takes one.
-    let _ = http_body_util::Limited::new(req.into_body(), 64 * 1024)
-        .collect()
-        .await;
+    let _ = http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await;
     if method == Method::POST && !peer.ip().is_loopback() {
-        return error(
-            StatusCode::FORBIDDEN,
-            "admin requests are accepted from loopback only",
-        );
+        return error(StatusCode::FORBIDDEN, "admin requests are accepted from loopback only");
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
@@ -115,18 +105,10 @@ async fn handle(control: &Control, req: Request<Incoming>, peer: SocketAddr) -> 
         (&Method::GET, ["backends"]) => json(StatusCode::OK, &control.snapshot().backends),
         (&Method::POST, ["backends", addr, action @ ("drain" | "enable")]) => {
             let Ok(addr) = crate::config::parse_sip_addr(addr) else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("{addr:?} is not an ip:port address"),
-                );
+                return error(StatusCode::BAD_REQUEST, format!("{addr:?} is not an ip:port address"));
             };
             match control.set_drained(addr, *action == "drain") {
-                Ok(_) => match control
-                    .snapshot()
-                    .backends
-                    .into_iter()
-                    .find(|b| b.addr == addr)
-                {
+                Ok(_) => match control.snapshot().backends.into_iter().find(|b| b.addr == addr) {
                     Some(b) => json(StatusCode::OK, &b),
                     None => error(StatusCode::NOT_FOUND, super::UnknownBackend(addr)),
                 },
@@ -137,11 +119,9 @@ async fn handle(control: &Control, req: Request<Incoming>, peer: SocketAddr) -> 
             Ok(g) => json(StatusCode::OK, &serde_json::json!({ "generation": g })),
             Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")),
         },
-        (_, ["metrics" | "stats" | "backends" | "reload"])
-        | (_, ["backends", _, "drain" | "enable"]) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} not allowed on {path}"),
-        ),
+        (_, ["metrics" | "stats" | "backends" | "reload"]) | (_, ["backends", _, "drain" | "enable"]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} not allowed on {path}"))
+        }
         _ => error(StatusCode::NOT_FOUND, format!("no endpoint {path}")),
     }
 }

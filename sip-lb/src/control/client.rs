@@ -23,9 +23,9 @@ pub struct ControlArgs {
 
 /// One request, one connection; returns status and body.
 pub async fn call(addr: SocketAddr, method: Method, path: &str) -> Result<(StatusCode, Bytes)> {
-    let stream = TcpStream::connect(addr).await.with_context(|| {
-        format!("connecting to the control API at {addr} (is sip-lb running? see --control)")
-    })?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to the control API at {addr} (is sip-lb running? see --control)"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -80,8 +80,7 @@ fn backend_line(b: &BackendSnapshot) -> String {
         pools.join(","),
         b.requests,
         b.responses,
-        b.probe_rtt_ms
-            .map_or_else(|| "-".into(), |r| format!("{r:.2}")),
+        b.probe_rtt_ms.map_or_else(|| "-".into(), |r| format!("{r:.2}")),
         format!("{}/{}", b.probe_failures, b.probes),
     )
 }
@@ -89,10 +88,7 @@ fn backend_line(b: &BackendSnapshot) -> String {
 /// `sip-lb drain|enable ADDR`.
 pub async fn set_drained(addr: SocketAddr, backend: &str, drain: bool) -> Result<String> {
     let backend = parse_sip_addr(backend).map_err(|e| anyhow::anyhow!("{backend:?}: {e}"))?;
-    let path = format!(
-        "/backends/{backend}/{}",
-        if drain { "drain" } else { "enable" }
-    );
+    let path = format!("/backends/{backend}/{}", if drain { "drain" } else { "enable" });
     let (status, body) = call(addr, Method::POST, &path).await?;
     if !status.is_success() {
         return Err(api_error(status, &body));
@@ -105,10 +101,7 @@ pub async fn set_drained(addr: SocketAddr, backend: &str, drain: bool) -> Result
 pub async fn reload(addr: SocketAddr) -> Result<String> {
     let (status, body) = call(addr, Method::POST, "/reload").await?;
     if !status.is_success() {
-        bail!(
-            "reload rejected, the running config is unchanged: {}",
-            api_error(status, &body)
-        );
+        bail!("reload rejected, the running config is unchanged: {}", api_error(status, &body));
     }
     let v: serde_json::Value = serde_json::from_slice(&body)?;
     Ok(format!("reloaded: config generation {}\n", v["generation"]))

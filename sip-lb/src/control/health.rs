@@ -41,10 +41,7 @@ impl Default for Health {
 
 impl Health {
     pub const fn new() -> Health {
-        Health {
-            up: true,
-            streak: 0,
-        }
+        Health { up: true, streak: 0 }
     }
 
     pub fn is_up(&self) -> bool {
@@ -70,11 +67,7 @@ impl Health {
         }
         self.up = alive;
         self.streak = 0;
-        Some(if alive {
-            Transition::WentUp
-        } else {
-            Transition::WentDown
-        })
+        Some(if alive { Transition::WentUp } else { Transition::WentDown })
     }
 }
 
@@ -84,11 +77,7 @@ mod tests {
     use crate::config::AliveCodes;
 
     fn cfg(failures: u32, successes: u32) -> HealthConfig {
-        HealthConfig {
-            failures,
-            successes,
-            ..HealthConfig::default()
-        }
+        HealthConfig { failures, successes, ..HealthConfig::default() }
     }
 
     #[test]
@@ -124,10 +113,7 @@ mod tests {
         assert_eq!(h.on_probe(Outcome::Timeout, &c), None); // streak broken
         assert_eq!(h.on_probe(Outcome::Reply(200), &c), None);
         assert_eq!(h.on_probe(Outcome::Reply(204), &c), None);
-        assert_eq!(
-            h.on_probe(Outcome::Reply(200), &c),
-            Some(Transition::WentUp)
-        );
+        assert_eq!(h.on_probe(Outcome::Reply(200), &c), Some(Transition::WentUp));
         assert!(h.is_up());
     }
 
@@ -136,16 +122,10 @@ mod tests {
         let mut c = cfg(1, 1);
         let mut h = Health::new();
         // 503 is not in the default 2xx set: a reply, but not alive.
-        assert_eq!(
-            h.on_probe(Outcome::Reply(503), &c),
-            Some(Transition::WentDown)
-        );
+        assert_eq!(h.on_probe(Outcome::Reply(503), &c), Some(Transition::WentDown));
         assert_eq!(h.on_probe(Outcome::Reply(404), &c), None);
         c.alive = AliveCodes::class(2).with(404);
-        assert_eq!(
-            h.on_probe(Outcome::Reply(404), &c),
-            Some(Transition::WentUp)
-        );
+        assert_eq!(h.on_probe(Outcome::Reply(404), &c), Some(Transition::WentUp));
         assert!(!Health::is_alive(Outcome::Reply(99), &c));
         assert!(!Health::is_alive(Outcome::Reply(700), &c));
     }
@@ -156,10 +136,7 @@ mod tests {
         let mut h = Health::new();
         for _ in 0..3 {
             assert_eq!(h.on_probe(Outcome::Timeout, &c), Some(Transition::WentDown));
-            assert_eq!(
-                h.on_probe(Outcome::Reply(200), &c),
-                Some(Transition::WentUp)
-            );
+            assert_eq!(h.on_probe(Outcome::Reply(200), &c), Some(Transition::WentUp));
         }
     }
 }

@@ -55,13 +55,7 @@ fn family<M: EncodeMetric>(
 }
 
 fn worker_labels(w: &WorkerSnapshot) -> Labels {
-    vec![
-        ("worker", w.worker.to_string()),
-        (
-            "cpu",
-            w.cpu.map_or_else(|| "none".into(), |c| c.to_string()),
-        ),
-    ]
+    vec![("worker", w.worker.to_string()), ("cpu", w.cpu.map_or_else(|| "none".into(), |c| c.to_string()))]
 }
 
 fn per_worker(
@@ -71,15 +65,7 @@ fn per_worker(
     help: &str,
     f: fn(&WorkerSnapshot) -> u64,
 ) -> Result<(), std::fmt::Error> {
-    family(
-        enc,
-        name,
-        help,
-        MetricType::Counter,
-        s.workers
-            .iter()
-            .map(|w| (worker_labels(w), ConstCounter::new(f(w)))),
-    )
+    family(enc, name, help, MetricType::Counter, s.workers.iter().map(|w| (worker_labels(w), ConstCounter::new(f(w)))))
 }
 
 impl Collector for Scrape {
@@ -101,55 +87,19 @@ impl Collector for Scrape {
             [(Labels::new(), ConstCounter::new(s.reload_failures))],
         )?;
 
-        per_worker(
-            e,
-            s,
-            "sip_lb_worker_rx_datagrams",
-            "Datagrams received by the worker",
-            |w| w.rx_datagrams,
-        )?;
-        per_worker(
-            e,
-            s,
-            "sip_lb_worker_rx_bytes",
-            "Bytes received by the worker",
-            |w| w.rx_bytes,
-        )?;
-        per_worker(
-            e,
-            s,
-            "sip_lb_worker_tx_datagrams",
-            "Datagrams sent by the worker",
-            |w| w.tx_datagrams,
-        )?;
-        per_worker(
-            e,
-            s,
-            "sip_lb_worker_tx_bytes",
-            "Bytes sent by the worker",
-            |w| w.tx_bytes,
-        )?;
-        per_worker(
-            e,
-            s,
-            "sip_lb_worker_tx_errors",
-            "Datagrams the worker failed to send (and receive errors)",
-            |w| w.tx_errors,
-        )?;
-        per_worker(
-            e,
-            s,
-            "sip_lb_worker_requests_forwarded",
-            "Requests forwarded to a backend",
-            |w| w.requests_forwarded,
-        )?;
-        per_worker(
-            e,
-            s,
-            "sip_lb_worker_responses_forwarded",
-            "Responses relayed to the next Via",
-            |w| w.responses_forwarded,
-        )?;
+        per_worker(e, s, "sip_lb_worker_rx_datagrams", "Datagrams received by the worker", |w| w.rx_datagrams)?;
+        per_worker(e, s, "sip_lb_worker_rx_bytes", "Bytes received by the worker", |w| w.rx_bytes)?;
+        per_worker(e, s, "sip_lb_worker_tx_datagrams", "Datagrams sent by the worker", |w| w.tx_datagrams)?;
+        per_worker(e, s, "sip_lb_worker_tx_bytes", "Bytes sent by the worker", |w| w.tx_bytes)?;
+        per_worker(e, s, "sip_lb_worker_tx_errors", "Datagrams the worker failed to send (and receive errors)", |w| {
+            w.tx_errors
+        })?;
+        per_worker(e, s, "sip_lb_worker_requests_forwarded", "Requests forwarded to a backend", |w| {
+            w.requests_forwarded
+        })?;
+        per_worker(e, s, "sip_lb_worker_responses_forwarded", "Responses relayed to the next Via", |w| {
+            w.responses_forwarded
+        })?;
         family(
             e,
             "sip_lb_worker_replies",
@@ -183,27 +133,21 @@ impl Collector for Scrape {
             "sip_lb_backend_requests",
             "Requests forwarded to the backend (all workers)",
             MetricType::Counter,
-            s.backends
-                .iter()
-                .map(|x| (b(&x.addr), ConstCounter::new(x.requests))),
+            s.backends.iter().map(|x| (b(&x.addr), ConstCounter::new(x.requests))),
         )?;
         family(
             e,
             "sip_lb_backend_responses",
             "Responses relayed from the backend (all workers)",
             MetricType::Counter,
-            s.backends
-                .iter()
-                .map(|x| (b(&x.addr), ConstCounter::new(x.responses))),
+            s.backends.iter().map(|x| (b(&x.addr), ConstCounter::new(x.responses))),
         )?;
         family(
             e,
             "sip_lb_backend_up",
             "1 if the backend answers its OPTIONS probes (health), else 0",
             MetricType::Gauge,
-            s.backends
-                .iter()
-                .map(|x| (b(&x.addr), ConstGauge::new(i64::from(x.healthy)))),
+            s.backends.iter().map(|x| (b(&x.addr), ConstGauge::new(i64::from(x.healthy)))),
         )?;
         family(
             e,
@@ -225,10 +169,7 @@ impl Collector for Scrape {
             MetricType::Gauge,
             s.backends.iter().flat_map(|x| {
                 x.pools.iter().map(move |(pool, w)| {
-                    (
-                        vec![("pool", pool.clone()), ("backend", x.addr.to_string())],
-                        ConstGauge::new(i64::from(*w)),
-                    )
+                    (vec![("pool", pool.clone()), ("backend", x.addr.to_string())], ConstGauge::new(i64::from(*w)))
                 })
             }),
         )?;
@@ -237,44 +178,31 @@ impl Collector for Scrape {
             "sip_lb_backend_probes",
             "OPTIONS probes completed (answered or timed out)",
             MetricType::Counter,
-            s.backends
-                .iter()
-                .map(|x| (b(&x.addr), ConstCounter::new(x.probes))),
+            s.backends.iter().map(|x| (b(&x.addr), ConstCounter::new(x.probes))),
         )?;
         family(
             e,
             "sip_lb_backend_probe_failures",
             "OPTIONS probes that timed out, failed to send or got a code not counted as alive",
             MetricType::Counter,
-            s.backends
-                .iter()
-                .map(|x| (b(&x.addr), ConstCounter::new(x.probe_failures))),
+            s.backends.iter().map(|x| (b(&x.addr), ConstCounter::new(x.probe_failures))),
         )?;
         family(
             e,
             "sip_lb_backend_probe_rtt_seconds",
             "Round-trip time of the last answered OPTIONS probe",
             MetricType::Gauge,
-            s.backends
-                .iter()
-                .filter_map(|x| Some((b(&x.addr), ConstGauge::new(x.probe_rtt_ms? / 1e3)))),
+            s.backends.iter().filter_map(|x| Some((b(&x.addr), ConstGauge::new(x.probe_rtt_ms? / 1e3)))),
         )?;
 
         // XDP / reuseport steering programs: per-CPU counters from their maps.
         if let Some(x) = &self.xdp {
-            let programs: Vec<(&str, &crate::xdp::ProgramCounters)> = x
-                .xdp
-                .iter()
-                .map(|p| ("xdp", p))
-                .chain([("reuseport", &x.reuseport)])
-                .collect();
+            let programs: Vec<(&str, &crate::xdp::ProgramCounters)> =
+                x.xdp.iter().map(|p| ("xdp", p)).chain([("reuseport", &x.reuseport)]).collect();
             let per_cpu = |f: fn(&sip_lb_common::maps::Counters) -> u64| {
                 programs.iter().flat_map(move |(prog, p)| {
                     p.per_cpu.iter().enumerate().map(move |(cpu, c)| {
-                        (
-                            vec![("program", (*prog).to_owned()), ("cpu", cpu.to_string())],
-                            ConstCounter::new(f(c)),
-                        )
+                        (vec![("program", (*prog).to_owned()), ("cpu", cpu.to_string())], ConstCounter::new(f(c)))
                     })
                 })
             };

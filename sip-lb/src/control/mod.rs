@@ -85,24 +85,14 @@ impl std::fmt::Display for UnknownBackend {
 impl Control {
     /// Takes over the running Plan: publishes it again with backend states.
     pub fn new(setup: Setup) -> Arc<Control> {
-        let Setup {
-            args,
-            config,
-            plan,
-            workers,
-            cpus,
-            xdp,
-        } = setup;
+        let Setup { args, config, plan, workers, cpus, xdp } = setup;
         let c = Control {
             args,
             plan,
             workers,
             cpus,
             xdp,
-            inner: Mutex::new(Inner {
-                config,
-                backends: Backends::default(),
-            }),
+            inner: Mutex::new(Inner { config, backends: Backends::default() }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),
         };
@@ -120,18 +110,14 @@ impl Control {
     }
 
     fn publish(&self, inner: &Inner) {
-        self.plan
-            .store(Arc::new(reload::plan_for(&inner.config, &inner.backends)));
+        self.plan.store(Arc::new(reload::plan_for(&inner.config, &inner.backends)));
     }
 
     /// Sums of (requests, responses) over workers for a counter slot.
     fn slot_totals(&self, slot: usize) -> (u64, u64) {
-        self.workers.iter().fold((0, 0), |(q, r), w| {
-            (
-                q + w.backend_requests[slot].get(),
-                r + w.backend_responses[slot].get(),
-            )
-        })
+        self.workers
+            .iter()
+            .fold((0, 0), |(q, r), w| (q + w.backend_requests[slot].get(), r + w.backend_responses[slot].get()))
     }
 
     /// Config generation: 1 at start, +1 per applied reload.

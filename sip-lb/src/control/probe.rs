@@ -67,26 +67,15 @@ mod tests {
 
     fn build_str(backend: &str, via: &str, token: u64) -> String {
         let mut out = Vec::new();
-        build(
-            &mut out,
-            backend.parse().unwrap(),
-            via.parse().unwrap(),
-            token,
-        );
+        build(&mut out, backend.parse().unwrap(), via.parse().unwrap(), token);
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn builds_a_parseable_options_request() {
         let s = build_str("10.0.0.1:5080", "10.0.0.9:40000", 0xabc);
-        assert!(
-            s.starts_with("OPTIONS sip:10.0.0.1:5080 SIP/2.0\r\n"),
-            "{s}"
-        );
-        assert!(
-            s.contains("\r\nVia: SIP/2.0/UDP 10.0.0.9:40000;branch=z9hG4bK-slbp-"),
-            "{s}"
-        );
+        assert!(s.starts_with("OPTIONS sip:10.0.0.1:5080 SIP/2.0\r\n"), "{s}");
+        assert!(s.contains("\r\nVia: SIP/2.0/UDP 10.0.0.9:40000;branch=z9hG4bK-slbp-"), "{s}");
         assert!(s.contains("\r\nMax-Forwards: 70\r\n"));
         assert!(s.contains("\r\nCSeq: 1 OPTIONS\r\n"));
         assert!(s.ends_with("Content-Length: 0\r\n\r\n"));
@@ -94,13 +83,7 @@ mod tests {
         let m = Message::parse(s.as_bytes(), &mut slots).unwrap();
         assert_eq!(m.method(), b"OPTIONS");
         assert!(m.defect.is_none());
-        for h in [
-            HeaderName::Via,
-            HeaderName::From,
-            HeaderName::To,
-            HeaderName::CallId,
-            HeaderName::CSeq,
-        ] {
+        for h in [HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
             assert!(m.find(h).is_some(), "{h:?} missing");
         }
     }
@@ -108,10 +91,7 @@ mod tests {
     #[test]
     fn ipv6_hosts_are_bracketed() {
         let s = build_str("[2001:db8::1]:5060", "[2001:db8::9]:4000", 1);
-        assert!(
-            s.starts_with("OPTIONS sip:[2001:db8::1]:5060 SIP/2.0\r\n"),
-            "{s}"
-        );
+        assert!(s.starts_with("OPTIONS sip:[2001:db8::1]:5060 SIP/2.0\r\n"), "{s}");
         assert!(s.contains("Via: SIP/2.0/UDP [2001:db8::9]:4000;"), "{s}");
     }
 

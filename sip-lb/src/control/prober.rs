@@ -58,9 +58,8 @@ pub async fn run(control: Arc<Control>) {
 
     // Tokens start at a time-derived value so a restarted sip-lb does not
     // take a late answer to its predecessor's probe for its own.
-    let mut token = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64);
+    let mut token =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut cfg = control.health_config();
     let mut tick = interval(cfg.interval_ms);
@@ -140,11 +139,7 @@ async fn sleep_until(at: Option<Instant>) {
 /// Reports every probe older than `timeout` as timed out.
 fn expire(control: &Control, pending: &mut HashMap<u64, Pending>, timeout: Duration) {
     let now = Instant::now();
-    let late: Vec<u64> = pending
-        .iter()
-        .filter(|(_, p)| now >= p.sent + timeout)
-        .map(|(t, _)| *t)
-        .collect();
+    let late: Vec<u64> = pending.iter().filter(|(_, p)| now >= p.sent + timeout).map(|(t, _)| *t).collect();
     for t in late {
         if let Some(p) = pending.remove(&t) {
             control.on_probe(p.backend, Outcome::Timeout, None);

@@ -76,14 +76,8 @@ impl Control {
                 tx_errors: w.tx_errors.get(),
                 requests_forwarded: w.requests_forwarded.get(),
                 responses_forwarded: w.responses_forwarded.get(),
-                replies: ReplyCode::ALL
-                    .iter()
-                    .map(|c| (c.code().to_string(), w.replies[c.index()].get()))
-                    .collect(),
-                drops: DropReason::ALL
-                    .iter()
-                    .map(|r| (r.as_str().to_owned(), w.drops[r.index()].get()))
-                    .collect(),
+                replies: ReplyCode::ALL.iter().map(|c| (c.code().to_string(), w.replies[c.index()].get())).collect(),
+                drops: DropReason::ALL.iter().map(|r| (r.as_str().to_owned(), w.drops[r.index()].get())).collect(),
             })
             .collect();
         let inner = self.lock();
@@ -102,12 +96,7 @@ impl Control {
                         .config
                         .pools
                         .iter()
-                        .filter_map(|p| {
-                            p.backends
-                                .iter()
-                                .find(|x| x.addr == addr)
-                                .map(|x| (p.name.clone(), x.weight))
-                        })
+                        .filter_map(|p| p.backends.iter().find(|x| x.addr == addr).map(|x| (p.name.clone(), x.weight)))
                         .collect(),
                     state: b.state().as_str().to_owned(),
                     healthy: b.health.is_up(),
@@ -123,9 +112,7 @@ impl Control {
             .collect();
         Snapshot {
             generation: self.generation(),
-            reload_failures: self
-                .reload_failures
-                .load(std::sync::atomic::Ordering::Relaxed),
+            reload_failures: self.reload_failures.load(std::sync::atomic::Ordering::Relaxed),
             workers,
             backends,
         }

@@ -101,17 +101,8 @@ impl Backends {
     /// removed ones are forgotten, the others keep health, drain and slot.
     /// `totals(slot)` reads the current worker sums, for reused slots.
     pub fn sync(&mut self, config: &Config, totals: impl Fn(usize) -> (u64, u64)) {
-        let wanted: Vec<SocketAddr> = config
-            .pools
-            .iter()
-            .flat_map(|p| p.backends.iter().map(|b| b.addr))
-            .collect();
-        let gone: Vec<SocketAddr> = self
-            .map
-            .keys()
-            .filter(|a| !wanted.contains(a))
-            .copied()
-            .collect();
+        let wanted: Vec<SocketAddr> = config.pools.iter().flat_map(|p| p.backends.iter().map(|b| b.addr)).collect();
+        let gone: Vec<SocketAddr> = self.map.keys().filter(|a| !wanted.contains(a)).copied().collect();
         for a in gone {
             if let Some(b) = self.map.remove(&a) {
                 if let Some(s) = b.slot {
@@ -186,20 +177,12 @@ mod tests {
     use crate::config::{BackendConfig, PoolConfig};
 
     fn config(addrs: &[&str]) -> Config {
-        let mut c =
-            Config::from_toml_str("[[pool]]\nname = \"p\"\nbackends = [\"10.9.9.9:5060\"]\n")
-                .unwrap();
+        let mut c = Config::from_toml_str("[[pool]]\nname = \"p\"\nbackends = [\"10.9.9.9:5060\"]\n").unwrap();
         c.pools = vec![PoolConfig {
             name: "p".into(),
             methods: vec![],
             default: true,
-            backends: addrs
-                .iter()
-                .map(|a| BackendConfig {
-                    addr: a.parse().unwrap(),
-                    weight: 1,
-                })
-                .collect(),
+            backends: addrs.iter().map(|a| BackendConfig { addr: a.parse().unwrap(), weight: 1 }).collect(),
         }];
         c
     }

@@ -16,11 +16,7 @@ pub fn render(addr: SocketAddr, prev: &Snapshot, now: &Snapshot, dt: Duration) -
     let secs = dt.as_secs_f64().max(1e-3);
     let rate = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / secs;
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "sip-lb top  {addr}  config generation {}  (Ctrl-C to quit)\n",
-        now.generation
-    );
+    let _ = writeln!(o, "sip-lb top  {addr}  config generation {}  (Ctrl-C to quit)\n", now.generation);
     let _ = writeln!(
         o,
         "{:>6} {:>4} {:>11} {:>11} {:>10} {:>10} {:>9} {:>9}",
@@ -28,14 +24,8 @@ pub fn render(addr: SocketAddr, prev: &Snapshot, now: &Snapshot, dt: Duration) -
     );
     let mut tot = [0f64; 6];
     for w in &now.workers {
-        let p = prev
-            .workers
-            .iter()
-            .find(|x| x.worker == w.worker)
-            .cloned()
-            .unwrap_or_default();
-        let replies =
-            |s: &super::snapshot::WorkerSnapshot| s.replies.iter().map(|r| r.1).sum::<u64>();
+        let p = prev.workers.iter().find(|x| x.worker == w.worker).cloned().unwrap_or_default();
+        let replies = |s: &super::snapshot::WorkerSnapshot| s.replies.iter().map(|r| r.1).sum::<u64>();
         let v = [
             rate(p.rx_datagrams, w.rx_datagrams),
             rate(p.tx_datagrams, w.tx_datagrams),
@@ -67,28 +57,14 @@ pub fn render(addr: SocketAddr, prev: &Snapshot, now: &Snapshot, dt: Duration) -
     let all_req: f64 = now
         .backends
         .iter()
-        .map(|b| {
-            rate(
-                prev.backends
-                    .iter()
-                    .find(|x| x.addr == b.addr)
-                    .map_or(b.requests, |x| x.requests),
-                b.requests,
-            )
-        })
+        .map(|b| rate(prev.backends.iter().find(|x| x.addr == b.addr).map_or(b.requests, |x| x.requests), b.requests))
         .sum();
     for b in &now.backends {
         let p = prev.backends.iter().find(|x| x.addr == b.addr);
         let rq = rate(p.map_or(b.requests, |x| x.requests), b.requests);
         let rs = rate(p.map_or(b.responses, |x| x.responses), b.responses);
-        let share = if all_req > 0.0 {
-            100.0 * rq / all_req
-        } else {
-            0.0
-        };
-        let rtt = b
-            .probe_rtt_ms
-            .map_or_else(|| "-".into(), |r| format!("{r:.2}"));
+        let share = if all_req > 0.0 { 100.0 * rq / all_req } else { 0.0 };
+        let rtt = b.probe_rtt_ms.map_or_else(|| "-".into(), |r| format!("{r:.2}"));
         let _ = writeln!(
             o,
             "{:<28} {:<9} {:>10.0} {:>10.0} {:>6.1}% {:>14} {:>8}",
@@ -166,28 +142,10 @@ mod tests {
             last_probe_code: None,
             probe_rtt_ms: Some(0.5),
         };
-        let prev = Snapshot {
-            generation: 1,
-            workers: vec![w(100, 50)],
-            backends: vec![b(10)],
-            ..Default::default()
-        };
-        let now = Snapshot {
-            generation: 2,
-            workers: vec![w(300, 150)],
-            backends: vec![b(110)],
-            ..Default::default()
-        };
-        let s = render(
-            "127.0.0.1:5070".parse().unwrap(),
-            &prev,
-            &now,
-            Duration::from_secs(2),
-        );
-        let worker_line = s
-            .lines()
-            .find(|l| l.trim_start().starts_with("0 "))
-            .unwrap();
+        let prev = Snapshot { generation: 1, workers: vec![w(100, 50)], backends: vec![b(10)], ..Default::default() };
+        let now = Snapshot { generation: 2, workers: vec![w(300, 150)], backends: vec![b(110)], ..Default::default() };
+        let s = render("127.0.0.1:5070".parse().unwrap(), &prev, &now, Duration::from_secs(2));
+        let worker_line = s.lines().find(|l| l.trim_start().starts_with("0 ")).unwrap();
         let cols: Vec<&str> = worker_line.split_whitespace().collect();
         assert_eq!(&cols[..4], ["0", "1", "100", "50"], "{s}");
         let backend_line = s.lines().find(|l| l.starts_with("10.0.0.1:5060")).unwrap();

@@ -40,10 +40,7 @@ impl RecvBatch {
             len: 0,
         };
         for i in 0..BATCH {
-            b.iovs[i] = libc::iovec {
-                iov_base: b.bufs[i * slot..].as_mut_ptr() as *mut libc::c_void,
-                iov_len: slot,
-            };
+            b.iovs[i] = libc::iovec { iov_base: b.bufs[i * slot..].as_mut_ptr() as *mut libc::c_void, iov_len: slot };
             b.hdrs[i].msg_hdr.msg_iov = &mut b.iovs[i];
             b.hdrs[i].msg_hdr.msg_iovlen = 1;
             b.hdrs[i].msg_hdr.msg_name = &mut b.addrs[i] as *mut _ as *mut libc::c_void;
@@ -63,9 +60,8 @@ impl RecvBatch {
             h.msg_len = 0;
         }
         // SAFETY: hdrs describe BATCH valid, writable buffers owned by self.
-        let n = unsafe {
-            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), BATCH as libc::c_uint, flags, std::ptr::null_mut())
-        };
+        let n =
+            unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), BATCH as libc::c_uint, flags, std::ptr::null_mut()) };
         if n < 0 {
             let err = io::Error::last_os_error();
             self.len = 0;
@@ -178,9 +174,8 @@ impl SendBatch {
             };
             // SAFETY: hdrs[start..start + run] were filled by `commit` and
             // point into buffers that live until the next `next_buf`.
-            let n = unsafe {
-                libc::sendmmsg(fd, self.hdrs[start..].as_mut_ptr(), run as libc::c_uint, libc::MSG_DONTWAIT)
-            };
+            let n =
+                unsafe { libc::sendmmsg(fd, self.hdrs[start..].as_mut_ptr(), run as libc::c_uint, libc::MSG_DONTWAIT) };
             if n > 0 {
                 start += n as usize;
             } else {

@@ -79,11 +79,8 @@ pub struct BackendSlots {
 impl BackendSlots {
     /// From (address, slot) pairs; slots >= [`MAX_BACKENDS`] are left out.
     pub fn new(pairs: impl IntoIterator<Item = (SocketAddr, usize)>) -> BackendSlots {
-        let mut table: Vec<(SocketAddr, u16)> = pairs
-            .into_iter()
-            .filter(|&(_, s)| s < MAX_BACKENDS)
-            .map(|(a, s)| (a, s as u16))
-            .collect();
+        let mut table: Vec<(SocketAddr, u16)> =
+            pairs.into_iter().filter(|&(_, s)| s < MAX_BACKENDS).map(|(a, s)| (a, s as u16)).collect();
         table.sort_unstable();
         table.dedup_by_key(|e| e.0);
         BackendSlots { table: table.into() }
@@ -92,10 +89,7 @@ impl BackendSlots {
     /// The counter slot of `addr`, if it is a backend.
     #[inline]
     pub fn slot(&self, addr: SocketAddr) -> Option<usize> {
-        self.table
-            .binary_search_by(|(a, _)| a.cmp(&addr))
-            .ok()
-            .map(|i| usize::from(self.table[i].1))
+        self.table.binary_search_by(|(a, _)| a.cmp(&addr)).ok().map(|i| usize::from(self.table[i].1))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, usize)> + '_ {

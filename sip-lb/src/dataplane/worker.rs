@@ -34,11 +34,8 @@ impl Worker {
         }
         let mut rx = RecvBatch::new();
         let mut tx = SendBatch::new();
-        let mut pollfds: Vec<libc::pollfd> = self
-            .sockets
-            .iter()
-            .map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 })
-            .collect();
+        let mut pollfds: Vec<libc::pollfd> =
+            self.sockets.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
         let fds: Vec<_> = self.sockets.iter().map(|s| s.as_raw_fd()).collect();
         // The common case, one listen address: block in recvmmsg itself.
         let wait = self.sockets.len() == 1;

@@ -22,9 +22,7 @@ const SEED: u64 = 0x5195_1b5e_ed00_3261;
 /// Chains `parts` through xxh3, each part seeding the next (no buffer to
 /// concatenate into; the length is mixed in so `ab|c` differs from `a|bc`).
 fn chain(parts: &[&[u8]]) -> u64 {
-    parts
-        .iter()
-        .fold(SEED, |h, p| xxh3_64_with_seed(p, h ^ (p.len() as u64).rotate_left(32)))
+    parts.iter().fold(SEED, |h, p| xxh3_64_with_seed(p, h ^ (p.len() as u64).rotate_left(32)))
 }
 
 /// Inputs of the branch, as bytes of the request.

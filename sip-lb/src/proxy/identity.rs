@@ -69,9 +69,10 @@ impl Identity {
     pub fn is_us(&self, host: &[u8], port: Option<u16>) -> bool {
         match parse_ip(host) {
             Some(ip) => self.is_our_ip(ip, port.unwrap_or(DEFAULT_PORT)) || self.alias_ip(ip, port),
-            None => self.aliases.iter().any(|a| {
-                a.ip.is_none() && a.host.eq_ignore_ascii_case(host) && self.alias_port(a, port)
-            }),
+            None => self
+                .aliases
+                .iter()
+                .any(|a| a.ip.is_none() && a.host.eq_ignore_ascii_case(host) && self.alias_port(a, port)),
         }
     }
 

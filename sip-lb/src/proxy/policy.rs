@@ -35,7 +35,10 @@ mod tests {
             assert!(p.accepts_scheme(s));
         }
         assert!(!p.accepts_option(b"sec-agree"));
-        let p = Policy { schemes: Some(vec![b"sip"[..].into(), b"tel"[..].into()]), proxy_require: vec![b"sec-agree"[..].into()] };
+        let p = Policy {
+            schemes: Some(vec![b"sip"[..].into(), b"tel"[..].into()]),
+            proxy_require: vec![b"sec-agree"[..].into()],
+        };
         assert!(p.accepts_scheme(b"SIP") && p.accepts_scheme(b"tel") && !p.accepts_scheme(b"urn"));
         assert!(p.accepts_option(b"Sec-Agree") && !p.accepts_option(b"100rel"));
     }

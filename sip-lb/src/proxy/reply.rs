@@ -3,8 +3,8 @@
 //! tag), Call-ID and CSeq copied byte for byte, `Content-Length: 0`.
 
 use super::action::{Action, DropReason, ReplyCode};
-use super::policy::Policy;
 use super::branch::{bytes, reply_tag};
+use super::policy::Policy;
 use super::received::{reply_target, stamp};
 use super::splice::{Edits, Insert};
 use crate::sip::header::HeaderName;

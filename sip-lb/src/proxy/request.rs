@@ -13,7 +13,7 @@ use crate::sip::header::HeaderName;
 use crate::sip::message::{Header, Message, StartLine};
 use crate::sip::params::{addr_uri, header_param};
 use crate::sip::span::Span;
-use crate::sip::text::{is_lws, is_token, parse_decimal, trim, hex64};
+use crate::sip::text::{hex64, is_lws, is_token, parse_decimal, trim};
 use crate::sip::uri::{Scheme, Uri};
 use crate::sip::values::values;
 use crate::sip::via::Via;
@@ -387,10 +387,18 @@ mod tests {
 
     #[test]
     fn from_to_address_syntax() {
-        for ok in [&b"sip:a@b;tag=1"[..], b"<sip:a@b>", b"\"A, B\" <sip:a@b>;tag=x", b"caller<sip:caller@example.com>;tag=323", b"tel:+1"] {
+        for ok in [
+            &b"sip:a@b;tag=1"[..],
+            b"<sip:a@b>",
+            b"\"A, B\" <sip:a@b>;tag=x",
+            b"caller<sip:caller@example.com>;tag=323",
+            b"tel:+1",
+        ] {
             assert!(address_ok(ok, sp(ok)), "{}", String::from_utf8_lossy(ok));
         }
-        for bad in [&b"\"Bell, Alexander\" sip:a.g.bell@example.com;tag=43"[..], b"Bob sip:b@c", b"<sip:a@b", b"nothing", b""] {
+        for bad in
+            [&b"\"Bell, Alexander\" sip:a.g.bell@example.com;tag=43"[..], b"Bob sip:b@c", b"<sip:a@b", b"nothing", b""]
+        {
             assert!(!address_ok(bad, sp(bad)), "{}", String::from_utf8_lossy(bad));
         }
     }

@@ -99,7 +99,16 @@ mod tests {
 
     #[test]
     fn unicast_only() {
-        for (ip, ok) in [("192.0.2.1", true), ("255.255.255.255", false), ("224.0.0.1", false), ("0.0.0.0", false), ("::", false), ("ff02::1", false), ("2001:db8::1", true), ("::ffff:255.255.255.255", false)] {
+        for (ip, ok) in [
+            ("192.0.2.1", true),
+            ("255.255.255.255", false),
+            ("224.0.0.1", false),
+            ("0.0.0.0", false),
+            ("::", false),
+            ("ff02::1", false),
+            ("2001:db8::1", true),
+            ("::ffff:255.255.255.255", false),
+        ] {
             assert_eq!(is_unicast(ip.parse().unwrap()), ok, "{ip}");
         }
     }

@@ -14,7 +14,10 @@ pub enum Insert<'a> {
     Bytes(&'a [u8]),
     /// `prefix` + 16 hex digits of `hash` + 16 placeholder digits for the
     /// MAC (patched in after emission, see [`Emitted::marks`]) + CRLF: our Via line.
-    ViaLine { prefix: &'a [u8], hash: u64 },
+    ViaLine {
+        prefix: &'a [u8],
+        hash: u64,
+    },
     Decimal(u64),
     /// `;received=<ip>`
     Received(IpAddr),

@@ -48,10 +48,20 @@ pub enum Defect {
 /// The first line, split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartLine {
-    Request { method: Span, uri: Span, version: Span },
-    Response { version: Span, code: u16, reason: Span },
+    Request {
+        method: Span,
+        uri: Span,
+        version: Span,
+    },
+    Response {
+        version: Span,
+        code: u16,
+        reason: Span,
+    },
     /// Unparseable; `is_response` tells whether it started with `SIP/`.
-    Invalid { is_response: bool },
+    Invalid {
+        is_response: bool,
+    },
 }
 
 /// One header field (possibly folded over several lines).
@@ -69,8 +79,7 @@ pub struct Header {
 }
 
 impl Header {
-    pub const EMPTY: Header =
-        Header { name: HeaderName::Other, line: Span::EMPTY, value: Span::EMPTY, next: 0 };
+    pub const EMPTY: Header = Header { name: HeaderName::Other, line: Span::EMPTY, value: Span::EMPTY, next: 0 };
 }
 
 /// An indexed SIP datagram.
@@ -172,7 +181,6 @@ impl<'a> Message<'a> {
     }
 }
 
-
 /// Indexes the header block from `pos`: returns the field count and where
 /// the body starts.
 fn index_headers(
@@ -224,17 +232,16 @@ fn index_headers(
         }
         pos = next;
     }
-for h in slots.iter_mut().take(count) {
-    let (a, b) = trim(buf, h.value.start(), h.value.end());
-    h.value = Span::new(a, b);
-}
-Ok((count, body_start))
+    for h in slots.iter_mut().take(count) {
+        let (a, b) = trim(buf, h.value.start(), h.value.end());
+        h.value = Span::new(a, b);
+    }
+    Ok((count, body_start))
 }
 
 fn note(defect: &mut Option<Defect>, d: Defect) {
-defect.get_or_insert(d);
+    defect.get_or_insert(d);
 }
-
 
 fn parse_start_line(buf: &[u8], start: usize, end: usize) -> StartLine {
     let line = &buf[start..end];

@@ -160,12 +160,7 @@ mod tests {
     #[test]
     fn param_list() {
         let v = b"lr;maddr=1.2.3.4; x = \"a;b\"";
-        let ps: Vec<_> = params(v, 0, v.len())
-            .map(|p| (p.name.of(v), p.value.map(|x| x.of(v))))
-            .collect();
-        assert_eq!(
-            ps,
-            vec![(&b"lr"[..], None), (b"maddr", Some(&b"1.2.3.4"[..])), (b"x", Some(b"\"a;b\""))]
-        );
+        let ps: Vec<_> = params(v, 0, v.len()).map(|p| (p.name.of(v), p.value.map(|x| x.of(v)))).collect();
+        assert_eq!(ps, vec![(&b"lr"[..], None), (b"maddr", Some(&b"1.2.3.4"[..])), (b"x", Some(b"\"a;b\""))]);
     }
 }

@@ -295,7 +295,10 @@ mod tests {
         assert_eq!(via.received_ip(v), Some("2001:db8::9:255".parse().unwrap()));
         assert_eq!(via.rport, Some(None));
         let [rec, rp] = via.stamp_params() else { panic!("two stamp params") };
-        assert_eq!((rec.kind, &v[rec.start as usize..rec.end as usize]), (StampKind::Received, &b";received=2001:db8::9:255"[..]));
+        assert_eq!(
+            (rec.kind, &v[rec.start as usize..rec.end as usize]),
+            (StampKind::Received, &b";received=2001:db8::9:255"[..])
+        );
         assert_eq!((rp.kind, rp.name_end as usize, rp.value), (StampKind::Rport, v.len(), None));
         let v = b"SIP/2.0/UDP 10.0.0.1 : 5062 ;rport=1234";
         let via = parse(v);
@@ -321,7 +324,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for v in [&b""[..], b"SIP/2.0", b"SIP/2.0/UDP", b"HTTP/1.1/UDP h", b"SIP/2.0/UDP h x", b"SIP/2.0/UDP h:99999", b"SIP/2.0/UDP [::1"] {
+        for v in [
+            &b""[..],
+            b"SIP/2.0",
+            b"SIP/2.0/UDP",
+            b"HTTP/1.1/UDP h",
+            b"SIP/2.0/UDP h x",
+            b"SIP/2.0/UDP h:99999",
+            b"SIP/2.0/UDP [::1",
+        ] {
             assert_eq!(Via::parse(v, Span::new(0, v.len())), None, "{}", String::from_utf8_lossy(v));
         }
     }

@@ -89,9 +89,7 @@ impl Steering {
         object::configure(&mut ebpf, worker_cpus, sip_ports)?;
         object::configure_sockets(&mut ebpf, sockets)?;
         let group = sockets[0].try_clone_to_owned().context("dup of worker 0's socket")?;
-        object::load_reuseport(&mut ebpf)?
-            .attach(&group)
-            .context("SO_ATTACH_REUSEPORT_EBPF on the workers' group")?;
+        object::load_reuseport(&mut ebpf)?.attach(&group).context("SO_ATTACH_REUSEPORT_EBPF on the workers' group")?;
 
         let mode = match iface {
             None => SteeringMode::ReuseportOnly,

@@ -31,20 +31,16 @@ pub(crate) fn open() -> anyhow::Result<Ebpf> {
 
 /// Loads (verifies) the XDP program.
 pub(crate) fn load_xdp(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
-    let prog: &mut Xdp = ebpf
-        .program_mut(names::XDP_PROG)
-        .context("XDP program missing from the object")?
-        .try_into()?;
+    let prog: &mut Xdp =
+        ebpf.program_mut(names::XDP_PROG).context("XDP program missing from the object")?.try_into()?;
     prog.load().context("verifier rejected the XDP program")?;
     Ok(prog)
 }
 
 /// Loads (verifies) the SK_REUSEPORT program.
 pub(crate) fn load_reuseport(ebpf: &mut Ebpf) -> anyhow::Result<&mut SkReuseport> {
-    let prog: &mut SkReuseport = ebpf
-        .program_mut(names::REUSEPORT_PROG)
-        .context("SK_REUSEPORT program missing from the object")?
-        .try_into()?;
+    let prog: &mut SkReuseport =
+        ebpf.program_mut(names::REUSEPORT_PROG).context("SK_REUSEPORT program missing from the object")?.try_into()?;
     prog.load().context("verifier rejected the SK_REUSEPORT program")?;
     Ok(prog)
 }
@@ -59,8 +55,7 @@ pub(crate) fn configure(ebpf: &mut Ebpf, worker_cpus: &[u32], sip_ports: &[u16])
     let mut cfg = SteerConfig::zeroed();
     cfg.workers = worker_cpus.len() as u32;
     cfg.worker_cpus[..worker_cpus.len()].copy_from_slice(worker_cpus);
-    let mut config: Array<_, SteerConfig> =
-        Array::try_from(ebpf.map_mut(names::CONFIG).context("CONFIG map")?)?;
+    let mut config: Array<_, SteerConfig> = Array::try_from(ebpf.map_mut(names::CONFIG).context("CONFIG map")?)?;
     config.set(0, cfg, 0).context("writing CONFIG")?;
 
     let mut ports: Array<_, u64> = Array::try_from(ebpf.map_mut(names::SIP_PORTS).context("SIP_PORTS map")?)?;
@@ -77,8 +72,7 @@ pub(crate) fn configure_cpu_map(ebpf: &mut Ebpf, worker_cpus: &[u32]) -> anyhow:
     let mut cpus: CpuMap<_> = CpuMap::try_from(ebpf.map_mut(names::CPU_MAP).context("CPU_MAP map")?)?;
     for &cpu in worker_cpus {
         ensure!(cpu < MAX_CPUS, "worker CPU {cpu} >= MAX_CPUS ({MAX_CPUS})");
-        cpus.set(cpu, CPU_MAP_QUEUE_SIZE, None, 0)
-            .with_context(|| format!("adding CPU {cpu} to the CPU map"))?;
+        cpus.set(cpu, CPU_MAP_QUEUE_SIZE, None, 0).with_context(|| format!("adding CPU {cpu} to the CPU map"))?;
     }
     Ok(())
 }
@@ -89,7 +83,10 @@ pub(crate) fn configure_sockets(ebpf: &mut Ebpf, sockets: &[BorrowedFd<'_>]) -> 
         ReusePortSockArray::try_from(ebpf.map_mut(names::WORKER_SOCKS).context("WORKER_SOCKS map")?)?;
     for (i, fd) in sockets.iter().enumerate() {
         socks.set(i as u32, fd, 0).with_context(|| {
-            format!("adding worker {i}'s socket (fd {}) to WORKER_SOCKS; is it a bound SO_REUSEPORT UDP socket?", fd.as_raw_fd())
+            format!(
+                "adding worker {i}'s socket (fd {}) to WORKER_SOCKS; is it a bound SO_REUSEPORT UDP socket?",
+                fd.as_raw_fd()
+            )
         })?;
     }
     Ok(())

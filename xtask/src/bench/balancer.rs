@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{mmsg, nullfwd};
 use super::procs::{self, Child};
 use super::Env;
+use super::{mmsg, nullfwd};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
@@ -67,7 +67,14 @@ pub struct Usage {
 }
 
 impl Balancer {
-    pub fn start(env: &Env, kind: Kind, workers: usize, listen: SocketAddr, backends: &[SocketAddr], tag: &str) -> Result<Self> {
+    pub fn start(
+        env: &Env,
+        kind: Kind,
+        workers: usize,
+        listen: SocketAddr,
+        backends: &[SocketAddr],
+        tag: &str,
+    ) -> Result<Self> {
         let name = format!("{}-{workers}-{tag}", kind.name().replace(' ', "-"));
         let mut ctl_socket = None;
         let cmd = match kind {
@@ -104,7 +111,8 @@ impl Balancer {
         // Kamailio binds before it forks its children: let them start.
         std::thread::sleep(Duration::from_millis(if kind == Kind::Kamailio { 500 } else { 100 }));
         child.fail_if_exited()?;
-        let mut b = Self { kind, listen, child, ctl_socket, cpu_start: Vec::new(), busy_start: procs::machine_busy_ticks() };
+        let mut b =
+            Self { kind, listen, child, ctl_socket, cpu_start: Vec::new(), busy_start: procs::machine_busy_ticks() };
         b.mark();
         Ok(b)
     }
@@ -122,7 +130,15 @@ impl Balancer {
         let (hwm_max_kib, hwm_sum_kib) = procs::tree_hwm_kib(&tree);
         let other_cpus = procs::other_load(self.busy_start, procs::machine_busy_ticks(), cpu_s);
         let forwarded = self.ctl_socket.as_deref().and_then(kamailio_forwarded);
-        Usage { cpu_s, hwm_max_kib, hwm_sum_kib, processes: tree.len(), forwarded, per_worker_rx: Vec::new(), other_cpus }
+        Usage {
+            cpu_s,
+            hwm_max_kib,
+            hwm_sum_kib,
+            processes: tree.len(),
+            forwarded,
+            per_worker_rx: Vec::new(),
+            other_cpus,
+        }
     }
 
     /// Stops it by PID; for sip-lb, adds the shutdown counters to `usage`.
@@ -151,7 +167,13 @@ impl Balancer {
 }
 
 /// Renders the shipped config and dispatcher list into target/bench/.
-fn render_kamailio(env: &Env, name: &str, children: usize, listen: SocketAddr, backends: &[SocketAddr]) -> Result<(std::path::PathBuf, String)> {
+fn render_kamailio(
+    env: &Env,
+    name: &str,
+    children: usize,
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+) -> Result<(std::path::PathBuf, String)> {
     let dir = &env.repo.join("bench/kamailio");
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).with_context(|| format!("reading bench/kamailio/{f}"));
     let list_path = env.out.join(format!("{name}.dispatcher.list"));
@@ -174,7 +196,11 @@ fn render_kamailio(env: &Env, name: &str, children: usize, listen: SocketAddr, b
 }
 
 fn kamailio_modules() -> Result<String> {
-    let candidates = ["/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules"];
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/kamailio/modules",
+        "/usr/lib/aarch64-linux-gnu/kamailio/modules",
+        "/usr/lib/kamailio/modules",
+    ];
     candidates
         .iter()
         .find(|d| Path::new(d).join("dispatcher.so").exists())
@@ -184,7 +210,8 @@ fn kamailio_modules() -> Result<String> {
 
 /// core:fwd_requests + core:fwd_replies via kamcmd (ctl + kex modules).
 fn kamailio_forwarded(ctl: &str) -> Option<u64> {
-    let out = Command::new("kamcmd").args(["-s", &format!("unix:{ctl}"), "stats.get_statistics", "core:"]).output().ok()?;
+    let out =
+        Command::new("kamcmd").args(["-s", &format!("unix:{ctl}"), "stats.get_statistics", "core:"]).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let get = |key: &str| -> Option<u64> {
         text.lines().find(|l| l.contains(key)).and_then(|l| l.rsplit(['=', ' ']).next()?.trim().parse().ok())

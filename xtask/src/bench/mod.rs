@@ -137,7 +137,10 @@ pub fn run(opts: Options) -> Result<()> {
     }
     let env = Env { sip_lb: target.join("release/sip-lb"), xtask_exe: std::env::current_exe()?, repo, out, logs };
 
-    ensure_packages(&[("kamailio", "the stateless dispatcher sip-lb is compared with"), ("sip-tester", "SIPp, the call generator")])?;
+    ensure_packages(&[
+        ("kamailio", "the stateless dispatcher sip-lb is compared with"),
+        ("sip-tester", "SIPp, the call generator"),
+    ])?;
     let mut results = Results::default();
     eprintln!("bench: building sip-lb (release)");
     let built = Command::new(cargo).current_dir(&env.repo).args(["build", "--release", "-p", "sip-lb"]).status();
@@ -154,7 +157,11 @@ pub fn run(opts: Options) -> Result<()> {
     measure(&env, &plan, &mut results);
     let report = report::write(&env, &plan, &results, started.elapsed())?;
     println!("{report}");
-    eprintln!("bench: done in {:.0} s; report: {}", started.elapsed().as_secs_f64(), env.out.join("report.md").display());
+    eprintln!(
+        "bench: done in {:.0} s; report: {}",
+        started.elapsed().as_secs_f64(),
+        env.out.join("report.md").display()
+    );
     Ok(())
 }
 
@@ -245,15 +252,17 @@ fn measure(env: &Env, plan: &Plan, r: &mut Results) {
     // (blaster straight to a sink) at the same rate just before.
     for &workers in &plan.latency_workers {
         for kind in kinds(true) {
-            let max: Vec<f64> = r.rates.iter().filter(|x| x.kind == kind && x.workers == workers).map(|x| x.rate).collect();
+            let max: Vec<f64> =
+                r.rates.iter().filter(|x| x.kind == kind && x.workers == workers).map(|x| x.rate).collect();
             if max.is_empty() {
                 continue;
             }
             let rate = 0.5 * max.iter().sum::<f64>() / max.len() as f64;
             let what = format!("latency: {} at {rate:.0} msg/s", kind.label(workers));
             eprintln!("bench: {what}");
-            let run = packets::latency(env, None, workers, rate, plan.latency_seconds, "lat-base")
-                .and_then(|base| Ok((packets::latency(env, Some(kind), workers, rate, plan.latency_seconds, "lat")?, base)));
+            let run = packets::latency(env, None, workers, rate, plan.latency_seconds, "lat-base").and_then(|base| {
+                Ok((packets::latency(env, Some(kind), workers, rate, plan.latency_seconds, "lat")?, base))
+            });
             match run {
                 Ok(pair) => r.latency.push(pair),
                 Err(e) => note(r, what, e),

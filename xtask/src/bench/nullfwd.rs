@@ -22,10 +22,7 @@ const MAX_LIFETIME: Duration = Duration::from_secs(900);
 /// Environment for a child process that becomes the null forwarder.
 pub fn child_env(listen: SocketAddr, backends: &[SocketAddr], workers: usize) -> Vec<(String, String)> {
     let list: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
-    vec![
-        (ROLE_ENV.into(), ROLE.into()),
-        (ARGS_ENV.into(), format!("{listen} {workers} {}", list.join(","))),
-    ]
+    vec![(ROLE_ENV.into(), ROLE.into()), (ARGS_ENV.into(), format!("{listen} {workers} {}", list.join(",")))]
 }
 
 /// Entry point in the child process; runs until killed or [`MAX_LIFETIME`].
@@ -34,12 +31,8 @@ pub fn main_from_env() -> Result<()> {
     let mut it = args.split(' ');
     let listen: SocketAddr = it.next().context("listen")?.parse()?;
     let workers: usize = it.next().context("workers")?.parse()?;
-    let backends = it
-        .next()
-        .context("backends")?
-        .split(',')
-        .map(|b| mmsg::sockaddr(b.parse()?))
-        .collect::<Result<Vec<_>>>()?;
+    let backends =
+        it.next().context("backends")?.split(',').map(|b| mmsg::sockaddr(b.parse()?)).collect::<Result<Vec<_>>>()?;
     let sockets = (0..workers).map(|_| mmsg::bind(listen, true)).collect::<Result<Vec<_>>>()?;
     let cpus = mmsg::cpu_count();
     let handles: Vec<_> = sockets

@@ -81,7 +81,14 @@ impl LatencyRun {
 }
 
 /// Paced blast at `rate` datagrams/s through `kind` (or straight to a sink).
-pub fn latency(env: &Env, kind: Option<Kind>, workers: usize, rate: f64, seconds: f64, tag: &str) -> Result<LatencyRun> {
+pub fn latency(
+    env: &Env,
+    kind: Option<Kind>,
+    workers: usize,
+    rate: f64,
+    seconds: f64,
+    tag: &str,
+) -> Result<LatencyRun> {
     let sinks = Sinks::start(2, true)?;
     let mut lb = match kind {
         Some(k) => {

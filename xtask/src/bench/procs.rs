@@ -79,7 +79,11 @@ impl Child {
         if let Some(s) = self.exited() {
             let err = self.stderr();
             let tail: Vec<&str> = err.lines().rev().take(8).collect();
-            bail!("{} exited early ({s}); stderr ends:\n{}", self.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            bail!(
+                "{} exited early ({s}); stderr ends:\n{}",
+                self.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         Ok(())
     }
@@ -100,7 +104,11 @@ pub fn wait_udp_bound(port: u16, child: &mut Child, timeout: Duration) -> Result
     let deadline = Instant::now() + timeout;
     loop {
         let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
-        if table.lines().skip(1).any(|l| l.split_whitespace().nth(1).is_some_and(|a| format!("{a} ").ends_with(&needle))) {
+        if table
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1).is_some_and(|a| format!("{a} ").ends_with(&needle)))
+        {
             return Ok(());
         }
         child.fail_if_exited()?;
@@ -155,10 +163,8 @@ pub fn cpu_ticks(pids: &[u32]) -> Vec<(u32, u64)> {
 pub fn cpu_seconds(before: &[(u32, u64)], after: &[(u32, u64)]) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let ticks: u64 = after
-        .iter()
-        .filter_map(|(p, a)| before.iter().find(|(q, _)| q == p).map(|(_, b)| a.saturating_sub(*b)))
-        .sum();
+    let ticks: u64 =
+        after.iter().filter_map(|(p, a)| before.iter().find(|(q, _)| q == p).map(|(_, b)| a.saturating_sub(*b))).sum();
     ticks as f64 / hz
 }
 
@@ -166,9 +172,11 @@ pub fn cpu_seconds(before: &[(u32, u64)], after: &[(u32, u64)]) -> f64 {
 /// (the blaster and sinks), in clock ticks, with the time of reading.
 pub fn machine_busy_ticks() -> (u64, u64, std::time::Instant) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let f: Vec<u64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait, guest excluded.
-    let busy = f.iter().take(8).sum::<u64>().saturating_sub(f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0));
+    let busy =
+        f.iter().take(8).sum::<u64>().saturating_sub(f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0));
     let own = cpu_ticks(&[std::process::id()]).first().map_or(0, |(_, t)| *t);
     (busy, own, std::time::Instant::now())
 }
@@ -176,7 +184,11 @@ pub fn machine_busy_ticks() -> (u64, u64, std::time::Instant) {
 /// CPUs' worth of work done by processes other than this one and `measured_s`
 /// (the balancer's CPU seconds) between two `machine_busy_ticks` readings: the
 /// other tenants of a shared machine (and SIPp, in call runs).
-pub fn other_load(before: (u64, u64, std::time::Instant), after: (u64, u64, std::time::Instant), measured_s: f64) -> f64 {
+pub fn other_load(
+    before: (u64, u64, std::time::Instant),
+    after: (u64, u64, std::time::Instant),
+    measured_s: f64,
+) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let busy = after.0.saturating_sub(before.0) as f64 / hz;

@@ -41,7 +41,12 @@ pub fn write(env: &Env, plan: &Plan, r: &Results, took: Duration) -> Result<Stri
 
 fn machine(env: &Env) -> String {
     let sh = |cmd: &str| {
-        Command::new("sh").args(["-c", cmd]).current_dir(&env.repo).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+        Command::new("sh")
+            .args(["-c", cmd])
+            .current_dir(&env.repo)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
     };
     format!(
         "Machine: {} CPUs ({}), kernel {}, net.core.rmem_max {}, load average at the end {}. Kamailio: {}. \
@@ -54,7 +59,11 @@ fn machine(env: &Env) -> String {
         sh("kamailio -v | head -1 | cut -d' ' -f2-3"),
         sh("sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1"),
         sh("git rev-parse --short HEAD"),
-        if sh("git status --porcelain -- sip-lb sip-lb-common").is_empty() { "" } else { " (with uncommitted changes)" },
+        if sh("git status --porcelain -- sip-lb sip-lb-common").is_empty() {
+            ""
+        } else {
+            " (with uncommitted changes)"
+        },
     )
 }
 
@@ -168,13 +177,27 @@ fn rate_section(w: &mut String, r: &Results) -> Result<()> {
             x.usage.other_cpus
         )?;
     }
-    writeln!(w, "\n| workers | sip-lb msg/s | Kamailio msg/s | null forwarder msg/s | sip-lb / null | target ≥ 0.80 |")?;
+    writeln!(
+        w,
+        "\n| workers | sip-lb msg/s | Kamailio msg/s | null forwarder msg/s | sip-lb / null | target ≥ 0.80 |"
+    )?;
     writeln!(w, "|---|---|---|---|---|---|")?;
     for workers in [1, 2] {
-        let (s, k, n) = (mean_rate(r, Kind::SipLb, workers), mean_rate(r, Kind::Kamailio, workers), mean_rate(r, Kind::Null, workers));
+        let (s, k, n) = (
+            mean_rate(r, Kind::SipLb, workers),
+            mean_rate(r, Kind::Kamailio, workers),
+            mean_rate(r, Kind::Null, workers),
+        );
         let ratio = s.zip(n).map(|(s, n)| s / n);
         let verdict = ratio.map_or("n/a", |x| if x >= 0.8 { "met" } else { "not met" });
-        writeln!(w, "| {workers} | {} | {} | {} | {} | {verdict} |", fmt_opt(s, 0), fmt_opt(k, 0), fmt_opt(n, 0), fmt_opt(ratio, 3))?;
+        writeln!(
+            w,
+            "| {workers} | {} | {} | {} | {} | {verdict} |",
+            fmt_opt(s, 0),
+            fmt_opt(k, 0),
+            fmt_opt(n, 0),
+            fmt_opt(ratio, 3)
+        )?;
     }
     writeln!(w)?;
     Ok(())
@@ -301,19 +324,28 @@ fn plots(env: &Env, r: &Results) -> Result<()> {
     for kind in [Kind::SipLb, Kind::Kamailio] {
         let v: Vec<f64> = rates
             .iter()
-            .map(|&rate| us_per_msg(&r.cpu.iter().filter(|c| c.kind == kind && c.rate == rate).collect::<Vec<_>>()).unwrap_or(f64::NAN))
+            .map(|&rate| {
+                us_per_msg(&r.cpu.iter().filter(|c| c.kind == kind && c.rate == rate).collect::<Vec<_>>())
+                    .unwrap_or(f64::NAN)
+            })
             .collect();
         rows.push((kind.name().to_string(), v));
     }
     let series: Vec<String> = rates.iter().map(|r| format!("{r} calls/s")).collect();
     let series: Vec<&str> = series.iter().map(String::as_str).collect();
-    std::fs::write(env.out.join("cpu.png"), bar_chart("CPU per forwarded message (lower is better)", "us", &series, &rows))?;
+    std::fs::write(
+        env.out.join("cpu.png"),
+        bar_chart("CPU per forwarded message (lower is better)", "us", &series, &rows),
+    )?;
 
     let rows: Vec<(String, Vec<f64>)> = [Kind::SipLb, Kind::Kamailio, Kind::Null]
         .iter()
         .map(|&k| (k.name().to_string(), [1, 2].iter().map(|&wk| mean_rate(r, k, wk).unwrap_or(f64::NAN)).collect()))
         .collect();
-    std::fs::write(env.out.join("max-rate.png"), bar_chart("Max forwarding rate (msg/s)", "", &["1 worker", "2 workers"], &rows))?;
+    std::fs::write(
+        env.out.join("max-rate.png"),
+        bar_chart("Max forwarding rate (msg/s)", "", &["1 worker", "2 workers"], &rows),
+    )?;
 
     let rows: Vec<(String, Vec<f64>)> = r
         .latency
@@ -323,10 +355,18 @@ fn plots(env: &Env, r: &Results) -> Result<()> {
             (label, vec![(x.p50_ns as f64 - b.p50_ns as f64) / 1000.0, (x.p99_ns as f64 - b.p99_ns as f64) / 1000.0])
         })
         .collect();
-    std::fs::write(env.out.join("latency.png"), bar_chart("Added latency at 50% of max rate", "us", &["p50", "p99"], &rows))?;
+    std::fs::write(
+        env.out.join("latency.png"),
+        bar_chart("Added latency at 50% of max rate", "us", &["p50", "p99"], &rows),
+    )?;
 
-    let rows: Vec<(String, Vec<f64>)> =
-        memory_rows(r).into_iter().map(|(l, max, sum, _)| (l, vec![max as f64 / 1024.0, sum as f64 / 1024.0])).collect();
-    std::fs::write(env.out.join("memory.png"), bar_chart("Peak RSS (VmHWM)", "MiB", &["largest process", "sum of processes"], &rows))?;
+    let rows: Vec<(String, Vec<f64>)> = memory_rows(r)
+        .into_iter()
+        .map(|(l, max, sum, _)| (l, vec![max as f64 / 1024.0, sum as f64 / 1024.0]))
+        .collect();
+    std::fs::write(
+        env.out.join("memory.png"),
+        bar_chart("Peak RSS (VmHWM)", "MiB", &["largest process", "sum of processes"], &rows),
+    )?;
     Ok(())
 }

@@ -95,7 +95,10 @@ impl Uac {
         }
         let stats = parse_stats(&self.stat)?;
         if stats.created == 0 {
-            bail!("SIPp UAC placed no calls; stderr: {}", self.child.stderr().lines().take(5).collect::<Vec<_>>().join(" | "));
+            bail!(
+                "SIPp UAC placed no calls; stderr: {}",
+                self.child.stderr().lines().take(5).collect::<Vec<_>>().join(" | ")
+            );
         }
         Ok(stats)
     }
@@ -107,7 +110,12 @@ fn parse_stats(path: &Path) -> Result<Stats> {
     let header: Vec<&str> = lines.next().context("empty SIPp statistics")?.split(';').collect();
     let last: Vec<&str> = lines.next_back().context("no SIPp statistics line")?.split(';').collect();
     let col = |name: &str| -> u64 {
-        header.iter().position(|h| *h == name).and_then(|i| last.get(i)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+        header
+            .iter()
+            .position(|h| *h == name)
+            .and_then(|i| last.get(i))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
     };
     Ok(Stats {
         created: col("TotalCallCreated"),

@@ -169,7 +169,12 @@ impl Template {
             z20 = "0".repeat(20),
         );
         let find = |pat: &str| text.find(pat).expect("template field") + pat.len();
-        Self { call_id: find("Call-ID: "), branch: find("branch=z9hG4bK"), ts: find("X-Ts: "), bytes: text.into_bytes() }
+        Self {
+            call_id: find("Call-ID: "),
+            branch: find("branch=z9hG4bK"),
+            ts: find("X-Ts: "),
+            bytes: text.into_bytes(),
+        }
     }
 
     fn fill(&self, buf: &mut Vec<u8>, seq: u64, ts: u64) {
@@ -209,7 +214,8 @@ pub fn blast(spec: &BlastSpec, seq_base: u64) -> Result<Blasted> {
     let socks = (0..spec.flows.max(1))
         .map(|_| mmsg::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false))
         .collect::<Result<Vec<_>>>()?;
-    let templates = socks.iter().map(|s| Ok(Template::new(spec.target, s.local_addr()?))).collect::<Result<Vec<_>>>()?;
+    let templates =
+        socks.iter().map(|s| Ok(Template::new(spec.target, s.local_addr()?))).collect::<Result<Vec<_>>>()?;
     let dst = [mmsg::sockaddr(spec.target)?; BATCH];
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(600)).collect();
     // Paced: small batches often (about every 50 µs), so pacing adds little queueing.

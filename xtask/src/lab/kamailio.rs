@@ -56,12 +56,7 @@ impl Kamailio {
         cmd.process_group(0);
         let mut guard = ChildGuard::spawn(name, cmd, dir)?;
         guard.set_stop_timeout(Duration::from_secs(3));
-        Ok(Kamailio {
-            name,
-            role,
-            ip,
-            guard,
-        })
+        Ok(Kamailio { name, role, ip, guard })
     }
 
     pub fn pid(&self) -> u32 {
@@ -84,10 +79,7 @@ impl Kamailio {
     /// Lines `lab <WHAT> ...` that the lab's configs log, e.g. `REGISTER`, `REDIRECT`.
     pub fn logged(&self, what: &str) -> u64 {
         let needle = format!("lab {what} ");
-        self.stderr()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .count() as u64
+        self.stderr().lines().filter(|l| l.contains(&needle)).count() as u64
     }
 
     /// SIGTERM to the main process (it stops its children), then SIGKILL to whatever is left
@@ -127,10 +119,7 @@ pub fn process_group(pgid: u32) -> Vec<u32> {
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            stat_fields(pid)
-                .is_some_and(|(state, pgrp)| pgrp == pgid && state != 'Z' && state != 'X')
-        })
+        .filter(|&pid| stat_fields(pid).is_some_and(|(state, pgrp)| pgrp == pgid && state != 'Z' && state != 'X'))
         .collect()
 }
 
@@ -151,28 +140,20 @@ pub fn create_location_db(path: &Path) -> Result<()> {
     let _ = std::fs::remove_file(path);
     for file in ["standard-create.sql", "usrloc-create.sql"] {
         let sql = Path::new(SCHEMA_DIR).join(file);
-        let text =
-            std::fs::read_to_string(&sql).with_context(|| format!("reading {}", sql.display()))?;
+        let text = std::fs::read_to_string(&sql).with_context(|| format!("reading {}", sql.display()))?;
         let mut cmd = Command::new("sqlite3");
         cmd.arg(path).arg(text);
         run(&mut cmd).with_context(|| format!("creating the schema from {}", sql.display()))?;
     }
     // WAL: readers (the redirect servers) never block the writers (the registrars).
-    run(Command::new("sqlite3")
-        .arg(path)
-        .arg("PRAGMA journal_mode=WAL;"))?;
+    run(Command::new("sqlite3").arg(path).arg("PRAGMA journal_mode=WAL;"))?;
     Ok(())
 }
 
 /// Rows in the shared location table.
 pub fn location_rows(path: &Path) -> Result<u64> {
-    let out = run(Command::new("sqlite3")
-        .arg(path)
-        .arg("SELECT count(*) FROM location;"))?;
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .context("parsing sqlite3 count")
+    let out = run(Command::new("sqlite3").arg(path).arg("SELECT count(*) FROM location;"))?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().context("parsing sqlite3 count")
 }
 
 /// The contact registered for `user` in the shared table, if any.
@@ -184,10 +165,7 @@ pub fn registered_contacts(path: &Path) -> Result<Vec<(String, String)>> {
         .arg("SELECT username, contact FROM location;"))?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| {
-            l.split_once('\t')
-                .map(|(u, c)| (u.to_owned(), c.to_owned()))
-        })
+        .filter_map(|l| l.split_once('\t').map(|(u, c)| (u.to_owned(), c.to_owned())))
         .collect())
 }
 
@@ -195,25 +173,15 @@ pub fn registered_contacts(path: &Path) -> Result<Vec<(String, String)>> {
 pub fn ensure_packages() -> Result<()> {
     let needed: [(&str, &str); 4] = [
         ("/usr/sbin/kamailio", "kamailio"),
-        (
-            "/usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so",
-            "kamailio-sqlite-modules",
-        ),
+        ("/usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so", "kamailio-sqlite-modules"),
         ("/usr/bin/sqlite3", "sqlite3"),
         ("/usr/sbin/ethtool", "ethtool"),
     ];
-    let missing: Vec<&str> = needed
-        .iter()
-        .filter(|(p, _)| !Path::new(p).exists())
-        .map(|(_, pkg)| *pkg)
-        .collect();
+    let missing: Vec<&str> = needed.iter().filter(|(p, _)| !Path::new(p).exists()).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    println!(
-        "lab: installing missing Debian packages: apt-get install -y {}",
-        missing.join(" ")
-    );
+    println!("lab: installing missing Debian packages: apt-get install -y {}", missing.join(" "));
     let install = || {
         Command::new("apt-get")
             .args(["install", "-y"])

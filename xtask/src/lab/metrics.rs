@@ -60,10 +60,7 @@ impl Metrics {
         let mut out = BTreeMap::new();
         for (n, labels, v) in &self.samples {
             if n == name {
-                if let (Some(w), Some(c)) = (
-                    labels.get("worker").and_then(|w| w.parse().ok()),
-                    labels.get("cpu"),
-                ) {
+                if let (Some(w), Some(c)) = (labels.get("worker").and_then(|w| w.parse().ok()), labels.get("cpu")) {
                     *out.entry((w, c.clone())).or_insert(0) += *v as u64;
                 }
             }
@@ -105,9 +102,7 @@ pub fn scrape(addr: SocketAddr) -> Result<Metrics> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("no HTTP header end from {addr}")
-    };
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { bail!("no HTTP header end from {addr}") };
     if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
         bail!("{addr}: {}", head.lines().next().unwrap_or(""));
     }
@@ -145,10 +140,7 @@ impl Scraper {
                         Ok(m) => {
                             if !stopping {
                                 let phase = p.lock().map(|p| p.clone()).unwrap_or_default();
-                                println!(
-                                    "{}",
-                                    live_line(&m, &prev, &names, &phase, started.elapsed())
-                                );
+                                println!("{}", live_line(&m, &prev, &names, &phase, started.elapsed()));
                                 prev = m.clone();
                             }
                             last = Some(m);
@@ -172,11 +164,7 @@ impl Scraper {
                 }
             })
             .expect("spawning the scraper thread");
-        Scraper {
-            stop,
-            phase,
-            handle: Some(handle),
-        }
+        Scraper { stop, phase, handle: Some(handle) }
     }
 
     pub fn set_phase(&self, phase: &str) {
@@ -218,14 +206,9 @@ fn live_line(m: &Metrics, prev: &Metrics, names: &Names, phase: &str, t: Duratio
     if m.has("sip_lb_xdp_steered_total") {
         let rate = |program: &str| {
             let name = "sip_lb_xdp_steered_total";
-            m.sum_where(name, "program", program)
-                .saturating_sub(prev.sum_where(name, "program", program))
+            m.sum_where(name, "program", program).saturating_sub(prev.sum_where(name, "program", program))
         };
-        line += &format!(
-            " | steered/s xdp {} reuseport {}",
-            rate("xdp"),
-            rate("reuseport")
-        );
+        line += &format!(" | steered/s xdp {} reuseport {}", rate("xdp"), rate("reuseport"));
     }
     line
 }

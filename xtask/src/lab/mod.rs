@@ -71,13 +71,7 @@ pub struct LabOptions {
 
 impl Default for LabOptions {
     fn default() -> Self {
-        LabOptions {
-            seconds: 20,
-            register_rate: 100,
-            invite_rate: 100,
-            workers: 2,
-            log_dir: None,
-        }
+        LabOptions { seconds: 20, register_rate: 100, invite_rate: 100, workers: 2, log_dir: None }
     }
 }
 
@@ -85,16 +79,11 @@ impl Default for LabOptions {
 /// both its children; failing that, the current directory or one of its parents.
 fn workspace_root() -> PathBuf {
     let has_lab = |p: &Path| p.join("lab/kamailio/registrar.cfg").is_file();
-    let from_manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf);
+    let from_manifest = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);
     let cwd = std::env::current_dir().ok();
     from_manifest
         .filter(|p| has_lab(p))
-        .or_else(|| {
-            cwd.as_deref()
-                .and_then(|c| c.ancestors().find(|p| has_lab(p)).map(Path::to_path_buf))
-        })
+        .or_else(|| cwd.as_deref().and_then(|c| c.ancestors().find(|p| has_lab(p)).map(Path::to_path_buf)))
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
@@ -115,10 +104,7 @@ struct Lab {
 pub fn run_lab(sip_lb_bin: &Path, opts: LabOptions) -> Result<LabSummary> {
     let started = Instant::now();
     if !sip_lb_bin.is_file() {
-        bail!(
-            "{} not found; build it first (cargo build -p sip-lb)",
-            sip_lb_bin.display()
-        );
+        bail!("{} not found; build it first (cargo build -p sip-lb)", sip_lb_bin.display());
     }
     kamailio::ensure_packages()?;
     ensure_sipp()?;
@@ -149,13 +135,7 @@ pub fn run_lab(sip_lb_bin: &Path, opts: LabOptions) -> Result<LabSummary> {
     Ok(summary)
 }
 
-fn run(
-    lab: &mut Lab,
-    bin: &Path,
-    opts: &LabOptions,
-    dir: &Path,
-    started: Instant,
-) -> Result<LabSummary> {
+fn run(lab: &mut Lab, bin: &Path, opts: &LabOptions, dir: &Path, started: Instant) -> Result<LabSummary> {
     let root = workspace_root();
     let seconds = opts.seconds.max(4);
     println!("lab: logs in {}", dir.display());
@@ -173,28 +153,19 @@ fn run(
     let db = dir.join("location.sqlite");
     kamailio::create_location_db(&db)?;
     let cfg_dir = kamailio::config_dir(&root);
-    let farm_addrs: Vec<String> = FARM
-        .iter()
-        .map(|(_, _, ip)| sip_addr(*ip).to_string())
-        .collect();
+    let farm_addrs: Vec<String> = FARM.iter().map(|(_, _, ip)| sip_addr(*ip).to_string()).collect();
     // One after the other: at start-up each instance checks the table versions in the shared
     // SQLite file, and concurrent start-ups can meet each other's lock ("database is locked").
     // An instance that still fails that way gets one more try.
     for ((name, role, ip), addr) in FARM.into_iter().zip(&farm_addrs) {
         for attempt in 1..=2 {
-            lab.farm.push(Kamailio::start(
-                &topo.farm, name, role, ip, &cfg_dir, &db, dir,
-            )?);
+            lab.farm.push(Kamailio::start(&topo.farm, name, role, ip, &cfg_dir, &db, dir)?);
             let k = lab.farm.last_mut().expect("just pushed");
-            let started = wait_bound(&topo.farm, "-Hlun", std::slice::from_ref(addr), || {
-                k.ensure_running()
-            });
+            let started = wait_bound(&topo.farm, "-Hlun", std::slice::from_ref(addr), || k.ensure_running());
             match started {
                 Ok(()) => break,
                 Err(_) if attempt == 1 && k.stderr().contains("database is locked") => {
-                    println!(
-                        "lab: Kamailio {name} met a locked database at start-up; starting it again"
-                    );
+                    println!("lab: Kamailio {name} met a locked database at start-up; starting it again");
                     drop(lab.farm.pop());
                 }
                 Err(e) => return Err(e.context(format!("Kamailio {name} did not start"))),
@@ -206,7 +177,11 @@ fn run(
     }
     println!(
         "lab: farm up: registrars {} and {}, redirect servers {} and {} (Kamailio, shared location DB {})",
-        farm_addrs[0], farm_addrs[1], farm_addrs[2], farm_addrs[3], db.display()
+        farm_addrs[0],
+        farm_addrs[1],
+        farm_addrs[2],
+        farm_addrs[3],
+        db.display()
     );
 
     // Balancer.
@@ -217,64 +192,36 @@ fn run(
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     let mut cmd = topo.lb.command(&[&bin.display().to_string(), "run"]);
-    cmd.args([
-        "--listen",
-        &lb_addr.to_string(),
-        "--advertise",
-        &lb_addr.to_string(),
-    ])
-    .args(["--workers", &opts.workers.to_string(), "--metrics", CONTROL]);
+    cmd.args(["--listen", &lb_addr.to_string(), "--advertise", &lb_addr.to_string()]).args([
+        "--workers",
+        &opts.workers.to_string(),
+        "--metrics",
+        CONTROL,
+    ]);
     for (i, (_, role, _)) in FARM.iter().enumerate() {
-        cmd.args([
-            if *role == Role::Registrar {
-                "--registrar"
-            } else {
-                "--backend"
-            },
-            &farm_addrs[i],
-        ]);
+        cmd.args([if *role == Role::Registrar { "--registrar" } else { "--backend" }, &farm_addrs[i]]);
     }
     if help.contains("--iface") {
         cmd.args(["--iface", LB_NIC]);
     }
     let lb = lab.lb.insert(ChildGuard::spawn("sip-lb", cmd, dir)?);
     lab.pids.push(lb.pid());
-    wait_bound(&topo.lb, "-Hlun", &[lb_addr.to_string()], || {
-        lb.ensure_running()
-    })
-    .context("sip-lb did not start")?;
-    wait_bound(&topo.lb, "-Hltn", &[CONTROL.to_string()], || {
-        lb.ensure_running()
-    })
-    .context("sip-lb's control API did not start")?;
+    wait_bound(&topo.lb, "-Hlun", &[lb_addr.to_string()], || lb.ensure_running()).context("sip-lb did not start")?;
+    wait_bound(&topo.lb, "-Hltn", &[CONTROL.to_string()], || lb.ensure_running())
+        .context("sip-lb's control API did not start")?;
     let xdp = xdp_state(&topo.lb);
     println!("lab: sip-lb up on {lb_addr}: {} workers, REGISTER -> registrars, other requests -> redirect servers; XDP on {LB_NIC}: {xdp}", opts.workers);
 
-    let names: metrics::Names = FARM
-        .iter()
-        .map(|(n, _, ip)| (sip_addr(*ip).to_string(), n.to_string()))
-        .collect();
-    let scraper = lab.scraper.insert(Scraper::start(
-        topo.lb.name().to_owned(),
-        CONTROL.parse()?,
-        names,
-        started,
-    ));
+    let names: metrics::Names = FARM.iter().map(|(n, _, ip)| (sip_addr(*ip).to_string(), n.to_string())).collect();
+    let scraper = lab.scraper.insert(Scraper::start(topo.lb.name().to_owned(), CONTROL.parse()?, names, started));
 
     // Traffic: REGISTER every user once, then INVITEs for the rest of the time.
     let sipp_dir = root.join("lab").join("sipp");
     let users_csv = sipp_dir.join("users.csv");
-    let users = std::fs::read_to_string(&users_csv)?
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .count() as u64;
+    let users = std::fs::read_to_string(&users_csv)?.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64;
     let traffic_start = Instant::now();
     let reg_seconds = users.div_ceil(opts.register_rate.max(1));
-    println!(
-        "lab: SIPp registers {users} users at {}/s through sip-lb",
-        opts.register_rate
-    );
+    println!("lab: SIPp registers {users} users at {}/s through sip-lb", opts.register_rate);
     scraper.set_phase("REGISTER");
     let reg = sipp::Run {
         name: "register",
@@ -288,11 +235,7 @@ fn run(
     };
     let guard = lab.sipp.insert(sipp::start(&topo.client, &reg, dir)?);
     lab.pids.push(guard.pid());
-    let reg_out = sipp::finish(
-        lab.sipp.take().expect("just set"),
-        reg.timeout + Duration::from_secs(5),
-        dir,
-    )?;
+    let reg_out = sipp::finish(lab.sipp.take().expect("just set"), reg.timeout + Duration::from_secs(5), dir)?;
     interrupt::check()?; // SIPp quits "successfully" on Ctrl-C too
     let location_rows = kamailio::location_rows(&db)?;
     println!(
@@ -300,12 +243,12 @@ fn run(
         reg_out.successful, reg_out.failed
     );
 
-    let invite_seconds = seconds
-        .saturating_sub(traffic_start.elapsed().as_secs())
-        .saturating_sub(1)
-        .max(2);
+    let invite_seconds = seconds.saturating_sub(traffic_start.elapsed().as_secs()).saturating_sub(1).max(2);
     let invites = opts.invite_rate.max(1) * invite_seconds;
-    println!("lab: SIPp sends {invites} INVITEs at {}/s to those users (expects 302 + registered Contact, sends ACK)", opts.invite_rate);
+    println!(
+        "lab: SIPp sends {invites} INVITEs at {}/s to those users (expects 302 + registered Contact, sends ACK)",
+        opts.invite_rate
+    );
     scraper.set_phase("INVITE");
     let inv = sipp::Run {
         name: "invite",
@@ -319,24 +262,15 @@ fn run(
     };
     let guard = lab.sipp.insert(sipp::start(&topo.client, &inv, dir)?);
     lab.pids.push(guard.pid());
-    let inv_out = sipp::finish(
-        lab.sipp.take().expect("just set"),
-        inv.timeout + Duration::from_secs(5),
-        dir,
-    )?;
+    let inv_out = sipp::finish(lab.sipp.take().expect("just set"), inv.timeout + Duration::from_secs(5), dir)?;
     interrupt::check()?; // SIPp quits "successfully" on Ctrl-C too
                          // Let the last ACKs land before the final scrape.
     std::thread::sleep(Duration::from_millis(300));
     scraper.set_phase("done");
-    let m = lab
-        .scraper
-        .take()
-        .and_then(|mut s| s.stop())
-        .unwrap_or_default();
+    let m = lab.scraper.take().and_then(|mut s| s.stop()).unwrap_or_default();
 
     // Summary.
-    let registered: BTreeMap<String, String> =
-        kamailio::registered_contacts(&db)?.into_iter().collect();
+    let registered: BTreeMap<String, String> = kamailio::registered_contacts(&db)?.into_iter().collect();
     let (right, wrong, seen) = sipp::check_redirects(&inv_out.messages_log, &registered)?;
     let lb_req = m.by("sip_lb_backend_requests_total", "backend");
     let lb_resp = m.by("sip_lb_backend_responses_total", "backend");
@@ -348,11 +282,7 @@ fn run(
             BackendSplit {
                 name: k.name.to_owned(),
                 role: k.role,
-                handled: k.logged(if k.role == Role::Registrar {
-                    "REGISTER"
-                } else {
-                    "REDIRECT"
-                }),
+                handled: k.logged(if k.role == Role::Registrar { "REGISTER" } else { "REDIRECT" }),
                 lb_requests: lb_req.get(&addr).copied().unwrap_or(0),
                 lb_responses: lb_resp.get(&addr).copied().unwrap_or(0),
                 addr,
@@ -400,26 +330,15 @@ fn run(
 }
 
 /// Waits until `ss <flags>` in `ns` lists every address in `addrs` as a local address.
-fn wait_bound(
-    ns: &netns::NetNs,
-    flags: &str,
-    addrs: &[String],
-    mut alive: impl FnMut() -> Result<()>,
-) -> Result<()> {
+fn wait_bound(ns: &netns::NetNs, flags: &str, addrs: &[String], mut alive: impl FnMut() -> Result<()>) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         alive()?;
         interrupt::check()?;
         let out = ns.exec(&["ss", flags])?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let locals: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(3))
-            .collect();
-        let missing: Vec<&String> = addrs
-            .iter()
-            .filter(|a| !locals.contains(&a.as_str()))
-            .collect();
+        let locals: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(3)).collect();
+        let missing: Vec<&String> = addrs.iter().filter(|a| !locals.contains(&a.as_str())).collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -458,15 +377,8 @@ fn leftover_namespaces(names: &[String]) -> Vec<String> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let present: Vec<&str> = out
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    names
-        .iter()
-        .filter(|n| present.contains(&n.as_str()))
-        .cloned()
-        .collect()
+    let present: Vec<&str> = out.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    names.iter().filter(|n| present.contains(&n.as_str())).cloned().collect()
 }
 
 /// Whether `pid` is a live process (zombies waiting for init to reap them count as gone).

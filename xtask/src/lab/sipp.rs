@@ -36,29 +36,16 @@ pub struct Outcome {
 }
 
 pub fn start(ns: &NetNs, run: &Run<'_>, dir: &Path) -> Result<ChildGuard> {
-    let p = |suffix: &str| {
-        dir.join(format!("{}.{suffix}", run.name))
-            .display()
-            .to_string()
-    };
+    let p = |suffix: &str| dir.join(format!("{}.{suffix}", run.name)).display().to_string();
     let mut cmd = ns.command(&["sipp"]);
     cmd.arg("-sf")
         .arg(&run.scenario)
         .arg("-inf")
         .arg(&run.users_csv)
         .arg(run.target.to_string())
-        .args([
-            "-i",
-            &run.local.ip().to_string(),
-            "-p",
-            &run.local.port().to_string(),
-        ])
+        .args(["-i", &run.local.ip().to_string(), "-p", &run.local.port().to_string()])
         .args(["-r", &run.rate.to_string(), "-m", &run.calls.to_string()])
-        .args([
-            "-timeout",
-            &format!("{}s", run.timeout.as_secs().max(1)),
-            "-timeout_error",
-        ])
+        .args(["-timeout", &format!("{}s", run.timeout.as_secs().max(1)), "-timeout_error"])
         // -nd: no default behaviours (an aborted call must not send a BYE to the farm).
         .args(["-recv_timeout", "5000", "-nd", "-nostdin", "-fd", "1"])
         .args(["-trace_stat", "-stf", &p("stat.csv")])
@@ -90,10 +77,7 @@ pub fn finish(mut guard: ChildGuard, limit: Duration, dir: &Path) -> Result<Outc
     };
     let name = guard.name().to_owned();
     let p = |suffix: &str| dir.join(format!("{name}.{suffix}"));
-    let counters = std::fs::read_to_string(p("stat.csv"))
-        .ok()
-        .and_then(|t| parse_stat_csv(&t))
-        .unwrap_or_default();
+    let counters = std::fs::read_to_string(p("stat.csv")).ok().and_then(|t| parse_stat_csv(&t)).unwrap_or_default();
     if counters.is_empty() {
         bail!(
             "SIPp {name} ended with {} ({}) and wrote no statistics; stderr:\n{}",
@@ -115,29 +99,18 @@ pub fn finish(mut guard: ChildGuard, limit: Duration, dir: &Path) -> Result<Outc
 /// From the INVITE run's message log: for every 302 received, whether its Contact is the one
 /// registered for the called user (`registered`: user -> contact URI, from the shared table).
 /// Returns (right, wrong examples, total 302s).
-pub fn check_redirects(
-    messages_log: &Path,
-    registered: &BTreeMap<String, String>,
-) -> Result<(u64, Vec<String>, u64)> {
+pub fn check_redirects(messages_log: &Path, registered: &BTreeMap<String, String>) -> Result<(u64, Vec<String>, u64)> {
     let text = std::fs::read_to_string(messages_log)?;
     let (mut right, mut wrong, mut total) = (0, Vec::new(), 0);
     for msg in split_message_log(&text) {
-        if !msg.contains("message received")
-            || !msg
-                .lines()
-                .any(|l| l.trim_start().starts_with("SIP/2.0 302"))
-        {
+        if !msg.contains("message received") || !msg.lines().any(|l| l.trim_start().starts_with("SIP/2.0 302")) {
             continue;
         }
         total += 1;
         let to_user = header(&msg, &["To:", "t:"]).and_then(|v| uri_user(&v));
         let contact = header(&msg, &["Contact:", "m:"]).map(|v| uri_of(&v));
         match (to_user, contact) {
-            (Some(user), Some(contact))
-                if registered.get(&user).is_some_and(|c| uri_of(c) == contact) =>
-            {
-                right += 1
-            }
+            (Some(user), Some(contact)) if registered.get(&user).is_some_and(|c| uri_of(c) == contact) => right += 1,
             (user, contact) => {
                 if wrong.len() < 5 {
                     wrong.push(format!(
@@ -154,8 +127,7 @@ pub fn check_redirects(
 fn header(msg: &str, names: &[&str]) -> Option<String> {
     msg.lines().map(str::trim_start).find_map(|l| {
         names.iter().find_map(|n| {
-            (l.len() >= n.len() && l[..n.len()].eq_ignore_ascii_case(n))
-                .then(|| l[n.len()..].trim().to_owned())
+            (l.len() >= n.len() && l[..n.len()].eq_ignore_ascii_case(n)).then(|| l[n.len()..].trim().to_owned())
         })
     })
 }
@@ -180,14 +152,8 @@ mod tests {
 
     #[test]
     fn uris() {
-        assert_eq!(
-            uri_of("<sip:lab0001@10.77.1.1:5061>;expires=3600"),
-            "sip:lab0001@10.77.1.1:5061"
-        );
+        assert_eq!(uri_of("<sip:lab0001@10.77.1.1:5061>;expires=3600"), "sip:lab0001@10.77.1.1:5061");
         assert_eq!(uri_of("sip:a@b;lr"), "sip:a@b");
-        assert_eq!(
-            uri_user("<sip:lab0007@lab.invalid>;tag=1").as_deref(),
-            Some("lab0007")
-        );
+        assert_eq!(uri_user("<sip:lab0007@lab.invalid>;tag=1").as_deref(), Some("lab0007"));
     }
 }

@@ -104,22 +104,13 @@ impl LabSummary {
             ));
         }
         for role in [Role::Registrar, Role::Redirect] {
-            let idle: Vec<&str> = self
-                .of_role(role)
-                .filter(|b| b.handled == 0)
-                .map(|b| b.name.as_str())
-                .collect();
+            let idle: Vec<&str> = self.of_role(role).filter(|b| b.handled == 0).map(|b| b.name.as_str()).collect();
             if !idle.is_empty() {
-                p.push(format!(
-                    "{role:?} pool not spread: {idle:?} handled nothing"
-                ));
+                p.push(format!("{role:?} pool not spread: {idle:?} handled nothing"));
             }
         }
         if !self.leftover_namespaces.is_empty() || !self.leftover_pids.is_empty() {
-            p.push(format!(
-                "left behind: namespaces {:?}, pids {:?}",
-                self.leftover_namespaces, self.leftover_pids
-            ));
+            p.push(format!("left behind: namespaces {:?}, pids {:?}", self.leftover_namespaces, self.leftover_pids));
         }
         p
     }
@@ -137,12 +128,7 @@ impl fmt::Display for LabSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.registrations;
         let i = &self.invites;
-        writeln!(
-            f,
-            "lab summary ({:.1} s, logs in {})",
-            self.elapsed.as_secs_f64(),
-            self.log_dir.display()
-        )?;
+        writeln!(f, "lab summary ({:.1} s, logs in {})", self.elapsed.as_secs_f64(), self.log_dir.display())?;
         writeln!(f, "  XDP on the lab NIC    {}", self.xdp)?;
         writeln!(
             f,
@@ -181,25 +167,19 @@ impl fmt::Display for LabSummary {
             "  steering              XDP saw {} frames, steered {}, passed {}; reuseport selector steered {}",
             self.xdp_seen, self.xdp_steered, self.xdp_passed, self.reuseport_steered
         )?;
-        for (role, what) in [
-            (Role::Registrar, "REGISTERs saved"),
-            (Role::Redirect, "INVITEs redirected"),
-        ] {
+        for (role, what) in [(Role::Registrar, "REGISTERs saved"), (Role::Redirect, "INVITEs redirected")] {
             let total: u64 = self.of_role(role).map(|b| b.handled).sum();
-            writeln!(
-                f,
-                "  per backend: {}",
-                if role == Role::Registrar {
-                    "registrars"
-                } else {
-                    "redirect servers"
-                }
-            )?;
+            writeln!(f, "  per backend: {}", if role == Role::Registrar { "registrars" } else { "redirect servers" })?;
             for b in self.of_role(role) {
                 writeln!(
                     f,
                     "    {:<5} {:<16} {what} {:>6} ({:>5.1}%)  sip-lb requests {:>6}  responses {:>6}",
-                    b.name, b.addr, b.handled, pct(b.handled, total), b.lb_requests, b.lb_responses
+                    b.name,
+                    b.addr,
+                    b.handled,
+                    pct(b.handled, total),
+                    b.lb_requests,
+                    b.lb_responses
                 )?;
             }
         }

@@ -74,34 +74,13 @@ impl Topology {
 
     fn wire(&self) -> Result<()> {
         let (c, l, f) = (&self.client, &self.lb, &self.farm);
-        Veth::new(
-            c,
-            CLIENT_DEV,
-            &format!("{CLIENT_IP}/24"),
-            l,
-            LB_NIC,
-            &format!("{LB_IP}/24"),
-        )?;
-        Veth::new(
-            l,
-            LB_FARM_DEV,
-            &format!("{LB_FARM_IP}/24"),
-            f,
-            FARM_DEV,
-            &format!("{}/24", FARM[0].2),
-        )?;
+        Veth::new(c, CLIENT_DEV, &format!("{CLIENT_IP}/24"), l, LB_NIC, &format!("{LB_IP}/24"))?;
+        Veth::new(l, LB_FARM_DEV, &format!("{LB_FARM_IP}/24"), f, FARM_DEV, &format!("{}/24", FARM[0].2))?;
         for (_, _, ip) in &FARM[1..] {
             f.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", FARM_DEV])?;
         }
         // sip-lb's Via says 10.77.1.2: the farm answers there through the lb namespace.
-        f.exec(&[
-            "ip",
-            "route",
-            "add",
-            "default",
-            "via",
-            &LB_FARM_IP.to_string(),
-        ])?;
+        f.exec(&["ip", "route", "add", "default", "via", &LB_FARM_IP.to_string()])?;
         // Locally sent UDP over veth carries a partial checksum (tx offload); after the XDP
         // redirect into a CPU map the stack would count it as bad and drop it
         // (shared/notes/ebpf.md). Real NICs deliver full checksums; here the senders compute them.
@@ -111,9 +90,6 @@ impl Topology {
     }
 
     pub fn names(&self) -> Vec<String> {
-        [&self.client, &self.lb, &self.farm]
-            .iter()
-            .map(|n| n.name().to_owned())
-            .collect()
+        [&self.client, &self.lb, &self.farm].iter().map(|n| n.name().to_owned()).collect()
     }
 }
