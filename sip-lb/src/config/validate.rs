@@ -209,13 +209,15 @@ fn check_listen(entries: Vec<DraftListen>, top: Option<SocketAddr>, loc: &Locato
         let own = loc.src.is_some_and(|(_, s)| s.listen.get(i).is_some_and(|l| l.advertise.is_some()));
         let afield = format!("{lfield} \"{a}\": advertise");
         let advertise = match e.advertise {
-            Some(adv) if unusable(adv) && own => return Err(loc.err(
-                own_span(i),
-                afield,
-                format!(
+            Some(adv) if unusable(adv) && own => {
+                return Err(loc.err(
+                    own_span(i),
+                    afield,
+                    format!(
                     "{adv} is a wildcard address or port 0; advertise the address clients and backends should send to"
                 ),
-            )),
+                ))
+            }
             Some(adv) => adv,
             None if unusable(a) => {
                 let how = if several {
