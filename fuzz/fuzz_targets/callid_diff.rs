@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use sip_lb_common::call_id_hash;
 use sip_lb_common::callid_scan::{find_call_id, MAX_LEADING_LWS, MIN_SIP_LEN, SEARCH_STEPS};
 use sip_lb_common::maps::MAX_CALL_ID_SPAN;
-use sip_lb_fuzz::sip::{Header, HeaderName, Message};
+use sip_lb_proto::sip::{Header, HeaderName, Message};
 
 fuzz_target!(|input: &[u8]| {
     let (max_scan, payload) = match input {

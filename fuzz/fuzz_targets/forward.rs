@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sip_lb_fuzz::proxy::branch::BRANCH_PREFIX;
-use sip_lb_fuzz::proxy::{Action, Identity, Key, Keys, Listener, Policy, Proxy};
-use sip_lb_fuzz::sip::{HeaderName, Message, Via};
+use sip_lb_proto::proxy::branch::BRANCH_PREFIX;
+use sip_lb_proto::proxy::{Action, Identity, Key, Keys, Listener, Policy, Proxy};
+use sip_lb_proto::sip::{HeaderName, Message, Via};
 
 struct Setup {
     proxies: [Proxy; 2],
@@ -98,7 +98,7 @@ fuzz_target!(|input: &[u8]| {
             let m = Message::parse(&out, &mut slots3).expect("forwarded message parses");
             assert_eq!(m.defect, None, "forwarded with a defect: {:?}", String::from_utf8_lossy(&out));
             assert_eq!(call_id(&out), call_id(datagram), "Call-ID changed");
-            assert_eq!(m.is_request(), what == sip_lb_fuzz::proxy::Forwarded::Request);
+            assert_eq!(m.is_request(), what == sip_lb_proto::proxy::Forwarded::Request);
             if m.is_request() {
                 assert!(out.len() <= 2 * len + 512, "request grew from {len} to {}", out.len());
                 let top = m.find(HeaderName::Via).expect("our Via");

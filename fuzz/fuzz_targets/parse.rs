@@ -5,10 +5,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use sip_lb_fuzz::check_span;
-use sip_lb_fuzz::sip::params::{addr_uri, header_param, params};
-use sip_lb_fuzz::sip::span::Span;
-use sip_lb_fuzz::sip::values::values;
-use sip_lb_fuzz::sip::{HeaderName, Message, StartLine, Uri, Via};
+use sip_lb_proto::sip::params::{addr_uri, header_param, params};
+use sip_lb_proto::sip::span::Span;
+use sip_lb_proto::sip::values::values;
+use sip_lb_proto::sip::{HeaderName, Message, StartLine, Uri, Via};
 
 fuzz_target!(|data: &[u8]| {
     let mut slots1 = Message::slots();

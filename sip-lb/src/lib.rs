@@ -1,17 +1,12 @@
-//! sip-lb: a stateless SIP load balancer.
-//!
-//! Layers, from the wire up:
-//! - [`sip`]: zero-copy views of SIP datagrams (no I/O, no allocation).
-//! - [`proxy`]: the sans-IO forwarding step: datagram in, action out.
-//! - [`balance`]: backend pools and consistent hashing of the Call-ID.
+//! sip-lb: a stateless SIP load balancer. The decisions are made by the
+//! pure core, [`sip_lb_proto`] (SIP views, forwarding step, backend choice);
+//! this crate is everything around it:
 //! - [`config`]: the TOML file and command-line flags, validated.
 //! - [`dataplane`]: per-core workers moving datagrams with recvmmsg/sendmmsg.
+//! - [`control`]: the tokio control plane (reload, health, metrics, API).
 //! - [`xdp`]: loading and attaching the XDP steering program.
 
-pub mod balance;
 pub mod config;
 pub mod control;
 pub mod dataplane;
-pub mod proxy;
-pub mod sip;
 pub mod xdp;

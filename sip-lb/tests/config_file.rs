@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use sip_lb::balance::Router;
 use sip_lb::config::{
     Alias, BackendConfig, Config, ConfigError, Listen, RunArgs, SecurityConfig, SipConfig, FOLLOW_INVITE,
 };
+use sip_lb_proto::balance::Router;
 
 const EXAMPLE: &str = include_str!("../../examples/sip-lb.toml");
 
@@ -71,7 +71,7 @@ fn example_file_round_trips_into_router_choices() {
     assert_eq!(c.pool_for("INVITE").unwrap().name, "proxies");
     assert_eq!(c.pool_for("CANCEL").unwrap().name, "proxies");
 
-    let r = Router::build_all(&c);
+    let r = Router::build_all(&c.pools);
     let mut regs = [0usize; 2];
     for i in 0..30_000 {
         let h = sip_lb_common::call_id_hash(format!("{i}@example").as_bytes());
@@ -315,14 +315,14 @@ fn flags_alone() {
     assert_eq!(c.listen, [itself("127.0.0.1:5060"), itself("[::1]:5060")]);
     let names: Vec<_> = c.pools.iter().map(|p| (p.name.as_str(), p.default, p.backends.len())).collect();
     assert_eq!(names, [("default", true, 2), ("registrars", false, 1)]);
-    let r = Router::build_all(&c);
+    let r = Router::build_all(&c.pools);
     assert_eq!(r.choose(b"REGISTER", 1), Some(sa("[2001:db8::1]:5060")));
     assert!([sa("10.0.1.1:5060"), sa("10.0.1.2:5070")].contains(&r.choose(b"INVITE", 1).unwrap()));
 
     // Without --registrar, REGISTER goes to the default pool.
     let c = Config::load(&args(&["--backend", "10.0.1.1"]).unwrap()).unwrap();
     assert_eq!(c.listen, [itself("127.0.0.1:5060")]);
-    assert_eq!(Router::build_all(&c).choose(b"REGISTER", 5), Some(sa("10.0.1.1:5060")));
+    assert_eq!(Router::build_all(&c.pools).choose(b"REGISTER", 5), Some(sa("10.0.1.1:5060")));
 }
 
 #[test]

@@ -13,9 +13,9 @@
 //!
 //! Needs root (loads eBPF); CI runs as root.
 
-use sip_lb::sip::{HeaderName, Message};
 use sip_lb::xdp::{PassReason, Verdict, XdpTestProgram, MAX_WORKERS, SCAN_WINDOW};
 use sip_lb_common::{call_id_hash, callid_scan, worker_for_hash};
+use sip_lb_proto::sip::{HeaderName, Message};
 
 const SIP_PORT: u16 = 5060;
 const WORKERS: u32 = 64;

@@ -227,7 +227,7 @@ fn unbound_backend_port_does_not_disturb_the_others() -> Result<()> {
 
     // Which Call-IDs the rendezvous hash gives the live backend.
     let cfg = sip_lb::config::Config::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let router = sip_lb::balance::Router::build_all(&cfg);
+    let router = sip_lb_proto::balance::Router::build_all(&cfg.pools);
     let ids: Vec<String> = (0..N).map(|i| format!("unbound-{i}@fault")).collect();
     let want: HashSet<&String> = ids
         .iter()

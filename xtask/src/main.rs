@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask run`, `cargo xtask test`, `cargo xtask setup`.
 mod bench;
+mod checks;
 mod demo;
 mod fuzz;
 mod lab;
@@ -107,6 +108,8 @@ fn main() -> Result<()> {
         }
         Task::Test { args } => {
             setup::ensure_all()?;
+            checks::fmt()?;
+            checks::pure_core()?;
             eprintln!("xtask: building every binary (end-to-end tests run target/debug/sip-lb)");
             setup::run(cargo().args(["build", "--bins"]))?;
             eprintln!("xtask: running every test");

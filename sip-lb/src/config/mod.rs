@@ -1,6 +1,6 @@
 //! Configuration: the TOML file and the command-line flags, merged and
 //! validated into one [`Config`] that the control plane turns into a
-//! [`crate::balance::Router`].
+//! [`sip_lb_proto::balance::Router`].
 //!
 //! Order: the file (`--config`) is read first; then list flags (`--backend`,
 //! `--registrar`) add backends and scalar flags (`--listen`, `--advertise`,
@@ -33,22 +33,9 @@ pub const REGISTRAR_POOL: &str = "registrars";
 /// The method `--registrar` backends serve.
 pub const REGISTER: &str = "REGISTER";
 
-/// Methods that go to the pool INVITE goes to, whatever pool lists them
-/// (RFC 3261 §16.11: a stateless proxy must send them where it sent the
-/// INVITE). A CANCEL and the ACK of a non-2xx final response belong to the
-/// INVITE's transaction, so they MUST reach the backend that has it; BYE,
-/// PRACK, UPDATE and INFO belong to the dialog the INVITE created (and the
-/// 2xx ACK is in-dialog too). The Call-ID is the same for all of them, so
-/// the same pool means the same backend.
-///
-/// Every other method routes by its own name, including REFER, NOTIFY,
-/// MESSAGE, SUBSCRIBE, OPTIONS and REGISTER, which may start their own
-/// dialogs or stand alone. A pool listing one of these methods while INVITE
-/// goes elsewhere is a configuration error.
-pub const FOLLOW_INVITE: [&str; 6] = ["ACK", "CANCEL", "BYE", "PRACK", "UPDATE", "INFO"];
-
-/// The method whose pool [`FOLLOW_INVITE`] methods follow.
-pub const INVITE: &str = "INVITE";
+/// The routing rules and pool shapes live with the balancer that applies
+/// them; the config speaks of them under these names.
+pub use sip_lb_proto::balance::{BackendSpec as BackendConfig, PoolSpec as PoolConfig, FOLLOW_INVITE, INVITE};
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,26 +126,6 @@ impl std::fmt::Debug for SecurityConfig {
             .field("previous", &Redacted(&self.previous))
             .finish()
     }
-}
-
-/// A pool of interchangeable backends.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PoolConfig {
-    pub name: String,
-    /// SIP methods routed here, case-sensitive as on the request line.
-    pub methods: Vec<String>,
-    /// Whether methods not listed by any pool come here. In the file it
-    /// defaults to true for a pool without `methods`, false otherwise.
-    pub default: bool,
-    pub backends: Vec<BackendConfig>,
-}
-
-/// One backend of a pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BackendConfig {
-    pub addr: SocketAddr,
-    /// Relative share of the pool's Call-IDs (at least 1; default 1).
-    pub weight: u32,
 }
 
 /// Health probing: SIP OPTIONS to every backend from the control plane.
@@ -313,8 +280,7 @@ impl Config {
     /// The pool a method goes to: the one listing it, else the default;
     /// [`FOLLOW_INVITE`] methods go where INVITE goes.
     pub fn pool_for(&self, method: &str) -> Option<&PoolConfig> {
-        let method = if FOLLOW_INVITE.contains(&method) { INVITE } else { method };
-        self.pools.iter().find(|p| p.methods.iter().any(|m| m == method)).or_else(|| self.default_pool())
+        sip_lb_proto::balance::pool_for(&self.pools, method)
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! - [`state`]: per-backend health, drain and counter slot.
 //! - [`health`]: the up/down state machine (pure: probe outcomes in).
-//! - [`probe`]: OPTIONS probes, built and recognised with `crate::sip`.
+//! - [`probe`]: OPTIONS probes, built and recognised with `sip_lb_proto::sip`.
 //! - [`prober`]: the tokio task that sends probes and feeds outcomes.
 //! - [`reload`]: config -> Plan, and what a reload may change.
 //! - [`snapshot`]: counters and states read out for metrics and the API.

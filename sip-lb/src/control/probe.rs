@@ -1,12 +1,12 @@
 //! SIP OPTIONS probes: building one for a backend and recognising its
-//! answer, with the `crate::sip` views. A probe carries a token in its Via
+//! answer, with the `sip_lb_proto::sip` views. A probe carries a token in its Via
 //! branch (`z9hG4bK-slbp-<hex>`); the answer's top Via gives it back
 //! (RFC 3261 §8.2.6.2), which is all the matching the prober needs.
 use std::net::SocketAddr;
 
-use crate::sip::message::{Message, StartLine};
-use crate::sip::text::{write_hex64, write_host_port};
-use crate::sip::{HeaderName, Via};
+use sip_lb_proto::sip::message::{Message, StartLine};
+use sip_lb_proto::sip::text::{write_hex64, write_host_port};
+use sip_lb_proto::sip::{HeaderName, Via};
 
 /// Branch prefix of our probes: the magic cookie plus a marker no client
 /// branch or forwarded-request branch (`z9hG4bKslb`) has.

@@ -20,38 +20,46 @@ pub fn build_plan(config: &Config) -> Plan {
 /// in the router.
 pub fn plan_for(config: &Config, backends: &Backends) -> Plan {
     Plan {
-        proxy: crate::proxy::Proxy::new(identity(config), keys(config), policy(config)),
-        router: crate::balance::Router::build(config, |a| backends.eligible(a)),
+        proxy: sip_lb_proto::proxy::Proxy::new(identity(config), keys(config), policy(config)),
+        router: sip_lb_proto::balance::Router::build(&config.pools, |a| backends.eligible(a)),
         backends: backends.slots(),
     }
 }
 
-fn identity(config: &Config) -> crate::proxy::Identity {
-    use crate::proxy::{Alias, Identity, Listener};
+fn identity(config: &Config) -> sip_lb_proto::proxy::Identity {
+    use sip_lb_proto::proxy::{Alias, Identity, Listener};
     Identity {
         listeners: config.listen.iter().map(|l| Listener { local: l.addr, advertise: l.advertise }).collect(),
         aliases: config.sip.aliases.iter().map(|a| Alias::new(&a.host, a.port)).collect(),
     }
 }
 
-fn policy(config: &Config) -> crate::proxy::Policy {
+fn policy(config: &Config) -> sip_lb_proto::proxy::Policy {
     let bytes = |v: &Vec<String>| v.iter().map(|s| s.as_bytes().into()).collect();
-    crate::proxy::Policy {
+    sip_lb_proto::proxy::Policy {
         schemes: config.sip.schemes.as_ref().map(bytes),
         proxy_require: bytes(&config.sip.proxy_require),
     }
 }
 
+/// A key from the OS random number generator.
+fn random_key() -> sip_lb_proto::proxy::Key {
+    let mut k = [0u8; 16];
+    // No entropy at start-up is not something sip-lb could work around.
+    getrandom::fill(&mut k).expect("the OS random number generator is unavailable");
+    sip_lb_proto::proxy::Key::from_bytes(k)
+}
+
 /// The branch keys from `[security]`. Without a secret, one random key for
 /// the life of the process, so reloads keep in-flight branches valid (a
 /// restart or another node does not: see the start-up warning).
-fn keys(config: &Config) -> crate::proxy::Keys {
-    use crate::proxy::{Key, Keys};
+fn keys(config: &Config) -> sip_lb_proto::proxy::Keys {
+    use sip_lb_proto::proxy::{Key, Keys};
     static PROCESS_KEY: std::sync::OnceLock<Key> = std::sync::OnceLock::new();
     let s = &config.security;
     match &s.secret {
         Some(secret) => Keys::new(Key::from_secret(secret), s.previous.as_deref().map(Key::from_secret)),
-        None => Keys::new(*PROCESS_KEY.get_or_init(Key::random), None),
+        None => Keys::new(*PROCESS_KEY.get_or_init(random_key), None),
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::proxy::{DropReason, ReplyCode};
+use sip_lb_proto::proxy::{DropReason, ReplyCode};
 
 use super::Control;
 

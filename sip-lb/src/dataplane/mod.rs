@@ -21,8 +21,8 @@ use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
 
-use crate::balance::Router;
-use crate::proxy::Proxy;
+use sip_lb_proto::balance::Router;
+use sip_lb_proto::proxy::Proxy;
 
 pub use stats::{Counters, WorkerStats};
 use worker::Worker;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam::utils::CachePadded;
 
-use crate::proxy::{DropReason, ReplyCode};
+use sip_lb_proto::proxy::{DropReason, ReplyCode};
 
 /// Per-backend counter slots in each worker. Slots are handed out by the
 /// control plane and published in the `Plan` as a [`BackendSlots`] table;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::batch::{RecvBatch, SendBatch};
 use super::stats::WorkerStats;
 use super::SharedPlan;
-use crate::proxy::{Action, DropReason, Forwarded};
+use sip_lb_proto::proxy::{Action, DropReason, Forwarded};
 
 /// How long an idle worker with several sockets sleeps in poll(2) before
 /// re-checking `stop`.

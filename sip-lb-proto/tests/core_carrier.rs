@@ -6,7 +6,7 @@
 
 mod support;
 
-use sip_lb::proxy::{Action, Alias, Forwarded, Identity, Listener, Policy, Proxy, ReplyCode};
+use sip_lb_proto::proxy::{Action, Alias, Forwarded, Identity, Listener, Policy, Proxy, ReplyCode};
 use std::net::SocketAddr;
 use support::{keys, sip, text, uas_response};
 
@@ -150,7 +150,7 @@ CSeq: 1 OPTIONS",
         let mut out = Vec::new();
         (proxy().handle(&v6, &msg, CLIENT.parse().unwrap(), 0, &mut out), out)
     };
-    assert_eq!(a, Action::Drop(sip_lb::proxy::DropReason::NoListenerForFamily));
+    assert_eq!(a, Action::Drop(sip_lb_proto::proxy::DropReason::NoListenerForFamily));
 }
 
 /// 9.5: each listen address has its own advertised address; the Via names

@@ -11,8 +11,10 @@
 
 pub mod hrw;
 mod router;
+mod spec;
 
 pub use router::{Backend, Pool, Router};
+pub use spec::{pool_for, BackendSpec, PoolSpec, FOLLOW_INVITE, INVITE};
 
 #[cfg(test)]
 mod tests;

@@ -26,12 +26,10 @@ impl Key {
         Key(k)
     }
 
-    /// A fresh random key (no secret configured: valid for this process only).
-    pub fn random() -> Key {
-        let mut k = [0u8; 16];
-        // The OS RNG failing at start-up is not recoverable in any useful way.
-        getrandom::fill(&mut k).expect("the OS random number generator is unavailable");
-        Key(k)
+    /// A key from 16 bytes (the control plane's random per-process key
+    /// when no secret is configured: the core itself draws no randomness).
+    pub fn from_bytes(bytes: [u8; 16]) -> Key {
+        Key(bytes)
     }
 
     /// A short public name for the key (logs, config digest): not the key.
@@ -93,7 +91,7 @@ mod tests {
         assert_ne!(m, k.mac(7, b"SIP/2.0/UDP a;branch=z9hG4bKx", b"c@y"));
         // Field boundaries are part of the input.
         assert_ne!(k.mac(7, b"ab", b"c"), k.mac(7, b"a", b"bc"));
-        assert_ne!(m, Key::random().mac(7, b"SIP/2.0/UDP a;branch=z9hG4bKx", b"c@x"));
+        assert_ne!(m, Key::from_bytes([7; 16]).mac(7, b"SIP/2.0/UDP a;branch=z9hG4bKx", b"c@x"));
         assert_eq!(k.id().len(), 8);
     }
 

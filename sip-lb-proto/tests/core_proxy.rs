@@ -3,8 +3,8 @@
 
 mod support;
 
-use sip_lb::proxy::{Action, Chooser, DropReason, Forwarded, Identity, Listener, Policy, Proxy, ReplyCode};
 use sip_lb_common::call_id_hash;
+use sip_lb_proto::proxy::{Action, Chooser, DropReason, Forwarded, Identity, Listener, Policy, Proxy, ReplyCode};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use support::{keys, signed_branch, sip, text, uas_response};
@@ -727,7 +727,7 @@ fn forged_responses_fail_the_branch_mac() {
 /// with another secret does not.
 #[test]
 fn branch_mac_key_rotation() {
-    use sip_lb::proxy::{Key, Keys};
+    use sip_lb_proto::proxy::{Key, Keys};
     let old = Key::from_secret(support::SECRET);
     let new = Key::from_secret(b"the next secret, also 32 bytes..");
     let rotated = Proxy::new(identity(), Keys::new(new, Some(old)), Policy::default());

@@ -1,33 +1,25 @@
 use std::net::SocketAddr;
 
 use super::Router;
-use crate::config::{BackendConfig, Config, HealthConfig, Listen, PoolConfig, SecurityConfig, SipConfig};
+use super::{BackendSpec, PoolSpec, FOLLOW_INVITE};
 use crate::proxy::Chooser;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn pool(name: &str, methods: &[&str], default: bool, backends: &[(&str, u32)]) -> PoolConfig {
-    PoolConfig {
+fn pool(name: &str, methods: &[&str], default: bool, backends: &[(&str, u32)]) -> PoolSpec {
+    PoolSpec {
         name: name.into(),
         methods: methods.iter().map(|m| (*m).into()).collect(),
         default,
-        backends: backends.iter().map(|&(a, weight)| BackendConfig { addr: addr(a), weight }).collect(),
+        backends: backends.iter().map(|&(a, weight)| BackendSpec { addr: addr(a), weight }).collect(),
     }
 }
 
-fn config(pools: Vec<PoolConfig>) -> Config {
-    Config {
-        listen: vec![Listen { addr: Config::DEFAULT_LISTEN, advertise: Config::DEFAULT_LISTEN }],
-        workers: 1,
-        pools,
-        iface: None,
-        metrics: None,
-        health: HealthConfig::default(),
-        sip: SipConfig::default(),
-        security: SecurityConfig::default(),
-    }
+/// The pools of a config (the router's whole input).
+fn config(pools: Vec<PoolSpec>) -> Vec<PoolSpec> {
+    pools
 }
 
 #[test]
@@ -114,9 +106,9 @@ fn follow_invite_methods_ignore_their_own_listing() {
         pool("rest", &[], true, &[("10.0.1.1:5060", 1)]),
     ]);
     let r = Router::build_all(&cfg);
-    for m in crate::config::FOLLOW_INVITE {
+    for m in FOLLOW_INVITE {
         assert_eq!(r.choose(m.as_bytes(), 3), Some(addr("10.0.0.1:5060")), "{m}");
-        assert_eq!(cfg.pool_for(m).unwrap().name, "invites", "{m}");
+        assert_eq!(super::pool_for(&cfg, m).unwrap().name, "invites", "{m}");
     }
     assert_eq!(r.choose(b"OPTIONS", 3), Some(addr("10.0.1.1:5060")));
 
@@ -128,7 +120,7 @@ fn follow_invite_methods_ignore_their_own_listing() {
     let r = Router::build_all(&cfg);
     assert_eq!(r.choose(b"BYE", 3), Some(addr("10.0.1.1:5060")));
     assert_eq!(r.pool_for(b"BYE").unwrap().name(), "rest");
-    assert_eq!(cfg.pool_for("BYE").unwrap().name, "rest");
+    assert_eq!(super::pool_for(&cfg, "BYE").unwrap().name, "rest");
     // The pool still lists what it was configured with, for admin output.
     assert_eq!(r.pool("byes").unwrap().methods().collect::<Vec<_>>(), ["BYE"]);
 

@@ -4,8 +4,8 @@
 
 mod support;
 
-use sip_lb::proxy::{Action, DropReason, Forwarded, Policy, ReplyCode};
-use sip_lb::sip::{HeaderName, Message, ParseError, Via};
+use sip_lb_proto::proxy::{Action, DropReason, Forwarded, Policy, ReplyCode};
+use sip_lb_proto::sip::{HeaderName, Message, ParseError, Via};
 
 /// Parses with leaked slots so the view can be returned (tests only).
 fn parse_msg(buf: &[u8]) -> Result<Message<'_>, ParseError> {
@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 const BACKEND: &str = "10.0.0.100:5060";
 const SRC: &str = "192.0.2.2:5060";
 
-fn proxy() -> sip_lb::proxy::Proxy {
+fn proxy() -> sip_lb_proto::proxy::Proxy {
     support::proxy_at("192.0.2.10:5060")
 }
 

@@ -2,7 +2,7 @@
 //! `cargo bench -p sip-lb --bench forward -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use sip_lb::proxy::{Action, Chooser, Identity, Key, Keys, Policy, Proxy};
+use sip_lb_proto::proxy::{Action, Chooser, Identity, Key, Keys, Policy, Proxy};
 use std::net::SocketAddr;
 
 /// Two backends picked by hash: cheap, like a real ring lookup's cost floor.

@@ -15,8 +15,8 @@ use std::path::Path;
 
 mod support;
 
-use sip_lb::proxy::{Action, DropReason, Forwarded, Policy, Proxy, ReplyCode};
-use sip_lb::sip::{HeaderName, Message, Via};
+use sip_lb_proto::proxy::{Action, DropReason, Forwarded, Policy, Proxy, ReplyCode};
+use sip_lb_proto::sip::{HeaderName, Message, Via};
 
 const BACKEND: &str = "10.0.0.100:5060";
 const SRC: &str = "192.0.2.2:5060";

@@ -5,9 +5,9 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use super::hrw::{backend_seed, exp_draw, mix};
-use crate::config::{Config, FOLLOW_INVITE, INVITE};
+use super::spec::{PoolSpec, FOLLOW_INVITE, INVITE};
 
-/// Method -> pool -> backend. Built by the control plane from a [`Config`]
+/// Method -> pool -> backend. Built by the control plane from the pools
 /// and a liveness predicate, then published whole (arc-swap); never mutated.
 /// [`Router::choose`] neither allocates nor locks.
 #[derive(Default)]
@@ -57,15 +57,14 @@ impl Router {
     /// pool whatever pool lists them, so a call's transactions and dialog
     /// stay on one backend (RFC 3261 §16.11).
     ///
-    /// Total for any `Config`: a validated one has every method in at most
+    /// Total for any pool list: a validated config has every method in at most
     /// one pool and one default pool; otherwise the first listing wins, and
     /// with no default pool unlisted methods get `None`. A weight of 0 makes
     /// a backend ineligible.
-    pub fn build(config: &Config, is_eligible: impl Fn(SocketAddr) -> bool) -> Router {
+    pub fn build(pools: &[PoolSpec], is_eligible: impl Fn(SocketAddr) -> bool) -> Router {
         let mut routes: Vec<(Box<[u8]>, usize)> = Vec::new();
         let mut default = None;
-        let pools = config
-            .pools
+        let pools = pools
             .iter()
             .enumerate()
             .map(|(i, p)| {
@@ -107,8 +106,8 @@ impl Router {
     }
 
     /// [`Router::build`] with every backend eligible.
-    pub fn build_all(config: &Config) -> Router {
-        Router::build(config, |_| true)
+    pub fn build_all(pools: &[PoolSpec]) -> Router {
+        Router::build(pools, |_| true)
     }
 
     /// The backend for a request: the pool of `method` (exact bytes, as on

@@ -5,8 +5,8 @@
 mod support;
 
 use proptest::prelude::*;
-use sip_lb::proxy::{Action, DropReason, Forwarded, Identity, Listener, Policy, Proxy};
-use sip_lb::sip::{HeaderName, Message, ParseError, Via};
+use sip_lb_proto::proxy::{Action, DropReason, Forwarded, Identity, Listener, Policy, Proxy};
+use sip_lb_proto::sip::{HeaderName, Message, ParseError, Via};
 
 /// Parses with leaked slots so the view can be returned (tests only).
 fn parse_msg(buf: &[u8]) -> Result<Message<'_>, ParseError> {
@@ -132,12 +132,12 @@ proptest! {
         // Every Via value, in order: ours, then the client's (stamped), then the rest verbatim.
         let mut got = Vec::new();
         for h in m.all(HeaderName::Via) {
-            for v in sip_lb::sip::values::values(&out, h.value) {
+            for v in sip_lb_proto::sip::values::values(&out, h.value) {
                 got.push(v.of(&out).to_vec());
             }
         }
         prop_assert_eq!(got.len(), via_values.len() + 1);
-        let ours = Via::parse(&got[0], sip_lb::sip::Span::new(0, got[0].len())).unwrap();
+        let ours = Via::parse(&got[0], sip_lb_proto::sip::Span::new(0, got[0].len())).unwrap();
         prop_assert!(ours.branch_bytes(&got[0]).starts_with(b"z9hG4bKslb"));
         prop_assert_eq!(ours.host.of(&got[0]), b"192.0.2.10");
         let client = String::from_utf8(got[1].clone()).unwrap();

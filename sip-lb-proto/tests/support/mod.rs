@@ -3,7 +3,7 @@
 //! the test key (as any node sharing the secret would sign them).
 #![allow(dead_code)]
 
-use sip_lb::proxy::{Identity, Key, Keys, Listener, Policy, Proxy};
+use sip_lb_proto::proxy::{Identity, Key, Keys, Listener, Policy, Proxy};
 
 /// The `[security] secret` of these tests.
 pub const SECRET: &[u8] = b"sip-lb test secret: 32 bytes ok!";
@@ -67,7 +67,7 @@ pub fn signed_branch(txn: u64, next_via: &str, call_id: &str) -> String {
 /// over its next Via and Call-ID, as our node would have written it.
 /// Anything else is returned unchanged.
 pub fn resign(msg: &[u8]) -> Vec<u8> {
-    use sip_lb::sip::{HeaderName, Message, Span, Via};
+    use sip_lb_proto::sip::{HeaderName, Message, Span, Via};
     let mut slots = Message::slots();
     let Ok(m) = Message::parse(msg, &mut slots) else { return msg.to_vec() };
     let mut vias = m.all(HeaderName::Via);

@@ -1,0 +1,13 @@
+//! The pure core of sip-lb (quinn-proto's role): everything that decides,
+//! nothing that moves bytes. Datagram and source in, an [`proxy::Action`]
+//! out; no sockets, clocks, threads or randomness, so the data plane, the
+//! fuzz targets, the benches and the tests all drive the same functions.
+//!
+//! Layers, from the wire up:
+//! - [`sip`]: zero-copy views of SIP datagrams (no allocation).
+//! - [`proxy`]: the stateless forwarding step (RFC 3261 §16.11).
+//! - [`balance`]: backend pools and weighted rendezvous hashing of the Call-ID.
+
+pub mod balance;
+pub mod proxy;
+pub mod sip;
