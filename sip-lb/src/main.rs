@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand};
 
 use sip_lb::config::{Config, RunArgs};
 use sip_lb::control::{self, client::ControlArgs};
-use sip_lb::dataplane::{self, affinity, stats::Summary, Dataplane};
+use sip_lb::dataplane::{self, stats::Summary, Dataplane};
 use sip_lb::xdp;
+use sip_lb_udp::affinity;
 
 #[derive(Parser)]
 #[command(name = "sip-lb", version, about = "Stateless SIP load balancer")]

@@ -1,15 +1,11 @@
 //! The data plane: one pinned worker thread per core, each with its own
 //! SO_REUSEPORT socket per listen address, moving batches of datagrams
-//! through the sans-IO core.
+//! (`sip_lb_udp`) through the sans-IO core (`sip_lb_proto`).
 //!
 //! The only thing shared with the control plane is the [`Plan`]: an immutable
 //! snapshot (forwarding identity + backend router) behind an `ArcSwap`. The
 //! control plane builds a new one and stores it; workers pick it up at their
 //! next batch without locking or waiting.
-pub mod affinity;
-pub mod batch;
-pub mod sockaddr;
-pub mod socket;
 pub mod stats;
 pub mod worker;
 
@@ -52,7 +48,7 @@ pub fn bind_sockets(listen: &[SocketAddr], workers: usize) -> io::Result<Vec<Vec
     for &addr in listen {
         let mut bound = addr;
         for socks in all.iter_mut() {
-            let s = socket::bind_reuseport(bound)?;
+            let s = sip_lb_udp::bind_reuseport(bound)?;
             // Port 0 means "any": every worker must join the port the first got.
             bound = s.local_addr()?;
             socks.push(s);

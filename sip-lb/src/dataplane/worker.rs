@@ -6,10 +6,10 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::batch::{RecvBatch, SendBatch};
 use super::stats::WorkerStats;
 use super::SharedPlan;
 use sip_lb_proto::proxy::{Action, DropReason, Forwarded};
+use sip_lb_udp::{RecvBatch, SendBatch};
 
 /// How long an idle worker with several sockets sleeps in poll(2) before
 /// re-checking `stop`.
@@ -28,7 +28,7 @@ pub struct Worker {
 impl Worker {
     pub fn run(self) {
         if let Some(cpu) = self.cpu {
-            if let Err(e) = super::affinity::pin_to_cpu(cpu) {
+            if let Err(e) = sip_lb_udp::affinity::pin_to_cpu(cpu) {
                 tracing::warn!(worker = self.index, cpu, "cannot pin worker: {e}");
             }
         }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::nullfwd;
 use super::procs::{self, Child};
 use super::Env;
-use super::{mmsg, nullfwd};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
@@ -95,7 +95,7 @@ impl Balancer {
                 // Pinned to the CPUs sip-lb's workers would get (0..N-1), like
                 // sip-lb; taskset execs, so the PID is Kamailio's main process.
                 let mut c = Command::new("taskset");
-                c.args(["-c", &format!("0-{}", workers.min(mmsg::cpu_count()) - 1), "kamailio"]);
+                c.args(["-c", &format!("0-{}", workers.min(sip_lb_udp::affinity::cpu_count()) - 1), "kamailio"]);
                 // -DD: stay in the foreground (we stop it by PID), still fork children.
                 c.arg("-f").arg(cfg).args(["-DD", "-E", "-m", "64", "-M", "8"]);
                 c

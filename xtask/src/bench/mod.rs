@@ -9,13 +9,13 @@
 //! stopped by PID; every load is bounded in time.
 mod balancer;
 mod calls;
-mod mmsg;
 mod nullfwd;
 mod packets;
 mod plot;
 mod procs;
 mod report;
 mod sipp;
+mod sockets;
 mod traffic;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};

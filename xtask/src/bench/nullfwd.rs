@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::mmsg::{self, RecvBatch, BATCH};
+use std::os::fd::AsRawFd;
+
+use sip_lb_udp::{RecvBatch, BATCH};
+
+use super::sockets;
 
 pub const ROLE_ENV: &str = "SIP_LB_BENCH_ROLE";
 pub const ROLE: &str = "null-forwarder";
@@ -32,32 +36,33 @@ pub fn main_from_env() -> Result<()> {
     let listen: SocketAddr = it.next().context("listen")?.parse()?;
     let workers: usize = it.next().context("workers")?.parse()?;
     let backends =
-        it.next().context("backends")?.split(',').map(|b| mmsg::sockaddr(b.parse()?)).collect::<Result<Vec<_>>>()?;
-    let sockets = (0..workers).map(|_| mmsg::bind(listen, true)).collect::<Result<Vec<_>>>()?;
-    let cpus = mmsg::cpu_count();
+        it.next().context("backends")?.split(',').map(|b| Ok(b.parse()?)).collect::<Result<Vec<SocketAddr>>>()?;
+    let sockets = (0..workers).map(|_| sockets::bind(listen, true)).collect::<Result<Vec<_>>>()?;
+    let cpus = sip_lb_udp::affinity::cpu_count();
     let handles: Vec<_> = sockets
         .into_iter()
         .enumerate()
         .map(|(i, sock)| {
             let backends = backends.clone();
             std::thread::spawn(move || {
-                mmsg::pin_to_cpu(i % cpus);
-                let mut batch = RecvBatch::new();
+                let _ = sip_lb_udp::affinity::pin_to_cpu(i % cpus);
+                // Slots as the bench's INVITEs need (sip-lb takes any size).
+                let mut batch = RecvBatch::with_options(2047, false);
                 let mut dst = [backends[0]; BATCH];
                 for (j, d) in dst.iter_mut().enumerate() {
                     *d = backends[j % backends.len()];
                 }
                 let start = Instant::now();
                 while start.elapsed() < MAX_LIFETIME {
-                    let n = match batch.recv(&sock) {
+                    let n = match batch.recv(sock.as_raw_fd(), true) {
                         Ok(n) => n,
                         Err(_) => continue,
                     };
                     if n == 0 {
                         continue;
                     }
-                    let packets: [&[u8]; BATCH] = std::array::from_fn(|k| if k < n { batch.packet(k) } else { &[] });
-                    let _ = mmsg::send_batch(&sock, &packets[..n], &dst[..n]);
+                    let packets: [&[u8]; BATCH] = std::array::from_fn(|k| if k < n { batch.get(k).0 } else { &[] });
+                    let _ = sip_lb_udp::send_slices(sock.as_raw_fd(), &packets[..n], &dst[..n]);
                 }
             })
         })

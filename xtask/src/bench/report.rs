@@ -51,7 +51,7 @@ fn machine(env: &Env) -> String {
     format!(
         "Machine: {} CPUs ({}), kernel {}, net.core.rmem_max {}, load average at the end {}. Kamailio: {}. \
          SIPp: {}. sip-lb: commit {}{}.",
-        super::mmsg::cpu_count(),
+        sip_lb_udp::affinity::cpu_count(),
         sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
         sh("uname -r"),
         sh("cat /proc/sys/net/core/rmem_max"),

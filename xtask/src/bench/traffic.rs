@@ -12,7 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::mmsg::{self, RecvBatch, BATCH};
+use std::os::fd::AsRawFd;
+
+use sip_lb_udp::{RecvBatch, BATCH};
+
+use super::sockets;
+
+/// Sink receive slots: INVITEs of the bench are about 600 bytes.
+const MTU: usize = 2047;
 
 /// CLOCK_REALTIME, the clock of the kernel's receive timestamps.
 pub fn now_ns() -> u64 {
@@ -40,9 +47,9 @@ impl Sinks {
         let mut addrs = Vec::new();
         let mut threads = Vec::new();
         for _ in 0..n {
-            let sock = mmsg::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false)?;
+            let sock = sockets::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false)?;
             if latency {
-                mmsg::enable_rx_timestamps(&sock)?;
+                sip_lb_udp::enable_rx_timestamps(&sock)?;
             }
             addrs.push(sock.local_addr()?);
             let (count, stop) = (count.clone(), stop.clone());
@@ -72,19 +79,19 @@ impl Sinks {
 
 fn sink_loop(sock: UdpSocket, count: &AtomicU64, stop: &AtomicBool, latency: bool) -> Vec<u32> {
     pin_load_thread();
-    let mut batch = RecvBatch::new();
+    let mut batch = RecvBatch::with_options(MTU, latency);
     let mut samples = Vec::new();
     while !stop.load(Relaxed) {
-        let n = batch.recv(&sock).unwrap_or(0);
+        let n = batch.recv(sock.as_raw_fd(), true).unwrap_or(0);
         if n == 0 {
             continue;
         }
         let mut counted = 0;
         for i in 0..n {
-            let pkt = batch.packet(i);
+            let (pkt, src, _) = batch.get(i);
             if pkt.starts_with(b"OPTIONS ") {
                 // A health probe (sip-lb's): answer like a live backend, do not count it.
-                if let (Some(reply), Ok(to)) = (options_reply(pkt), to_socket_addr(&batch.src[i])) {
+                if let (Some(reply), Some(to)) = (options_reply(pkt), src) {
                     let _ = sock.send_to(&reply, to);
                 }
                 continue;
@@ -92,7 +99,7 @@ fn sink_loop(sock: UdpSocket, count: &AtomicU64, stop: &AtomicBool, latency: boo
             counted += 1;
             if latency {
                 if let Some(ts) = sent_at(pkt) {
-                    let rx = if batch.rx_ns[i] != 0 { batch.rx_ns[i] } else { now_ns() };
+                    let rx = batch.rx_ns(i).unwrap_or_else(now_ns);
                     samples.push(rx.saturating_sub(ts).min(u32::MAX as u64) as u32);
                 }
             }
@@ -115,11 +122,6 @@ fn options_reply(req: &[u8]) -> Option<Vec<u8>> {
     }
     out.push_str("Content-Length: 0\r\n\r\n");
     Some(out.into_bytes())
-}
-
-fn to_socket_addr(sa: &libc::sockaddr_in) -> Result<SocketAddr> {
-    let ip = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
-    Ok(SocketAddr::from((ip, u16::from_be(sa.sin_port))))
 }
 
 fn sent_at(pkt: &[u8]) -> Option<u64> {
@@ -212,11 +214,11 @@ pub fn blast(spec: &BlastSpec, seq_base: u64) -> Result<Blasted> {
         libc::setpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t, 19);
     }
     let socks = (0..spec.flows.max(1))
-        .map(|_| mmsg::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false))
+        .map(|_| sockets::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false))
         .collect::<Result<Vec<_>>>()?;
     let templates =
         socks.iter().map(|s| Ok(Template::new(spec.target, s.local_addr()?))).collect::<Result<Vec<_>>>()?;
-    let dst = [mmsg::sockaddr(spec.target)?; BATCH];
+    let dst = [spec.target; BATCH];
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(600)).collect();
     // Paced: small batches often (about every 50 µs), so pacing adds little queueing.
     let per_batch = match spec.rate {
@@ -247,7 +249,7 @@ pub fn blast(spec: &BlastSpec, seq_base: u64) -> Result<Blasted> {
             seq += 1;
         }
         let packets: [&[u8]; BATCH] = std::array::from_fn(|i| bufs[i].as_slice());
-        sent += mmsg::send_batch(&socks[f], &packets[..per_batch], &dst[..per_batch])? as u64;
+        sent += sip_lb_udp::send_slices(socks[f].as_raw_fd(), &packets[..per_batch], &dst[..per_batch])? as u64;
     }
     Ok(Blasted { sent, elapsed: start.elapsed() })
 }
@@ -255,9 +257,9 @@ pub fn blast(spec: &BlastSpec, seq_base: u64) -> Result<Blasted> {
 /// The load tools (blaster, sinks) run on the last CPU; forwarders are pinned
 /// from CPU 0 up, so with one worker they do not share a CPU.
 fn pin_load_thread() {
-    let n = mmsg::cpu_count();
+    let n = sip_lb_udp::affinity::cpu_count();
     if n > 1 {
-        mmsg::pin_to_cpu(n - 1);
+        let _ = sip_lb_udp::affinity::pin_to_cpu(n - 1);
     }
 }
 

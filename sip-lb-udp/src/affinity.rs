@@ -28,3 +28,8 @@ pub fn allowed_cpus() -> Vec<usize> {
         (0..8 * std::mem::size_of::<libc::cpu_set_t>()).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
     }
 }
+
+/// CPUs this process may run on, counted.
+pub fn cpu_count() -> usize {
+    allowed_cpus().len().max(1)
+}

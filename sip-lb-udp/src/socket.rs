@@ -1,19 +1,48 @@
-//! The workers' UDP sockets: one SO_REUSEPORT socket per worker and listen
-//! address, created in worker order so that reuseport group index == worker
-//! index (the XDP/reuseport steering relies on it).
+//! UDP sockets. The data plane binds one SO_REUSEPORT socket per worker and
+//! listen address, in worker order, so that reuseport group index == worker
+//! index (the XDP/reuseport steering relies on it); the bench tools and the
+//! tests bind theirs here too.
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use super::sockaddr;
+use crate::sockaddr;
 
 /// How long a blocked receive waits before the worker re-checks `stop`.
 pub const RECV_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Big kernel buffers absorb bursts while a worker is busy with a batch.
-const SOCKET_BUFFER_BYTES: libc::c_int = 8 << 20;
+/// How to bind a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Join the port's SO_REUSEPORT group.
+    pub reuseport: bool,
+    /// Kernel receive and send buffer size (best effort: capped at
+    /// rmem_max/wmem_max without CAP_NET_ADMIN).
+    pub buffer_bytes: usize,
+    /// Receive timeout, so a blocked loop notices a stop flag.
+    pub read_timeout: std::time::Duration,
+}
 
+impl SocketOptions {
+    /// A data-plane worker socket: reuseport, big buffers that absorb bursts
+    /// while the worker is busy with a batch.
+    pub const DATAPLANE: SocketOptions =
+        SocketOptions { reuseport: true, buffer_bytes: 8 << 20, read_timeout: RECV_TIMEOUT };
+}
+
+/// A data-plane worker socket on `addr` ([`SocketOptions::DATAPLANE`]).
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
+    bind(addr, &SocketOptions::DATAPLANE)
+}
+
+/// Asks the kernel to stamp each datagram's arrival (SO_TIMESTAMPNS), read
+/// with [`crate::RecvBatch::rx_ns`].
+pub fn enable_rx_timestamps(sock: &UdpSocket) -> io::Result<()> {
+    set_int(sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// A UDP socket on `addr` (IPv6 sockets are IPv6-only).
+pub fn bind(addr: SocketAddr, opts: &SocketOptions) -> io::Result<UdpSocket> {
     let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket(2); the fd is owned by the UdpSocket below.
     let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -22,16 +51,19 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     // SAFETY: fd is a fresh socket we own.
     let sock = unsafe { UdpSocket::from_raw_fd(fd) };
-    set_int(&sock, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
-    set_int(&sock, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if opts.reuseport {
+        set_int(&sock, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        set_int(&sock, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    }
     if addr.is_ipv6() {
         set_int(&sock, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
     }
     // Best effort: without CAP_NET_ADMIN the kernel caps these at rmem_max.
-    let _ = set_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER_BYTES)
-        .or_else(|_| set_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER_BYTES));
-    let _ = set_int(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER_BYTES)
-        .or_else(|_| set_int(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER_BYTES));
+    let bytes = opts.buffer_bytes.min(i32::MAX as usize) as libc::c_int;
+    let _ = set_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
+        .or_else(|_| set_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes));
+    let _ = set_int(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, bytes)
+        .or_else(|_| set_int(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, bytes));
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = sockaddr::to_storage(&addr, &mut storage);
@@ -43,7 +75,7 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     // Blocking with a timeout: a worker with one socket sleeps in recvmmsg
     // itself and still notices a stop request within the timeout.
-    sock.set_read_timeout(Some(RECV_TIMEOUT))?;
+    sock.set_read_timeout(Some(opts.read_timeout))?;
     Ok(sock)
 }
 
