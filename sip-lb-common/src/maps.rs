@@ -163,9 +163,12 @@ pub struct ScanState {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain #[repr(C)] integers and arrays, no padding holes with
-    // uninitialised bytes (explicit `_pad`), valid for any bit pattern.
+    // SAFETY: plain #[repr(C)] integers and arrays, no padding
+    // holes with uninitialised bytes (explicit `_pad`), valid for any bit
+    // pattern.
     unsafe impl aya::Pod for super::SteerConfig {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Counters {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ScanBuf {}
 }

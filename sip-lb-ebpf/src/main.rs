@@ -6,6 +6,7 @@
 //! - `sip_lb_reuseport` (SK_REUSEPORT): in the worker sockets' reuseport
 //!   group, picks the owning worker's socket from `WORKER_SOCKS`. It alone
 //!   gives Call-ID affinity (also on loopback, without XDP).
+//!
 //! All maps are in [`maps`]; their types are in `sip_lb_common::maps`.
 #![no_std]
 #![no_main]
@@ -38,6 +39,7 @@ const UDP_HLEN: usize = 8;
 fn count_pass(c: &mut Counters, reason: PassReason) {
     // The volatile read hides the enum's range from LLVM, so the mask stays
     // in the code and the verifier sees a bounded index.
+    // SAFETY: reads a local through a valid reference.
     let i = unsafe { core::ptr::read_volatile(&(reason as u32)) } as usize & (PASS_REASONS - 1);
     // SAFETY: i < PASS_REASONS.
     unsafe { *c.passed.get_unchecked_mut(i) += 1 };

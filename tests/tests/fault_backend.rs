@@ -8,6 +8,7 @@
 //! - a backend address with nothing bound at all: forwarding to the other
 //!   backend is unaffected (exactly the Call-IDs the rendezvous hash gives it
 //!   arrive, counted one by one) and the workers do not stall.
+//!
 //! In every case sip-lb stays up, does not panic, and its shutdown counters
 //! show no drops, no stateless replies, every request forwarded.
 #[path = "health_harness.rs"]
@@ -105,12 +106,13 @@ fn tx_errors(lb: &Lb) -> Result<f64> {
     metric_sum(&lb.metrics()?, "sip_lb_worker_tx_errors_total", &[]).context("no tx_errors metric")
 }
 
+/// What `vanish` leaves: backends, the running Lb, each Call-ID's baseline
+/// owner, the rounds sent after the kill, and when the kill happened.
+type Vanished = (Vec<Backend>, Lb, HashMap<String, usize>, Vec<(u64, Instant)>, Instant);
+
 /// Three backends, one vanishes; returns (baseline owners, dead index, rounds
 /// sent after the kill) with the Lb still running.
-fn vanish(
-    label: &str,
-    health: Option<&str>,
-) -> Result<(Vec<Backend>, Lb, HashMap<String, usize>, Vec<(u64, Instant)>, Instant)> {
+fn vanish(label: &str, health: Option<&str>) -> Result<Vanished> {
     let mut backends = vec![Backend::start(false)?, Backend::start(false)?, Backend::start(false)?];
     let (addr, control) = (free_udp_addr()?, free_tcp_addr()?);
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();

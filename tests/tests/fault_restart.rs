@@ -8,6 +8,7 @@
 //! - a new sip-lb attaches again (same mode, no fallback, no error) and every
 //!   request sent after it answers arrives at the backend exactly once;
 //! - after its SIGTERM stop nothing is left on the interface either.
+//!
 //! Needs root.
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};

@@ -48,6 +48,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// The static checks `test` starts with: rustfmt, clippy -D warnings,
+    /// unused dependencies, a pure core crate.
+    Check,
     /// Build everything and run every test of the project.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -60,7 +63,7 @@ enum Task {
 /// the seed corpus, short enough for CI.
 const FUZZ_SECONDS_IN_TEST: u64 = 20;
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
@@ -106,10 +109,13 @@ fn main() -> Result<()> {
             setup::ensure_all()?;
             fuzz::run_short(seconds)
         }
+        Task::Check => {
+            setup::ensure_all()?;
+            checks::all()
+        }
         Task::Test { args } => {
             setup::ensure_all()?;
-            checks::fmt()?;
-            checks::pure_core()?;
+            checks::all()?;
             eprintln!("xtask: building every binary (end-to-end tests run target/debug/sip-lb)");
             setup::run(cargo().args(["build", "--bins"]))?;
             eprintln!("xtask: running every test");
