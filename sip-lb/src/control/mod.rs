@@ -5,6 +5,8 @@
 //! - [`state`]: per-backend health, drain and counter slot.
 //! - [`health`]: the up/down state machine (pure: probe outcomes in).
 //! - [`probe`]: OPTIONS probes, built and recognised with `crate::sip`.
+//! - [`probing`]: the probe schedule, timeouts and health of every backend
+//!   (pure: time, answers and send failures in; probes and events out).
 //! - [`prober`]: the tokio task that sends probes and feeds outcomes.
 //! - [`reload`]: config -> Plan, and what a reload may change.
 //! - [`snapshot`]: counters and states read out for metrics and the API.
@@ -18,6 +20,7 @@ pub mod health;
 pub mod metrics;
 pub mod probe;
 pub mod prober;
+pub mod probing;
 pub mod reload;
 pub mod snapshot;
 pub mod state;
