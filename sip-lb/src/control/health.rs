@@ -1,6 +1,6 @@
 //! The health of one backend as a pure state machine: probe outcomes in,
-//! up/down transitions out. No sockets, no clock (the driver in `prober`
-//! owns both), so the hysteresis is tested event by event.
+//! up/down transitions out. [`super::probing`] keeps one per backend and
+//! feeds it; no sockets, no clock, so the hysteresis is tested event by event.
 use crate::config::HealthConfig;
 
 /// What became of one OPTIONS probe.

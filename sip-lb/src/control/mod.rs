@@ -3,9 +3,11 @@
 //! touches a datagram, and the data plane never waits for it.
 //!
 //! - [`state`]: per-backend health, drain and counter slot.
-//! - [`health`]: the up/down state machine (pure: probe outcomes in).
+//! - [`health`]: the up/down hysteresis (pure: probe outcomes in).
+//! - [`probing`]: the probe schedule, timeouts and health of every backend
+//!   (pure: time, answers and send failures in; probes and events out).
 //! - [`probe`]: OPTIONS probes, built and recognised with `sip_lb_proto::sip`.
-//! - [`prober`]: the tokio task that sends probes and feeds outcomes.
+//! - [`prober`]: the tokio task that drives [`probing`] with sockets and a timer.
 //! - [`reload`]: config -> Plan, and what a reload may change.
 //! - [`snapshot`]: counters and states read out for metrics and the API.
 //! - [`metrics`]: Prometheus exposition of a snapshot.
@@ -18,6 +20,7 @@ pub mod health;
 pub mod metrics;
 pub mod probe;
 pub mod prober;
+pub mod probing;
 pub mod reload;
 pub mod snapshot;
 pub mod state;
@@ -26,15 +29,17 @@ pub mod top;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::Instant;
 
 use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
 
-use crate::config::{Config, HealthConfig, RunArgs, DEFAULT_CONTROL};
+use crate::config::{Config, RunArgs, DEFAULT_CONTROL};
 use crate::dataplane::{SharedPlan, WorkerStats};
-use health::{Outcome, Transition};
-use state::{Backends, State};
+use probe::ProbeReply;
+use probing::{Event, Probe, Probing};
+use state::{Backends, Liveness, State};
 
 /// Reads the XDP programs' per-CPU counters for `/metrics` (the data plane
 /// owns the `xdp::Steering`; pass e.g. `Box::new(move || steering.counters())`).
@@ -63,13 +68,17 @@ pub struct Control {
     inner: Mutex<Inner>,
     generation: AtomicU64,
     reload_failures: AtomicU64,
+    /// Wakes the prober when a reload changed what [`Inner::probing`] waits for.
+    probing_changed: Notify,
 }
 
-/// The running config and backend states, changed together under one lock
-/// (held for microseconds, never across an await).
+/// The running config, backend states and probing, changed together under
+/// one lock (held for microseconds, never across an await): a reload and
+/// the prober's reports never see each other half done.
 pub struct Inner {
     pub config: Config,
     pub backends: Backends,
+    pub probing: Probing,
 }
 
 /// Why `drain`/`enable` did nothing.
@@ -86,20 +95,26 @@ impl Control {
     /// Takes over the running Plan: publishes it again with backend states.
     pub fn new(setup: Setup) -> Arc<Control> {
         let Setup { args, config, plan, workers, cpus, xdp } = setup;
+        // Tokens start at a time-derived value so a restarted sip-lb does not
+        // take a late answer to its predecessor's probe for its own.
+        let token_seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         let c = Control {
             args,
             plan,
             workers,
             cpus,
             xdp,
-            inner: Mutex::new(Inner { config, backends: Backends::default() }),
+            inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),
+            probing_changed: Notify::new(),
         };
         {
             let mut inner = c.lock();
-            let Inner { config, backends } = &mut *inner;
+            let Inner { config, backends, probing } = &mut *inner;
             backends.sync(config, |s| c.slot_totals(s));
+            probing.configure(Instant::now(), &config.health, backends.addrs());
             c.publish(&inner);
         }
         Arc::new(c)
@@ -123,10 +138,6 @@ impl Control {
     /// Config generation: 1 at start, +1 per applied reload.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
-    }
-
-    pub fn health_config(&self) -> HealthConfig {
-        self.lock().config.health
     }
 
     /// The control API address: `metrics` from the file or flags, else the default.
@@ -154,11 +165,6 @@ impl Control {
         out
     }
 
-    /// Every backend address, each once.
-    pub fn backend_addrs(&self) -> Vec<SocketAddr> {
-        self.lock().backends.addrs()
-    }
-
     /// Re-reads the config (SIGHUP, `sip-lb reload`). On error the running
     /// config stays and the error says why.
     pub fn reload(&self) -> Result<u64> {
@@ -172,12 +178,15 @@ impl Control {
             }
         };
         inner.config = next;
-        let Inner { config, backends } = &mut *inner;
+        let Inner { config, backends, probing } = &mut *inner;
         backends.sync(config, |s| self.slot_totals(s));
-        if !config.health.enabled {
-            backends.reset_health();
+        probing.configure(Instant::now(), &config.health, backends.addrs());
+        self.apply_probe_events(&mut inner);
+        if !inner.config.health.enabled {
+            inner.backends.reset_health();
         }
         self.publish(&inner);
+        self.probing_changed.notify_one();
         let g = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(
             generation = g,
@@ -202,32 +211,74 @@ impl Control {
         Ok(state)
     }
 
-    /// The prober's report on one probe.
-    pub fn on_probe(&self, addr: SocketAddr, outcome: Outcome, rtt: Option<Duration>) {
+    /// The prober's wake-up: ends probes timed out at `now` and appends the
+    /// probes due to `out`, for the prober to send.
+    pub fn poll_probes(&self, now: Instant, out: &mut Vec<Probe>) {
         let mut inner = self.lock();
-        let cfg = inner.config.health;
-        let Some(b) = inner.backends.get_mut(addr) else {
-            return;
-        };
-        b.probes_sent += 1;
-        if !health::Health::is_alive(outcome, &cfg) {
-            b.probes_failed += 1;
+        inner.probing.handle_timeout(now);
+        while let Some(p) = inner.probing.poll_transmit(now) {
+            out.push(p);
         }
-        if let Outcome::Reply(code) = outcome {
-            b.last_code = Some(code);
-            b.last_rtt = rtt;
-        }
-        if let Some(t) = b.health.on_probe(outcome, &cfg) {
-            let drained = b.drained;
-            match t {
-                Transition::WentDown => {
-                    tracing::warn!(backend = %addr, ?outcome, "backend down: its Call-IDs move to the others")
+        self.apply_probe_events(&mut inner);
+    }
+
+    /// When the prober must wake up next (`None`: not before a reload).
+    pub fn next_probe_deadline(&self) -> Option<Instant> {
+        self.lock().probing.poll_timeout()
+    }
+
+    /// Resolves after a reload changed the probing (each reload once).
+    pub async fn probing_changed(&self) {
+        self.probing_changed.notified().await
+    }
+
+    /// An answer to a probe arrived on a probe socket.
+    pub fn on_probe_reply(&self, now: Instant, reply: ProbeReply) {
+        let mut inner = self.lock();
+        inner.probing.on_reply(now, reply.token, reply.code);
+        self.apply_probe_events(&mut inner);
+    }
+
+    /// A probe from [`Control::poll_probes`] could not be sent.
+    pub fn on_probe_send_failed(&self, now: Instant, token: u64) {
+        let mut inner = self.lock();
+        inner.probing.on_send_failed(now, token);
+        self.apply_probe_events(&mut inner);
+    }
+
+    /// What the probing reported: counters and last answer per backend,
+    /// up/down with a log line, and a new Plan if an enabled backend changed.
+    fn apply_probe_events(&self, inner: &mut Inner) {
+        let mut changed = false;
+        while let Some(event) = inner.probing.poll_event() {
+            match event {
+                Event::Probed { backend, outcome, alive, rtt } => {
+                    let Some(b) = inner.backends.get_mut(backend) else { continue };
+                    b.probes_sent += 1;
+                    if !alive {
+                        b.probes_failed += 1;
+                    }
+                    if let health::Outcome::Reply(code) = outcome {
+                        b.last_code = Some(code);
+                        b.last_rtt = rtt;
+                    }
                 }
-                Transition::WentUp => tracing::info!(backend = %addr, "backend up again"),
+                Event::WentDown { backend, outcome } => {
+                    let Some(b) = inner.backends.get_mut(backend) else { continue };
+                    b.health = Liveness::Down;
+                    changed |= !b.drained;
+                    tracing::warn!(backend = %backend, ?outcome, "backend down: its Call-IDs move to the others");
+                }
+                Event::WentUp { backend } => {
+                    let Some(b) = inner.backends.get_mut(backend) else { continue };
+                    b.health = Liveness::Up;
+                    changed |= !b.drained;
+                    tracing::info!(backend = %backend, "backend up again");
+                }
             }
-            if !drained {
-                self.publish(&inner);
-            }
+        }
+        if changed {
+            self.publish(inner);
         }
     }
 }

@@ -1,24 +1,20 @@
-//! The prober: a tokio task that sends an OPTIONS to every backend each
-//! `interval_ms`, matches answers by the token in their Via branch, turns
-//! silence into timeouts after `timeout_ms`, and reports each outcome to
-//! [`Control::on_probe`]. One UDP socket for all probes, separate from the
-//! data plane's, so answers never reach the workers.
-use std::collections::HashMap;
+//! The prober: the tokio task that drives [`super::probing`] (held in
+//! [`Control`]). It owns what the machine may not: the probe sockets, one of
+//! each address family and separate from the data plane's so answers never
+//! reach the workers, and the clock. Each wake-up it sends the probes due,
+//! then sleeps until the next deadline, an answer, or a reload.
+use std::future::poll_fn;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::Instant;
 
+use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
-use tokio::time::{Instant, MissedTickBehavior};
 
-use super::health::Outcome;
 use super::probe;
 use super::Control;
-
-struct Pending {
-    backend: SocketAddr,
-    sent: Instant,
-}
 
 /// A probe socket of one address family and the Via it writes.
 struct ProbeSocket {
@@ -41,12 +37,18 @@ async fn bind_probe_sockets(control: &Control) -> Vec<ProbeSocket> {
     socks
 }
 
-/// Receives on the probe socket `i`, or never if there is none.
-async fn recv_on(socks: &[ProbeSocket], i: usize, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-    match socks.get(i) {
-        Some(p) => p.sock.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
+/// Receives a datagram on whichever probe socket has one; its length in `buf`.
+async fn recv_any(socks: &[ProbeSocket], buf: &mut [u8]) -> io::Result<usize> {
+    poll_fn(|cx| {
+        for p in socks {
+            let mut rb = ReadBuf::new(buf);
+            if let Poll::Ready(r) = p.sock.poll_recv_from(cx, &mut rb) {
+                return Poll::Ready(r.map(|_from| rb.filled().len()));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 pub async fn run(control: Arc<Control>) {
@@ -55,94 +57,42 @@ pub async fn run(control: Arc<Control>) {
         tracing::error!("health probes disabled: no probe socket could be bound");
         return;
     }
-
-    // Tokens start at a time-derived value so a restarted sip-lb does not
-    // take a late answer to its predecessor's probe for its own.
-    let mut token =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-    let mut pending: HashMap<u64, Pending> = HashMap::new();
-    let mut cfg = control.health_config();
-    let mut tick = interval(cfg.interval_ms);
     let mut buf = vec![0u8; 65_536];
-    let mut buf2 = vec![0u8; 65_536];
     let mut out = Vec::with_capacity(512);
+    let mut due = Vec::new();
 
     loop {
-        let timeout = Duration::from_millis(cfg.timeout_ms);
-        let next_deadline = pending.values().map(|p| p.sent + timeout).min();
+        control.poll_probes(Instant::now(), &mut due);
+        for p in due.drain(..) {
+            // A socket of the backend's family (or the first, whose send then
+            // fails and counts as a failed probe).
+            let s = socks.iter().find(|s| s.via.is_ipv4() == p.backend.is_ipv4()).unwrap_or(&socks[0]);
+            probe::build(&mut out, p.backend, s.via, p.token);
+            if let Err(e) = s.sock.send_to(&out, p.backend).await {
+                tracing::debug!(backend = %p.backend, "probe not sent: {e}");
+                control.on_probe_send_failed(Instant::now(), p.token);
+            }
+        }
+        let deadline = control.next_probe_deadline();
         tokio::select! {
-            _ = tick.tick() => {
-                expire(&control, &mut pending, timeout);
-                let now_cfg = control.health_config();
-                if now_cfg.interval_ms != cfg.interval_ms {
-                    tick = interval(now_cfg.interval_ms);
-                }
-                cfg = now_cfg;
-                if !cfg.enabled {
-                    pending.clear();
-                    continue;
-                }
-                for backend in control.backend_addrs() {
-                    token = token.wrapping_add(1);
-                    // A socket of the backend's family (or the first, whose
-                    // send then fails and counts as a failed probe).
-                    let p = socks.iter().find(|p| p.via.is_ipv4() == backend.is_ipv4()).unwrap_or(&socks[0]);
-                    probe::build(&mut out, backend, p.via, token);
-                    match p.sock.send_to(&out, backend).await {
-                        Ok(_) => { pending.insert(token, Pending { backend, sent: Instant::now() }); }
-                        Err(e) => {
-                            tracing::debug!(%backend, "probe not sent: {e}");
-                            control.on_probe(backend, Outcome::SendFailed, None);
-                        }
-                    }
-                }
-            }
-            r = recv_on(&socks, 0, &mut buf) => match r {
-                Ok((n, _from)) => {
+            _ = sleep_until(deadline) => {}
+            _ = control.probing_changed() => {}
+            r = recv_any(&socks, &mut buf) => match r {
+                Ok(n) => {
                     if let Some(reply) = probe::parse_reply(&buf[..n]) {
-                        if let Some(p) = pending.remove(&reply.token) {
-                            control.on_probe(p.backend, Outcome::Reply(reply.code), Some(p.sent.elapsed()));
-                        }
+                        control.on_probe_reply(Instant::now(), reply);
                     }
                 }
                 Err(e) => tracing::debug!("probe socket: {e}"),
             },
-            r = recv_on(&socks, 1, &mut buf2) => match r {
-                Ok((n, _from)) => {
-                    if let Some(reply) = probe::parse_reply(&buf2[..n]) {
-                        if let Some(p) = pending.remove(&reply.token) {
-                            control.on_probe(p.backend, Outcome::Reply(reply.code), Some(p.sent.elapsed()));
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!("probe socket: {e}"),
-            },
-            _ = sleep_until(next_deadline), if next_deadline.is_some() => {
-                expire(&control, &mut pending, timeout);
-            }
         }
     }
 }
 
-fn interval(ms: u64) -> tokio::time::Interval {
-    let mut t = tokio::time::interval(Duration::from_millis(ms.max(1)));
-    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    t
-}
-
+/// Sleeps until `at`, or forever if there is nothing to wait for.
 async fn sleep_until(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
-    }
-}
-
-/// Reports every probe older than `timeout` as timed out.
-fn expire(control: &Control, pending: &mut HashMap<u64, Pending>, timeout: Duration) {
-    let now = Instant::now();
-    let late: Vec<u64> = pending.iter().filter(|(_, p)| now >= p.sent + timeout).map(|(t, _)| *t).collect();
-    for t in late {
-        if let Some(p) = pending.remove(&t) {
-            control.on_probe(p.backend, Outcome::Timeout, None);
-        }
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

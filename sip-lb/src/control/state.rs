@@ -1,5 +1,5 @@
-//! What the control plane knows about each backend: its health (from the
-//! prober), its admin state (drain/enable), its counter slot. From these it
+//! What the control plane knows about each backend: its health (as the
+//! prober last reported it), its admin state (drain/enable), its counter slot. From these it
 //! derives which backends the next `Plan`'s router may choose.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::dataplane::stats::{BackendSlots, MAX_BACKENDS};
-
-use super::health::Health;
 
 /// The state shown by `sip-lb backends` and exported as a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,10 +32,24 @@ impl State {
     }
 }
 
+/// Up or down, as [`super::probing`] last reported: the hysteresis that
+/// decides lives there, this is what the Plan and `/backends` show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Up,
+    Down,
+}
+
+impl Liveness {
+    pub fn is_up(self) -> bool {
+        self == Liveness::Up
+    }
+}
+
 /// One backend (an address may serve several pools; it is probed once).
 #[derive(Clone, Debug)]
 pub struct Backend {
-    pub health: Health,
+    pub health: Liveness,
     pub drained: bool,
     /// Counter slot in every worker's `Counters`, if one was free.
     pub slot: Option<usize>,
@@ -50,7 +62,7 @@ pub struct Backend {
 impl Backend {
     fn new(slot: Option<usize>) -> Backend {
         Backend {
-            health: Health::new(),
+            health: Liveness::Up,
             drained: false,
             slot,
             last_rtt: None,
@@ -136,7 +148,7 @@ impl Backends {
     /// Marks every backend healthy (probing switched off).
     pub fn reset_health(&mut self) {
         for b in self.map.values_mut() {
-            b.health = Health::new();
+            b.health = Liveness::Up;
         }
     }
 
