@@ -6,6 +6,7 @@
 //!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab.
 
 pub mod control;
+pub mod lab;
 pub mod lb;
 pub mod metrics;
 pub mod netns;
