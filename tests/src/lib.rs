@@ -1,8 +1,20 @@
-//! Helpers for end-to-end tests.
+//! The end-to-end test kit, shared by every test binary of this crate and by xtask:
+//! - [`lb`]: sip-lb started from a config and/or flags, ready when its control API answers;
+//! - [`control`] and [`metrics`]: the control-API client (`/stats`, `/backends`, `/metrics`);
+//! - [`sip`]: SIP messages built and read; [`sink`]: UDP endpoints that count and record;
+//! - [`rng`]: the seeded generator; [`ports`], [`process`], [`netns`]: ports, child
+//!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab.
 
+pub mod control;
+pub mod lab;
+pub mod lb;
+pub mod metrics;
 pub mod netns;
 pub mod ports;
 pub mod process;
+pub mod rng;
+pub mod sink;
+pub mod sip;
 pub mod sipp;
 
 pub use process::sip_lb_binary;

@@ -5,7 +5,7 @@
 //! race is rare, and [`wait_udp_bound`] turns it into a clear error instead of a hang.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -31,6 +31,23 @@ pub fn free_udp_ports(n: usize) -> Result<Vec<u16>> {
 /// `n` distinct free loopback UDP addresses.
 pub fn free_udp_addrs(n: usize) -> Result<Vec<SocketAddr>> {
     Ok(free_udp_ports(n)?.into_iter().map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p))).collect())
+}
+
+/// One free loopback UDP address.
+pub fn free_udp_addr() -> Result<SocketAddr> {
+    Ok(free_udp_addrs(1)?[0])
+}
+
+/// A free UDP port of `ip` ("127.0.0.2", "::1", ...), bound and released.
+pub fn free_udp_addr_on(ip: std::net::IpAddr) -> Result<SocketAddr> {
+    let s = UdpSocket::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
+    Ok(s.local_addr()?)
+}
+
+/// A free TCP port on 127.0.0.1 (for the control API).
+pub fn free_tcp_addr() -> Result<SocketAddr> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind tcp 127.0.0.1:0")?;
+    Ok(l.local_addr()?)
 }
 
 /// Local UDP ports currently bound in this network namespace, IPv4 or IPv6, any address

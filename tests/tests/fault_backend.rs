@@ -11,120 +11,82 @@
 //!
 //! In every case sip-lb stays up, does not panic, and its shutdown counters
 //! show no drops, no stateless replies, every request forwarded.
-#[path = "health_harness.rs"]
-mod harness;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use harness::*;
+use sip_lb_tests::lb::{SipLb, WorkerTotals, FAST_HEALTH};
+use sip_lb_tests::ports::free_udp_addr;
+use sip_lb_tests::sink::{owners, Backend, Sink};
 
 const CALLS: usize = 60;
 const ROUND: Duration = Duration::from_millis(50);
 /// Scheduling slack on a loaded 2-core machine.
 const SLACK: Duration = Duration::from_millis(400);
 
-/// The TOML for `backends` (weight 1 each), with `health` as the body of a
-/// `[health]` section, or no `[health]` section at all (probing off).
-fn config(listen: SocketAddr, control: SocketAddr, backends: &[SocketAddr], health: Option<&str>) -> String {
-    let weights: Vec<_> = backends.iter().map(|&a| (a, 1)).collect();
-    match health {
-        Some(h) => config_toml(listen, control, &weights, h),
-        None => {
-            let text = config_toml(listen, control, &weights, "");
-            text.split("\n[health]").next().unwrap().to_owned() + "\n"
-        }
-    }
-}
-
 /// Sends every Call-ID once with CSeq `cseq`; returns when it was sent.
-fn round(client: &Client, lb: &Lb, cseq: u64) -> Result<Instant> {
+fn round(client: &Sink, lb: &SipLb, cseq: u64) -> Result<Instant> {
     let at = Instant::now();
     for i in 0..CALLS {
-        client.send(lb.addr, &client.request("INVITE", &format!("call-{i}@fault"), cseq))?;
+        client.send_to(client.request("INVITE", &format!("call-{i}@fault"), cseq).bytes(), lb.addr)?;
     }
     Ok(at)
 }
 
-/// Rounds `first..` every ROUND for `span`; returns (cseq, sent at).
-fn rounds(client: &Client, lb: &Lb, backends: &[Backend], first: u64, span: Duration) -> Result<Vec<(u64, Instant)>> {
+/// Rounds `first..` every ROUND for `span`, then waits until they are delivered (`dead`: the
+/// killed backend); returns (cseq, sent at).
+fn rounds(
+    client: &Sink,
+    lb: &SipLb,
+    backends: &[Backend],
+    first: u64,
+    span: Duration,
+    dead: usize,
+) -> Result<Vec<(u64, Instant)>> {
     let t0 = Instant::now();
     let mut out = Vec::new();
     let mut cseq = first;
     while t0.elapsed() < span {
         out.push((cseq, round(client, lb, cseq)?));
         cseq += 1;
+        // Pacing: the load the fault happens under (the scenario, not synchronisation).
         std::thread::sleep(ROUND);
     }
-    settle(&backends.iter().collect::<Vec<_>>(), Duration::from_millis(300));
+    // Rounds 1..cseq have been sent, CALLS requests each.
+    lb.wait_delivered(CALLS as u64 * (cseq - 1), &backends.iter().collect::<Vec<_>>(), &[dead])?;
     Ok(out)
 }
 
-/// Per-worker shutdown counters: (rx, tx, requests, responses, replies, drops).
-#[derive(Debug, Default, Clone, Copy)]
-struct Totals {
-    rx: u64,
-    tx: u64,
-    requests: u64,
-    responses: u64,
-    replies: u64,
-    drops: u64,
-    workers: usize,
-}
-
-/// Stops sip-lb with SIGTERM and sums the `worker N: rx .. tx ..` lines it
-/// prints; fails on a panic or a non-zero exit.
-fn stop_and_count(lb: &mut Lb) -> Result<Totals> {
-    lb.child.ensure_running()?;
-    let status = lb.child.stop()?;
-    let err = lb.child.stderr();
-    ensure!(!err.contains("panicked"), "sip-lb panicked:\n{err}");
-    ensure!(status.success(), "sip-lb exited with {status:?}:\n{}", lb.child.stderr_tail(30));
-    let mut t = Totals::default();
-    for line in err.lines().filter(|l| l.starts_with("worker ")) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let field = |name: &str| -> Result<u64> {
-            let i = words.iter().position(|w| *w == name).with_context(|| format!("no {name} in {line}"))?;
-            Ok(words[i + 1].trim_end_matches(',').parse()?)
-        };
-        t.rx += field("rx")?;
-        t.tx += field("tx")?;
-        t.requests += field("requests")?;
-        t.responses += field("responses")?;
-        t.replies += field("replies")?;
-        t.drops += field("drops")?;
-        t.workers += 1;
-    }
-    ensure!(t.workers == 2, "expected 2 worker summary lines:\n{err}");
-    Ok(t)
+/// Stops sip-lb (no panic, exit 0) and sums its two workers' shutdown counters.
+fn stop_and_count(lb: &mut SipLb) -> Result<WorkerTotals> {
+    let s = lb.stop()?;
+    ensure!(s.workers == 2, "expected 2 worker summary lines:\n{}", lb.child.stderr());
+    Ok(s.total)
 }
 
 /// The summed `sip_lb_worker_tx_errors_total`.
-fn tx_errors(lb: &Lb) -> Result<f64> {
-    metric_sum(&lb.metrics()?, "sip_lb_worker_tx_errors_total", &[]).context("no tx_errors metric")
+fn tx_errors(lb: &SipLb) -> Result<f64> {
+    lb.control.metrics()?.sum("sip_lb_worker_tx_errors_total", &[]).context("no tx_errors metric")
 }
 
-/// What `vanish` leaves: backends, the running Lb, each Call-ID's baseline
-/// owner, the rounds sent after the kill, and when the kill happened.
-type Vanished = (Vec<Backend>, Lb, HashMap<String, usize>, Vec<(u64, Instant)>, Instant);
+/// What [`vanish`] leaves: the backends, sip-lb still running, the baseline owners, the
+/// rounds sent after the kill, and when it was killed.
+type Vanished = (Vec<Backend>, SipLb, HashMap<String, usize>, Vec<(u64, Instant)>, Instant);
 
-/// Three backends, one vanishes; returns (baseline owners, dead index, rounds
-/// sent after the kill) with the Lb still running.
+/// Three backends, one (index 1) vanishes under load.
 fn vanish(label: &str, health: Option<&str>) -> Result<Vanished> {
     let mut backends = vec![Backend::start(false)?, Backend::start(false)?, Backend::start(false)?];
-    let (addr, control) = (free_udp_addr()?, free_tcp_addr()?);
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
-    let lb = Lb::start(label, addr, control, &config(addr, control, &addrs, health))?;
+    let lb = SipLb::pool(label, &addrs, health)?;
     if health.is_some() {
         for b in &backends {
             lb.wait_state(b.addr, "up", Duration::from_secs(2))?;
         }
     }
-    let client = Client::new()?;
+    let client = Sink::loopback()?;
     round(&client, &lb, 1)?;
-    settle(&backends.iter().collect::<Vec<_>>(), Duration::from_millis(300));
+    lb.wait_delivered(CALLS as u64, &backends.iter().collect::<Vec<_>>(), &[])?;
     let base = owners(&backends.iter().collect::<Vec<_>>(), 1);
     ensure!(base.len() == CALLS, "only {} of {CALLS} baseline requests arrived", base.len());
     for i in 0..3 {
@@ -132,7 +94,7 @@ fn vanish(label: &str, health: Option<&str>) -> Result<Vanished> {
     }
     backends[1].kill();
     let killed = Instant::now();
-    let sent = rounds(&client, &lb, &backends, 2, Duration::from_millis(1500))?;
+    let sent = rounds(&client, &lb, &backends, 2, Duration::from_millis(1500), 1)?;
     Ok((backends, lb, base, sent, killed))
 }
 
@@ -223,9 +185,8 @@ fn unbound_backend_port_does_not_disturb_the_others() -> Result<()> {
     // A free port with nothing bound: every send to it draws an ICMP port
     // unreachable from the kernel.
     let nowhere = free_udp_addr()?;
-    let (addr, control) = (free_udp_addr()?, free_tcp_addr()?);
-    let text = config(addr, control, &[live.addr, nowhere], None);
-    let mut lb = Lb::start("fault-unbound", addr, control, &text)?;
+    let mut lb = SipLb::pool("fault-unbound", &[live.addr, nowhere], None)?;
+    let (addr, text) = (lb.addr, std::fs::read_to_string(lb.config_path())?);
 
     // Which Call-IDs the rendezvous hash gives the live backend.
     let cfg = sip_lb::config::Config::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -237,14 +198,15 @@ fn unbound_backend_port_does_not_disturb_the_others() -> Result<()> {
         .collect();
     ensure!(want.len() > N / 4 && want.len() < N * 3 / 4, "hash split {} of {N}", want.len());
 
-    let client = Client::new()?;
+    let client = Sink::loopback()?;
     for (i, id) in ids.iter().enumerate() {
-        client.send(addr, &client.request("MESSAGE", id, 1))?;
+        client.send_to(client.request("MESSAGE", id, 1).bytes(), addr)?;
         if i % 10 == 9 {
+            // Pacing, so the loopback does not drop the stream (scenario, not synchronisation).
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    settle(&[&live], Duration::from_millis(400));
+    lb.wait_delivered(N as u64, &[&live], &[])?;
     let seen = live.seen();
     let got: HashSet<&String> = seen.iter().map(|s| &s.call_id).collect();
     ensure!(
@@ -257,9 +219,9 @@ fn unbound_backend_port_does_not_disturb_the_others() -> Result<()> {
 
     // Not stalled: a second stream, after all those ICMP errors, arrives too.
     for id in want.iter().take(200) {
-        client.send(addr, &client.request("MESSAGE", id, 2))?;
+        client.send_to(client.request("MESSAGE", id, 2).bytes(), addr)?;
     }
-    settle(&[&live], Duration::from_millis(400));
+    lb.wait_delivered((N + 200.min(want.len())) as u64, &[&live], &[])?;
     let second = live.seen().iter().filter(|s| s.cseq == 2).count();
     ensure!(second == 200.min(want.len()), "{second} of the second stream arrived");
     let errors = tx_errors(&lb)?;

@@ -7,51 +7,23 @@
 //! socket must never get back more bytes than it sent (no amplification).
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use sip_lb_tests::process::{scratch_dir, ChildGuard};
-use sip_lb_tests::sip_lb_binary;
+use anyhow::{Context, Result};
+use sip_lb_tests::lb::{Launch, SipLb};
+use sip_lb_tests::ports::free_udp_addr;
+use sip_lb_tests::rng::Rng;
 
 const VALID_RATE: u64 = 2_000;
 const SECONDS: u64 = 3;
 
-struct Lb {
-    addr: SocketAddr,
-    child: ChildGuard,
-}
-
-fn start_lb(label: &str, backend: SocketAddr) -> Result<Lb> {
-    let addr = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-    let mut cmd = Command::new(sip_lb_binary()?);
-    cmd.args(["run", "--workers", "2", "--listen", &addr.to_string(), "--backend", &backend.to_string()]);
-    let child = ChildGuard::spawn("sip-lb", cmd, &scratch_dir(label)?)?;
-    let mut lb = Lb { addr, child };
-    let probe = UdpSocket::bind("127.0.0.1:0")?;
-    probe.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 2048];
-    loop {
-        lb.child.ensure_running()?;
-        let me = probe.local_addr()?;
-        let msg = format!(
-            "OPTIONS sip:x@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKready\r\nMax-Forwards: 0\r\n\
-             From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: ready@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        );
-        probe.send_to(msg.as_bytes(), addr)?;
-        if let Ok((n, _)) = probe.recv_from(&mut buf) {
-            if buf[..n].starts_with(b"SIP/2.0 483") {
-                return Ok(lb);
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("sip-lb not ready; stderr:\n{}", lb.child.stderr_tail(20));
-        }
-    }
+/// sip-lb with two workers in front of `backend`, ready when its control API answers and
+/// its port is bound.
+fn start_lb(label: &str, backend: SocketAddr) -> Result<SipLb> {
+    Launch::flags(label, &[free_udp_addr()?]).args(&["--workers", "2", "--backend", &backend.to_string()]).start()
 }
 
 fn invite(from: SocketAddr, seq: u64) -> Vec<u8> {
@@ -65,20 +37,6 @@ fn invite(from: SocketAddr, seq: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// xorshift: deterministic garbage without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -86,24 +44,6 @@ fn rss_kb(pid: u32) -> u64 {
             s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// Per-reason drop totals from the shutdown summary lines
-/// (`worker 0: rx .. drops N (malformed=3, foreign_response=2)`).
-fn drop_counters(stderr: &str) -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    for line in stderr.lines().filter(|l| l.starts_with("worker ")) {
-        if let Some(n) = line.split(" replies ").nth(1).and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok()) {
-            *m.entry("stateless_replies".to_string()).or_default() += n;
-        }
-        let Some(list) = line.split_once(" (").map(|(_, r)| r.trim_end_matches(')')) else { continue };
-        for kv in list.split(", ") {
-            if let Some((k, v)) = kv.split_once('=') {
-                *m.entry(k.to_string()).or_default() += v.parse::<u64>().unwrap_or(0);
-            }
-        }
-    }
-    m
 }
 
 struct Outcome {
@@ -191,7 +131,7 @@ fn flood(
     let f_stop = stop.clone();
     let lb_addr = lb.addr;
     let flood_thread = thread::spawn(move || {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         let (mut sent, mut bytes) = (0u64, 0u64);
         let start = Instant::now();
         while !f_stop.load(Ordering::Relaxed) {
@@ -230,8 +170,10 @@ fn flood(
         l.join().expect("listener");
     }
     lb.child.ensure_running().context("sip-lb died during the flood")?;
-    lb.child.stop()?;
-    let drops = drop_counters(&lb.child.stderr());
+    let shutdown = lb.stop()?;
+    // Per-reason drop totals, and the stateless replies, from the shutdown summary.
+    let mut drops = shutdown.total.drop_reasons.clone();
+    drops.insert("stateless_replies".to_owned(), shutdown.total.replies);
     let lost: Vec<u64> = (0..total).filter(|s| !seen.contains(s)).collect();
     Ok(Outcome {
         lost,
@@ -296,7 +238,7 @@ fn report_and_assert_held(kind: &str, o: &Outcome, reasons: &[&str]) {
 fn garbage_flood() -> Result<()> {
     let o = flood("flood-garbage", 20_000, |_, _, _, rng| {
         let n = 1 + rng.below(1400) as usize;
-        (0..n).map(|_| rng.next() as u8).collect()
+        rng.bytes(n)
     })?;
     assert_held("garbage", &o, &["malformed", "stateless_replies"]);
     Ok(())

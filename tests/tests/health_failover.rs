@@ -2,14 +2,13 @@
 //! killed. Calls hashed to live backends never move or fail; the dead one's
 //! Call-IDs move to the others within failures x interval + interval, and
 //! come back once it answers again (successes x interval + interval).
-#[path = "health_harness.rs"]
-mod harness;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use harness::*;
+use sip_lb_tests::lb::{SipLb, FAST_HEALTH};
+use sip_lb_tests::sink::{owners, wait_cseq, Backend, Sink};
 
 const CALLS: usize = 60;
 const ROUND: Duration = Duration::from_millis(50);
@@ -17,43 +16,53 @@ const ROUND: Duration = Duration::from_millis(50);
 const SLACK: Duration = Duration::from_millis(400);
 
 /// Sends every Call-ID once with CSeq `cseq`; returns when it was sent.
-fn round(client: &Client, lb: &Lb, cseq: u64) -> Result<Instant> {
+fn round(client: &Sink, lb: &SipLb, cseq: u64) -> Result<Instant> {
     let at = Instant::now();
     for i in 0..CALLS {
-        client.send(lb.addr, &client.request("INVITE", &format!("call-{i}@failover"), cseq))?;
+        client.send_to(client.request("INVITE", &format!("call-{i}@failover"), cseq).bytes(), lb.addr)?;
     }
     Ok(at)
 }
 
-/// Sends rounds `first..` every ROUND for `span`; returns (cseq, sent at).
-fn rounds(client: &Client, lb: &Lb, backends: &[Backend], first: u64, span: Duration) -> Result<Vec<(u64, Instant)>> {
+/// Sends rounds `first..` every ROUND for `span`, then waits until they are delivered
+/// (`dead`: the backend whose count sip-lb's cannot match); returns (cseq, sent at).
+fn rounds(
+    client: &Sink,
+    lb: &SipLb,
+    backends: &[Backend],
+    first: u64,
+    span: Duration,
+    dead: usize,
+) -> Result<Vec<(u64, Instant)>> {
     let t0 = Instant::now();
     let mut out = Vec::new();
     let mut cseq = first;
     while t0.elapsed() < span {
         out.push((cseq, round(client, lb, cseq)?));
         cseq += 1;
+        // Pacing: the load the failover happens under (the scenario, not synchronisation).
         std::thread::sleep(ROUND);
     }
-    settle(&backends.iter().collect::<Vec<_>>(), Duration::from_millis(300));
+    // Rounds 1..cseq have been sent, CALLS requests each.
+    let sent = CALLS as u64 * (cseq - 1);
+    lb.wait_delivered(sent, &backends.iter().collect::<Vec<_>>(), &[dead])?;
     Ok(out)
 }
 
 #[test]
 fn dead_backend_calls_move_and_come_back() -> Result<()> {
     let mut backends = vec![Backend::start(false)?, Backend::start(false)?, Backend::start(false)?];
-    let (addr, control) = (free_udp_addr()?, free_tcp_addr()?);
-    let weights: Vec<_> = backends.iter().map(|b| (b.addr, 1)).collect();
-    let lb = Lb::start("health-failover", addr, control, &config_toml(addr, control, &weights, FAST_HEALTH))?;
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let lb = SipLb::pool("health-failover", &addrs, Some(FAST_HEALTH))?;
     let (interval, failures, successes) = (Duration::from_millis(200), 2u32, 2u32);
-    let client = Client::new()?;
+    let client = Sink::loopback()?;
     for b in &backends {
         lb.wait_state(b.addr, "up", Duration::from_secs(2))?;
     }
 
     // Baseline: where each Call-ID goes with all three up.
     round(&client, &lb, 1)?;
-    std::thread::sleep(Duration::from_millis(300));
+    wait_cseq(&backends.iter().collect::<Vec<_>>(), 1, CALLS, Duration::from_secs(3))?;
     let base = owners(&backends.iter().collect::<Vec<_>>(), 1);
     ensure!(base.len() == CALLS, "only {} of {CALLS} baseline requests arrived", base.len());
     for i in 0..3 {
@@ -65,7 +74,7 @@ fn dead_backend_calls_move_and_come_back() -> Result<()> {
     // Kill backend 1 under load.
     backends[dead].kill();
     let killed = Instant::now();
-    let sent = rounds(&client, &lb, &backends, 2, Duration::from_millis(1500))?;
+    let sent = rounds(&client, &lb, &backends, 2, Duration::from_millis(1500), dead)?;
     let refs: Vec<&Backend> = backends.iter().collect();
     let mut moved_at = None;
     for &(cseq, at) in &sent {
@@ -107,7 +116,7 @@ fn dead_backend_calls_move_and_come_back() -> Result<()> {
     // Restart it: its calls come back, nobody else's move.
     backends[dead].restart()?;
     let restarted = Instant::now();
-    let sent = rounds(&client, &lb, &backends, last + 1, Duration::from_millis(1500))?;
+    let sent = rounds(&client, &lb, &backends, last + 1, Duration::from_millis(1500), dead)?;
     let refs: Vec<&Backend> = backends.iter().collect();
     let mut back_at = None;
     for &(cseq, at) in &sent {
@@ -128,12 +137,11 @@ fn dead_backend_calls_move_and_come_back() -> Result<()> {
     ensure!(back_at <= bound, "calls came back after {back_at:?}, bound {bound:?}");
     eprintln!("calls back {back_at:?} after the restart");
     ensure!(lb.state_of(backends[dead].addr)? == "up");
-    let m = lb.metrics()?;
-    ensure!(metric_sum(&m, "sip_lb_backend_up", &[("backend", &backends[dead].addr.to_string())]) == Some(1.0), "{m}");
+    let m = lb.control.metrics()?;
+    let dead_addr = backends[dead].addr.to_string();
+    ensure!(m.sum("sip_lb_backend_up", &[("backend", &dead_addr)]) == Some(1.0), "{}", m.text());
     ensure!(
-        metric_sum(&m, "sip_lb_backend_probe_failures_total", &[("backend", &backends[dead].addr.to_string())])
-            .unwrap_or(0.0)
-            >= f64::from(failures)
+        m.sum("sip_lb_backend_probe_failures_total", &[("backend", &dead_addr)]).unwrap_or(0.0) >= f64::from(failures)
     );
     Ok(())
 }

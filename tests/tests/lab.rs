@@ -1,17 +1,13 @@
-//! The lab (`cargo xtask run` with no arguments, `xtask/src/lab/`), run briefly: sip-lb with XDP
+//! The lab (`cargo xtask run` with no arguments, `tests/src/lab/`), run briefly: sip-lb with XDP
 //! on a veth "NIC" in front of two Kamailio registrars and two Kamailio redirect servers sharing
 //! one SQLite location table, SIPp registering 200 users and then calling them.
 //!
 //! Needs root, iproute2, ethtool, Kamailio (+ SQLite modules), sqlite3 and SIPp (the lab
 //! installs missing Debian packages), and `target/debug/sip-lb` (`cargo xtask test` builds it).
 
-#[path = "../../xtask/src/lab/mod.rs"]
-#[allow(dead_code)]
-mod lab;
-
 use std::process::Command;
 
-use lab::{BackendRole, LabOptions};
+use sip_lb_tests::lab::{self, BackendRole, LabOptions};
 
 #[test]
 fn lab_registers_redirects_spreads_and_cleans_up() {
@@ -50,14 +46,13 @@ fn lab_registers_redirects_spreads_and_cleans_up() {
         assert!(b.lb_requests >= 2 * b.handled, "INVITE/ACK split for {}:\n{summary}", b.name);
     }
 
-    // Per-core split. With the XDP program on the lab NIC (sip-lb attaches it when `--iface`
-    // is supported) every request is steered to its Call-ID's worker, so although SIPp sends
-    // everything over one UDP 5-tuple, every worker (core) forwards requests.
-    if summary.xdp.starts_with("attached") {
-        assert!(summary.xdp_steered > 0, "{summary}");
-        for w in &summary.workers {
-            assert!(w.requests > 0, "worker {} forwarded no request:\n{summary}", w.worker);
-        }
+    // Per-core split. The XDP program must be on the lab NIC (`--iface lb0`): a run where it
+    // did not attach fails here. Every request is steered to its Call-ID's worker, so although
+    // SIPp sends everything over one UDP 5-tuple, every worker (core) forwards requests.
+    assert!(summary.xdp.starts_with("attached"), "XDP did not attach to the lab NIC: {}\n{summary}", summary.xdp);
+    assert!(summary.xdp_steered > 0, "{summary}");
+    for w in &summary.workers {
+        assert!(w.requests > 0, "worker {} forwarded no request:\n{summary}", w.worker);
     }
     // Per-core counters were collected.
     assert!(!summary.workers.is_empty(), "{summary}");

@@ -3,14 +3,14 @@
 //! replaced by an invalid file (rejected with file:line, old config kept),
 //! and loses a backend (SIGHUP). Not one datagram is lost, and the config
 //! generation metric counts the applied reloads.
-#[path = "health_harness.rs"]
-mod harness;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use harness::*;
+use sip_lb_tests::lb::{pool_config, Launch, FAST_HEALTH};
+use sip_lb_tests::ports::{free_tcp_addr, free_udp_addr};
+use sip_lb_tests::sink::{wait_cseq, wait_until, Backend, Sink};
 
 const REQUESTS: usize = 4000;
 
@@ -19,20 +19,23 @@ fn reload_under_load_loses_nothing() -> Result<()> {
     let backends = [Backend::start(false)?, Backend::start(false)?, Backend::start(false)?];
     let [a, b, c] = [backends[0].addr, backends[1].addr, backends[2].addr];
     let (addr, control) = (free_udp_addr()?, free_tcp_addr()?);
-    let cfg = |list: &[(std::net::SocketAddr, u32)]| config_toml(addr, control, list, FAST_HEALTH);
-    let mut lb = Lb::start("reload-under-load", addr, control, &cfg(&[(a, 1), (b, 1)]))?;
-    let write = |text: &str| std::fs::write(&lb.config, text);
+    let cfg = |list: &[(std::net::SocketAddr, u32)]| pool_config(addr, control, list, Some(FAST_HEALTH));
+    let mut lb = Launch::config("reload-under-load", &cfg(&[(a, 1), (b, 1)]), &[addr], control).start()?;
+    let config = lb.config_path().clone();
+    let write = |text: &str| std::fs::write(&config, text);
 
     let sender = std::thread::spawn(move || -> Result<usize> {
-        let client = Client::new()?;
+        let client = Sink::loopback()?;
         for i in 0..REQUESTS {
-            client.send(addr, &client.request("MESSAGE", &format!("load-{i}"), 1))?;
+            client.send_to(client.request("MESSAGE", &format!("load-{i}"), 1).bytes(), addr)?;
             if i % 5 == 4 {
+                // Pacing: the load the reloads happen under.
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
         Ok(REQUESTS)
     });
+    // Spreads the reloads over the stream: the scenario's pace, not synchronisation.
     let pause = || std::thread::sleep(Duration::from_millis(120));
 
     pause();
@@ -62,7 +65,9 @@ fn reload_under_load_loses_nothing() -> Result<()> {
 
     let sent = sender.join().expect("sender thread")?;
     let refs: Vec<&Backend> = backends.iter().collect();
-    settle(&refs, Duration::from_millis(400));
+    lb.wait_rx(sent as u64, Duration::from_secs(5))?;
+    let arrived = || refs.iter().map(|b| b.count()).sum::<usize>();
+    let _ = wait_until(Duration::from_secs(5), || arrived() >= sent);
     let mut ids = HashSet::new();
     let mut total = 0;
     for be in &backends {
@@ -75,30 +80,25 @@ fn reload_under_load_loses_nothing() -> Result<()> {
     ensure!(backends[2].count() > 0, "the added backend got nothing");
 
     // Generation: 1 + three applied reloads; one rejected.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let m = lb.metrics()?;
-        let g = metric_sum(&m, "sip_lb_config_generation", &[]).context("no generation metric")?;
-        if g == 4.0 {
-            ensure!(metric_sum(&m, "sip_lb_config_reload_failures_total", &[]) == Some(1.0), "{m}");
-            ensure!(metric_sum(&m, "sip_lb_backend_weight", &[("backend", &a.to_string())]) == Some(3.0), "{m}");
-            ensure!(
-                metric_sum(&m, "sip_lb_backend_requests_total", &[("backend", &b.to_string())]).is_none(),
-                "removed backend still exported"
-            );
-            break;
-        }
-        ensure!(Instant::now() < deadline, "generation {g}, want 4; stderr:\n{}", lb.child.stderr_tail(20));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let m = lb
+        .control
+        .wait_metrics(Duration::from_secs(3), "generation 4", |m| m.sum("sip_lb_config_generation", &[]) == Some(4.0))
+        .with_context(|| format!("stderr:\n{}", lb.child.stderr_tail(20)))?;
+    ensure!(m.sum("sip_lb_config_reload_failures_total", &[]) == Some(1.0), "{}", m.text());
+    ensure!(m.sum("sip_lb_backend_weight", &[("backend", &a.to_string())]) == Some(3.0), "{}", m.text());
+    ensure!(
+        m.sum("sip_lb_backend_requests_total", &[("backend", &b.to_string())]).is_none(),
+        "removed backend still exported"
+    );
 
     // The removed backend gets nothing new; forwarding goes on.
     let before_b = backends[1].count();
-    let client = Client::new()?;
+    let client = Sink::loopback()?;
     for i in 0..200 {
-        client.send(addr, &client.request("MESSAGE", &format!("after-{i}"), 2))?;
+        client.send_to(client.request("MESSAGE", &format!("after-{i}"), 2).bytes(), addr)?;
     }
-    settle(&refs, Duration::from_millis(300));
+    lb.wait_rx((sent + 200) as u64, Duration::from_secs(3))?;
+    let _ = wait_cseq(&refs, 2, 200, Duration::from_secs(3));
     ensure!(backends[1].count() == before_b, "removed backend still receives");
     let after: usize = backends.iter().map(|b| b.seen().iter().filter(|s| s.cseq == 2).count()).sum();
     ensure!(after == 200, "{after} of 200 requests after the reloads arrived");

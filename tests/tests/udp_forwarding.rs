@@ -5,44 +5,24 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use sip_lb_tests::process::{scratch_dir, ChildGuard};
+use anyhow::{Context, Result};
+use sip_lb_tests::lb::{Launch, SipLb};
+use sip_lb_tests::ports::free_udp_addr;
+use sip_lb_tests::process::scratch_dir;
 use sip_lb_tests::sip_lb_binary;
 
 struct Lb {
     addr: SocketAddr,
-    child: ChildGuard,
+    _lb: SipLb,
 }
 
 impl Lb {
+    /// `sip-lb run --listen <free port> --workers 2 <extra>`, ready when its control API
+    /// answers and the port is bound.
     fn start(extra: &[String]) -> Result<Lb> {
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
-        let addr = sock.local_addr()?;
-        drop(sock);
-        let mut cmd = Command::new(sip_lb_binary()?);
-        cmd.arg("run").arg("--listen").arg(addr.to_string()).arg("--workers").arg("2").args(extra);
-        let child = ChildGuard::spawn("sip-lb", cmd, &scratch_dir("udp-forwarding")?)?;
-        let mut lb = Lb { addr, child };
-        lb.wait_ready()?;
-        Ok(lb)
-    }
-
-    /// Ready when a Max-Forwards: 0 request comes back as 483.
-    fn wait_ready(&mut self) -> Result<()> {
-        let client = Client::new()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            self.child.ensure_running()?;
-            let msg =
-                invite(&client, "ready-probe@test", 1, "z9hG4bKready").replace("Max-Forwards: 70", "Max-Forwards: 0");
-            client.sock.send_to(msg.as_bytes(), self.addr)?;
-            if let Some(reply) = client.recv_timeout(Duration::from_millis(100)) {
-                if reply.starts_with("SIP/2.0 483") {
-                    return Ok(());
-                }
-            }
-        }
-        bail!("sip-lb did not answer within 10 s; stderr:\n{}", self.child.stderr_tail(30))
+        let addr = free_udp_addr()?;
+        let lb = Launch::flags("udp-forwarding", &[addr]).args(&["--workers", "2"]).args(extra).start()?;
+        Ok(Lb { addr, _lb: lb })
     }
 }
 

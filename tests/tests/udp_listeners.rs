@@ -4,12 +4,11 @@
 //! backend behind an IPv4 client is reached from the IPv6 socket; forged
 //! responses are never relayed.
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use sip_lb_tests::process::{scratch_dir, ChildGuard};
-use sip_lb_tests::sip_lb_binary;
+use anyhow::{ensure, Context, Result};
+use sip_lb_tests::lb::{Launch, SipLb};
+use sip_lb_tests::ports::free_tcp_addr;
 
 /// A socket bound to a free port of `ip`.
 fn bind(ip: &str) -> Result<UdpSocket> {
@@ -78,7 +77,7 @@ fn answer(backend: &UdpSocket, req: &str) -> Result<SocketAddr> {
 }
 
 struct Farm {
-    lb: ChildGuard,
+    lb: SipLb,
     /// Listen addresses: two IPv4 (127.0.0.1, 127.0.0.2) and one IPv6 (::1).
     a: SocketAddr,
     b: SocketAddr,
@@ -89,69 +88,27 @@ struct Farm {
 }
 
 impl Farm {
+    /// sip-lb on three listen addresses, ready when its control API answers and all three
+    /// ports are bound.
     fn start(name: &str) -> Result<Farm> {
         let (a, b, v6) = (free("127.0.0.1")?, free("127.0.0.2")?, free("[::1]")?);
         let (registrar, proxy6) = (bind("127.0.0.1")?, bind("[::1]")?);
-        let dir = scratch_dir(name)?;
-        let config = dir.join("sip-lb.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = [\"{a}\", {{ addr = \"{b}\" }}, \"{v6}\"]\nworkers = 1\nmetrics = \"{ctl}\"\n\n\
-                 [[pool]]\nname = \"registrars\"\nmethods = [\"REGISTER\"]\nbackends = [\"{r}\"]\n\n\
-                 [[pool]]\nname = \"proxies\"\ndefault = true\nbackends = [\"{p}\"]\n",
-                ctl = free("127.0.0.1")?,
-                r = registrar.local_addr()?,
-                p = proxy6.local_addr()?,
-            ),
-        )?;
-        let mut cmd = Command::new(sip_lb_binary()?);
-        cmd.arg("run").arg("--config").arg(&config);
-        let lb = ChildGuard::spawn("sip-lb", cmd, &dir)?;
-        let mut farm = Farm { lb, a, b, v6, registrar, proxy6 };
-        farm.wait_ready()?;
-        Ok(farm)
+        let ctl = free_tcp_addr()?;
+        let text = format!(
+            "listen = [\"{a}\", {{ addr = \"{b}\" }}, \"{v6}\"]\nworkers = 1\nmetrics = \"{ctl}\"\n\n\
+             [[pool]]\nname = \"registrars\"\nmethods = [\"REGISTER\"]\nbackends = [\"{r}\"]\n\n\
+             [[pool]]\nname = \"proxies\"\ndefault = true\nbackends = [\"{p}\"]\n",
+            r = registrar.local_addr()?,
+            p = proxy6.local_addr()?,
+        );
+        let lb = Launch::config(name, &text, &[a, b, v6], ctl).start()?;
+        Ok(Farm { lb, a, b, v6, registrar, proxy6 })
     }
 
-    /// Ready when every listen address answers Max-Forwards: 0 with 483.
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for (i, lb) in [self.a, self.b, self.v6].into_iter().enumerate() {
-            let client = bind(if lb.is_ipv6() { "[::1]" } else { "127.0.0.1" })?;
-            loop {
-                self.lb.ensure_running()?;
-                let probe = request("OPTIONS", client.local_addr()?, &format!("ready{i}"), 0);
-                client.send_to(probe.as_bytes(), lb)?;
-                if recv(&client, Duration::from_millis(100)).is_some_and(|(m, _)| m.starts_with("SIP/2.0 483")) {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("{lb} did not answer within 10 s; stderr:\n{}", self.lb.stderr_tail(30));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Stops sip-lb and returns its drop counts by reason, summed over
-    /// workers, from the shutdown summary (`drops N (reason=n, ...)`).
+    /// Stops sip-lb and returns its drop counts by reason, summed over workers, from the
+    /// shutdown summary.
     fn stop_and_drops(mut self) -> Result<Vec<(String, u64)>> {
-        self.lb.stop()?;
-        let err = self.lb.stderr();
-        let mut drops: Vec<(String, u64)> = Vec::new();
-        for line in err.lines().filter(|l| l.starts_with("worker ")) {
-            let Some(list) = line.split_once(" (").map(|(_, r)| r.trim_end_matches(')')) else { continue };
-            for item in list.split(", ") {
-                if let Some((k, v)) = item.split_once('=') {
-                    let n: u64 = v.parse().unwrap_or(0);
-                    match drops.iter_mut().find(|(r, _)| r == k) {
-                        Some(e) => e.1 += n,
-                        None => drops.push((k.to_owned(), n)),
-                    }
-                }
-            }
-        }
-        Ok(drops)
+        Ok(self.lb.stop()?.total.drop_reasons.into_iter().collect())
     }
 }
 

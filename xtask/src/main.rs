@@ -3,7 +3,6 @@ mod bench;
 mod checks;
 mod demo;
 mod fuzz;
-mod lab;
 mod setup;
 
 use std::path::PathBuf;
@@ -11,6 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use sip_lb_tests::lab;
 
 #[derive(Parser)]
 #[command(about = "sip-lb project tasks")]

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::process::{describe_status, ChildGuard};
+use crate::sipp::{exit_meaning, parse_stat_csv, split_message_log};
 use anyhow::{bail, Result};
-use sip_lb_tests::process::{describe_status, ChildGuard};
-use sip_lb_tests::sipp::{exit_meaning, parse_stat_csv, split_message_log};
 
 use super::netns::NetNs;
 

@@ -12,10 +12,10 @@
 //! Everything it starts is stopped by PID and every namespace deleted, also on error or panic
 //! (drop order of [`Lab`]); the summary lists what was left behind (nothing, normally).
 //!
-//! This module only uses std, anyhow, libc and `sip_lb_tests`, so `tests/tests/lab.rs` can
-//! compile it in with `#[path]`.
+//! A module of the test kit: `cargo xtask run` and `tests/tests/lab.rs` both call
+//! [`run_lab`].
 
-use sip_lb_tests::netns;
+use crate::netns;
 
 mod interrupt;
 mod kamailio;
@@ -30,9 +30,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::process::{scratch_dir, ChildGuard};
+use crate::sipp::ensure_sipp;
 use anyhow::{bail, Context, Result};
-use sip_lb_tests::process::{scratch_dir, ChildGuard};
-use sip_lb_tests::sipp::ensure_sipp;
 
 use kamailio::Kamailio;
 use metrics::Scraper;
@@ -42,7 +42,6 @@ use summary::{BackendSplit, Phase, WorkerSplit};
 
 pub use summary::LabSummary;
 /// Registrar or redirect server, to pick them out of [`LabSummary::backends`].
-#[allow(unused_imports)]
 pub use topology::Role as BackendRole;
 
 /// sip-lb's control API inside the balancer namespace.
@@ -75,8 +74,7 @@ impl Default for LabOptions {
     }
 }
 
-/// The workspace root, which holds `lab/`: xtask and tests (which compiles this module in) are
-/// both its children; failing that, the current directory or one of its parents.
+/// The workspace root, which holds `lab/`: this crate (`tests/`) is its child; failing that, the current directory or one of its parents.
 fn workspace_root() -> PathBuf {
     let has_lab = |p: &Path| p.join("lab/kamailio/registrar.cfg").is_file();
     let from_manifest = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::process::ChildGuard;
 use anyhow::{bail, Context, Result};
-use sip_lb_tests::process::ChildGuard;
 
 use super::netns::{run, NetNs};
 use super::topology::{sip_addr, Role};

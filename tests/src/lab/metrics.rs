@@ -3,110 +3,19 @@
 //! and the last scrape kept for the summary.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
-/// One scrape: `(name, labels, value)` per sample.
-#[derive(Clone, Debug, Default)]
-pub struct Metrics {
-    samples: Vec<(String, BTreeMap<String, String>, f64)>,
-}
+pub use crate::metrics::Metrics;
 
-impl Metrics {
-    /// Parses the Prometheus text exposition (comments and odd lines skipped).
-    pub fn parse(text: &str) -> Metrics {
-        let mut samples = Vec::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.parse::<f64>() else {
-                continue;
-            };
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
-                None => (series, BTreeMap::new()),
-            };
-            samples.push((name.to_owned(), labels, value));
-        }
-        Metrics { samples }
-    }
-
-    /// Sum of `name` grouped by the value of `label`.
-    pub fn by(&self, name: &str, label: &str) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for (n, labels, v) in &self.samples {
-            if n == name {
-                if let Some(l) = labels.get(label) {
-                    *out.entry(l.clone()).or_insert(0) += *v as u64;
-                }
-            }
-        }
-        out
-    }
-
-    /// Per worker: `(worker, cpu) -> value` of a per-worker counter.
-    pub fn per_worker(&self, name: &str) -> BTreeMap<(u32, String), u64> {
-        let mut out = BTreeMap::new();
-        for (n, labels, v) in &self.samples {
-            if n == name {
-                if let (Some(w), Some(c)) = (labels.get("worker").and_then(|w| w.parse().ok()), labels.get("cpu")) {
-                    *out.entry((w, c.clone())).or_insert(0) += *v as u64;
-                }
-            }
-        }
-        out
-    }
-
-    /// Sum of `name` over the samples whose `label` is `value`.
-    pub fn sum_where(&self, name: &str, label: &str, value: &str) -> u64 {
-        self.samples
-            .iter()
-            .filter(|(n, l, _)| n == name && l.get(label).is_some_and(|v| v == value))
-            .map(|(_, _, v)| *v as u64)
-            .sum()
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.samples.iter().any(|(n, _, _)| n == name)
-    }
-}
-
-fn parse_labels(s: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    // label values here are plain (numbers, ip:port, words): no escaped quotes or commas.
-    for pair in s.split("\",") {
-        if let Some((k, v)) = pair.split_once('=') {
-            out.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
-        }
-    }
-    out
-}
-
-/// `GET /metrics` over HTTP/1.0 (so the answer is not chunked).
+/// `GET /metrics` from sip-lb's control API at `addr`.
 pub fn scrape(addr: SocketAddr) -> Result<Metrics> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: sip-lb\r\n\r\n")?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else { bail!("no HTTP header end from {addr}") };
-    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
-        bail!("{addr}: {}", head.lines().next().unwrap_or(""));
-    }
-    Ok(Metrics::parse(body))
+    crate::control::Control::new(addr).metrics()
 }
 
 /// Background scraper: a thread that moves into the balancer's namespace, scrapes once a
