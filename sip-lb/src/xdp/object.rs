@@ -24,9 +24,12 @@ pub(crate) fn require_root() -> anyhow::Result<()> {
 }
 
 /// Loads the object (maps created, programs not yet loaded into the kernel).
+///
+/// Without the kernel's BTF: the programs use no CO-RE relocations, and
+/// parsing /sys/kernel/btf/vmlinux is what made the process peak at 40 MiB.
 pub(crate) fn open() -> anyhow::Result<Ebpf> {
     require_root()?;
-    Ebpf::load(OBJECT).context("loading the sip-lb eBPF object")
+    aya::EbpfLoader::new().btf(None).load(OBJECT).context("loading the sip-lb eBPF object")
 }
 
 /// Loads (verifies) the XDP program.
