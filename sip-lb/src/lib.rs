@@ -5,8 +5,11 @@
 //! - [`dataplane`]: per-core workers moving datagrams with recvmmsg/sendmmsg.
 //! - [`control`]: the tokio control plane (reload, health, metrics, API).
 //! - [`xdp`]: loading and attaching the XDP steering program.
+//! - [`fault`]: failure containment (a panic aborts the process) and the
+//!   debug-only fault injection the end-to-end tests use.
 
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod fault;
 pub mod xdp;

@@ -87,6 +87,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> Result<()> {
+    // A panic anywhere (worker or control plane) ends the process rather
+    // than leaving it half alive; the supervisor restarts it.
+    sip_lb::fault::abort_on_any_panic();
     // Everything is validated and bound before any worker starts: a bad config
     // or a busy port exits here, nothing runs half-configured.
     let config = Config::load(&args)?;

@@ -3,8 +3,8 @@
 //! - a client in the peer namespace sends a steady stream of requests to
 //!   sip-lb, whose backend sits in sip-lb's namespace;
 //! - sip-lb is SIGKILLed: its XDP link goes with its file descriptors, so no
-//!   program is left on the interface (`ip -d link show`, and `bpftool net`
-//!   when installed);
+//!   program is left on the interface (`ip -d link show` and `bpftool net`;
+//!   bpftool is required, `cargo xtask setup` installs it);
 //! - a new sip-lb attaches again (same mode, no fallback, no error) and every
 //!   request sent after it answers arrives at the backend exactly once;
 //! - after its SIGTERM stop nothing is left on the interface either.
@@ -57,10 +57,25 @@ fn xdp_on(ns: &NetNs, dev: &str) -> Result<(String, bool)> {
     Ok((text, attached))
 }
 
-/// `bpftool net show dev DEV` in the namespace, if bpftool is installed.
-fn bpftool_net(ns: &NetNs, dev: &str) -> Option<String> {
-    let out = ns.command(&["bpftool", "net", "show", "dev", dev]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+const NEED_BPFTOOL: &str = "bpftool is required by this test (install it with `cargo xtask setup`)";
+
+/// Fails, never skips, when bpftool cannot be run.
+fn require_bpftool() -> Result<()> {
+    let out = std::process::Command::new("bpftool").arg("version").output().with_context(|| NEED_BPFTOOL)?;
+    ensure!(out.status.success(), "{NEED_BPFTOOL}: `bpftool version` failed: {}", out.status);
+    Ok(())
+}
+
+/// `bpftool net show dev DEV` in the namespace: (the text, its `xdp:`
+/// section). A bpftool that cannot run fails the test.
+fn bpftool_net(ns: &NetNs, dev: &str) -> Result<(String, String)> {
+    let out = ns.command(&["bpftool", "net", "show", "dev", dev]).output().with_context(|| NEED_BPFTOOL)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{NEED_BPFTOOL}: `bpftool net show dev {dev}` failed ({}):\n{err}", out.status);
+    // "xdp:\n<dev>(<ifindex>) driver id N\n\ntc:..." while attached.
+    let xdp = text.split("xdp:").nth(1).and_then(|r| r.split("tc:").next()).unwrap_or("").trim().to_owned();
+    Ok((text, xdp))
 }
 
 /// Waits (up to 3 s) until no XDP program is on `dev`; fails quoting `ip`.
@@ -69,12 +84,9 @@ fn assert_detached(ns: &NetNs, dev: &str, when: &str) -> Result<()> {
     loop {
         let (text, attached) = xdp_on(ns, dev)?;
         if !attached {
-            if let Some(b) = bpftool_net(ns, dev) {
-                // "xdp:\n<dev>(<ifindex>) driver id N\n\ntc:..." while attached.
-                let xdp = b.split("xdp:").nth(1).and_then(|r| r.split("tc:").next()).unwrap_or("");
-                ensure!(xdp.trim().is_empty(), "{when}: bpftool still shows an XDP program:\n{b}");
-                eprintln!("{when}: bpftool net show dev {dev}:\n{}", b.trim());
-            }
+            let (b, xdp) = bpftool_net(ns, dev)?;
+            ensure!(xdp.is_empty(), "{when}: bpftool still shows an XDP program:\n{b}");
+            eprintln!("{when}: bpftool net show dev {dev}:\n{}", b.trim());
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -134,6 +146,7 @@ fn start_lb(ns: &NetNs, peer: &NetNs, backend: SocketAddr, label: &str) -> Resul
 fn sigkill_and_restart_under_load_leave_no_stale_xdp() -> Result<()> {
     // SAFETY: no preconditions.
     ensure!(unsafe { libc::geteuid() } == 0, "needs root (namespaces, XDP)");
+    require_bpftool()?;
     let ns = NetNs::new("slb-kill")?;
     let peer = NetNs::new("slb-kpeer")?;
     Veth::new(&ns, LB_DEV, &format!("{LB_IP}/24"), &peer, PEER_DEV, &format!("{PEER_IP}/24"))?;
@@ -167,9 +180,10 @@ fn sigkill_and_restart_under_load_leave_no_stale_xdp() -> Result<()> {
     let mut lb1 = start_lb(&ns, &peer, be_addr, "sip-lb-1")?;
     let (text1, attached) = xdp_on(&ns, LB_DEV)?;
     ensure!(attached, "no XDP program after start:\n{text1}\n{}", lb1.stderr_tail(10));
-    if let Some(b) = bpftool_net(&ns, LB_DEV) {
-        eprintln!("sip-lb-1 attached: bpftool net show dev {LB_DEV}:\n{}", b.trim());
-    }
+    // bpftool must see the program too, or its "nothing left" later proves nothing.
+    let (b, xdp) = bpftool_net(&ns, LB_DEV)?;
+    ensure!(!xdp.is_empty(), "ip shows XDP on {LB_DEV} but bpftool does not:\n{b}");
+    eprintln!("sip-lb-1 attached: bpftool net show dev {LB_DEV}:\n{}", b.trim());
     let mode1 = lb1.stderr().lines().find(|l| l.contains("steering:")).map(str::to_owned).unwrap_or_default();
 
     // Steady load from the peer namespace: request i leaves at t0 + i ms.

@@ -16,7 +16,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("sip-tester", "SIPp, the SIP client/server in tests and the demo"),
     ("iproute2", "network namespaces and veth pairs for XDP tests"),
     ("ethtool", "turns off veth checksum offload in XDP tests"),
-    ("bpftool", "checks that no XDP program is left on an interface (fault tests)"),
+    ("bpftool", "required by the fault tests: checks that no XDP program is left on an interface"),
 ];
 
 pub fn ensure_all() -> Result<()> {

@@ -56,14 +56,49 @@ pub fn exp_draw(x: u64) -> f64 {
 mod tests {
     use super::*;
 
+    /// Literal seeds (computed with the C libxxhash, XXH3_64bits_withSeed,
+    /// seed "sip-lb-1" little-endian): two sip-lb versions in one farm must
+    /// agree on every Call-ID, so a changed seed-of-seeds, hash or canonical
+    /// text fails here.
     #[test]
     fn seeds_are_pinned() {
-        // Two sip-lb versions in one farm must agree on every Call-ID.
-        let a: SocketAddr = "10.0.0.1:5060".parse().unwrap();
-        assert_eq!(backend_seed(a), xxh3_64_with_seed(b"10.0.0.1:5060", SEED_OF_SEEDS));
-        let b: SocketAddr = "[2001:db8::1]:5060".parse().unwrap();
-        assert_eq!(backend_seed(b), xxh3_64_with_seed(b"[2001:db8::1]:5060", SEED_OF_SEEDS));
-        assert_ne!(backend_seed(a), backend_seed("10.0.0.1:5061".parse().unwrap()));
+        let pinned = [
+            ("10.0.0.1:5060", 0x376c_80a0_e12d_246f),
+            ("10.0.0.2:5060", 0x0b91_8cb9_ecb4_5e13),
+            ("10.0.0.3:5060", 0x7da3_64f0_67be_9650),
+            ("10.0.0.1:5061", 0x6764_9280_ba49_97dd),
+            ("[2001:db8::1]:5060", 0x89db_d073_cb00_4a35),
+            ("[2001:db8::7]:5060", 0x1b04_0b7f_cc77_4954),
+            // Written non-canonically: the seed is of the canonical text.
+            ("[2001:0db8:0:0::7]:5060", 0x1b04_0b7f_cc77_4954),
+            ("10.9.9.9:5060", 0xd982_92ab_1ac6_ea30),
+        ];
+        for (a, want) in pinned {
+            let got = backend_seed(a.parse().unwrap());
+            assert_eq!(got, want, "{a}: {got:#018x}");
+        }
+    }
+
+    #[test]
+    fn mix_is_pinned() {
+        assert_eq!(mix(0, 0), 0);
+        assert_eq!(mix(1, 0), 0x5692_161d_100b_05e5);
+        assert_eq!(mix(0xc538_ca3e_5797_53dc, 0x376c_80a0_e12d_246f), 0x9dd7_a771_0384_f19a);
+        assert_eq!(mix(u64::MAX, 0x0123_4567_89ab_cdef), 0xee12_8d82_ce22_fe61);
+    }
+
+    #[test]
+    fn draws_are_pinned() {
+        // -ln(((x >> 12) + 0.5) / 2^52); libms may differ in the last ulp.
+        for (x, want) in [
+            (0, 36.736_800_569_677_1),
+            (1 << 12, 35.638_188_281_008_99),
+            (1 << 63, 0.693_147_180_559_945_1),
+            (u64::MAX, 1.110_223_024_625_156_5e-16),
+        ] {
+            let got = exp_draw(x);
+            assert!((got - want).abs() <= 4.0 * f64::EPSILON * want, "{x:#x}: {got} vs {want}");
+        }
     }
 
     #[test]

@@ -130,3 +130,37 @@ fn follow_invite_methods_ignore_their_own_listing() {
     assert_eq!(r.choose(b"INVITE", 3), None);
     assert_eq!(r.choose(b"BYE", 3), None);
 }
+
+/// Pinned choices for literal Call-ID hashes (independent of
+/// `call_id_hash`), worked out by a separate model of the formula (xxh3
+/// seeds from the C libxxhash, splitmix finaliser, `-ln(u)/w`): equal
+/// weights (the fast path), unequal weights (the `ln` path) and one backend
+/// down (its Call-IDs go to their runner-up, the others stay). A changed
+/// seed, mix or draw remaps Call-IDs across a farm mid-upgrade and fails
+/// here.
+#[test]
+fn choices_for_literal_hashes_are_pinned() {
+    let addrs = ["10.0.0.1:5060", "10.0.0.2:5060", "10.0.0.3:5060", "[2001:db8::7]:5060"];
+    let hashes: Vec<u64> =
+        [0, 1, u64::MAX].into_iter().chain((1..22u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect();
+    let picks = |r: &Router| -> String {
+        hashes
+            .iter()
+            .map(|&h| {
+                let a = r.choose(b"INVITE", h).unwrap();
+                addrs.iter().position(|&b| addr(b) == a).unwrap().to_string()
+            })
+            .collect()
+    };
+    let equal = Router::build_all(&config(vec![pool("p", &[], true, &addrs.map(|a| (a, 1)))]));
+    assert!(equal.pools()[0].uniform);
+    let weighted = [(addrs[0], 1), (addrs[1], 2), (addrs[2], 3), (addrs[3], 4)];
+    let weighted = Router::build_all(&config(vec![pool("p", &[], true, &weighted)]));
+    assert!(!weighted.pools()[0].uniform);
+    let down = addr("10.0.0.2:5060");
+    let down = Router::build(&config(vec![pool("p", &[], true, &addrs.map(|a| (a, 1)))]), |a| a != down);
+    assert_eq!(
+        [picks(&equal), picks(&weighted), picks(&down)],
+        ["333021102313132011130332", "333031132313133011130332", "333023202303032003330332"]
+    );
+}

@@ -293,7 +293,14 @@ pub async fn run_until_shutdown(setup: Setup) -> Result<()> {
     tokio::spawn(prober::run(control.clone()));
     loop {
         tokio::select! {
-            _ = hup.recv() => { let _ = control.reload(); }
+            _ = hup.recv() => {
+                if crate::fault::armed(crate::fault::Fault::ControlPanic) {
+                    // A task panics: without `fault::abort_on_any_panic` tokio
+                    // would log it and run on without that task.
+                    tokio::spawn(async { panic!("SIP_LB_FAULT=control-panic: a control-plane task panics on SIGHUP") });
+                }
+                let _ = control.reload();
+            }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
         }

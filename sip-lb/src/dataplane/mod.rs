@@ -6,6 +6,10 @@
 //! snapshot (forwarding identity + backend router) behind an `ArcSwap`. The
 //! control plane builds a new one and stores it; workers pick it up at their
 //! next batch without locking or waiting.
+//!
+//! A worker that panics aborts the process ([`crate::fault`]): a dead worker
+//! would leave its reuseport sockets behind to black-hole its share of
+//! Call-IDs.
 pub mod stats;
 pub mod worker;
 
@@ -17,6 +21,7 @@ use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
 
+use crate::fault::{self, Fault};
 use sip_lb_proto::balance::Router;
 use sip_lb_proto::proxy::Proxy;
 
@@ -59,14 +64,19 @@ pub fn bind_sockets(listen: &[SocketAddr], workers: usize) -> io::Result<Vec<Vec
 
 impl Dataplane {
     /// Starts one worker per socket set; worker i is pinned to `cpus[i]`.
+    /// A panic in any worker aborts the process ([`fault::run_or_abort`]).
     pub fn start(sockets: Vec<Vec<UdpSocket>>, cpus: &[usize], plan: SharedPlan) -> io::Result<Dataplane> {
+        // Reads SIP_LB_FAULT now (and says so) rather than on a first datagram.
+        fault::armed(Fault::WorkerPanic);
         let stop = Arc::new(AtomicBool::new(false));
         let mut dp = Dataplane { stop: stop.clone(), threads: Vec::new(), stats: Vec::new(), cpus: Vec::new() };
         for (index, sockets) in sockets.into_iter().enumerate() {
             let stats = Arc::new(WorkerStats::default());
             let cpu = cpus.get(index).copied();
             let w = Worker { index, cpu, sockets, plan: plan.clone(), stats: stats.clone(), stop: stop.clone() };
-            let t = std::thread::Builder::new().name(format!("sip-lb-w{index}")).spawn(move || w.run())?;
+            let t = std::thread::Builder::new()
+                .name(format!("sip-lb-w{index}"))
+                .spawn(move || fault::run_or_abort(index, || w.run()))?;
             dp.threads.push(t);
             dp.stats.push(stats);
             dp.cpus.push(cpu);

@@ -85,6 +85,7 @@ impl Worker {
                 stats.drops[DropReason::Malformed.index()].add(1);
                 continue;
             }
+            crate::fault::inject(self.index, data);
             let out = tx.next_buf();
             match plan.proxy.handle(&plan.router, data, src, on, out) {
                 Action::Forward { to, from, what } => {
