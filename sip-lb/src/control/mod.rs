@@ -68,6 +68,8 @@ pub struct Control {
     inner: Mutex<Inner>,
     generation: AtomicU64,
     reload_failures: AtomicU64,
+    /// Serialises reloads (held while the file is read, unlike `inner`).
+    reloading: Mutex<()>,
     /// Wakes the prober when a reload changed what [`Inner::probing`] waits for.
     probing_changed: Notify,
 }
@@ -108,6 +110,7 @@ impl Control {
             inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),
+            reloading: Mutex::new(()),
             probing_changed: Notify::new(),
         };
         {
@@ -168,8 +171,12 @@ impl Control {
     /// Re-reads the config (SIGHUP, `sip-lb reload`). On error the running
     /// config stays and the error says why.
     pub fn reload(&self) -> Result<u64> {
+        // One reload at a time; the file is read and validated before the
+        // state lock is taken, so probes and the API never wait on disk.
+        let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let read = crate::config::Config::load(&self.args).map_err(anyhow::Error::from);
         let mut inner = self.lock();
-        let next = match reload::load_next(&self.args, &inner.config) {
+        let next = match read.and_then(|n| reload::check_applicable(&n, &inner.config).map(|()| n)) {
             Ok(n) => n,
             Err(e) => {
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);

@@ -3,7 +3,7 @@
 //! reload never half-applies.
 use anyhow::{bail, Result};
 
-use crate::config::{Config, RunArgs};
+use crate::config::Config;
 use crate::dataplane::Plan;
 
 use super::state::Backends;
@@ -63,17 +63,17 @@ fn keys(config: &Config) -> sip_lb_proto::proxy::Keys {
     }
 }
 
-/// Re-reads the file and flags; refuses what needs a restart.
-pub fn load_next(args: &RunArgs, running: &Config) -> Result<Config> {
-    let next = Config::load(args)?;
+/// Refuses a config that needs a restart: pure, so the caller can read the
+/// file without holding the control plane's lock and check under it.
+pub fn check_applicable(next: &Config, running: &Config) -> Result<()> {
     // Sockets are bound to the addresses; what they advertise may change.
     let addrs = |c: &Config| c.listen.iter().map(|l| l.addr).collect::<Vec<_>>();
-    if addrs(&next) != addrs(running) || next.workers != running.workers {
+    if addrs(next) != addrs(running) || next.workers != running.workers {
         bail!(
             "listen addresses and worker count need a restart (running: {:?} x{}, new: {:?} x{})",
             addrs(running),
             running.workers,
-            addrs(&next),
+            addrs(next),
             next.workers
         );
     }
@@ -84,5 +84,5 @@ pub fn load_next(args: &RunArgs, running: &Config) -> Result<Config> {
             next.metrics
         );
     }
-    Ok(next)
+    Ok(())
 }
