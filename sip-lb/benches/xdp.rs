@@ -4,23 +4,14 @@
 //!
 //! `cargo bench -p sip-lb --bench xdp`
 
+use sip_lb::xdp::frame::Frame;
 use sip_lb::xdp::{Verdict, XdpTestProgram};
 
 const REPEAT: u32 = 1_000_000;
 
-/// Ethernet + IPv4 + UDP to port 5060 around `payload` (checksums unused).
+/// Ethernet + IPv4 + UDP to port 5060 around `payload`.
 fn frame(payload: &[u8]) -> Vec<u8> {
-    let udp_len = (8 + payload.len()) as u16;
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&(20 + udp_len).to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
-    f.extend_from_slice(&5060u16.to_be_bytes());
-    f.extend_from_slice(&5060u16.to_be_bytes());
-    f.extend_from_slice(&udp_len.to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    f
+    Frame { dport: 5060, ..Frame::default() }.build(payload)
 }
 
 /// A ~900-byte INVITE whose Call-ID header starts after `before` bytes.

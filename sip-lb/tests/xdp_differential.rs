@@ -13,6 +13,7 @@
 //!
 //! Needs root (loads eBPF); CI runs as root.
 
+use sip_lb::xdp::frame::Frame;
 use sip_lb::xdp::{PassReason, Verdict, XdpTestProgram, MAX_WORKERS, SCAN_WINDOW};
 use sip_lb_common::{call_id_hash, callid_scan, worker_for_hash};
 use sip_lb_proto::sip::{HeaderName, Message};
@@ -48,19 +49,9 @@ impl Rng {
     }
 }
 
-/// Ethernet + IPv4 + UDP to SIP_PORT around `payload`.
+/// Ethernet + IPv4 + UDP to port SIP_PORT around `payload`.
 fn frame(payload: &[u8]) -> Vec<u8> {
-    let udp_len = (8 + payload.len()) as u16;
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&(20 + udp_len).to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
-    f.extend_from_slice(&5060u16.to_be_bytes());
-    f.extend_from_slice(&SIP_PORT.to_be_bytes());
-    f.extend_from_slice(&udp_len.to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    f
+    Frame { dport: SIP_PORT, ..Frame::default() }.build(payload)
 }
 
 fn lws(r: &mut Rng, max: usize) -> Vec<u8> {

@@ -5,6 +5,7 @@
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use sip_lb::xdp::frame::{Frame, Ip};
 use sip_lb::xdp::{PassReason, Verdict, XdpTestProgram, MAX_CALL_ID_SPAN, SCAN_WINDOW};
 use sip_lb_common::{call_id_hash, worker_for_hash};
 
@@ -28,69 +29,6 @@ fn program(workers: u32) -> XdpTestProgram {
 fn two_workers() -> MutexGuard<'static, XdpTestProgram> {
     static P: OnceLock<Mutex<XdpTestProgram>> = OnceLock::new();
     P.get_or_init(|| Mutex::new(program(2))).lock().unwrap_or_else(|e| e.into_inner())
-}
-
-// ---- frame builder -------------------------------------------------------
-
-#[derive(Clone)]
-enum Ip {
-    V4 { options: usize, frag: u16 },
-    V6,
-}
-
-#[derive(Clone)]
-struct Frame {
-    vlans: Vec<u16>, // TPIDs, outer first
-    ip: Ip,
-    l4: u8,
-    dport: u16,
-}
-
-impl Default for Frame {
-    fn default() -> Self {
-        Frame { vlans: vec![], ip: Ip::V4 { options: 0, frag: 0 }, l4: 17, dport: SIP_PORT }
-    }
-}
-
-impl Frame {
-    fn build(&self, payload: &[u8]) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2]);
-        for &tpid in &self.vlans {
-            f.extend_from_slice(&tpid.to_be_bytes());
-            f.extend_from_slice(&[0x00, 0x64]); // TCI: VLAN 100
-        }
-        let udp_len = (8 + payload.len()) as u16;
-        match self.ip {
-            Ip::V4 { options, frag } => {
-                f.extend_from_slice(&0x0800u16.to_be_bytes());
-                let ihl = 5 + options / 4;
-                let total = (ihl * 4) as u16 + udp_len;
-                f.push(0x40 | ihl as u8);
-                f.push(0);
-                f.extend_from_slice(&total.to_be_bytes());
-                f.extend_from_slice(&[0x12, 0x34]);
-                f.extend_from_slice(&frag.to_be_bytes());
-                f.extend_from_slice(&[64, self.l4, 0, 0]);
-                f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
-                f.extend(std::iter::repeat_n(1u8, options)); // NOP options
-            }
-            Ip::V6 => {
-                f.extend_from_slice(&0x86ddu16.to_be_bytes());
-                f.extend_from_slice(&[0x60, 0, 0, 0]);
-                f.extend_from_slice(&udp_len.to_be_bytes());
-                f.extend_from_slice(&[self.l4, 64]);
-                f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-                f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-            }
-        }
-        f.extend_from_slice(&5060u16.to_be_bytes());
-        f.extend_from_slice(&self.dport.to_be_bytes());
-        f.extend_from_slice(&udp_len.to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        f.extend_from_slice(payload);
-        f
-    }
 }
 
 /// A SIP request with `call_id_line` after `via_bytes` bytes of Via headers.

@@ -26,6 +26,7 @@
 //! Requires root; a missing interface is an error.
 
 mod counters;
+pub mod frame;
 mod mode;
 mod object;
 mod testrun;
