@@ -2,7 +2,7 @@
 //! - [`lb`]: sip-lb started from a config and/or flags, ready when its control API answers;
 //! - [`control`] and [`metrics`]: the control-API client (`/stats`, `/backends`, `/metrics`);
 //! - [`sip`]: SIP messages built and read; [`sink`]: UDP endpoints that count and record;
-//! - [`rng`]: the seeded generator; [`ports`], [`process`], [`netns`]: ports, child
+//! - [`rounds`]: paced rounds over a fixed set of Call-IDs; [`rng`]: the seeded generator; [`ports`], [`process`], [`netns`]: ports, child
 //!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab.
 
 pub mod control;
@@ -13,6 +13,7 @@ pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod rng;
+pub mod rounds;
 pub mod sink;
 pub mod sip;
 pub mod sipp;

@@ -18,45 +18,13 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use sip_lb_tests::lb::{SipLb, WorkerTotals, FAST_HEALTH};
 use sip_lb_tests::ports::free_udp_addr;
+use sip_lb_tests::rounds::{round, rounds, CALLS};
 use sip_lb_tests::sink::{owners, Backend, Sink};
 
-const CALLS: usize = 60;
-const ROUND: Duration = Duration::from_millis(50);
 /// Scheduling slack on a loaded 2-core machine.
 const SLACK: Duration = Duration::from_millis(400);
-
-/// Sends every Call-ID once with CSeq `cseq`; returns when it was sent.
-fn round(client: &Sink, lb: &SipLb, cseq: u64) -> Result<Instant> {
-    let at = Instant::now();
-    for i in 0..CALLS {
-        client.send_to(client.request("INVITE", &format!("call-{i}@fault"), cseq).bytes(), lb.addr)?;
-    }
-    Ok(at)
-}
-
-/// Rounds `first..` every ROUND for `span`, then waits until they are delivered (`dead`: the
-/// killed backend); returns (cseq, sent at).
-fn rounds(
-    client: &Sink,
-    lb: &SipLb,
-    backends: &[Backend],
-    first: u64,
-    span: Duration,
-    dead: usize,
-) -> Result<Vec<(u64, Instant)>> {
-    let t0 = Instant::now();
-    let mut out = Vec::new();
-    let mut cseq = first;
-    while t0.elapsed() < span {
-        out.push((cseq, round(client, lb, cseq)?));
-        cseq += 1;
-        // Pacing: the load the fault happens under (the scenario, not synchronisation).
-        std::thread::sleep(ROUND);
-    }
-    // Rounds 1..cseq have been sent, CALLS requests each.
-    lb.wait_delivered(CALLS as u64 * (cseq - 1), &backends.iter().collect::<Vec<_>>(), &[dead])?;
-    Ok(out)
-}
+/// The Call-IDs of this test's rounds.
+const TAG: &str = "fault";
 
 /// Stops sip-lb (no panic, exit 0) and sums its two workers' shutdown counters.
 fn stop_and_count(lb: &mut SipLb) -> Result<WorkerTotals> {
@@ -85,7 +53,7 @@ fn vanish(label: &str, health: Option<&str>) -> Result<Vanished> {
         }
     }
     let client = Sink::loopback()?;
-    round(&client, &lb, 1)?;
+    round(&client, &lb, TAG, 1)?;
     lb.wait_delivered(CALLS as u64, &backends.iter().collect::<Vec<_>>(), &[])?;
     let base = owners(&backends.iter().collect::<Vec<_>>(), 1);
     ensure!(base.len() == CALLS, "only {} of {CALLS} baseline requests arrived", base.len());
@@ -94,7 +62,7 @@ fn vanish(label: &str, health: Option<&str>) -> Result<Vanished> {
     }
     backends[1].kill();
     let killed = Instant::now();
-    let sent = rounds(&client, &lb, &backends, 2, Duration::from_millis(1500), 1)?;
+    let sent = rounds(&client, &lb, &backends, TAG, (2, Duration::from_millis(1500)), 1)?;
     Ok((backends, lb, base, sent, killed))
 }
 

@@ -8,46 +8,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use sip_lb_tests::lb::{SipLb, FAST_HEALTH};
+use sip_lb_tests::rounds::{round, rounds, CALLS};
 use sip_lb_tests::sink::{owners, wait_cseq, Backend, Sink};
 
-const CALLS: usize = 60;
-const ROUND: Duration = Duration::from_millis(50);
 /// Scheduling slack on a loaded 2-core CI machine.
 const SLACK: Duration = Duration::from_millis(400);
-
-/// Sends every Call-ID once with CSeq `cseq`; returns when it was sent.
-fn round(client: &Sink, lb: &SipLb, cseq: u64) -> Result<Instant> {
-    let at = Instant::now();
-    for i in 0..CALLS {
-        client.send_to(client.request("INVITE", &format!("call-{i}@failover"), cseq).bytes(), lb.addr)?;
-    }
-    Ok(at)
-}
-
-/// Sends rounds `first..` every ROUND for `span`, then waits until they are delivered
-/// (`dead`: the backend whose count sip-lb's cannot match); returns (cseq, sent at).
-fn rounds(
-    client: &Sink,
-    lb: &SipLb,
-    backends: &[Backend],
-    first: u64,
-    span: Duration,
-    dead: usize,
-) -> Result<Vec<(u64, Instant)>> {
-    let t0 = Instant::now();
-    let mut out = Vec::new();
-    let mut cseq = first;
-    while t0.elapsed() < span {
-        out.push((cseq, round(client, lb, cseq)?));
-        cseq += 1;
-        // Pacing: the load the failover happens under (the scenario, not synchronisation).
-        std::thread::sleep(ROUND);
-    }
-    // Rounds 1..cseq have been sent, CALLS requests each.
-    let sent = CALLS as u64 * (cseq - 1);
-    lb.wait_delivered(sent, &backends.iter().collect::<Vec<_>>(), &[dead])?;
-    Ok(out)
-}
+/// The Call-IDs of this test's rounds.
+const TAG: &str = "failover";
 
 #[test]
 fn dead_backend_calls_move_and_come_back() -> Result<()> {
@@ -61,7 +28,7 @@ fn dead_backend_calls_move_and_come_back() -> Result<()> {
     }
 
     // Baseline: where each Call-ID goes with all three up.
-    round(&client, &lb, 1)?;
+    round(&client, &lb, TAG, 1)?;
     wait_cseq(&backends.iter().collect::<Vec<_>>(), 1, CALLS, Duration::from_secs(3))?;
     let base = owners(&backends.iter().collect::<Vec<_>>(), 1);
     ensure!(base.len() == CALLS, "only {} of {CALLS} baseline requests arrived", base.len());
@@ -74,7 +41,7 @@ fn dead_backend_calls_move_and_come_back() -> Result<()> {
     // Kill backend 1 under load.
     backends[dead].kill();
     let killed = Instant::now();
-    let sent = rounds(&client, &lb, &backends, 2, Duration::from_millis(1500), dead)?;
+    let sent = rounds(&client, &lb, &backends, TAG, (2, Duration::from_millis(1500)), dead)?;
     let refs: Vec<&Backend> = backends.iter().collect();
     let mut moved_at = None;
     for &(cseq, at) in &sent {
@@ -116,7 +83,7 @@ fn dead_backend_calls_move_and_come_back() -> Result<()> {
     // Restart it: its calls come back, nobody else's move.
     backends[dead].restart()?;
     let restarted = Instant::now();
-    let sent = rounds(&client, &lb, &backends, last + 1, Duration::from_millis(1500), dead)?;
+    let sent = rounds(&client, &lb, &backends, TAG, (last + 1, Duration::from_millis(1500)), dead)?;
     let refs: Vec<&Backend> = backends.iter().collect();
     let mut back_at = None;
     for &(cseq, at) in &sent {
