@@ -11,7 +11,7 @@
 use std::{
     collections::HashMap,
     net::{SocketAddr, UdpSocket},
-    os::fd::{AsFd, BorrowedFd, FromRawFd},
+    os::fd::{AsFd, BorrowedFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -34,43 +34,16 @@ fn require_root() {
     assert_eq!(euid, 0, "xdp_steering creates namespaces and loads eBPF: run as root (euid is {euid})");
 }
 
-/// A bound SO_REUSEPORT UDP socket with a 1 s receive timeout.
+/// A bound SO_REUSEPORT UDP socket, as a worker's (the data plane's own I/O
+/// layer), with a 200 ms receive timeout.
 fn reuseport_socket(addr: SocketAddr) -> UdpSocket {
-    let SocketAddr::V4(a) = addr else { panic!("IPv4 only") };
-    // SAFETY: plain socket calls on a fresh fd, checked.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let one: libc::c_int = 1;
-        let sz = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        assert_eq!(
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, (&one as *const libc::c_int).cast(), sz),
-            0
-        );
-        let buf: libc::c_int = 8 << 20;
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&buf as *const libc::c_int).cast(), sz);
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: a.port().to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
-            sin_zero: [0; 8],
-        };
-        let r =
-            libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sin) as libc::socklen_t);
-        assert_eq!(r, 0, "bind {addr}: {}", std::io::Error::last_os_error());
-        let s = UdpSocket::from_raw_fd(fd);
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        s
-    }
+    let opts =
+        sip_lb_udp::SocketOptions { read_timeout: Duration::from_millis(200), ..sip_lb_udp::SocketOptions::DATAPLANE };
+    sip_lb_udp::bind(addr, &opts).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
 }
 
 fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; sets this thread's affinity.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set), 0, "pin to CPU {cpu}");
-    }
+    sip_lb_udp::affinity::pin_to_cpu(cpu).unwrap_or_else(|e| panic!("pin to CPU {cpu}: {e}"));
 }
 
 fn call_id_of(datagram: &[u8]) -> Option<String> {
