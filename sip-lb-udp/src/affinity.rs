@@ -33,3 +33,65 @@ pub fn allowed_cpus() -> Vec<usize> {
 pub fn cpu_count() -> usize {
     allowed_cpus().len().max(1)
 }
+
+/// The CPUs among `among` that were at least `idle_share` idle over
+/// `window`, from the kernel's exact cpuidle residency
+/// (`/sys/devices/system/cpu/cpuN/cpuidle/state*/time`, microseconds; tick
+/// sampling in /proc/stat undercounts bursty load badly). A CPU without
+/// cpuidle data counts as busy. Blocks for `window`.
+pub fn idle_cpus(among: &[usize], window: std::time::Duration, idle_share: f64) -> Vec<usize> {
+    let before: Vec<Option<u64>> = among.iter().map(|&c| idle_us(c)).collect();
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(window);
+    let wall_us = t0.elapsed().as_micros() as f64;
+    among
+        .iter()
+        .zip(before)
+        .filter_map(|(&c, b)| {
+            let idle = idle_us(c)?.saturating_sub(b?) as f64;
+            (idle >= idle_share * wall_us).then_some(c)
+        })
+        .collect()
+}
+
+/// Total time CPU `cpu` spent in any idle state, in microseconds.
+fn idle_us(cpu: usize) -> Option<u64> {
+    let dir = std::fs::read_dir(format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle")).ok()?;
+    let mut total = None;
+    for e in dir.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("state") {
+            continue;
+        }
+        let t: u64 = std::fs::read_to_string(e.path().join("time")).ok()?.trim().parse().ok()?;
+        *total.get_or_insert(0) += t;
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spinning_cpu_is_not_idle() {
+        let allowed = allowed_cpus();
+        let cpu = allowed[0];
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spin = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                pin_to_cpu(cpu).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        // Give the spinner its CPU (the scenario's duration, not a sync point).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let idle = idle_cpus(&allowed, std::time::Duration::from_millis(200), 0.5);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spin.join().unwrap();
+        assert!(!idle.contains(&cpu), "CPU {cpu} spun for the whole window but counted idle: {idle:?}");
+        assert!(idle.iter().all(|c| allowed.contains(c)));
+    }
+}

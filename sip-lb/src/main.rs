@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 
+use sip_lb::config::PinMode;
 use sip_lb::config::{Config, RunArgs};
 use sip_lb::control::{self, client::ControlArgs};
 use sip_lb::dataplane::{self, stats::Summary, Dataplane};
@@ -97,11 +98,11 @@ fn run(args: RunArgs) -> Result<()> {
     let listen: Vec<_> = config.listen.iter().map(|l| l.addr).collect();
     let sockets = dataplane::bind_sockets(&listen, config.workers).context("binding listen sockets")?;
     let allowed = affinity::allowed_cpus();
-    let cpus: Vec<usize> = (0..config.workers).map(|i| allowed[i % allowed.len()]).collect();
+    let (cpus, pinned) = worker_cpus(config.pin, config.workers, &allowed);
 
     let steering = attach_steering(&config, &sockets, &cpus)?;
 
-    let dp = Dataplane::start(sockets, &cpus, plan.clone())?;
+    let dp = Dataplane::start(sockets, &pinned, plan.clone())?;
     tracing::info!(
         listen = ?config.listen,
         workers = config.workers,
@@ -143,6 +144,34 @@ fn run(args: RunArgs) -> Result<()> {
     // Workers are stopped: now detach (Drop) the programs.
     drop(steering);
     served
+}
+
+/// Each worker's CPU (for the XDP CPU map) and whether it is pinned there.
+/// `auto` pins only onto CPUs that were idle for the last 200 ms, and only
+/// when there are enough of them: a pinned worker on a busy CPU waits for it.
+fn worker_cpus(pin: PinMode, workers: usize, allowed: &[usize]) -> (Vec<usize>, Vec<Option<usize>>) {
+    let spread = |from: &[usize]| -> Vec<usize> { (0..workers).map(|i| from[i % from.len()]).collect() };
+    let cpus = match pin {
+        PinMode::Off => {
+            tracing::info!("workers not pinned (--pin off)");
+            return (spread(allowed), vec![None; workers]);
+        }
+        PinMode::On => spread(allowed),
+        PinMode::Auto => {
+            let idle = affinity::idle_cpus(allowed, std::time::Duration::from_millis(200), 0.8);
+            if idle.len() < workers {
+                tracing::info!(
+                    idle = ?idle,
+                    "workers not pinned (--pin auto): {} idle CPU(s) for {workers} worker(s)",
+                    idle.len()
+                );
+                return (spread(allowed), vec![None; workers]);
+            }
+            spread(&idle)
+        }
+    };
+    let pinned = cpus.iter().map(|&c| Some(c)).collect();
+    (cpus, pinned)
 }
 
 /// Call-ID steering for every listen address: with `--iface`, XDP on that

@@ -870,3 +870,18 @@ fn security_errors_name_the_line() {
     );
     assert_err(&sec("key = \"x\""), Some(5), Some(1), "security.key", "unknown field `key`");
 }
+
+/// `pin`: auto by default, from the file, overridden by `--pin`; a bad value
+/// names its line.
+#[test]
+fn pin_modes() {
+    use sip_lb::config::PinMode;
+    assert_eq!(Config::from_toml_str(POOL).unwrap().pin, PinMode::Auto);
+    for (text, mode) in [("auto", PinMode::Auto), ("on", PinMode::On), ("off", PinMode::Off)] {
+        assert_eq!(Config::from_toml_str(&format!("pin = \"{text}\"\n{POOL}")).unwrap().pin, mode);
+    }
+    assert_err(&format!("workers = 1\npin = \"always\"\n{POOL}"), Some(2), Some(7), "pin", "unknown variant");
+    let a = args(&["--backend", "10.0.1.1", "--pin", "off"]).unwrap();
+    assert_eq!(Config::load(&a).unwrap().pin, PinMode::Off);
+    assert!(args(&["--pin", "sometimes"]).is_err());
+}

@@ -40,6 +40,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "IF")]
     pub iface: Option<String>,
 
+    /// Pin workers to CPUs: auto (only onto idle CPUs, when enough are idle),
+    /// on, off [default: the file's `pin`, else auto].
+    #[arg(long, value_enum)]
+    pub pin: Option<super::PinMode>,
+
     /// HTTP address (`ip:port`) of the control plane: `/metrics` and the
     /// admin API used by `sip-lb backends|drain|enable|reload|top`
     /// [default: 127.0.0.1:5070].

@@ -28,6 +28,7 @@ pub(crate) struct Draft {
     pub workers: Option<usize>,
     pub pools: Vec<PoolConfig>,
     pub iface: Option<String>,
+    pub pin: Option<super::PinMode>,
     pub metrics: Option<SocketAddr>,
     pub health: HealthConfig,
     pub sip: SipConfig,
@@ -85,6 +86,7 @@ struct RawConfig {
     #[serde(default)]
     pool: Vec<RawPool>,
     iface: Option<String>,
+    pin: Option<super::PinMode>,
     metrics: Option<Spanned<String>>,
     health: Option<RawHealth>,
     sip: Option<RawSip>,
@@ -260,6 +262,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
         draft.workers = Some(w.into_inner());
     }
     draft.iface = raw.iface;
+    draft.pin = raw.pin;
     if let Some(m) = raw.metrics {
         let sa = m.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
             ConfigError::at(

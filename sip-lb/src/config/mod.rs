@@ -37,6 +37,23 @@ pub const REGISTER: &str = "REGISTER";
 /// them; the config speaks of them under these names.
 pub use sip_lb_proto::balance::{BackendSpec as BackendConfig, PoolSpec as PoolConfig, FOLLOW_INVITE, INVITE};
 
+/// Pinning workers to CPUs (`--pin`, `pin = "..."`). Pinned workers keep
+/// their caches and the CPU the XDP redirect chose, but on an oversubscribed
+/// host a pinned worker waits for its one CPU (multi-millisecond p99) where
+/// an unpinned one would run elsewhere.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinMode {
+    /// Pin only when there are at least as many idle CPUs as workers (measured
+    /// at start-up), onto those CPUs.
+    #[default]
+    Auto,
+    /// Always pin worker i to the i-th allowed CPU.
+    On,
+    /// Never pin: the scheduler places the workers.
+    Off,
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -52,6 +69,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Interface for the XDP steering program, if any.
     pub iface: Option<String>,
+    /// Whether workers are pinned to CPUs.
+    pub pin: PinMode,
     /// The control plane's HTTP address (`/metrics` and the admin API); the
     /// control plane uses [`DEFAULT_CONTROL`] when unset.
     pub metrics: Option<SocketAddr>,

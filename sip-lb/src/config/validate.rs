@@ -31,6 +31,9 @@ pub(crate) fn apply_flags(d: &mut Draft, spans: &mut Spans, a: &RunArgs) -> Resu
     if a.iface.is_some() {
         d.iface = a.iface.clone();
     }
+    if a.pin.is_some() {
+        d.pin = a.pin;
+    }
     if a.metrics.is_some() {
         d.metrics = a.metrics;
     }
@@ -135,6 +138,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         workers,
         pools: d.pools,
         iface: d.iface,
+        pin: d.pin.unwrap_or_default(),
         metrics: d.metrics,
         health: h,
         sip: d.sip,

@@ -63,16 +63,17 @@ pub fn bind_sockets(listen: &[SocketAddr], workers: usize) -> io::Result<Vec<Vec
 }
 
 impl Dataplane {
-    /// Starts one worker per socket set; worker i is pinned to `cpus[i]`.
-    /// A panic in any worker aborts the process ([`fault::run_or_abort`]).
-    pub fn start(sockets: Vec<Vec<UdpSocket>>, cpus: &[usize], plan: SharedPlan) -> io::Result<Dataplane> {
+    /// Starts one worker per socket set; worker i is pinned to `cpus[i]`
+    /// when that is `Some`. A panic in any worker aborts the process
+    /// ([`fault::run_or_abort`]).
+    pub fn start(sockets: Vec<Vec<UdpSocket>>, cpus: &[Option<usize>], plan: SharedPlan) -> io::Result<Dataplane> {
         // Reads SIP_LB_FAULT now (and says so) rather than on a first datagram.
         fault::armed(Fault::WorkerPanic);
         let stop = Arc::new(AtomicBool::new(false));
         let mut dp = Dataplane { stop: stop.clone(), threads: Vec::new(), stats: Vec::new(), cpus: Vec::new() };
         for (index, sockets) in sockets.into_iter().enumerate() {
             let stats = Arc::new(WorkerStats::default());
-            let cpu = cpus.get(index).copied();
+            let cpu = cpus.get(index).copied().flatten();
             let w = Worker { index, cpu, sockets, plan: plan.clone(), stats: stats.clone(), stop: stop.clone() };
             let t = std::thread::Builder::new()
                 .name(format!("sip-lb-w{index}"))

@@ -81,6 +81,8 @@ impl Balancer {
             Kind::SipLb => {
                 let mut c = Command::new(&env.sip_lb);
                 c.arg("run").arg("--listen").arg(listen.to_string()).arg("--workers").arg(workers.to_string());
+                // The bench compares placements it chose: worker i on CPU i, always.
+                c.args(["--pin", "on"]);
                 // Its own control/metrics port, so parallel runs and tests do not collide on 5070.
                 let control = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
                 c.arg("--metrics").arg(control.to_string());
