@@ -251,3 +251,98 @@ impl Collector for Scrape {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::snapshot::BackendSnapshot;
+    use crate::xdp::{Counters, ProgramCounters};
+
+    /// Every family with known, distinct values: two workers (one unpinned),
+    /// two backends (one never answered a probe), both steering programs.
+    fn snapshot() -> Snapshot {
+        let worker = |worker, cpu, base: u64| WorkerSnapshot {
+            worker,
+            cpu,
+            rx_datagrams: base + 1,
+            rx_bytes: base + 2,
+            tx_datagrams: base + 3,
+            tx_bytes: base + 4,
+            tx_errors: base + 5,
+            requests_forwarded: base + 6,
+            responses_forwarded: base + 7,
+            replies: vec![("483".into(), base + 8), ("503".into(), base + 9)],
+            drops: vec![("parse".into(), base + 10), ("loop".into(), base + 11)],
+        };
+        let backend = |addr: &str, pools: Vec<(String, u32)>, state: &str, healthy, base: u64, rtt| BackendSnapshot {
+            addr: addr.parse().unwrap(),
+            pools,
+            state: state.into(),
+            healthy,
+            drained: state == "draining",
+            requests: base + 1,
+            responses: base + 2,
+            probes: base + 3,
+            probe_failures: base + 4,
+            last_probe_code: None,
+            probe_rtt_ms: rtt,
+        };
+        Snapshot {
+            generation: 3,
+            reload_failures: 2,
+            workers: vec![worker(0, Some(2), 100), worker(1, None, 200)],
+            backends: vec![
+                backend(
+                    "10.0.0.1:5060",
+                    vec![("default".into(), 2), ("registrar".into(), 1)],
+                    "up",
+                    true,
+                    300,
+                    Some(12.5),
+                ),
+                backend("[2001:db8::2]:5060", vec![("default".into(), 1)], "draining", false, 400, None),
+            ],
+        }
+    }
+
+    fn counters(base: u64) -> Counters {
+        let mut c = Counters::zeroed();
+        c.packets = base + 1;
+        c.bytes = base + 2;
+        for (i, p) in c.passed.iter_mut().enumerate() {
+            *p = base + 10 + i as u64;
+        }
+        c.steered[0] = base + 3;
+        c.steered[1] = base + 4;
+        c
+    }
+
+    fn program(per_cpu: Vec<Counters>) -> ProgramCounters {
+        ProgramCounters { total: Counters::zeroed(), per_cpu }
+    }
+
+    fn xdp() -> XdpCounters {
+        XdpCounters {
+            xdp: Some(program(vec![counters(1000), counters(2000)])),
+            reuseport: program(vec![counters(3000)]),
+        }
+    }
+
+    /// The exposition is part of the interface (dashboards, the lab's
+    /// scraper): byte for byte what `metrics.prom` holds.
+    #[test]
+    fn renders_the_known_exposition() {
+        let got = render(snapshot(), Some(xdp()));
+        let want = include_str!("metrics.prom");
+        assert!(got == want, "rendered /metrics differs from metrics.prom:\n{got}");
+    }
+
+    /// Without steering the XDP families are simply absent.
+    #[test]
+    fn without_xdp_renders_the_rest() {
+        let got = render(snapshot(), None);
+        let want = include_str!("metrics.prom");
+        let cut = want.find("# HELP sip_lb_xdp_packets").unwrap();
+        assert_eq!(got, format!("{}# EOF\n", &want[..cut]));
+    }
+}
