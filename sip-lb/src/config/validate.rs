@@ -369,84 +369,140 @@ fn check_pools(pools: &[PoolConfig], loc: &Locator) -> Result<(), ConfigError> {
     let mut default: Option<&str> = None;
 
     for (i, p) in pools.iter().enumerate() {
-        let name_span = |s: &Spans| ps(s, i).and_then(|p| p.name.clone());
-        if p.name.is_empty() {
-            return Err(loc.err(name_span, "pool: name", "must not be empty"));
-        }
-        let field = format!("pool {:?}", p.name);
-        if names.insert(&p.name, i).is_some() {
-            return Err(loc.err(name_span, format!("{field}: name"), "pool name used twice"));
-        }
-        if p.backends.is_empty() {
-            return Err(loc.err(
-                |s| ps(s, i).and_then(|p| p.backends.clone()).or_else(|| name_span(s)),
-                format!("{field}: backends"),
-                "a pool needs at least one backend",
-            ));
-        }
-        for (j, b) in p.backends.iter().enumerate() {
-            let bfield = format!("{field}: backend \"{}\"", b.addr);
-            let addr_span = |s: &Spans| ps(s, i).and_then(|p| p.backend.get(j)).map(|b| b.0.clone());
-            if b.weight == 0 {
-                return Err(loc.err(
-                    |s| ps(s, i).and_then(|p| p.backend.get(j)).and_then(|b| b.1.clone()),
-                    format!("{bfield}: weight"),
-                    "must be at least 1 (to take a backend out, remove it or mark it down)",
-                ));
-            }
-            if b.addr.ip().is_unspecified() || b.addr.port() == 0 {
-                return Err(loc.err(addr_span, bfield, "not a usable destination (wildcard ip or port 0)"));
-            }
-            if p.backends[..j].iter().any(|o| o.addr == b.addr) {
-                return Err(loc.err(addr_span, bfield, "listed twice in this pool"));
-            }
-        }
-        for (k, m) in p.methods.iter().enumerate() {
-            let mspan = |s: &Spans| ps(s, i).and_then(|p| p.methods.get(k)).cloned();
-            if m.is_empty() || !m.bytes().all(is_token_byte) {
-                return Err(loc.err(mspan, format!("{field}: methods"), format!("{m:?} is not a SIP method token")));
-            }
-            if let Some(other) = methods.insert(m, &p.name) {
-                let msg = if other == p.name {
-                    format!("{m} is listed twice")
-                } else {
-                    format!("{m} is already routed to pool {other:?}")
-                };
-                return Err(loc.err(mspan, format!("{field}: methods"), msg));
-            }
-        }
-        if p.default {
-            if let Some(other) = default {
-                return Err(loc.err(
-                    |s| ps(s, i).and_then(|p| p.default.clone()).or_else(|| name_span(s)),
-                    format!("{field}: default"),
-                    format!("pool {other:?} is already the default pool (a pool without `methods` is a default pool)"),
-                ));
-            }
-            default = Some(&p.name);
-        } else if p.methods.is_empty() {
-            return Err(loc.err(
-                |s| ps(s, i).and_then(|p| p.default.clone()).or_else(|| name_span(s)),
-                format!("{field}: default"),
-                "the pool receives no requests: list `methods` or set `default = true`",
-            ));
-        }
+        check_pool_name(i, p, &mut names, loc)?;
+        check_pool_backends(i, p, loc)?;
+        claim_methods(i, p, &mut methods, loc)?;
+        claim_default(i, p, &mut default, loc)?;
     }
-    if default.is_none() {
-        let mut routed: Vec<&str> = methods.keys().copied().collect();
-        routed.sort_unstable();
+    require_default(default, &methods, loc)?;
+    // Transactions and dialogs started by INVITE stay with its backend.
+    check_follow_invite(pools, methods.get(INVITE).copied().or(default), loc)
+}
+
+fn pool_name_span(s: &Spans, i: usize) -> Option<Range<usize>> {
+    ps(s, i).and_then(|p| p.name.clone())
+}
+
+/// Pool `i` has a name, and one no earlier pool uses.
+fn check_pool_name<'a>(
+    i: usize,
+    p: &'a PoolConfig,
+    names: &mut HashMap<&'a str, usize>,
+    loc: &Locator,
+) -> Result<(), ConfigError> {
+    let name_span = |s: &Spans| pool_name_span(s, i);
+    if p.name.is_empty() {
+        return Err(loc.err(name_span, "pool: name", "must not be empty"));
+    }
+    if names.insert(&p.name, i).is_some() {
+        return Err(loc.err(name_span, format!("pool {:?}: name", p.name), "pool name used twice"));
+    }
+    Ok(())
+}
+
+/// Pool `i` has backends, each with a weight, a usable address, listed once.
+fn check_pool_backends(i: usize, p: &PoolConfig, loc: &Locator) -> Result<(), ConfigError> {
+    let field = format!("pool {:?}", p.name);
+    if p.backends.is_empty() {
         return Err(loc.err(
-            |_| None,
-            "pool",
-            format!(
-                "no default pool: methods other than {} have nowhere to go; set `default = true` on one pool",
-                routed.join(", ")
-            ),
+            |s| ps(s, i).and_then(|p| p.backends.clone()).or_else(|| pool_name_span(s, i)),
+            format!("{field}: backends"),
+            "a pool needs at least one backend",
         ));
     }
+    for (j, b) in p.backends.iter().enumerate() {
+        let bfield = format!("{field}: backend \"{}\"", b.addr);
+        let addr_span = |s: &Spans| ps(s, i).and_then(|p| p.backend.get(j)).map(|b| b.0.clone());
+        if b.weight == 0 {
+            return Err(loc.err(
+                |s| ps(s, i).and_then(|p| p.backend.get(j)).and_then(|b| b.1.clone()),
+                format!("{bfield}: weight"),
+                "must be at least 1 (to take a backend out, remove it or mark it down)",
+            ));
+        }
+        if b.addr.ip().is_unspecified() || b.addr.port() == 0 {
+            return Err(loc.err(addr_span, bfield, "not a usable destination (wildcard ip or port 0)"));
+        }
+        if p.backends[..j].iter().any(|o| o.addr == b.addr) {
+            return Err(loc.err(addr_span, bfield, "listed twice in this pool"));
+        }
+    }
+    Ok(())
+}
 
-    // Transactions and dialogs started by INVITE stay with its backend.
-    let invite = methods.get(INVITE).copied().or(default);
+/// Pool `i`'s methods are SIP tokens, each routed to this pool only
+/// (recorded in `methods`: method -> pool name).
+fn claim_methods<'a>(
+    i: usize,
+    p: &'a PoolConfig,
+    methods: &mut HashMap<&'a str, &'a str>,
+    loc: &Locator,
+) -> Result<(), ConfigError> {
+    let field = format!("pool {:?}", p.name);
+    for (k, m) in p.methods.iter().enumerate() {
+        let mspan = |s: &Spans| ps(s, i).and_then(|p| p.methods.get(k)).cloned();
+        if m.is_empty() || !m.bytes().all(is_token_byte) {
+            return Err(loc.err(mspan, format!("{field}: methods"), format!("{m:?} is not a SIP method token")));
+        }
+        if let Some(other) = methods.insert(m, &p.name) {
+            let msg = if other == p.name {
+                format!("{m} is listed twice")
+            } else {
+                format!("{m} is already routed to pool {other:?}")
+            };
+            return Err(loc.err(mspan, format!("{field}: methods"), msg));
+        }
+    }
+    Ok(())
+}
+
+/// Pool `i` is the one default pool, or receives some methods.
+fn claim_default<'a>(
+    i: usize,
+    p: &'a PoolConfig,
+    default: &mut Option<&'a str>,
+    loc: &Locator,
+) -> Result<(), ConfigError> {
+    let field = format!("pool {:?}", p.name);
+    let default_span = |s: &Spans| ps(s, i).and_then(|p| p.default.clone()).or_else(|| pool_name_span(s, i));
+    if p.default {
+        if let Some(other) = *default {
+            return Err(loc.err(
+                default_span,
+                format!("{field}: default"),
+                format!("pool {other:?} is already the default pool (a pool without `methods` is a default pool)"),
+            ));
+        }
+        *default = Some(&p.name);
+    } else if p.methods.is_empty() {
+        return Err(loc.err(
+            default_span,
+            format!("{field}: default"),
+            "the pool receives no requests: list `methods` or set `default = true`",
+        ));
+    }
+    Ok(())
+}
+
+/// Some pool takes the methods no pool lists.
+fn require_default(default: Option<&str>, methods: &HashMap<&str, &str>, loc: &Locator) -> Result<(), ConfigError> {
+    if default.is_some() {
+        return Ok(());
+    }
+    let mut routed: Vec<&str> = methods.keys().copied().collect();
+    routed.sort_unstable();
+    Err(loc.err(
+        |_| None,
+        "pool",
+        format!(
+            "no default pool: methods other than {} have nowhere to go; set `default = true` on one pool",
+            routed.join(", ")
+        ),
+    ))
+}
+
+/// No pool but INVITE's (`invite`) lists a method that must follow INVITE.
+fn check_follow_invite(pools: &[PoolConfig], invite: Option<&str>, loc: &Locator) -> Result<(), ConfigError> {
     for (i, p) in pools.iter().enumerate() {
         if Some(p.name.as_str()) == invite {
             continue;
