@@ -148,24 +148,71 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
 
 /// Defaults and checks for the listen addresses and what each advertises.
 fn check_listen(entries: Vec<DraftListen>, top: Option<SocketAddr>, loc: &Locator) -> Result<Vec<Listen>, ConfigError> {
-    // Field names: a setting from the file is named by its key, one from
-    // flags (or the default) by its flag.
-    let from_file = loc.src.is_some_and(|(_, s)| !s.listen.is_empty());
-    let lfield = if from_file { "listen" } else { "--listen" };
-    let top_in_file = loc.src.is_some_and(|(_, s)| s.advertise.is_some());
-    let top_field = if top_in_file { "advertise" } else { "--advertise" };
-    let top_span = |s: &Spans| s.advertise.clone();
-    let addr_span = |i: usize| move |s: &Spans| s.listen.get(i).map(|l| l.addr.clone());
-    let own_span =
-        |i: usize| move |s: &Spans| s.listen.get(i).and_then(|l| l.advertise.clone().or_else(|| Some(l.addr.clone())));
-    let unusable = |a: SocketAddr| a.ip().is_unspecified() || a.port() == 0;
-
+    let lc = ListenCheck::new(loc);
     let mut entries =
         if entries.is_empty() { vec![DraftListen { addr: Config::DEFAULT_LISTEN, advertise: None }] } else { entries };
     let several = entries.len() > 1;
-
     if let Some(a) = top {
-        if several {
+        lc.apply_top_advertise(&mut entries, a)?;
+    }
+    let mut out: Vec<Listen> = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        lc.check_slot(i, e.addr, &out)?;
+        // Where this entry's advertise was written: its own, the top-level one,
+        // or nowhere (it defaults to the address itself).
+        let own = loc.src.is_some_and(|(_, s)| s.listen.get(i).is_some_and(|l| l.advertise.is_some()));
+        let advertise = lc.resolve_advertise(i, e, own, several)?;
+        lc.check_advertise_unique(i, e, advertise, own, &out)?;
+        out.push(Listen { addr: e.addr, advertise });
+    }
+    Ok(out)
+}
+
+/// What [`check_listen`]'s errors name and point at.
+struct ListenCheck<'a, 'b> {
+    loc: &'a Locator<'b>,
+    /// Field names: a setting from the file is named by its key, one from
+    /// flags (or the default) by its flag.
+    lfield: &'static str,
+    /// The top-level `advertise` came from the file (not --advertise).
+    top_in_file: bool,
+    top_field: &'static str,
+}
+
+fn top_span(s: &Spans) -> Option<Range<usize>> {
+    s.advertise.clone()
+}
+
+fn listen_addr_span(i: usize) -> impl Fn(&Spans) -> Option<Range<usize>> {
+    move |s: &Spans| s.listen.get(i).map(|l| l.addr.clone())
+}
+
+/// The entry's own advertise, or its address if it has none.
+fn own_advertise_span(i: usize) -> impl Fn(&Spans) -> Option<Range<usize>> {
+    move |s: &Spans| s.listen.get(i).and_then(|l| l.advertise.clone().or_else(|| Some(l.addr.clone())))
+}
+
+fn unusable(a: SocketAddr) -> bool {
+    a.ip().is_unspecified() || a.port() == 0
+}
+
+impl<'a, 'b> ListenCheck<'a, 'b> {
+    fn new(loc: &'a Locator<'b>) -> Self {
+        let from_file = loc.src.is_some_and(|(_, s)| !s.listen.is_empty());
+        let top_in_file = loc.src.is_some_and(|(_, s)| s.advertise.is_some());
+        ListenCheck {
+            loc,
+            lfield: if from_file { "listen" } else { "--listen" },
+            top_in_file,
+            top_field: if top_in_file { "advertise" } else { "--advertise" },
+        }
+    }
+
+    /// The top-level `advertise` (or --advertise) becomes the single listen
+    /// entry's advertise.
+    fn apply_top_advertise(&self, entries: &mut [DraftListen], a: SocketAddr) -> Result<(), ConfigError> {
+        let (loc, top_field) = (self.loc, self.top_field);
+        if entries.len() > 1 {
             return Err(loc.err(
                 top_span,
                 top_field,
@@ -188,7 +235,7 @@ fn check_listen(entries: Vec<DraftListen>, top: Option<SocketAddr>, loc: &Locato
         }
         // --advertise overrides the file, like every scalar flag; the file
         // saying it twice is ambiguous.
-        if top_in_file && entries[0].advertise.is_some() {
+        if self.top_in_file && entries[0].advertise.is_some() {
             return Err(loc.err(
                 top_span,
                 top_field,
@@ -196,33 +243,48 @@ fn check_listen(entries: Vec<DraftListen>, top: Option<SocketAddr>, loc: &Locato
             ));
         }
         entries[0].advertise = Some(a);
+        Ok(())
     }
 
-    let mut out: Vec<Listen> = Vec::with_capacity(entries.len());
-    for (i, e) in entries.iter().enumerate() {
-        let a = e.addr;
+    /// Entry `i` fits in the branch's listener byte and is not a duplicate.
+    fn check_slot(&self, i: usize, a: SocketAddr, out: &[Listen]) -> Result<(), ConfigError> {
         // Our branch records the arrival listener in one byte.
         if i >= MAX_LISTEN {
-            return Err(loc.err(addr_span(i), lfield, format!("at most {MAX_LISTEN} listen addresses")));
+            return Err(self.loc.err(
+                listen_addr_span(i),
+                self.lfield,
+                format!("at most {MAX_LISTEN} listen addresses"),
+            ));
         }
         if out.iter().any(|l| l.addr == a) {
-            return Err(loc.err(addr_span(i), lfield, format!("{a} is listed twice")));
+            return Err(self.loc.err(listen_addr_span(i), self.lfield, format!("{a} is listed twice")));
         }
-        // Where this entry's advertise was written: its own, the top-level one,
-        // or nowhere (it defaults to the address itself).
-        let own = loc.src.is_some_and(|(_, s)| s.listen.get(i).is_some_and(|l| l.advertise.is_some()));
-        let afield = format!("{lfield} \"{a}\": advertise");
-        let advertise = match e.advertise {
-            Some(adv) if unusable(adv) && own => {
-                return Err(loc.err(
-                    own_span(i),
-                    afield,
-                    format!(
+        Ok(())
+    }
+
+    fn advertise_field(&self, a: SocketAddr) -> String {
+        format!("{} \"{a}\": advertise", self.lfield)
+    }
+
+    /// What entry `i` advertises: as given, else its own address if that
+    /// is usable in Via/Record-Route.
+    fn resolve_advertise(
+        &self,
+        i: usize,
+        e: &DraftListen,
+        own: bool,
+        several: bool,
+    ) -> Result<SocketAddr, ConfigError> {
+        let (loc, lfield, a) = (self.loc, self.lfield, e.addr);
+        match e.advertise {
+            Some(adv) if unusable(adv) && own => Err(loc.err(
+                own_advertise_span(i),
+                self.advertise_field(a),
+                format!(
                     "{adv} is a wildcard address or port 0; advertise the address clients and backends should send to"
                 ),
-                ))
-            }
-            Some(adv) => adv,
+            )),
+            Some(adv) => Ok(adv),
             None if unusable(a) => {
                 let how = if several {
                     format!(
@@ -232,39 +294,50 @@ fn check_listen(entries: Vec<DraftListen>, top: Option<SocketAddr>, loc: &Locato
                     "set `advertise` (or --advertise) to this host's reachable ip:port".to_owned()
                 };
                 let what = if a.ip().is_unspecified() { "a wildcard address" } else { "on port 0 (any port)" };
-                return Err(loc.err(
-                    addr_span(i),
+                Err(loc.err(
+                    listen_addr_span(i),
                     lfield,
                     format!("{a} is {what}, so it cannot be advertised in Via/Record-Route; {how}"),
-                ));
+                ))
             }
-            None => a,
-        };
-        if let Some(other) = out.iter().find(|l| l.advertise == advertise) {
-            // Blame the advertise as written: own, top-level, or the address.
-            let top_given = !own && e.advertise.is_some();
-            let field = match (own, top_given) {
-                (true, _) => afield,
-                (false, true) => top_field.to_owned(),
-                (false, false) => lfield.to_owned(),
-            };
-            return Err(loc.err(
-                |s| match (own, top_given) {
-                    (true, _) => own_span(i)(s),
-                    (false, true) => top_span(s),
-                    (false, false) => addr_span(i)(s),
-                },
-                field,
-                format!(
-                    "{a} would advertise {advertise}, as listen \"{}\" does; responses come back \
-                     to the address in our Via, so each listen address needs its own advertise",
-                    other.addr
-                ),
-            ));
+            None => Ok(a),
         }
-        out.push(Listen { addr: a, advertise });
     }
-    Ok(out)
+
+    /// No two entries advertise the same address.
+    fn check_advertise_unique(
+        &self,
+        i: usize,
+        e: &DraftListen,
+        advertise: SocketAddr,
+        own: bool,
+        out: &[Listen],
+    ) -> Result<(), ConfigError> {
+        let Some(other) = out.iter().find(|l| l.advertise == advertise) else {
+            return Ok(());
+        };
+        let a = e.addr;
+        // Blame the advertise as written: own, top-level, or the address.
+        let top_given = !own && e.advertise.is_some();
+        let field = match (own, top_given) {
+            (true, _) => self.advertise_field(a),
+            (false, true) => self.top_field.to_owned(),
+            (false, false) => self.lfield.to_owned(),
+        };
+        Err(self.loc.err(
+            |s| match (own, top_given) {
+                (true, _) => own_advertise_span(i)(s),
+                (false, true) => top_span(s),
+                (false, false) => listen_addr_span(i)(s),
+            },
+            field,
+            format!(
+                "{a} would advertise {advertise}, as listen \"{}\" does; responses come back \
+                 to the address in our Via, so each listen address needs its own advertise",
+                other.addr
+            ),
+        ))
+    }
 }
 
 /// Every backend can be reached from a listen socket of its family (IPv4 or
@@ -300,84 +373,140 @@ fn check_pools(pools: &[PoolConfig], loc: &Locator) -> Result<(), ConfigError> {
     let mut default: Option<&str> = None;
 
     for (i, p) in pools.iter().enumerate() {
-        let name_span = |s: &Spans| ps(s, i).and_then(|p| p.name.clone());
-        if p.name.is_empty() {
-            return Err(loc.err(name_span, "pool: name", "must not be empty"));
-        }
-        let field = format!("pool {:?}", p.name);
-        if names.insert(&p.name, i).is_some() {
-            return Err(loc.err(name_span, format!("{field}: name"), "pool name used twice"));
-        }
-        if p.backends.is_empty() {
-            return Err(loc.err(
-                |s| ps(s, i).and_then(|p| p.backends.clone()).or_else(|| name_span(s)),
-                format!("{field}: backends"),
-                "a pool needs at least one backend",
-            ));
-        }
-        for (j, b) in p.backends.iter().enumerate() {
-            let bfield = format!("{field}: backend \"{}\"", b.addr);
-            let addr_span = |s: &Spans| ps(s, i).and_then(|p| p.backend.get(j)).map(|b| b.0.clone());
-            if b.weight == 0 {
-                return Err(loc.err(
-                    |s| ps(s, i).and_then(|p| p.backend.get(j)).and_then(|b| b.1.clone()),
-                    format!("{bfield}: weight"),
-                    "must be at least 1 (to take a backend out, remove it or mark it down)",
-                ));
-            }
-            if b.addr.ip().is_unspecified() || b.addr.port() == 0 {
-                return Err(loc.err(addr_span, bfield, "not a usable destination (wildcard ip or port 0)"));
-            }
-            if p.backends[..j].iter().any(|o| o.addr == b.addr) {
-                return Err(loc.err(addr_span, bfield, "listed twice in this pool"));
-            }
-        }
-        for (k, m) in p.methods.iter().enumerate() {
-            let mspan = |s: &Spans| ps(s, i).and_then(|p| p.methods.get(k)).cloned();
-            if m.is_empty() || !m.bytes().all(is_token_byte) {
-                return Err(loc.err(mspan, format!("{field}: methods"), format!("{m:?} is not a SIP method token")));
-            }
-            if let Some(other) = methods.insert(m, &p.name) {
-                let msg = if other == p.name {
-                    format!("{m} is listed twice")
-                } else {
-                    format!("{m} is already routed to pool {other:?}")
-                };
-                return Err(loc.err(mspan, format!("{field}: methods"), msg));
-            }
-        }
-        if p.default {
-            if let Some(other) = default {
-                return Err(loc.err(
-                    |s| ps(s, i).and_then(|p| p.default.clone()).or_else(|| name_span(s)),
-                    format!("{field}: default"),
-                    format!("pool {other:?} is already the default pool (a pool without `methods` is a default pool)"),
-                ));
-            }
-            default = Some(&p.name);
-        } else if p.methods.is_empty() {
-            return Err(loc.err(
-                |s| ps(s, i).and_then(|p| p.default.clone()).or_else(|| name_span(s)),
-                format!("{field}: default"),
-                "the pool receives no requests: list `methods` or set `default = true`",
-            ));
-        }
+        check_pool_name(i, p, &mut names, loc)?;
+        check_pool_backends(i, p, loc)?;
+        claim_methods(i, p, &mut methods, loc)?;
+        claim_default(i, p, &mut default, loc)?;
     }
-    if default.is_none() {
-        let mut routed: Vec<&str> = methods.keys().copied().collect();
-        routed.sort_unstable();
+    require_default(default, &methods, loc)?;
+    // Transactions and dialogs started by INVITE stay with its backend.
+    check_follow_invite(pools, methods.get(INVITE).copied().or(default), loc)
+}
+
+fn pool_name_span(s: &Spans, i: usize) -> Option<Range<usize>> {
+    ps(s, i).and_then(|p| p.name.clone())
+}
+
+/// Pool `i` has a name, and one no earlier pool uses.
+fn check_pool_name<'a>(
+    i: usize,
+    p: &'a PoolConfig,
+    names: &mut HashMap<&'a str, usize>,
+    loc: &Locator,
+) -> Result<(), ConfigError> {
+    let name_span = |s: &Spans| pool_name_span(s, i);
+    if p.name.is_empty() {
+        return Err(loc.err(name_span, "pool: name", "must not be empty"));
+    }
+    if names.insert(&p.name, i).is_some() {
+        return Err(loc.err(name_span, format!("pool {:?}: name", p.name), "pool name used twice"));
+    }
+    Ok(())
+}
+
+/// Pool `i` has backends, each with a weight, a usable address, listed once.
+fn check_pool_backends(i: usize, p: &PoolConfig, loc: &Locator) -> Result<(), ConfigError> {
+    let field = format!("pool {:?}", p.name);
+    if p.backends.is_empty() {
         return Err(loc.err(
-            |_| None,
-            "pool",
-            format!(
-                "no default pool: methods other than {} have nowhere to go; set `default = true` on one pool",
-                routed.join(", ")
-            ),
+            |s| ps(s, i).and_then(|p| p.backends.clone()).or_else(|| pool_name_span(s, i)),
+            format!("{field}: backends"),
+            "a pool needs at least one backend",
         ));
     }
+    for (j, b) in p.backends.iter().enumerate() {
+        let bfield = format!("{field}: backend \"{}\"", b.addr);
+        let addr_span = |s: &Spans| ps(s, i).and_then(|p| p.backend.get(j)).map(|b| b.0.clone());
+        if b.weight == 0 {
+            return Err(loc.err(
+                |s| ps(s, i).and_then(|p| p.backend.get(j)).and_then(|b| b.1.clone()),
+                format!("{bfield}: weight"),
+                "must be at least 1 (to take a backend out, remove it or mark it down)",
+            ));
+        }
+        if b.addr.ip().is_unspecified() || b.addr.port() == 0 {
+            return Err(loc.err(addr_span, bfield, "not a usable destination (wildcard ip or port 0)"));
+        }
+        if p.backends[..j].iter().any(|o| o.addr == b.addr) {
+            return Err(loc.err(addr_span, bfield, "listed twice in this pool"));
+        }
+    }
+    Ok(())
+}
 
-    // Transactions and dialogs started by INVITE stay with its backend.
-    let invite = methods.get(INVITE).copied().or(default);
+/// Pool `i`'s methods are SIP tokens, each routed to this pool only
+/// (recorded in `methods`: method -> pool name).
+fn claim_methods<'a>(
+    i: usize,
+    p: &'a PoolConfig,
+    methods: &mut HashMap<&'a str, &'a str>,
+    loc: &Locator,
+) -> Result<(), ConfigError> {
+    let field = format!("pool {:?}", p.name);
+    for (k, m) in p.methods.iter().enumerate() {
+        let mspan = |s: &Spans| ps(s, i).and_then(|p| p.methods.get(k)).cloned();
+        if m.is_empty() || !m.bytes().all(is_token_byte) {
+            return Err(loc.err(mspan, format!("{field}: methods"), format!("{m:?} is not a SIP method token")));
+        }
+        if let Some(other) = methods.insert(m, &p.name) {
+            let msg = if other == p.name {
+                format!("{m} is listed twice")
+            } else {
+                format!("{m} is already routed to pool {other:?}")
+            };
+            return Err(loc.err(mspan, format!("{field}: methods"), msg));
+        }
+    }
+    Ok(())
+}
+
+/// Pool `i` is the one default pool, or receives some methods.
+fn claim_default<'a>(
+    i: usize,
+    p: &'a PoolConfig,
+    default: &mut Option<&'a str>,
+    loc: &Locator,
+) -> Result<(), ConfigError> {
+    let field = format!("pool {:?}", p.name);
+    let default_span = |s: &Spans| ps(s, i).and_then(|p| p.default.clone()).or_else(|| pool_name_span(s, i));
+    if p.default {
+        if let Some(other) = *default {
+            return Err(loc.err(
+                default_span,
+                format!("{field}: default"),
+                format!("pool {other:?} is already the default pool (a pool without `methods` is a default pool)"),
+            ));
+        }
+        *default = Some(&p.name);
+    } else if p.methods.is_empty() {
+        return Err(loc.err(
+            default_span,
+            format!("{field}: default"),
+            "the pool receives no requests: list `methods` or set `default = true`",
+        ));
+    }
+    Ok(())
+}
+
+/// Some pool takes the methods no pool lists.
+fn require_default(default: Option<&str>, methods: &HashMap<&str, &str>, loc: &Locator) -> Result<(), ConfigError> {
+    if default.is_some() {
+        return Ok(());
+    }
+    let mut routed: Vec<&str> = methods.keys().copied().collect();
+    routed.sort_unstable();
+    Err(loc.err(
+        |_| None,
+        "pool",
+        format!(
+            "no default pool: methods other than {} have nowhere to go; set `default = true` on one pool",
+            routed.join(", ")
+        ),
+    ))
+}
+
+/// No pool but INVITE's (`invite`) lists a method that must follow INVITE.
+fn check_follow_invite(pools: &[PoolConfig], invite: Option<&str>, loc: &Locator) -> Result<(), ConfigError> {
     for (i, p) in pools.iter().enumerate() {
         if Some(p.name.as_str()) == invite {
             continue;

@@ -72,182 +72,310 @@ impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.snapshot;
         let e = &mut enc;
-        family(
-            e,
-            "sip_lb_config_generation",
-            "Configuration generation: 1 at start, +1 per applied reload",
-            MetricType::Gauge,
-            [(Labels::new(), ConstGauge::new(s.generation as i64))],
-        )?;
-        family(
-            e,
-            "sip_lb_config_reload_failures",
-            "Reloads rejected (invalid config); the old config kept running",
-            MetricType::Counter,
-            [(Labels::new(), ConstCounter::new(s.reload_failures))],
-        )?;
-
-        per_worker(e, s, "sip_lb_worker_rx_datagrams", "Datagrams received by the worker", |w| w.rx_datagrams)?;
-        per_worker(e, s, "sip_lb_worker_rx_bytes", "Bytes received by the worker", |w| w.rx_bytes)?;
-        per_worker(e, s, "sip_lb_worker_tx_datagrams", "Datagrams sent by the worker", |w| w.tx_datagrams)?;
-        per_worker(e, s, "sip_lb_worker_tx_bytes", "Bytes sent by the worker", |w| w.tx_bytes)?;
-        per_worker(e, s, "sip_lb_worker_tx_errors", "Datagrams the worker failed to send (and receive errors)", |w| {
-            w.tx_errors
-        })?;
-        per_worker(e, s, "sip_lb_worker_requests_forwarded", "Requests forwarded to a backend", |w| {
-            w.requests_forwarded
-        })?;
-        per_worker(e, s, "sip_lb_worker_responses_forwarded", "Responses relayed to the next Via", |w| {
-            w.responses_forwarded
-        })?;
-        family(
-            e,
-            "sip_lb_worker_replies",
-            "Stateless replies generated, by status code",
-            MetricType::Counter,
-            s.workers.iter().flat_map(|w| {
-                w.replies.iter().map(move |(code, n)| {
-                    let mut l = worker_labels(w);
-                    l.push(("code", code.clone()));
-                    (l, ConstCounter::new(*n))
-                })
-            }),
-        )?;
-        family(
-            e,
-            "sip_lb_worker_drops",
-            "Datagrams dropped, by reason",
-            MetricType::Counter,
-            s.workers.iter().flat_map(|w| {
-                w.drops.iter().map(move |(reason, n)| {
-                    let mut l = worker_labels(w);
-                    l.push(("reason", reason.clone()));
-                    (l, ConstCounter::new(*n))
-                })
-            }),
-        )?;
-
-        let b = |addr: &std::net::SocketAddr| vec![("backend", addr.to_string())];
-        family(
-            e,
-            "sip_lb_backend_requests",
-            "Requests forwarded to the backend (all workers)",
-            MetricType::Counter,
-            s.backends.iter().map(|x| (b(&x.addr), ConstCounter::new(x.requests))),
-        )?;
-        family(
-            e,
-            "sip_lb_backend_responses",
-            "Responses relayed from the backend (all workers)",
-            MetricType::Counter,
-            s.backends.iter().map(|x| (b(&x.addr), ConstCounter::new(x.responses))),
-        )?;
-        family(
-            e,
-            "sip_lb_backend_up",
-            "1 if the backend answers its OPTIONS probes (health), else 0",
-            MetricType::Gauge,
-            s.backends.iter().map(|x| (b(&x.addr), ConstGauge::new(i64::from(x.healthy)))),
-        )?;
-        family(
-            e,
-            "sip_lb_backend_state",
-            "1 for the backend's current state (up, down, draining)",
-            MetricType::Gauge,
-            s.backends.iter().flat_map(|x| {
-                State::ALL.iter().map(move |st| {
-                    let mut l = b(&x.addr);
-                    l.push(("state", st.as_str().to_owned()));
-                    (l, ConstGauge::new(i64::from(x.state == st.as_str())))
-                })
-            }),
-        )?;
-        family(
-            e,
-            "sip_lb_backend_weight",
-            "Configured weight of the backend in its pool",
-            MetricType::Gauge,
-            s.backends.iter().flat_map(|x| {
-                x.pools.iter().map(move |(pool, w)| {
-                    (vec![("pool", pool.clone()), ("backend", x.addr.to_string())], ConstGauge::new(i64::from(*w)))
-                })
-            }),
-        )?;
-        family(
-            e,
-            "sip_lb_backend_probes",
-            "OPTIONS probes completed (answered or timed out)",
-            MetricType::Counter,
-            s.backends.iter().map(|x| (b(&x.addr), ConstCounter::new(x.probes))),
-        )?;
-        family(
-            e,
-            "sip_lb_backend_probe_failures",
-            "OPTIONS probes that timed out, failed to send or got a code not counted as alive",
-            MetricType::Counter,
-            s.backends.iter().map(|x| (b(&x.addr), ConstCounter::new(x.probe_failures))),
-        )?;
-        family(
-            e,
-            "sip_lb_backend_probe_rtt_seconds",
-            "Round-trip time of the last answered OPTIONS probe",
-            MetricType::Gauge,
-            s.backends.iter().filter_map(|x| Some((b(&x.addr), ConstGauge::new(x.probe_rtt_ms? / 1e3)))),
-        )?;
-
+        config_families(e, s)?;
+        worker_traffic(e, s)?;
+        worker_replies_and_drops(e, s)?;
+        backend_traffic(e, s)?;
+        backend_state(e, s)?;
+        backend_probes(e, s)?;
         // XDP / reuseport steering programs: per-CPU counters from their maps.
         if let Some(x) = &self.xdp {
-            let programs: Vec<(&str, &crate::xdp::ProgramCounters)> =
-                x.xdp.iter().map(|p| ("xdp", p)).chain([("reuseport", &x.reuseport)]).collect();
-            let per_cpu = |f: fn(&sip_lb_common::maps::Counters) -> u64| {
-                programs.iter().flat_map(move |(prog, p)| {
-                    p.per_cpu.iter().enumerate().map(move |(cpu, c)| {
-                        (vec![("program", (*prog).to_owned()), ("cpu", cpu.to_string())], ConstCounter::new(f(c)))
-                    })
-                })
-            };
-            family(
-                e,
-                "sip_lb_xdp_packets",
-                "Frames seen by the steering program, per CPU",
-                MetricType::Counter,
-                per_cpu(|c| c.packets),
-            )?;
-            family(
-                e,
-                "sip_lb_xdp_bytes",
-                "Bytes seen by the steering program, per CPU",
-                MetricType::Counter,
-                per_cpu(|c| c.bytes),
-            )?;
-            family(
-                e,
-                "sip_lb_xdp_steered",
-                "Datagrams steered to their Call-ID's worker, per CPU",
-                MetricType::Counter,
-                per_cpu(|c| c.steered.iter().sum()),
-            )?;
-            family(
-                e,
-                "sip_lb_xdp_passed",
-                "Datagrams passed unsteered, per CPU and reason",
-                MetricType::Counter,
-                programs.iter().flat_map(|(prog, p)| {
-                    p.per_cpu.iter().enumerate().flat_map(move |(cpu, c)| {
-                        PassReason::ALL.iter().map(move |r| {
-                            (
-                                vec![
-                                    ("program", (*prog).to_owned()),
-                                    ("cpu", cpu.to_string()),
-                                    ("reason", r.name().to_owned()),
-                                ],
-                                ConstCounter::new(c.passed[*r as usize]),
-                            )
-                        })
-                    })
-                }),
-            )?;
+            xdp_families(e, x)?;
         }
         Ok(())
+    }
+}
+
+/// Config generation and rejected reloads.
+fn config_families(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fmt::Error> {
+    family(
+        e,
+        "sip_lb_config_generation",
+        "Configuration generation: 1 at start, +1 per applied reload",
+        MetricType::Gauge,
+        [(Labels::new(), ConstGauge::new(s.generation as i64))],
+    )?;
+    family(
+        e,
+        "sip_lb_config_reload_failures",
+        "Reloads rejected (invalid config); the old config kept running",
+        MetricType::Counter,
+        [(Labels::new(), ConstCounter::new(s.reload_failures))],
+    )
+}
+
+/// Per-worker datagram, byte and forwarding counters.
+fn worker_traffic(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fmt::Error> {
+    per_worker(e, s, "sip_lb_worker_rx_datagrams", "Datagrams received by the worker", |w| w.rx_datagrams)?;
+    per_worker(e, s, "sip_lb_worker_rx_bytes", "Bytes received by the worker", |w| w.rx_bytes)?;
+    per_worker(e, s, "sip_lb_worker_tx_datagrams", "Datagrams sent by the worker", |w| w.tx_datagrams)?;
+    per_worker(e, s, "sip_lb_worker_tx_bytes", "Bytes sent by the worker", |w| w.tx_bytes)?;
+    per_worker(e, s, "sip_lb_worker_tx_errors", "Datagrams the worker failed to send (and receive errors)", |w| {
+        w.tx_errors
+    })?;
+    per_worker(e, s, "sip_lb_worker_requests_forwarded", "Requests forwarded to a backend", |w| w.requests_forwarded)?;
+    per_worker(e, s, "sip_lb_worker_responses_forwarded", "Responses relayed to the next Via", |w| {
+        w.responses_forwarded
+    })
+}
+
+/// Per-worker stateless replies (by code) and drops (by reason).
+fn worker_replies_and_drops(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fmt::Error> {
+    family(
+        e,
+        "sip_lb_worker_replies",
+        "Stateless replies generated, by status code",
+        MetricType::Counter,
+        s.workers.iter().flat_map(|w| {
+            w.replies.iter().map(move |(code, n)| {
+                let mut l = worker_labels(w);
+                l.push(("code", code.clone()));
+                (l, ConstCounter::new(*n))
+            })
+        }),
+    )?;
+    family(
+        e,
+        "sip_lb_worker_drops",
+        "Datagrams dropped, by reason",
+        MetricType::Counter,
+        s.workers.iter().flat_map(|w| {
+            w.drops.iter().map(move |(reason, n)| {
+                let mut l = worker_labels(w);
+                l.push(("reason", reason.clone()));
+                (l, ConstCounter::new(*n))
+            })
+        }),
+    )
+}
+
+fn backend_labels(addr: &std::net::SocketAddr) -> Labels {
+    vec![("backend", addr.to_string())]
+}
+
+/// Requests and responses per backend, summed over workers.
+fn backend_traffic(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fmt::Error> {
+    family(
+        e,
+        "sip_lb_backend_requests",
+        "Requests forwarded to the backend (all workers)",
+        MetricType::Counter,
+        s.backends.iter().map(|x| (backend_labels(&x.addr), ConstCounter::new(x.requests))),
+    )?;
+    family(
+        e,
+        "sip_lb_backend_responses",
+        "Responses relayed from the backend (all workers)",
+        MetricType::Counter,
+        s.backends.iter().map(|x| (backend_labels(&x.addr), ConstCounter::new(x.responses))),
+    )
+}
+
+/// Health, admin state and configured weights of the backends.
+fn backend_state(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fmt::Error> {
+    family(
+        e,
+        "sip_lb_backend_up",
+        "1 if the backend answers its OPTIONS probes (health), else 0",
+        MetricType::Gauge,
+        s.backends.iter().map(|x| (backend_labels(&x.addr), ConstGauge::new(i64::from(x.healthy)))),
+    )?;
+    family(
+        e,
+        "sip_lb_backend_state",
+        "1 for the backend's current state (up, down, draining)",
+        MetricType::Gauge,
+        s.backends.iter().flat_map(|x| {
+            State::ALL.iter().map(move |st| {
+                let mut l = backend_labels(&x.addr);
+                l.push(("state", st.as_str().to_owned()));
+                (l, ConstGauge::new(i64::from(x.state == st.as_str())))
+            })
+        }),
+    )?;
+    family(
+        e,
+        "sip_lb_backend_weight",
+        "Configured weight of the backend in its pool",
+        MetricType::Gauge,
+        s.backends.iter().flat_map(|x| {
+            x.pools.iter().map(move |(pool, w)| {
+                (vec![("pool", pool.clone()), ("backend", x.addr.to_string())], ConstGauge::new(i64::from(*w)))
+            })
+        }),
+    )
+}
+
+/// OPTIONS probe counts, failures and the last round-trip time.
+fn backend_probes(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fmt::Error> {
+    family(
+        e,
+        "sip_lb_backend_probes",
+        "OPTIONS probes completed (answered or timed out)",
+        MetricType::Counter,
+        s.backends.iter().map(|x| (backend_labels(&x.addr), ConstCounter::new(x.probes))),
+    )?;
+    family(
+        e,
+        "sip_lb_backend_probe_failures",
+        "OPTIONS probes that timed out, failed to send or got a code not counted as alive",
+        MetricType::Counter,
+        s.backends.iter().map(|x| (backend_labels(&x.addr), ConstCounter::new(x.probe_failures))),
+    )?;
+    family(
+        e,
+        "sip_lb_backend_probe_rtt_seconds",
+        "Round-trip time of the last answered OPTIONS probe",
+        MetricType::Gauge,
+        s.backends.iter().filter_map(|x| Some((backend_labels(&x.addr), ConstGauge::new(x.probe_rtt_ms? / 1e3)))),
+    )
+}
+
+/// The steering programs' per-CPU counters (XDP, if attached, then reuseport).
+fn xdp_families(e: &mut DescriptorEncoder, x: &XdpCounters) -> Result<(), std::fmt::Error> {
+    let programs: Vec<(&str, &crate::xdp::ProgramCounters)> =
+        x.xdp.iter().map(|p| ("xdp", p)).chain([("reuseport", &x.reuseport)]).collect();
+    let per_cpu = |f: fn(&sip_lb_common::maps::Counters) -> u64| {
+        programs.iter().flat_map(move |(prog, p)| {
+            p.per_cpu.iter().enumerate().map(move |(cpu, c)| {
+                (vec![("program", (*prog).to_owned()), ("cpu", cpu.to_string())], ConstCounter::new(f(c)))
+            })
+        })
+    };
+    family(
+        e,
+        "sip_lb_xdp_packets",
+        "Frames seen by the steering program, per CPU",
+        MetricType::Counter,
+        per_cpu(|c| c.packets),
+    )?;
+    family(
+        e,
+        "sip_lb_xdp_bytes",
+        "Bytes seen by the steering program, per CPU",
+        MetricType::Counter,
+        per_cpu(|c| c.bytes),
+    )?;
+    family(
+        e,
+        "sip_lb_xdp_steered",
+        "Datagrams steered to their Call-ID's worker, per CPU",
+        MetricType::Counter,
+        per_cpu(|c| c.steered.iter().sum()),
+    )?;
+    family(
+        e,
+        "sip_lb_xdp_passed",
+        "Datagrams passed unsteered, per CPU and reason",
+        MetricType::Counter,
+        programs.iter().flat_map(|(prog, p)| {
+            p.per_cpu.iter().enumerate().flat_map(move |(cpu, c)| {
+                PassReason::ALL.iter().map(move |r| {
+                    (
+                        vec![
+                            ("program", (*prog).to_owned()),
+                            ("cpu", cpu.to_string()),
+                            ("reason", r.name().to_owned()),
+                        ],
+                        ConstCounter::new(c.passed[*r as usize]),
+                    )
+                })
+            })
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::snapshot::BackendSnapshot;
+    use crate::xdp::{Counters, ProgramCounters};
+
+    /// Every family with known, distinct values: two workers (one unpinned),
+    /// two backends (one never answered a probe), both steering programs.
+    fn snapshot() -> Snapshot {
+        let worker = |worker, cpu, base: u64| WorkerSnapshot {
+            worker,
+            cpu,
+            rx_datagrams: base + 1,
+            rx_bytes: base + 2,
+            tx_datagrams: base + 3,
+            tx_bytes: base + 4,
+            tx_errors: base + 5,
+            requests_forwarded: base + 6,
+            responses_forwarded: base + 7,
+            replies: vec![("483".into(), base + 8), ("503".into(), base + 9)],
+            drops: vec![("parse".into(), base + 10), ("loop".into(), base + 11)],
+        };
+        let backend = |addr: &str, pools: Vec<(String, u32)>, state: &str, healthy, base: u64, rtt| BackendSnapshot {
+            addr: addr.parse().unwrap(),
+            pools,
+            state: state.into(),
+            healthy,
+            drained: state == "draining",
+            requests: base + 1,
+            responses: base + 2,
+            probes: base + 3,
+            probe_failures: base + 4,
+            last_probe_code: None,
+            probe_rtt_ms: rtt,
+        };
+        Snapshot {
+            generation: 3,
+            reload_failures: 2,
+            workers: vec![worker(0, Some(2), 100), worker(1, None, 200)],
+            backends: vec![
+                backend(
+                    "10.0.0.1:5060",
+                    vec![("default".into(), 2), ("registrar".into(), 1)],
+                    "up",
+                    true,
+                    300,
+                    Some(12.5),
+                ),
+                backend("[2001:db8::2]:5060", vec![("default".into(), 1)], "draining", false, 400, None),
+            ],
+        }
+    }
+
+    fn counters(base: u64) -> Counters {
+        let mut c = Counters::zeroed();
+        c.packets = base + 1;
+        c.bytes = base + 2;
+        for (i, p) in c.passed.iter_mut().enumerate() {
+            *p = base + 10 + i as u64;
+        }
+        c.steered[0] = base + 3;
+        c.steered[1] = base + 4;
+        c
+    }
+
+    fn program(per_cpu: Vec<Counters>) -> ProgramCounters {
+        ProgramCounters { total: Counters::zeroed(), per_cpu }
+    }
+
+    fn xdp() -> XdpCounters {
+        XdpCounters {
+            xdp: Some(program(vec![counters(1000), counters(2000)])),
+            reuseport: program(vec![counters(3000)]),
+        }
+    }
+
+    /// The exposition is part of the interface (dashboards, the lab's
+    /// scraper): byte for byte what `metrics.prom` holds.
+    #[test]
+    fn renders_the_known_exposition() {
+        let got = render(snapshot(), Some(xdp()));
+        let want = include_str!("metrics.prom");
+        assert!(got == want, "rendered /metrics differs from metrics.prom:\n{got}");
+    }
+
+    /// Without steering the XDP families are simply absent.
+    #[test]
+    fn without_xdp_renders_the_rest() {
+        let got = render(snapshot(), None);
+        let want = include_str!("metrics.prom");
+        let cut = want.find("# HELP sip_lb_xdp_packets").unwrap();
+        assert_eq!(got, format!("{}# EOF\n", &want[..cut]));
     }
 }

@@ -135,146 +135,277 @@ pub fn run_lab(sip_lb_bin: &Path, opts: LabOptions) -> Result<LabSummary> {
 
 fn run(lab: &mut Lab, bin: &Path, opts: &LabOptions, dir: &Path, started: Instant) -> Result<LabSummary> {
     let root = workspace_root();
-    let seconds = opts.seconds.max(4);
     println!("lab: logs in {}", dir.display());
-
-    // Network.
-    let topo = lab.topo.insert(Topology::create()?);
-    println!(
-        "lab: namespaces {} (client) -- {} (sip-lb, XDP on {LB_NIC}) -- {} (farm)",
-        topo.client.name(),
-        topo.lb.name(),
-        topo.farm.name()
-    );
-
-    // Farm.
+    lab.build_topology()?;
     let db = dir.join("location.sqlite");
-    kamailio::create_location_db(&db)?;
-    let cfg_dir = kamailio::config_dir(&root);
-    let farm_addrs: Vec<String> = FARM.iter().map(|(_, _, ip)| sip_addr(*ip).to_string()).collect();
-    // One after the other: at start-up each instance checks the table versions in the shared
-    // SQLite file, and concurrent start-ups can meet each other's lock ("database is locked").
-    // An instance that still fails that way gets one more try.
-    for ((name, role, ip), addr) in FARM.into_iter().zip(&farm_addrs) {
-        for attempt in 1..=2 {
-            lab.farm.push(Kamailio::start(&topo.farm, name, role, ip, &cfg_dir, &db, dir)?);
-            let k = lab.farm.last_mut().expect("just pushed");
-            let started = wait_bound(&topo.farm, "-Hlun", std::slice::from_ref(addr), || k.ensure_running());
-            match started {
-                Ok(()) => break,
-                Err(_) if attempt == 1 && k.stderr().contains("database is locked") => {
-                    println!("lab: Kamailio {name} met a locked database at start-up; starting it again");
-                    drop(lab.farm.pop());
+    let farm_addrs = lab.start_farm(&root, &db, dir)?;
+    let lb_addr = sip_addr(LB_IP);
+    let xdp = lab.start_balancer(bin, opts, lb_addr, &farm_addrs, dir)?;
+    lab.start_scraper(started)?;
+    let traffic = lab.drive_traffic(&root, opts, lb_addr, &db, dir)?;
+    let m = lab.final_scrape();
+    lab.summarize(&m, &db, xdp, traffic, dir)
+}
+
+/// One SIPp phase: the calls it was to make and what SIPp reported.
+struct Sent {
+    planned: u64,
+    out: sipp::Outcome,
+}
+
+impl Sent {
+    fn phase(&self) -> Phase {
+        let o = &self.out;
+        Phase { planned: self.planned, attempted: o.created, ok: o.successful, failed: o.failed, exit: o.exit.clone() }
+    }
+}
+
+/// What the REGISTER and INVITE phases did.
+struct Traffic {
+    users: u64,
+    registrations: Sent,
+    location_rows: u64,
+    invites: Sent,
+}
+
+impl Lab {
+    /// The namespaces and veth pairs.
+    fn build_topology(&mut self) -> Result<()> {
+        let topo = self.topo.insert(Topology::create()?);
+        println!(
+            "lab: namespaces {} (client) -- {} (sip-lb, XDP on {LB_NIC}) -- {} (farm)",
+            topo.client.name(),
+            topo.lb.name(),
+            topo.farm.name()
+        );
+        Ok(())
+    }
+
+    /// The Kamailio farm on a fresh location DB at `db`; returns the instances' SIP addresses,
+    /// in [`FARM`] order.
+    fn start_farm(&mut self, root: &Path, db: &Path, dir: &Path) -> Result<Vec<String>> {
+        let topo = self.topo.as_ref().expect("topology built first");
+        kamailio::create_location_db(db)?;
+        let cfg_dir = kamailio::config_dir(root);
+        let farm_addrs: Vec<String> = FARM.iter().map(|(_, _, ip)| sip_addr(*ip).to_string()).collect();
+        // One after the other: at start-up each instance checks the table versions in the shared
+        // SQLite file, and concurrent start-ups can meet each other's lock ("database is locked").
+        // An instance that still fails that way gets one more try.
+        for ((name, role, ip), addr) in FARM.into_iter().zip(&farm_addrs) {
+            for attempt in 1..=2 {
+                self.farm.push(Kamailio::start(&topo.farm, name, role, ip, &cfg_dir, db, dir)?);
+                let k = self.farm.last_mut().expect("just pushed");
+                let started = wait_bound(&topo.farm, "-Hlun", std::slice::from_ref(addr), || k.ensure_running());
+                match started {
+                    Ok(()) => break,
+                    Err(_) if attempt == 1 && k.stderr().contains("database is locked") => {
+                        println!("lab: Kamailio {name} met a locked database at start-up; starting it again");
+                        drop(self.farm.pop());
+                    }
+                    Err(e) => return Err(e.context(format!("Kamailio {name} did not start"))),
                 }
-                Err(e) => return Err(e.context(format!("Kamailio {name} did not start"))),
             }
         }
+        for k in &self.farm {
+            self.pids.extend(k.tree());
+        }
+        println!(
+            "lab: farm up: registrars {} and {}, redirect servers {} and {} (Kamailio, shared location DB {})",
+            farm_addrs[0],
+            farm_addrs[1],
+            farm_addrs[2],
+            farm_addrs[3],
+            db.display()
+        );
+        Ok(farm_addrs)
     }
-    for k in &lab.farm {
-        lab.pids.extend(k.tree());
+
+    /// sip-lb on `lb_addr` in front of the farm, with XDP on [`LB_NIC`] if this build has
+    /// `--iface`; returns how XDP sits on the NIC.
+    fn start_balancer(
+        &mut self,
+        bin: &Path,
+        opts: &LabOptions,
+        lb_addr: SocketAddr,
+        farm_addrs: &[String],
+        dir: &Path,
+    ) -> Result<String> {
+        let topo = self.topo.as_ref().expect("topology built first");
+        let help = Command::new(bin)
+            .args(["run", "--help"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let mut cmd = topo.lb.command(&[&bin.display().to_string(), "run"]);
+        cmd.args(["--listen", &lb_addr.to_string(), "--advertise", &lb_addr.to_string()]).args([
+            "--workers",
+            &opts.workers.to_string(),
+            "--metrics",
+            CONTROL,
+        ]);
+        for (i, (_, role, _)) in FARM.iter().enumerate() {
+            cmd.args([if *role == Role::Registrar { "--registrar" } else { "--backend" }, &farm_addrs[i]]);
+        }
+        if help.contains("--iface") {
+            cmd.args(["--iface", LB_NIC]);
+        }
+        let lb = self.lb.insert(ChildGuard::spawn("sip-lb", cmd, dir)?);
+        self.pids.push(lb.pid());
+        wait_bound(&topo.lb, "-Hlun", &[lb_addr.to_string()], || lb.ensure_running())
+            .context("sip-lb did not start")?;
+        wait_bound(&topo.lb, "-Hltn", &[CONTROL.to_string()], || lb.ensure_running())
+            .context("sip-lb's control API did not start")?;
+        let xdp = xdp_state(&topo.lb);
+        println!("lab: sip-lb up on {lb_addr}: {} workers, REGISTER -> registrars, other requests -> redirect servers; XDP on {LB_NIC}: {xdp}", opts.workers);
+        Ok(xdp)
     }
-    println!(
-        "lab: farm up: registrars {} and {}, redirect servers {} and {} (Kamailio, shared location DB {})",
-        farm_addrs[0],
-        farm_addrs[1],
-        farm_addrs[2],
-        farm_addrs[3],
-        db.display()
-    );
 
-    // Balancer.
-    let lb_addr = sip_addr(LB_IP);
-    let help = Command::new(bin)
-        .args(["run", "--help"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let mut cmd = topo.lb.command(&[&bin.display().to_string(), "run"]);
-    cmd.args(["--listen", &lb_addr.to_string(), "--advertise", &lb_addr.to_string()]).args([
-        "--workers",
-        &opts.workers.to_string(),
-        "--metrics",
-        CONTROL,
-    ]);
-    for (i, (_, role, _)) in FARM.iter().enumerate() {
-        cmd.args([if *role == Role::Registrar { "--registrar" } else { "--backend" }, &farm_addrs[i]]);
+    /// The scraper thread: a counter line a second, farm instances named.
+    fn start_scraper(&mut self, started: Instant) -> Result<()> {
+        let topo = self.topo.as_ref().expect("topology built first");
+        let names: metrics::Names = FARM.iter().map(|(n, _, ip)| (sip_addr(*ip).to_string(), n.to_string())).collect();
+        self.scraper = Some(Scraper::start(topo.lb.name().to_owned(), CONTROL.parse()?, names, started));
+        Ok(())
     }
-    if help.contains("--iface") {
-        cmd.args(["--iface", LB_NIC]);
+
+    /// The phase shown in the scraper's counter lines.
+    fn set_phase(&self, phase: &str) {
+        if let Some(s) = &self.scraper {
+            s.set_phase(phase);
+        }
     }
-    let lb = lab.lb.insert(ChildGuard::spawn("sip-lb", cmd, dir)?);
-    lab.pids.push(lb.pid());
-    wait_bound(&topo.lb, "-Hlun", &[lb_addr.to_string()], || lb.ensure_running()).context("sip-lb did not start")?;
-    wait_bound(&topo.lb, "-Hltn", &[CONTROL.to_string()], || lb.ensure_running())
-        .context("sip-lb's control API did not start")?;
-    let xdp = xdp_state(&topo.lb);
-    println!("lab: sip-lb up on {lb_addr}: {} workers, REGISTER -> registrars, other requests -> redirect servers; XDP on {LB_NIC}: {xdp}", opts.workers);
 
-    let names: metrics::Names = FARM.iter().map(|(n, _, ip)| (sip_addr(*ip).to_string(), n.to_string())).collect();
-    let scraper = lab.scraper.insert(Scraper::start(topo.lb.name().to_owned(), CONTROL.parse()?, names, started));
+    /// Traffic: REGISTER every user once, then INVITEs for the rest of the time.
+    fn drive_traffic(
+        &mut self,
+        root: &Path,
+        opts: &LabOptions,
+        lb_addr: SocketAddr,
+        db: &Path,
+        dir: &Path,
+    ) -> Result<Traffic> {
+        let sipp_dir = root.join("lab").join("sipp");
+        let users_csv = sipp_dir.join("users.csv");
+        let users =
+            std::fs::read_to_string(&users_csv)?.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64;
+        let traffic_start = Instant::now();
+        let registrations = self.register(&sipp_dir, &users_csv, users, opts, lb_addr, dir)?;
+        let location_rows = kamailio::location_rows(db)?;
+        println!(
+            "lab: registrations: {} OK, {} failed; {location_rows} rows in the location DB",
+            registrations.out.successful, registrations.out.failed
+        );
+        let invites = self.call(&sipp_dir, users_csv, traffic_start, opts, lb_addr, dir)?;
+        Ok(Traffic { users, registrations, location_rows, invites })
+    }
 
-    // Traffic: REGISTER every user once, then INVITEs for the rest of the time.
-    let sipp_dir = root.join("lab").join("sipp");
-    let users_csv = sipp_dir.join("users.csv");
-    let users = std::fs::read_to_string(&users_csv)?.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64;
-    let traffic_start = Instant::now();
-    let reg_seconds = users.div_ceil(opts.register_rate.max(1));
-    println!("lab: SIPp registers {users} users at {}/s through sip-lb", opts.register_rate);
-    scraper.set_phase("REGISTER");
-    let reg = sipp::Run {
-        name: "register",
-        scenario: sipp_dir.join("register.xml"),
-        users_csv: users_csv.clone(),
-        local: SocketAddr::from((CLIENT_IP, REGISTER_PORT)),
-        target: lb_addr,
-        rate: opts.register_rate.max(1),
-        calls: users,
-        timeout: Duration::from_secs(reg_seconds + 10),
-    };
-    let guard = lab.sipp.insert(sipp::start(&topo.client, &reg, dir)?);
-    lab.pids.push(guard.pid());
-    let reg_out = sipp::finish(lab.sipp.take().expect("just set"), reg.timeout + Duration::from_secs(5), dir)?;
-    interrupt::check()?; // SIPp quits "successfully" on Ctrl-C too
-    let location_rows = kamailio::location_rows(&db)?;
-    println!(
-        "lab: registrations: {} OK, {} failed; {location_rows} rows in the location DB",
-        reg_out.successful, reg_out.failed
-    );
+    /// SIPp registers each of the `users` once.
+    fn register(
+        &mut self,
+        sipp_dir: &Path,
+        users_csv: &Path,
+        users: u64,
+        opts: &LabOptions,
+        lb_addr: SocketAddr,
+        dir: &Path,
+    ) -> Result<Sent> {
+        let reg_seconds = users.div_ceil(opts.register_rate.max(1));
+        println!("lab: SIPp registers {users} users at {}/s through sip-lb", opts.register_rate);
+        self.set_phase("REGISTER");
+        let reg = sipp::Run {
+            name: "register",
+            scenario: sipp_dir.join("register.xml"),
+            users_csv: users_csv.to_owned(),
+            local: SocketAddr::from((CLIENT_IP, REGISTER_PORT)),
+            target: lb_addr,
+            rate: opts.register_rate.max(1),
+            calls: users,
+            timeout: Duration::from_secs(reg_seconds + 10),
+        };
+        let out = self.run_sipp(&reg, dir)?;
+        Ok(Sent { planned: reg.calls, out })
+    }
 
-    let invite_seconds = seconds.saturating_sub(traffic_start.elapsed().as_secs()).saturating_sub(1).max(2);
-    let invites = opts.invite_rate.max(1) * invite_seconds;
-    println!(
-        "lab: SIPp sends {invites} INVITEs at {}/s to those users (expects 302 + registered Contact, sends ACK)",
-        opts.invite_rate
-    );
-    scraper.set_phase("INVITE");
-    let inv = sipp::Run {
-        name: "invite",
-        scenario: sipp_dir.join("invite.xml"),
-        users_csv,
-        local: SocketAddr::from((CLIENT_IP, INVITE_PORT)),
-        target: lb_addr,
-        rate: opts.invite_rate.max(1),
-        calls: invites,
-        timeout: Duration::from_secs(invite_seconds + 10),
-    };
-    let guard = lab.sipp.insert(sipp::start(&topo.client, &inv, dir)?);
-    lab.pids.push(guard.pid());
-    let inv_out = sipp::finish(lab.sipp.take().expect("just set"), inv.timeout + Duration::from_secs(5), dir)?;
-    interrupt::check()?; // SIPp quits "successfully" on Ctrl-C too
-                         // Let the last ACKs land before the final scrape.
-    std::thread::sleep(Duration::from_millis(300));
-    scraper.set_phase("done");
-    let m = lab.scraper.take().and_then(|mut s| s.stop()).unwrap_or_default();
+    /// SIPp INVITEs the registered users until the traffic time (from `traffic_start`) is up.
+    fn call(
+        &mut self,
+        sipp_dir: &Path,
+        users_csv: PathBuf,
+        traffic_start: Instant,
+        opts: &LabOptions,
+        lb_addr: SocketAddr,
+        dir: &Path,
+    ) -> Result<Sent> {
+        let seconds = opts.seconds.max(4);
+        let invite_seconds = seconds.saturating_sub(traffic_start.elapsed().as_secs()).saturating_sub(1).max(2);
+        let invites = opts.invite_rate.max(1) * invite_seconds;
+        println!(
+            "lab: SIPp sends {invites} INVITEs at {}/s to those users (expects 302 + registered Contact, sends ACK)",
+            opts.invite_rate
+        );
+        self.set_phase("INVITE");
+        let inv = sipp::Run {
+            name: "invite",
+            scenario: sipp_dir.join("invite.xml"),
+            users_csv,
+            local: SocketAddr::from((CLIENT_IP, INVITE_PORT)),
+            target: lb_addr,
+            rate: opts.invite_rate.max(1),
+            calls: invites,
+            timeout: Duration::from_secs(invite_seconds + 10),
+        };
+        let out = self.run_sipp(&inv, dir)?;
+        Ok(Sent { planned: inv.calls, out })
+    }
 
-    // Summary.
-    let registered: BTreeMap<String, String> = kamailio::registered_contacts(&db)?.into_iter().collect();
-    let (right, wrong, seen) = sipp::check_redirects(&inv_out.messages_log, &registered)?;
+    /// Runs SIPp in the client namespace to the end (its timeout plus 5 s at most).
+    fn run_sipp(&mut self, run: &sipp::Run<'_>, dir: &Path) -> Result<sipp::Outcome> {
+        let topo = self.topo.as_ref().expect("topology built first");
+        let guard = self.sipp.insert(sipp::start(&topo.client, run, dir)?);
+        self.pids.push(guard.pid());
+        let out = sipp::finish(self.sipp.take().expect("just set"), run.timeout + Duration::from_secs(5), dir)?;
+        interrupt::check()?; // SIPp quits "successfully" on Ctrl-C too
+        Ok(out)
+    }
+
+    /// Stops the scraper and returns its last scrape (empty if there was none).
+    fn final_scrape(&mut self) -> metrics::Metrics {
+        // Let the last ACKs land before the final scrape.
+        std::thread::sleep(Duration::from_millis(300));
+        self.set_phase("done");
+        self.scraper.take().and_then(|mut s| s.stop()).unwrap_or_default()
+    }
+
+    /// The summary from the last scrape, the location DB, SIPp's message log and the farm's logs.
+    fn summarize(&self, m: &metrics::Metrics, db: &Path, xdp: String, t: Traffic, dir: &Path) -> Result<LabSummary> {
+        let registered: BTreeMap<String, String> = kamailio::registered_contacts(db)?.into_iter().collect();
+        let (right, wrong, seen) = sipp::check_redirects(&t.invites.out.messages_log, &registered)?;
+        Ok(LabSummary {
+            xdp,
+            users: t.users,
+            registrations: t.registrations.phase(),
+            invites: t.invites.phase(),
+            location_rows: t.location_rows,
+            redirects_right_contact: right,
+            redirects_seen: seen,
+            wrong_contacts: wrong,
+            backends: backend_splits(&self.farm, m),
+            workers: worker_splits(m),
+            xdp_seen: m.sum_where("sip_lb_xdp_packets_total", "program", "xdp"),
+            xdp_steered: m.sum_where("sip_lb_xdp_steered_total", "program", "xdp"),
+            xdp_passed: m.sum_where("sip_lb_xdp_passed_total", "program", "xdp"),
+            reuseport_steered: m.sum_where("sip_lb_xdp_steered_total", "program", "reuseport"),
+            log_dir: dir.to_owned(),
+            ..LabSummary::default()
+        })
+    }
+}
+
+/// What each farm instance handled (its log) next to what sip-lb sent it and relayed back.
+fn backend_splits(farm: &[Kamailio], m: &metrics::Metrics) -> Vec<BackendSplit> {
     let lb_req = m.by("sip_lb_backend_requests_total", "backend");
     let lb_resp = m.by("sip_lb_backend_responses_total", "backend");
-    let backends = lab
-        .farm
-        .iter()
+    farm.iter()
         .map(|k| {
             let addr = sip_addr(k.ip).to_string();
             BackendSplit {
@@ -286,12 +417,15 @@ fn run(lab: &mut Lab, bin: &Path, opts: &LabOptions, dir: &Path, started: Instan
                 addr,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Datagrams received and messages forwarded, per sip-lb worker.
+fn worker_splits(m: &metrics::Metrics) -> Vec<WorkerSplit> {
     let rx = m.per_worker("sip_lb_worker_rx_datagrams_total");
     let req = m.per_worker("sip_lb_worker_requests_forwarded_total");
     let resp = m.per_worker("sip_lb_worker_responses_forwarded_total");
-    let workers = rx
-        .iter()
+    rx.iter()
         .map(|(k, &rx)| WorkerSplit {
             worker: k.0,
             cpu: k.1.clone(),
@@ -299,32 +433,7 @@ fn run(lab: &mut Lab, bin: &Path, opts: &LabOptions, dir: &Path, started: Instan
             requests: req.get(k).copied().unwrap_or(0),
             responses: resp.get(k).copied().unwrap_or(0),
         })
-        .collect();
-    let phase = |o: &sipp::Outcome, planned: u64| Phase {
-        planned,
-        attempted: o.created,
-        ok: o.successful,
-        failed: o.failed,
-        exit: o.exit.clone(),
-    };
-    Ok(LabSummary {
-        xdp,
-        users,
-        registrations: phase(&reg_out, reg.calls),
-        invites: phase(&inv_out, inv.calls),
-        location_rows,
-        redirects_right_contact: right,
-        redirects_seen: seen,
-        wrong_contacts: wrong,
-        backends,
-        workers,
-        xdp_seen: m.sum_where("sip_lb_xdp_packets_total", "program", "xdp"),
-        xdp_steered: m.sum_where("sip_lb_xdp_steered_total", "program", "xdp"),
-        xdp_passed: m.sum_where("sip_lb_xdp_passed_total", "program", "xdp"),
-        reuseport_steered: m.sum_where("sip_lb_xdp_steered_total", "program", "reuseport"),
-        log_dir: dir.to_owned(),
-        ..LabSummary::default()
-    })
+        .collect()
 }
 
 /// Waits until `ss <flags>` in `ns` lists every address in `addrs` as a local address.
