@@ -71,7 +71,8 @@ pub struct Header {
     /// From the first byte of the name to the end of the value, without the
     /// final line terminator.
     pub line: Span,
-    /// The value, LWS-trimmed (folds inside stay as they are).
+    /// The value, LWS-trimmed (folds inside stay as they are). Trimmed as
+    /// each line is indexed: a fold re-trims from the trimmed start.
     pub value: Span,
     /// Just past the line terminator: removing `line.start..next` removes the
     /// whole field.
@@ -214,8 +215,11 @@ fn index_headers(
             // Folded continuation (RFC 3261 §7.3.1).
             if open {
                 if let Some(h) = count.checked_sub(1).and_then(|i| slots.get_mut(i)) {
+                    // Trimming again from the trimmed start is trimming the
+                    // whole value: all before that start is LWS.
+                    let (a, b) = trim(buf, h.value.start(), end);
                     h.line.end = end as u32;
-                    h.value.end = end as u32;
+                    h.value = Span::new(a, b);
                     h.next = next as u32;
                 }
             } else {
@@ -231,10 +235,6 @@ fn index_headers(
             open = false;
         }
         pos = next;
-    }
-    for h in slots.iter_mut().take(count) {
-        let (a, b) = trim(buf, h.value.start(), h.value.end());
-        h.value = Span::new(a, b);
     }
     Ok((count, body_start))
 }
@@ -303,10 +303,11 @@ fn parse_header_line(buf: &[u8], pos: usize, end: usize, next: usize) -> Option<
     if line.get(i) != Some(&b':') {
         return None;
     }
+    let (a, b) = trim(buf, pos + i + 1, end);
     Some(Header {
-        name: HeaderName::parse(&line[..name_len]),
+        name: HeaderName::classify(buf, pos, name_len),
         line: Span::new(pos, end),
-        value: Span::new(pos + i + 1, end),
+        value: Span::new(a, b),
         next: next as u32,
     })
 }
