@@ -33,9 +33,10 @@ pub use identity::{Alias, Identity, Listener};
 pub use mac::{Key, Keys};
 pub use policy::Policy;
 
-use crate::sip::message::{Message, ParseError};
+use crate::sip::message::{Header, Message, ParseError, MAX_HEADERS};
 use crate::sip::text::write_host_port;
 use branch::BRANCH_PREFIX;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 
 /// The forwarding step, configured. Immutable after `new`: share one per
@@ -83,9 +84,10 @@ impl Proxy {
         out: &mut Vec<u8>,
     ) -> Action {
         out.clear();
-        // 3 KiB of header slots on the stack: no heap, no shared scratch.
-        let mut slots = Message::slots();
-        let action = match Message::parse(datagram, &mut slots) {
+        // 3 KiB of header slots on the stack: no heap, no shared scratch,
+        // and not initialised per datagram (only the fields found are written).
+        let mut slots = [const { MaybeUninit::<Header>::uninit() }; MAX_HEADERS];
+        let action = match Message::parse_uninit(datagram, &mut slots) {
             Err(ParseError::KeepAlive) => Action::Drop(DropReason::KeepAlive),
             Err(_) => Action::Drop(DropReason::Malformed),
             Ok(m) if m.is_request() => request::handle(self, chooser, &m, src, on, out),

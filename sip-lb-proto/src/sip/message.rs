@@ -7,6 +7,7 @@
 //! answer 400 to the top Via instead of silently dropping.
 
 use memchr::memchr;
+use std::mem::MaybeUninit;
 
 use super::header::HeaderName;
 use super::span::Span;
@@ -71,7 +72,8 @@ pub struct Header {
     /// From the first byte of the name to the end of the value, without the
     /// final line terminator.
     pub line: Span,
-    /// The value, LWS-trimmed (folds inside stay as they are).
+    /// The value, LWS-trimmed (folds inside stay as they are). Trimmed as
+    /// each line is indexed: a fold re-trims from the trimmed start.
     pub value: Span,
     /// Just past the line terminator: removing `line.start..next` removes the
     /// whole field.
@@ -106,6 +108,20 @@ impl<'a> Message<'a> {
     /// Indexes `buf`, writing its header fields into `slots` (more fields
     /// than slots is an error). Never panics; allocation free.
     pub fn parse(buf: &'a [u8], slots: &'a mut [Header]) -> Result<Message<'a>, ParseError> {
+        // SAFETY: `MaybeUninit<Header>` has the size, alignment and layout of
+        // `Header`, and `parse_uninit` only ever stores initialised
+        // `Header`s through this view (`MaybeUninit::write`), so `slots` is
+        // still fully initialised when the borrow ends (httparse does the
+        // same in `Request::parse`).
+        let uninit = unsafe { &mut *(slots as *mut [Header] as *mut [MaybeUninit<Header>]) };
+        Message::parse_uninit(buf, uninit)
+    }
+
+    /// [`Message::parse`] into header slots that need not be initialised:
+    /// the forwarding step keeps 3 KiB of slots on the stack and would
+    /// otherwise fill them all for every datagram. Only the slots of the
+    /// fields found are written.
+    pub fn parse_uninit(buf: &'a [u8], slots: &'a mut [MaybeUninit<Header>]) -> Result<Message<'a>, ParseError> {
         if buf.len() > MAX_DATAGRAM {
             return Err(ParseError::TooLarge);
         }
@@ -123,7 +139,11 @@ impl<'a> Message<'a> {
             _ => None,
         };
         let (count, body_start) = index_headers(buf, nl + 1, slots, &mut defect)?;
-        let slots: &'a [Header] = slots;
+        let written = slots.get(..count).unwrap_or(&[]);
+        // SAFETY: `index_headers` wrote slots `0..count` (every field it
+        // counts is stored with `MaybeUninit::write` before it returns), and
+        // `MaybeUninit<Header>` has the layout of `Header`.
+        let headers = unsafe { &*(written as *const [MaybeUninit<Header>] as *const [Header]) };
         Ok(Message {
             buf,
             start: start as u32,
@@ -131,7 +151,7 @@ impl<'a> Message<'a> {
             head_start: (nl + 1) as u32,
             body_start: body_start as u32,
             defect,
-            headers: slots.get(..count).unwrap_or(&[]),
+            headers,
         })
     }
 
@@ -182,14 +202,17 @@ impl<'a> Message<'a> {
 }
 
 /// Indexes the header block from `pos`: returns the field count and where
-/// the body starts.
+/// the body starts. Slots `0..count` are written, the others untouched.
 fn index_headers(
     buf: &[u8],
     mut pos: usize,
-    slots: &mut [Header],
+    slots: &mut [MaybeUninit<Header>],
     defect: &mut Option<Defect>,
 ) -> Result<(usize, usize), ParseError> {
+    // Fields stored so far; a copy of the last one, which folds may extend
+    // (they store it again).
     let mut count: usize = 0;
+    let mut last = Header::EMPTY;
     let mut body_start = buf.len();
     // Whether the previous line was a header a fold may continue.
     let mut open = false;
@@ -212,18 +235,23 @@ fn index_headers(
         }
         if is_ws(buf[pos]) {
             // Folded continuation (RFC 3261 §7.3.1).
-            if open {
-                if let Some(h) = count.checked_sub(1).and_then(|i| slots.get_mut(i)) {
-                    h.line.end = end as u32;
-                    h.value.end = end as u32;
-                    h.next = next as u32;
+            let slot = count.checked_sub(1).and_then(|i| slots.get_mut(i));
+            match slot {
+                Some(slot) if open => {
+                    // Trimming again from the trimmed start is trimming the
+                    // whole value: all before that start is LWS.
+                    let (a, b) = trim(buf, last.value.start(), end);
+                    last.line.end = end as u32;
+                    last.value = Span::new(a, b);
+                    last.next = next as u32;
+                    slot.write(last);
                 }
-            } else {
-                note(defect, Defect::HeaderLine);
+                _ => note(defect, Defect::HeaderLine),
             }
         } else if let Some(h) = parse_header_line(buf, pos, end, next) {
             let slot = slots.get_mut(count).ok_or(ParseError::TooManyHeaders)?;
-            *slot = h;
+            slot.write(h);
+            last = h;
             count += 1;
             open = true;
         } else {
@@ -231,10 +259,6 @@ fn index_headers(
             open = false;
         }
         pos = next;
-    }
-    for h in slots.iter_mut().take(count) {
-        let (a, b) = trim(buf, h.value.start(), h.value.end());
-        h.value = Span::new(a, b);
     }
     Ok((count, body_start))
 }
@@ -303,10 +327,11 @@ fn parse_header_line(buf: &[u8], pos: usize, end: usize, next: usize) -> Option<
     if line.get(i) != Some(&b':') {
         return None;
     }
+    let (a, b) = trim(buf, pos + i + 1, end);
     Some(Header {
-        name: HeaderName::parse(&line[..name_len]),
+        name: HeaderName::classify(buf, pos, name_len),
         line: Span::new(pos, end),
-        value: Span::new(pos + i + 1, end),
+        value: Span::new(a, b),
         next: next as u32,
     })
 }
@@ -397,6 +422,38 @@ v=0\n";
         assert_eq!(m.defect, Some(Defect::HeaderLine));
         let m = parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n").unwrap();
         assert_eq!(m.defect, Some(Defect::Unterminated));
+    }
+
+    #[test]
+    fn uninit_slots_give_the_same_view() {
+        // Exercises the `unsafe` of `parse`/`parse_uninit`: only the slots of
+        // the fields found are written, and exactly those are read back
+        // (a Miri run of this test would check it; Miri is not installed here).
+        let folded = b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n y\r\nbad\r\n z\r\nTo:\r\n <sip:a@b>\r\n\r\n";
+        for msg in [INVITE, &folded[..], b"SIP/2.0 200 OK\r\nv: x\r\n", b"INVITE x\r\n"] {
+            let mut uninit = [const { MaybeUninit::<Header>::uninit() }; MAX_HEADERS];
+            let a = Message::parse_uninit(msg, &mut uninit).unwrap();
+            let b = parse(msg).unwrap();
+            assert_eq!(a.headers(), b.headers());
+            assert_eq!((a.start_line, a.defect, a.body_start), (b.start_line, b.defect, b.body_start));
+        }
+        let m = parse(folded).unwrap();
+        let to = m.find(HeaderName::To).unwrap();
+        assert_eq!(m.get(to.value), b"<sip:a@b>");
+        assert_eq!(m.get(m.find(HeaderName::Via).unwrap().value), b"x\r\n y");
+        assert_eq!(m.defect, Some(Defect::HeaderLine));
+        // Exactly as many fields as slots fit; one more does not.
+        let mut msg = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+        for _ in 0..3 {
+            msg.extend_from_slice(b"X: y\r\n");
+        }
+        let mut three = [const { MaybeUninit::<Header>::uninit() }; 3];
+        assert_eq!(Message::parse_uninit(&msg, &mut three).unwrap().headers().len(), 3);
+        let mut two = [const { MaybeUninit::<Header>::uninit() }; 2];
+        assert_eq!(Message::parse_uninit(&msg, &mut two).unwrap_err(), ParseError::TooManyHeaders);
+        let mut none: [MaybeUninit<Header>; 0] = [];
+        assert_eq!(Message::parse_uninit(&msg, &mut none).unwrap_err(), ParseError::TooManyHeaders);
+        assert_eq!(Message::parse_uninit(b"OPTIONS x\r\n\r\n", &mut none).unwrap().headers().len(), 0);
     }
 
     #[test]

@@ -93,18 +93,46 @@ pub fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&tmp[i..]);
 }
 
+/// Writes `n` (< 256) in decimal at `tmp[at..]`, returns the new end.
+#[inline]
+fn put_octet(tmp: &mut [u8; 15], at: usize, n: u8) -> usize {
+    let (h, t, o) = (n / 100, n / 10 % 10, n % 10);
+    let mut i = at;
+    if h > 0 {
+        tmp[i] = b'0' + h;
+        i += 1;
+    }
+    if n >= 10 {
+        tmp[i] = b'0' + t;
+        i += 1;
+    }
+    tmp[i] = b'0' + o;
+    i + 1
+}
+
 /// Appends `h` as 16 lowercase hex digits.
 pub fn write_hex64(out: &mut Vec<u8>, h: u64) {
     out.extend_from_slice(&hex64(h));
 }
 
-/// `h` as 16 lowercase hex digits.
+/// `h` as 16 lowercase hex digits (SWAR: each nibble spread into a byte,
+/// then mapped to ASCII eight at a time; no table loop).
 pub fn hex64(h: u64) -> [u8; 16] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut tmp = [0u8; 16];
-    for (i, t) in tmp.iter_mut().enumerate() {
-        *t = HEX[((h >> (60 - 4 * i)) & 0xf) as usize];
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    /// Nibbles of `x` into the bytes of a word, most significant nibble in
+    /// the most significant byte, each mapped to `0-9a-f`.
+    fn eight(x: u32) -> u64 {
+        let x = u64::from(x);
+        let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+        let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+        let x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+        // Bytes of 10 and more get `'a' - '0' - 10` on top of `'0'`.
+        let letters = ((x + 6 * ONES) >> 4) & ONES;
+        x + 0x30 * ONES + letters * 39
     }
+    let mut tmp = [0u8; 16];
+    tmp[..8].copy_from_slice(&eight((h >> 32) as u32).to_be_bytes());
+    tmp[8..].copy_from_slice(&eight(h as u32).to_be_bytes());
     tmp
 }
 
@@ -126,12 +154,15 @@ pub fn parse_ip(host: &[u8]) -> Option<IpAddr> {
 pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            for (i, o) in v4.octets().iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                write_decimal(out, u64::from(*o));
+            // At most 15 bytes: built on the stack, appended once.
+            let [a, b, c, d] = v4.octets();
+            let mut tmp = [0u8; 15];
+            let mut i = put_octet(&mut tmp, 0, a);
+            for o in [b, c, d] {
+                tmp[i] = b'.';
+                i = put_octet(&mut tmp, i + 1, o);
             }
+            out.extend_from_slice(&tmp[..i]);
         }
         // Rare path; io::Write on a Vec only grows `out`, no other allocation.
         IpAddr::V6(v6) => {
@@ -190,6 +221,27 @@ mod tests {
         let mut v = Vec::new();
         write_host_port(&mut v, "2001:db8::1".parse().unwrap(), 5060);
         assert_eq!(v, b"[2001:db8::1]:5060");
+    }
+
+    #[test]
+    fn hex_and_ipv4_match_std_formatting() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..10_000 {
+            x = x.rotate_left(7).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (x >> 3);
+            assert_eq!(hex64(x), format!("{x:016x}").as_bytes());
+            let ip = Ipv4Addr::from(x as u32);
+            let mut v = Vec::new();
+            write_ip(&mut v, IpAddr::V4(ip));
+            assert_eq!(v, ip.to_string().as_bytes());
+        }
+        for h in [0, u64::MAX, 0x0a0b_0c0d_0e0f_1090] {
+            assert_eq!(hex64(h), format!("{h:016x}").as_bytes());
+        }
+        for ip in ["0.0.0.0", "255.255.255.255", "10.9.100.99", "1.10.100.200"] {
+            let mut v = Vec::new();
+            write_ip(&mut v, ip.parse().unwrap());
+            assert_eq!(v, ip.as_bytes());
+        }
     }
 
     #[test]

@@ -64,8 +64,32 @@ impl Via {
     /// Parses the first via-parm of `buf[span]`. `None` if it is not one.
     pub fn parse(buf: &[u8], span: Span) -> Option<Via> {
         let end = span.end().min(buf.len());
-        let stop = value_end(buf, span.start(), end);
-        let mut c = Cursor { buf, pos: span.start(), end: stop };
+        // One walk: the value ends at the first comma the grammar does not
+        // consume. Every byte before it is a token, host, port, param or a
+        // quoted param value, so `values::value_end` would find the same
+        // comma, unless a bracketed host holds a quote, angle bracket or
+        // comma (which would change value_end's view of the rest): only
+        // then is the end found first, with a separate quote-aware scan.
+        match Via::parse_in(buf, span.start(), end, end, true) {
+            Ok(via) => via,
+            Err(Unusual) => Via::parse_in(buf, span.start(), value_end(buf, span.start(), end), end, false).ok()?,
+        }
+    }
+
+    /// Parses `buf[start..stop]`, the first value of a field ending at
+    /// `end`. With `at_comma`, `stop` is `end` and the walk itself stops
+    /// at the comma after the value.
+    fn parse_in(buf: &[u8], start: usize, stop: usize, end: usize, at_comma: bool) -> Result<Option<Via>, Unusual> {
+        let mut c = Cursor { buf, pos: start, end: stop, at_comma, unusual: false };
+        let via = Via::walk(&mut c, stop, end);
+        if c.unusual {
+            return Err(Unusual);
+        }
+        Ok(via)
+    }
+
+    fn walk(c: &mut Cursor<'_>, stop: usize, end: usize) -> Option<Via> {
+        let buf = c.buf;
         let name = c.token()?;
         c.expect(b'/')?;
         let version = c.token()?;
@@ -103,6 +127,7 @@ impl Via {
             let semi = c.pos;
             match c.peek() {
                 None => break,
+                Some(b',') if c.at_comma => break,
                 Some(b';') => c.pos += 1,
                 Some(_) => return None,
             }
@@ -143,7 +168,9 @@ impl Via {
             via.stamp_len += 1;
         }
         via.end = last as u32;
-        if stop < end {
+        if c.at_comma && c.peek() == Some(b',') {
+            via.next = Some(skip_lws(buf, c.pos + 1, end) as u32);
+        } else if !c.at_comma && stop < end {
             via.next = Some(skip_lws(buf, stop + 1, end) as u32);
         }
         Some(via)
@@ -180,10 +207,18 @@ fn is_param_char(b: u8) -> bool {
     is_token(b) || b == b':' || b == b'[' || b == b']'
 }
 
+/// A bracketed host that `values::value_end` would read differently from
+/// the walk (see [`Via::parse`]).
+struct Unusual;
+
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
     end: usize,
+    /// A top-level comma ends the value (`end` is the field's end).
+    at_comma: bool,
+    /// Set when `at_comma` cannot be trusted for this value.
+    unusual: bool,
 }
 
 impl Cursor<'_> {
@@ -221,7 +256,11 @@ impl Cursor<'_> {
     fn host(&mut self) -> Option<Span> {
         let start = self.pos;
         if self.peek() == Some(b'[') {
-            self.run(|b| b != b']' && !is_lws(b));
+            let inner = self.run(|b| b != b']' && !is_lws(b));
+            if self.at_comma && inner.of(self.buf).iter().any(|b| matches!(b, b'"' | b'<' | b'>' | b',')) {
+                self.unusual = true;
+                return None;
+            }
             if self.peek() != Some(b']') {
                 return None;
             }
@@ -320,6 +359,26 @@ mod tests {
         assert_eq!(Via::parse(many, Span::new(0, many.len())), None);
         let two_branches = b"SIP/2.0/UDP h;branch=z9hG4bKa;branch=z9hG4bKb";
         assert_eq!(Via::parse(two_branches, Span::new(0, two_branches.len())), None);
+    }
+
+    #[test]
+    fn value_ends_at_the_first_comma_outside_quotes() {
+        let v = b"SIP/2.0/UDP h;x=\"a,\\\"b\";branch=z9hG4bKq , SIP/2.0/UDP g";
+        let via = parse(v);
+        assert_eq!(via.branch_bytes(v), b"z9hG4bKq");
+        assert_eq!(&v[via.next.unwrap() as usize..], b"SIP/2.0/UDP g");
+        assert_eq!(&v[..via.end as usize], b"SIP/2.0/UDP h;x=\"a,\\\"b\";branch=z9hG4bKq");
+        for bad in [&b"SIP/2.0/UDP [::1,SIP/2.0/UDP h]"[..], b"SIP/2.0/UDP h;x=<a,b>", b"SIP/2.0/UDP h;x=\"a,b"] {
+            assert_eq!(Via::parse(bad, Span::new(0, bad.len())), None, "{}", String::from_utf8_lossy(bad));
+        }
+        let v = b"SIP/2.0/UDP h,";
+        assert_eq!(parse(v).next, Some(v.len() as u32));
+        // A quote inside brackets changes where value_end sees the value
+        // end: the walk defers to it.
+        let v = b"SIP/2.0/UDP [a\"b];x=\"c\"";
+        assert_eq!(parse(v).host.of(v), b"[a\"b]");
+        let v = b"SIP/2.0/UDP [\"h],h";
+        assert_eq!(Via::parse(v, Span::new(0, v.len())), None);
     }
 
     #[test]
