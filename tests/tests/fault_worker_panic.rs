@@ -22,13 +22,13 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use sip_lb_tests::process::{scratch_dir, ChildGuard};
+use sip_lb_tests::sink::Sink;
+use sip_lb_tests::sip::call_id_of;
 use sip_lb_tests::sip_lb_binary;
 
 const CALLS: usize = 200;
@@ -66,54 +66,26 @@ fn request(from: SocketAddr, call_id: &str, max_forwards: u32, extra: &str) -> S
     )
 }
 
-/// The backend: records every Call-ID it receives until stopped.
+/// The backend: the kit's recording sink.
 struct Backend {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
+    sink: Sink,
 }
 
 impl Backend {
     fn start() -> Result<Backend> {
-        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-        sock.set_read_timeout(Some(Duration::from_millis(20)))?;
-        let addr = sock.local_addr()?;
-        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (seen, stop) = (seen.clone(), stop.clone());
-            thread::spawn(move || {
-                let mut buf = vec![0u8; 65_536];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(n) = sock.recv(&mut buf) {
-                        let msg = String::from_utf8_lossy(&buf[..n]);
-                        if let Some(l) = msg.split("\r\n").find(|l| l.starts_with("Call-ID:")) {
-                            seen.lock().unwrap().push(l["Call-ID:".len()..].trim().to_owned());
-                        }
-                    }
-                }
-            })
-        };
-        Ok(Backend { addr, seen, stop, thread: Some(thread) })
+        let sink = Sink::bind((Ipv4Addr::LOCALHOST, 0))?;
+        Ok(Backend { addr: sink.addr(), sink })
     }
 
     /// How often each Call-ID with `prefix` arrived so far.
     fn arrivals(&self, prefix: &str) -> HashMap<String, usize> {
         let mut m = HashMap::new();
-        for id in self.seen.lock().unwrap().iter().filter(|id| id.starts_with(prefix)) {
-            *m.entry(id.clone()).or_default() += 1;
+        for id in self.sink.datagrams().iter().filter_map(|d| call_id_of(&d.bytes)).filter(|id| id.starts_with(prefix))
+        {
+            *m.entry(id).or_default() += 1;
         }
         m
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
