@@ -15,6 +15,8 @@ use super::Env;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     SipLb,
+    /// sip-lb with `--pin off`, for the latency comparison only.
+    SipLbUnpinned,
     Kamailio,
     Null,
 }
@@ -23,6 +25,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::SipLb => "sip-lb",
+            Kind::SipLbUnpinned => "sip-lb --pin off",
             Kind::Kamailio => "kamailio",
             Kind::Null => "null forwarder",
         }
@@ -78,11 +81,12 @@ impl Balancer {
         let name = format!("{}-{workers}-{tag}", kind.name().replace(' ', "-"));
         let mut ctl_socket = None;
         let cmd = match kind {
-            Kind::SipLb => {
+            Kind::SipLb | Kind::SipLbUnpinned => {
                 let mut c = Command::new(&env.sip_lb);
                 c.arg("run").arg("--listen").arg(listen.to_string()).arg("--workers").arg(workers.to_string());
-                // The bench compares placements it chose: worker i on CPU i, always.
-                c.args(["--pin", "on"]);
+                // The bench compares placements it chose: worker i on CPU i,
+                // or (the latency comparison) none at all.
+                c.args(["--pin", if kind == Kind::SipLb { "on" } else { "off" }]);
                 // Its own control/metrics port, so parallel runs and tests do not collide on 5070.
                 let control = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
                 c.arg("--metrics").arg(control.to_string());
@@ -157,7 +161,7 @@ impl Balancer {
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
         }
-        if self.kind == Kind::SipLb {
+        if matches!(self.kind, Kind::SipLb | Kind::SipLbUnpinned) {
             let (fwd, rx) = parse_sip_lb_summary(&self.child.stderr());
             if !rx.is_empty() {
                 usage.forwarded = Some(fwd);

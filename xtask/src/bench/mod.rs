@@ -260,12 +260,18 @@ fn measure(env: &Env, plan: &Plan, r: &mut Results) {
             let rate = 0.5 * max.iter().sum::<f64>() / max.len() as f64;
             let what = format!("latency: {} at {rate:.0} msg/s", kind.label(workers));
             eprintln!("bench: {what}");
-            let run = packets::latency(env, None, workers, rate, plan.latency_seconds, "lat-base").and_then(|base| {
-                Ok((packets::latency(env, Some(kind), workers, rate, plan.latency_seconds, "lat")?, base))
-            });
-            match run {
-                Ok(pair) => r.latency.push(pair),
-                Err(e) => note(r, what, e),
+            // sip-lb runs twice at its rate: pinned (as everywhere in the
+            // bench) and with --pin off, each after its own baseline.
+            let variants: &[Kind] = if kind == Kind::SipLb { &[Kind::SipLb, Kind::SipLbUnpinned] } else { &[kind] };
+            for &k in variants {
+                let run =
+                    packets::latency(env, None, workers, rate, plan.latency_seconds, "lat-base").and_then(|base| {
+                        Ok((packets::latency(env, Some(k), workers, rate, plan.latency_seconds, "lat")?, base))
+                    });
+                match run {
+                    Ok(pair) => r.latency.push(pair),
+                    Err(e) => note(r, format!("{what} ({})", k.name()), e),
+                }
             }
         }
     }
