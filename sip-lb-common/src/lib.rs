@@ -6,4 +6,4 @@ pub mod callid_scan;
 pub mod hash;
 pub mod maps;
 
-pub use hash::{call_id_hash, trim_lws, worker_for_hash, CallIdHasher};
+pub use hash::{call_id_hash, chunk_mask, trim_lws, worker_for_hash, CallIdHasher};

@@ -11,10 +11,12 @@
 //!   test (no per-byte loop), or takes the next '\n' of the current word and
 //!   checks the line after it: `call-id` / `i` in any case (one 8-byte compare),
 //!   optional SP/HT, ':'; a blank line ends the header block;
-//! - value: a second bounded loop hashes with `sip_lb_common::CallIdHasher`,
-//!   8 bytes per iteration while none is a control/blank byte, else one;
-//!   leading LWS (incl. a fold) is skipped, and the state after the last
-//!   non-blank byte is kept, so the result is `call_id_hash(trim_lws(v))`;
+//! - value: a second bounded loop finds its end, 8 bytes per iteration while
+//!   none is a control/blank byte, else one; leading LWS (incl. a fold) is
+//!   skipped, and the end after the last non-blank byte is kept; a third loop
+//!   then hashes that range with `sip_lb_common::CallIdHasher`, one 8-byte
+//!   chunk (one multiply) per iteration, the last chunk masked, so the result
+//!   is `call_id_hash(trim_lws(v))`;
 //!   the value is taken only if the header field ends at its first CR/LF
 //!   (no fold or lone CR after it), else the scan gives up: wherever XDP and
 //!   userspace both find a Call-ID, they hash the same bytes. The exact rules
@@ -31,11 +33,15 @@ use core::ptr::{read_volatile, write_volatile};
 
 use sip_lb_common::{
     callid_scan::{MAX_LEADING_LWS, SEARCH_STEPS, VALUE_STEPS},
+    chunk_mask,
     maps::{PassReason, ScanBuf, MAX_CALL_ID_SPAN, SCAN_BUF_MASK as MASK},
     CallIdHasher,
 };
 
 use crate::maps::SCAN_BUF;
+
+/// Chunks of the longest value: it ends before `start + MAX_CALL_ID_SPAN + 7`.
+const HASH_CHUNKS: usize = (MAX_CALL_ID_SPAN + 7).div_ceil(8);
 
 // Loop bounds (`SEARCH_STEPS`, `VALUE_STEPS`, `MAX_LEADING_LWS`) live in
 // `sip_lb_common::callid_scan`, next to the model that must match this code.
@@ -354,8 +360,8 @@ fn hash_value(buf: &Buf, start: usize, len: usize, cut: bool) -> Result<u64, Pas
     }
     // Fresh unknown again, so the value loop is walked once by the verifier.
     let mut i = buf.launder(i);
-    let mut h = CallIdHasher::new();
-    let mut committed = h;
+    let first = i;
+    let mut end = i; // after the last non-SP/HT byte
     for _ in 0..VALUE_STEPS {
         if i >= len || i >= limit {
             break;
@@ -363,21 +369,19 @@ fn hash_value(buf: &Buf, start: usize, len: usize, cut: bool) -> Result<u64, Pas
         if i + 8 <= len {
             let w = buf.bytes8(i);
             if has_less(w, 0x21) == 0 {
-                for k in 0..8 {
-                    h.write_u8((w >> (8 * k)) as u8);
-                }
-                committed = h;
                 i += 8;
+                end = i;
                 continue;
             }
         }
         let c = buf.byte(i);
         if c == b'\r' || c == b'\n' {
-            return value_end(buf, i, c, len, cut).map(|()| committed.finish());
+            value_end(buf, i, c, len, cut)?;
+            // Fresh unknowns: the hash loop is walked once by the verifier.
+            return Ok(hash_range(buf, buf.launder(first), buf.launder(end - first)));
         }
-        h.write_u8(c);
         if c != b' ' && c != b'\t' {
-            committed = h;
+            end = i + 1;
         }
         i += 1;
     }
@@ -386,6 +390,23 @@ fn hash_value(buf: &Buf, start: usize, len: usize, cut: bool) -> Result<u64, Pas
         return Err(PassReason::NoCallId);
     }
     Err(PassReason::TooLong)
+}
+
+/// `call_id_hash` of the `n` bytes at `start` (`n <= MAX_CALL_ID_SPAN + 7`):
+/// 8-byte chunks from `start`, the last one masked (bytes past it may be
+/// whitespace, CR/LF or the zeroed guard).
+#[inline(always)]
+fn hash_range(buf: &Buf, start: usize, n: usize) -> u64 {
+    let mut h = CallIdHasher::new();
+    let mut k = 0;
+    for _ in 0..HASH_CHUNKS {
+        if k >= n {
+            break;
+        }
+        h.write_chunk(buf.bytes8(start + k) & chunk_mask(n - k));
+        k += 8;
+    }
+    h.finish(n)
 }
 
 /// At the first CR/LF (`c`, at `i`) after the value's first byte: `Ok` only

@@ -181,7 +181,12 @@ fn choices_are_pinned_across_releases() {
     assert_eq!(got, PINNED);
 }
 
-const PINNED: [&str; 3] = ["420103000100432433444142", "420144204141432433444142", "420105000100452453544152"];
+/// Recomputed for the word-at-a-time `call_id_hash` (issue 11), which moves
+/// every Call-ID once: by a Python model of `Router::choose` (mix13,
+/// `-ln(u)/w`, seeds from python-xxhash's xxh3, checked against
+/// `hrw::seeds_are_pinned`) over a Python model of the new hash, not by
+/// copying this test's output.
+const PINNED: [&str; 3] = ["434131344100424324210314", "434133344440444344210314", "454135344100454354210354"];
 
 fn distinct_addrs(max: usize) -> impl Strategy<Value = Vec<(SocketAddr, u32)>> {
     prop::collection::btree_set((any::<[u8; 4]>(), 1024u16..65535), 2..=max).prop_flat_map(|set| {
