@@ -11,7 +11,7 @@ use super::splice::{Edits, Insert, MAC_DIGITS};
 use super::Proxy;
 use crate::sip::header::HeaderName;
 use crate::sip::message::{Header, Message, StartLine};
-use crate::sip::params::{addr_uri, header_param};
+use crate::sip::params::{addr_parts, addr_uri, param_at};
 use crate::sip::span::Span;
 use crate::sip::text::{hex64, is_lws, is_token, parse_decimal, trim};
 use crate::sip::uri::{Scheme, Uri};
@@ -144,7 +144,7 @@ pub(super) fn handle<C: Chooser + ?Sized>(
         &BranchInput {
             top_via: via,
             top_via_raw: bytes(buf, Some(Span::new(via_header.value.start(), via.end as usize))),
-            from_tag: bytes(buf, f.from.and_then(|h| header_param(buf, h.value, b"tag"))),
+            from_tag: bytes(buf, f.from.and_then(|h| param_at(buf, checked.from_params, h.value.end(), b"tag"))),
             call_id,
             cseq_number: bytes(buf, Some(checked.cseq_number)),
             request_uri: m.get(checked.uri),
@@ -189,6 +189,8 @@ struct Checked {
     cseq_number: Span,
     max_forwards: Option<u64>,
     body_end: usize,
+    /// Where From's header params start (`header_params_start`).
+    from_params: usize,
 }
 
 /// §16.3 in order: syntax (400), URI scheme (416), Max-Forwards (483),
@@ -203,9 +205,9 @@ fn check(proxy: &Proxy, m: &Message<'_>, f: &Fields<'_>) -> Result<Checked, Reje
     let (Some(from), Some(to), Some(call_id), Some(cseq)) = (f.from, f.to, f.call_id, f.cseq) else {
         return Err(BAD);
     };
-    if !address_ok(buf, from.value) || !address_ok(buf, to.value) {
+    let (Some(from_params), Some(_)) = (address(buf, from.value), address(buf, to.value)) else {
         return Err(BAD);
-    }
+    };
     if call_id.value.is_empty() {
         return Err(BAD);
     }
@@ -236,7 +238,7 @@ fn check(proxy: &Proxy, m: &Message<'_>, f: &Fields<'_>) -> Result<Checked, Reje
     if f.proxy_require && unsupported_option(proxy, m) {
         return Err(ReplyCode::BadExtension);
     }
-    Ok(Checked { uri, cseq_number, max_forwards, body_end })
+    Ok(Checked { uri, cseq_number, max_forwards, body_end, from_params })
 }
 
 /// Does Proxy-Require name an option the operator has not listed?
@@ -247,14 +249,21 @@ fn unsupported_option(proxy: &Proxy, m: &Message<'_>) -> bool {
 
 /// A From/To value is a name-addr (`<...>` closed, RFC 4475 "badaspec":
 /// a display name needs the brackets) or a bare addr-spec with a scheme.
+/// If it is, where its header params start (for the From tag).
+fn address(buf: &[u8], value: Span) -> Option<usize> {
+    let a = addr_parts(buf, value);
+    let ok = if a.has_lt {
+        a.has_gt && Uri::parse(buf, a.uri).is_some()
+    } else {
+        let spec = a.uri.of(buf);
+        !spec.is_empty() && !spec.iter().any(|&b| is_lws(b) || b == b'"') && Uri::parse(buf, a.uri).is_some()
+    };
+    ok.then_some(a.params)
+}
+
+#[cfg(test)]
 fn address_ok(buf: &[u8], value: Span) -> bool {
-    let v = value.of(buf);
-    let uri = addr_uri(buf, value);
-    if memchr::memchr(b'<', v).is_some() {
-        return memchr::memchr(b'>', v).is_some() && Uri::parse(buf, uri).is_some();
-    }
-    let spec = uri.of(buf);
-    !spec.is_empty() && !spec.iter().any(|&b| is_lws(b) || b == b'"') && Uri::parse(buf, uri).is_some()
+    address(buf, value).is_some()
 }
 
 /// `1*DIGIT LWS Method` into its two parts.

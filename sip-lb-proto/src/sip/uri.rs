@@ -35,7 +35,8 @@ impl Uri {
     /// syntax) or, for sip/sips, has no usable host.
     pub fn parse(buf: &[u8], span: Span) -> Option<Uri> {
         let s = span.of(buf);
-        let colon = memchr(b':', s)?;
+        // The scheme is a few bytes: a plain loop, not `memchr`'s dispatch.
+        let colon = s.iter().position(|&b| b == b':')?;
         let scheme = &s[..colon];
         let valid = scheme.first().is_some_and(u8::is_ascii_alphabetic)
             && scheme.iter().all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
