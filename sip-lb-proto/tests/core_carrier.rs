@@ -121,10 +121,9 @@ CSeq: 1 INVITE",
     assert!(text(&out).starts_with("INVITE sip:+15551234@192.0.2.10 SIP/2.0\r\n"));
 }
 
-/// 9.4: an IPv6 backend behind an IPv4 arrival socket: forwarded from the
-/// IPv6 listener, with that listener's Via, so the response comes back to a
-/// socket that can reach the client's family... and leaves from the socket
-/// our Via names.
+/// 9.4: an IPv6 backend behind an IPv4 arrival socket: the request leaves
+/// from the IPv6 listener, with that listener's Via, and the response
+/// leaves from the IPv4 listener the client sent to (recorded in the branch).
 #[test]
 fn backend_of_the_other_family_gets_the_listener_of_its_family() {
     let p = support::proxy_with(&[LB, "[2001:db8::10]:5060"], Policy::default());

@@ -26,6 +26,13 @@ pub struct SipRequest {
 }
 
 impl SipRequest {
+    /// A MESSAGE with a 400-byte text body: larger than any stateless reply
+    /// to it, so sip-lb's amplification guard lets a 483 (readiness probes
+    /// with Max-Forwards 0) or a 400 out.
+    pub fn padded_message(via: SocketAddr, call_id: &str) -> SipRequest {
+        SipRequest::new("MESSAGE", via, call_id).body("text/plain", &"x".repeat(400))
+    }
+
     pub fn new(method: &str, via: SocketAddr, call_id: &str) -> SipRequest {
         SipRequest {
             method: method.to_owned(),

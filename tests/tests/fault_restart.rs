@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use sip_lb_tests::netns::{self, NetNs, Veth};
 use sip_lb_tests::process::{scratch_dir, ChildGuard};
+use sip_lb_tests::sip::SipRequest;
 use sip_lb_tests::sip_lb_binary;
 
 const LB_IP: &str = "10.77.31.1";
@@ -96,22 +97,10 @@ fn assert_detached(ns: &NetNs, dev: &str, when: &str) -> Result<()> {
     }
 }
 
-/// A MESSAGE with a 400-byte body: larger than any stateless reply to it, so
-/// sip-lb's amplification guard lets the 483 readiness answer out.
+/// The kit's padded MESSAGE: sip-lb's amplification guard lets its 483
+/// readiness answer out.
 fn request(from: SocketAddr, call_id: &str, max_forwards: u32) -> String {
-    let body = "x".repeat(400);
-    format!(
-        "MESSAGE sip:bob@example.com SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {from};rport;branch=z9hG4bK-{call_id}\r\n\
-         Max-Forwards: {max_forwards}\r\n\
-         From: <sip:alice@example.com>;tag=a1\r\n\
-         To: <sip:bob@example.com>\r\n\
-         Call-ID: {call_id}\r\n\
-         CSeq: 1 MESSAGE\r\n\
-         Content-Type: text/plain\r\n\
-         Content-Length: {len}\r\n\r\n{body}",
-        len = body.len()
-    )
+    SipRequest::padded_message(from, call_id).max_forwards(max_forwards).build()
 }
 
 /// Starts sip-lb in `ns` with XDP on LB_DEV; ready once a Max-Forwards: 0

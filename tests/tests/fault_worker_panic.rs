@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use sip_lb_tests::process::{scratch_dir, ChildGuard};
 use sip_lb_tests::sink::Sink;
-use sip_lb_tests::sip::call_id_of;
+use sip_lb_tests::sip::{call_id_of, SipRequest};
 use sip_lb_tests::sip_lb_binary;
 
 const CALLS: usize = 200;
@@ -48,22 +48,13 @@ fn udp_port_bound(port: u16) -> Result<bool> {
     Ok(text.lines().filter_map(|l| l.split_whitespace().nth(1)).any(|local| local.ends_with(&want)))
 }
 
-/// A MESSAGE with a 400-byte body: larger than any stateless reply to it, so
-/// the 483 readiness answer is not suppressed as an amplification.
-fn request(from: SocketAddr, call_id: &str, max_forwards: u32, extra: &str) -> String {
-    let body = "x".repeat(400);
-    format!(
-        "MESSAGE sip:bob@example.com SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {from};rport;branch=z9hG4bK-{call_id}\r\n\
-         Max-Forwards: {max_forwards}\r\n\
-         From: <sip:alice@example.com>;tag=a1\r\n\
-         To: <sip:bob@example.com>\r\n\
-         Call-ID: {call_id}\r\n\
-         CSeq: 1 MESSAGE\r\n{extra}\
-         Content-Type: text/plain\r\n\
-         Content-Length: {len}\r\n\r\n{body}",
-        len = body.len()
-    )
+/// The kit's padded MESSAGE (its readiness 483 is never suppressed as an
+/// amplification), with `extra` headers.
+fn request(from: SocketAddr, call_id: &str, max_forwards: u32, extra: &[(&str, &str)]) -> String {
+    let m = extra
+        .iter()
+        .fold(SipRequest::padded_message(from, call_id).max_forwards(max_forwards), |m, (n, v)| m.header(n, v));
+    m.build()
 }
 
 /// The backend: the kit's recording sink.
@@ -120,7 +111,7 @@ fn start_lb(listen: SocketAddr, control: u16, backend: SocketAddr, fault: &str, 
         if Instant::now() > deadline {
             break;
         }
-        probe.send_to(request(from, &format!("ready-{label}-{n}"), 0, "").as_bytes(), listen)?;
+        probe.send_to(request(from, &format!("ready-{label}-{n}"), 0, &[]).as_bytes(), listen)?;
         if let Ok(len) = probe.recv(&mut buf) {
             if buf[..len].starts_with(b"SIP/2.0 483") {
                 return Ok(child);
@@ -135,7 +126,7 @@ fn start_lb(listen: SocketAddr, control: u16, backend: SocketAddr, fault: &str, 
 fn send_calls(client: &UdpSocket, listen: SocketAddr, backend: &Backend, prefix: &str) -> Result<()> {
     let from = client.local_addr()?;
     for i in 0..CALLS {
-        client.send_to(request(from, &format!("{prefix}{i}"), 70, "").as_bytes(), listen)?;
+        client.send_to(request(from, &format!("{prefix}{i}"), 70, &[]).as_bytes(), listen)?;
         if i % 20 == 19 {
             thread::sleep(Duration::from_millis(2));
         }
@@ -199,7 +190,7 @@ fn worker_panic_aborts_the_process_and_a_restart_forwards_every_call_id() -> Res
     // The trigger: one request whose worker panics on it.
     let from = client.local_addr()?;
     let triggered = Instant::now();
-    client.send_to(request(from, "trigger", 70, &format!("X-Fault: {TRIGGER}\r\n")).as_bytes(), listen)?;
+    client.send_to(request(from, "trigger", 70, &[("X-Fault", TRIGGER)]).as_bytes(), listen)?;
     let status = wait_exit(&mut lb1, Duration::from_secs(5))?;
     let to_exit = triggered.elapsed();
     let err1 = lb1.stderr();
