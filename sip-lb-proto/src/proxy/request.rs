@@ -282,12 +282,8 @@ fn split_cseq(buf: &[u8], value: Span) -> Option<(Span, Span)> {
     Some((Span::new(value.start(), value.start() + digits), method))
 }
 
-/// Is this URI (a Route or the Request-URI) us? sip/sips with a host that
-/// is one of our addresses or aliases (see `Identity::is_us`).
-fn uri_is_us(proxy: &Proxy, buf: &[u8], uri: Span) -> bool {
-    our_uri(proxy, buf, uri).is_some()
-}
-
+/// The URI (a Route or the Request-URI) if it is us: sip/sips with a host
+/// that is one of our addresses or aliases (see `Identity::is_us`).
 fn our_uri(proxy: &Proxy, buf: &[u8], uri: Span) -> Option<Uri> {
     let u = Uri::parse(buf, uri)?;
     let sip = matches!(u.scheme, Scheme::Sip | Scheme::Sips);
@@ -343,7 +339,7 @@ fn routes<'a>(proxy: &Proxy, m: &Message<'a>, f: &Fields<'_>, ruri: Span, edits:
         edits.replace(ruri.start(), ruri.end(), Insert::Bytes(target.of(buf)));
     }
     if !(strict && single) {
-        remove_first = uri_is_us(proxy, buf, addr_uri(buf, fv.first));
+        remove_first = our_uri(proxy, buf, addr_uri(buf, fv.first)).is_some();
     }
     let whole = |h: &Header, e: &mut Edits<'_>| e.remove(h.line.start(), h.next as usize);
     if same_field && strict && remove_first && fv.count == 2 {
