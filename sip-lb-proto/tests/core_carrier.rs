@@ -43,6 +43,19 @@ fn request(head: &str) -> Vec<u8> {
     sip(&format!("{head}\nContent-Length: 0\n\n"))
 }
 
+/// An OPTIONS from the client with this top Via, Call-ID and CSeq number.
+fn options(via: &str, call_id: &str, cseq: &str) -> Vec<u8> {
+    request(&format!(
+        "OPTIONS sip:bob@example.com SIP/2.0
+Via: {via}
+Max-Forwards: 70
+From: <sip:alice@example.org>;tag=1
+To: <sip:bob@example.com>
+Call-ID: {call_id}
+CSeq: {cseq} OPTIONS"
+    ))
+}
+
 /// 9.1: a Route as the first header line shares its offset with our Via and
 /// Max-Forwards insertions; all three edits must land.
 #[test]
@@ -128,15 +141,7 @@ CSeq: 1 INVITE",
 fn backend_of_the_other_family_gets_the_listener_of_its_family() {
     let p = support::proxy_with(&[LB, "[2001:db8::10]:5060"], Policy::default());
     let v6 = |_: &[u8], _: u64| "[2001:db8::100]:5060".parse().ok();
-    let msg = request(
-        "OPTIONS sip:bob@example.com SIP/2.0
-Via: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKfam
-Max-Forwards: 70
-From: <sip:alice@example.org>;tag=1
-To: <sip:bob@example.com>
-Call-ID: family@example.org
-CSeq: 1 OPTIONS",
-    );
+    let msg = options("SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKfam", "family@example.org", "1");
     let mut out = Vec::new();
     let a = p.handle(&v6, &msg, CLIENT.parse().unwrap(), 0, &mut out);
     assert_eq!(a, Action::Forward { to: "[2001:db8::100]:5060".parse().unwrap(), from: 1, what: Forwarded::Request });
@@ -167,15 +172,7 @@ fn each_listener_advertises_itself_and_answers_from_itself() {
         keys(),
         Policy::default(),
     );
-    let msg = request(
-        "OPTIONS sip:bob@example.com SIP/2.0
-Via: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKtwo
-Max-Forwards: 70
-From: <sip:alice@example.org>;tag=1
-To: <sip:bob@example.com>
-Call-ID: two-listeners@example.org
-CSeq: 1 OPTIONS",
-    );
+    let msg = options("SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKtwo", "two-listeners@example.org", "1");
     for (on, via) in [(0, "203.0.113.1:5060"), (1, "10.0.0.1:5080")] {
         let (a, out) = run(&p, &msg, CLIENT, on);
         assert_eq!(a, Action::Forward { to: BACKEND.parse().unwrap(), from: on, what: Forwarded::Request });
@@ -196,17 +193,7 @@ CSeq: 1 OPTIONS",
 /// 9.7 and 9.8: the client cannot choose where responses go.
 #[test]
 fn received_and_rport_always_come_from_the_packet() {
-    let msg = |via: &str| {
-        request(&format!(
-            "OPTIONS sip:bob@example.com SIP/2.0
-Via: {via}
-Max-Forwards: 70
-From: <sip:alice@example.org>;tag=1
-To: <sip:bob@example.com>
-Call-ID: stamp@example.org
-CSeq: 1 OPTIONS"
-        ))
-    };
+    let msg = |via: &str| options(via, "stamp@example.org", "1");
     for (via, src, want) in [
         // sent-by equals the source, received names another host.
         (
@@ -248,17 +235,8 @@ CSeq: 1 OPTIONS"
 /// transaction of that client must still get its own downstream branch.
 #[test]
 fn bare_cookie_branch_gets_a_branch_per_transaction() {
-    let msg = |cseq: u32| {
-        request(&format!(
-            "OPTIONS sip:bob@example.com SIP/2.0
-Via: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK
-Max-Forwards: 70
-From: <sip:alice@example.org>;tag=1
-To: <sip:bob@example.com>
-Call-ID: badbranch@example.org
-CSeq: {cseq} OPTIONS"
-        ))
-    };
+    let msg =
+        |cseq: u32| options("SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK", "badbranch@example.org", &cseq.to_string());
     let b1 = our_branch(&run(&proxy(), &msg(1), CLIENT, 0).1);
     let b2 = our_branch(&run(&proxy(), &msg(2), CLIENT, 0).1);
     assert_ne!(b1, b2);
@@ -322,15 +300,7 @@ CSeq: 1 INVITE"
 #[test]
 fn cseq_up_to_32_bits_is_forwarded() {
     for n in ["2147483648", "3000000000", "4294967295"] {
-        let msg = request(&format!(
-            "OPTIONS sip:bob@example.com SIP/2.0
-Via: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKcseq{n}
-Max-Forwards: 70
-From: <sip:alice@example.org>;tag=1
-To: <sip:bob@example.com>
-Call-ID: cseq@example.org
-CSeq: {n} OPTIONS"
-        ));
+        let msg = options(&format!("SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKcseq{n}"), "cseq@example.org", n);
         forwarded(run(&proxy(), &msg, CLIENT, 0).0);
     }
 }
@@ -339,15 +309,7 @@ CSeq: {n} OPTIONS"
 /// (leading CRLF, lower-case version): the driver never looks again.
 #[test]
 fn forward_says_request_or_response() {
-    let msg = request(
-        "OPTIONS sip:bob@example.com SIP/2.0
-Via: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKkind
-Max-Forwards: 70
-From: <sip:alice@example.org>;tag=1
-To: <sip:bob@example.com>
-Call-ID: kind@example.org
-CSeq: 1 OPTIONS",
-    );
+    let msg = options("SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKkind", "kind@example.org", "1");
     let mut lead = b"\r\n\r\n".to_vec();
     lead.extend_from_slice(&msg);
     let (a, fwd) = run(&proxy(), &lead, CLIENT, 0);
