@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, CpuMap, PerCpuArray, ReusePortSockArray},
 };
-use sip_lb_common::maps::{Counters, ScanBuf, SteerConfig, MAX_CPUS, MAX_WORKERS, PORT_WORDS};
+use sip_lb_common::maps::{Counters, RxRate, ScanBuf, SteerConfig, MAX_CPUS, MAX_WORKERS, PORT_WORDS};
 
 /// Worker count and worker -> CPU table (one entry).
 #[map(name = "CONFIG")]
@@ -35,3 +35,7 @@ pub static REUSEPORT_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_ent
 /// Per-CPU scratch the UDP payload is copied into before the scan.
 #[map(name = "SCAN_BUF")]
 pub static SCAN_BUF: PerCpuArray<ScanBuf> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU SIP datagram rate: whether redirecting is worth it on this CPU.
+#[map(name = "RX_RATE")]
+pub static RX_RATE: PerCpuArray<RxRate> = PerCpuArray::with_max_entries(1, 0);

@@ -28,6 +28,7 @@ pub(crate) struct Draft {
     pub workers: Option<usize>,
     pub pools: Vec<PoolConfig>,
     pub iface: Option<String>,
+    pub xdp_redirect_above_pps: Option<u32>,
     pub pin: Option<super::PinMode>,
     pub metrics: Option<SocketAddr>,
     pub health: HealthConfig,
@@ -86,6 +87,7 @@ struct RawConfig {
     #[serde(default)]
     pool: Vec<RawPool>,
     iface: Option<String>,
+    xdp_redirect_above_pps: Option<u32>,
     pin: Option<super::PinMode>,
     metrics: Option<Spanned<String>>,
     health: Option<RawHealth>,
@@ -262,6 +264,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
         draft.workers = Some(w.into_inner());
     }
     draft.iface = raw.iface;
+    draft.xdp_redirect_above_pps = raw.xdp_redirect_above_pps;
     draft.pin = raw.pin;
     if let Some(m) = raw.metrics {
         let sa = m.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
