@@ -3,9 +3,14 @@
 //!
 //! A background thread dumps links, addresses, routes and neighbours over
 //! rtnetlink, subscribes to their multicast groups and re-dumps whatever kind
-//! changed; each result is published as one immutable [`Snapshot`] with
+//! changed; each result is published as one immutable `Snapshot` with
 //! `arc-swap`. [`NeighbourTable::next_hop`] reads the current snapshot: no
 //! lock, allocation or syscall on the hot path.
+//!
+//! Every change re-dumps its whole kind (routes, neighbours, ...), events
+//! arriving meanwhile folded into one refresh: simple and never out of step
+//! with the kernel, sized for the main table of a server, not for a router
+//! carrying a full Internet table.
 //!
 //! Only the main routing table (`RT_TABLE_MAIN`) is mirrored: policy routing
 //! (`ip rule`, other tables, VRFs) is not, nor are multipath routes, routes
@@ -15,7 +20,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::Arc,
     thread::JoinHandle,
 };
@@ -138,13 +143,18 @@ fn follow(mut mirror: Mirror, events: Socket, stop: &OwnedFd, published: &ArcSwa
         let timeout = if dirty == Dirty::NONE { -1 } else { 1000 };
         let mut fds = [
             libc::pollfd { fd: events.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stop.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
         // SAFETY: `fds` is a live array of two pollfds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            tracing::error!("neighbour table: poll: {}", std::io::Error::last_os_error());
-            return;
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!("neighbour table: poll: {e}; sending through the kernel from now on");
+                // No longer followed: stale MACs would misdirect frames.
+                published.store(Arc::new(Snapshot::default()));
+                return;
+            }
         }
         if fds[1].revents != 0 {
             return;
@@ -157,7 +167,8 @@ fn follow(mut mirror: Mirror, events: Socket, stop: &OwnedFd, published: &ArcSwa
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => dirty = Dirty::ALL,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::error!("neighbour table: netlink receive: {e}");
+                    tracing::error!("neighbour table: netlink receive: {e}; sending through the kernel from now on");
+                    published.store(Arc::new(Snapshot::default()));
                     return;
                 }
             }
@@ -531,7 +542,9 @@ fn usable_neighbour(msg: &NeighbourMessage, ifindex: u32) -> Option<(IpAddr, [u8
     Some((ip, mac))
 }
 
-/// One published state: everything `next_hop` needs, immutable.
+/// One published state: everything `next_hop` needs, immutable. The
+/// default one resolves nothing.
+#[derive(Default)]
 struct Snapshot {
     mac: Option<[u8; 6]>,
     v4: Family,
@@ -609,6 +622,7 @@ fn mask(addr: u128, len: u8, width: u32) -> u128 {
 
 /// The routes of one family for longest-prefix match: one level per prefix
 /// length in use, longest first, each sorted by network for binary search.
+#[derive(Default)]
 struct Family {
     width: u32,
     levels: Vec<(u8, Vec<(u128, Hop)>)>,

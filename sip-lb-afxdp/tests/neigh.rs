@@ -145,6 +145,14 @@ fn static_neighbour_resolves_with_macs_and_source() {
     lab.expect("10.77.0.20", Some(lab.hop(GW_MAC, "10.77.0.1")));
     // Our own address stays in the host.
     assert_eq!(lab.table.next_hop(ip("10.77.0.1")), None);
+    // A new interface MAC: the kernel flushes the interface's neighbours
+    // (permanent ones too), and so does the mirror; then the new MAC is used.
+    let new_mac = [0x02, 0, 0, 0, 0, 0x11];
+    lab.a.ip(&format!("link set nt0 address {}", mac(new_mac)));
+    lab.expect("10.77.0.2", None);
+    lab.a.ip(&format!("neigh replace 10.77.0.2 lladdr {} nud permanent dev nt0", mac(B_MAC)));
+    let want = NextHop { src_mac: new_mac, ..lab.hop(B_MAC, "10.77.0.1") };
+    lab.expect("10.77.0.2", Some(want));
 }
 
 #[test]
@@ -202,6 +210,11 @@ fn ipv6_on_link_gateway_and_learning() {
     lab.expect("2001:db8:1::5", Some(lab.hop(GW2_MAC, "fd77::1")));
     lab.a.ip("-6 route del 2001:db8:1::/48");
     lab.expect("2001:db8:1::5", None);
+    // The usual IPv6 default route: via the router's link-local address,
+    // from our global address.
+    lab.a.ip(&format!("neigh replace fe80::1 lladdr {} nud reachable dev nt0", mac(GW_MAC)));
+    lab.a.ip("-6 route add default via fe80::1 dev nt0");
+    lab.expect("2001:db8:2::5", Some(lab.hop(GW_MAC, "fd77::1")));
 }
 
 #[test]
