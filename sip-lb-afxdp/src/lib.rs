@@ -1,0 +1,2 @@
+//! The AF_XDP data path of sip-lb.
+pub mod neigh;
