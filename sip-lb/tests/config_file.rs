@@ -892,7 +892,13 @@ fn xdp_redirect_threshold() {
     assert_eq!(Config::from_toml_str(POOL).unwrap().xdp_redirect_above_pps, DEFAULT_XDP_REDIRECT_ABOVE_PPS);
     let c = Config::from_toml_str(&format!("xdp_redirect_above_pps = 0\n{POOL}")).unwrap();
     assert_eq!(c.xdp_redirect_above_pps, 0);
-    assert_err(&format!("workers = 1\nxdp_redirect_above_pps = -5\n{POOL}"), Some(2), None, "xdp_redirect_above_pps", "");
+    assert_err(
+        &format!("workers = 1\nxdp_redirect_above_pps = -5\n{POOL}"),
+        Some(2),
+        None,
+        "xdp_redirect_above_pps",
+        "",
+    );
     // The flag wins over the file.
     let dir = std::env::temp_dir().join(format!("sip-lb-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
