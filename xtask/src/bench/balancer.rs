@@ -18,6 +18,12 @@ pub enum Kind {
     /// sip-lb with `--iface`: XDP Call-ID steering on the site's interface
     /// (the netns comparison only).
     SipLbXdp,
+    /// `--iface` with `--xdp-redirect-above 0`: every datagram through the
+    /// CPU map (what `--iface` did before the redirect threshold).
+    SipLbXdpAlways,
+    /// `--iface` run from the build in `SIP_LB_BENCH_BASELINE` (e.g. the
+    /// previous commit), to compare in one sitting.
+    BaselineXdp,
     /// sip-lb with `--pin off`, for the latency comparison only.
     SipLbUnpinned,
     Kamailio,
@@ -29,6 +35,8 @@ impl Kind {
         match self {
             Kind::SipLb => "sip-lb",
             Kind::SipLbXdp => "sip-lb --iface",
+            Kind::SipLbXdpAlways => "sip-lb --iface --xdp-redirect-above 0",
+            Kind::BaselineXdp => "baseline build --iface",
             Kind::SipLbUnpinned => "sip-lb --pin off",
             Kind::Kamailio => "kamailio",
             Kind::Null => "null forwarder",
@@ -117,14 +125,21 @@ impl Balancer {
         let name = format!("{}-{workers}-{tag}", slug.join("-"));
         let mut ctl_socket = None;
         let cmd = match kind {
-            Kind::SipLb | Kind::SipLbXdp | Kind::SipLbUnpinned => {
-                let mut c = site.command(&env.sip_lb);
+            Kind::SipLb | Kind::SipLbXdp | Kind::SipLbXdpAlways | Kind::BaselineXdp | Kind::SipLbUnpinned => {
+                let bin = match kind {
+                    Kind::BaselineXdp => env.baseline.as_ref().context("no SIP_LB_BENCH_BASELINE build")?,
+                    _ => &env.sip_lb,
+                };
+                let mut c = site.command(bin);
                 c.arg("run").arg("--listen").arg(listen.to_string()).arg("--workers").arg(workers.to_string());
                 // The bench compares placements it chose: worker i on CPU i,
                 // or (the latency comparison) none at all.
                 c.args(["--pin", if kind == Kind::SipLbUnpinned { "off" } else { "on" }]);
-                if kind == Kind::SipLbXdp {
+                if matches!(kind, Kind::SipLbXdp | Kind::SipLbXdpAlways | Kind::BaselineXdp) {
                     c.arg("--iface").arg(site.iface.context("sip-lb --iface needs a site with an interface")?);
+                }
+                if kind == Kind::SipLbXdpAlways {
+                    c.args(["--xdp-redirect-above", "0"]);
                 }
                 // Its own control/metrics port, so parallel runs and tests do not collide on 5070.
                 let control = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -205,7 +220,7 @@ impl Balancer {
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
         }
-        if matches!(self.kind, Kind::SipLb | Kind::SipLbXdp | Kind::SipLbUnpinned) {
+        if !matches!(self.kind, Kind::Kamailio | Kind::Null) {
             let (fwd, rx) = parse_sip_lb_summary(&self.child.stderr());
             if !rx.is_empty() {
                 usage.forwarded = Some(fwd);

@@ -62,6 +62,9 @@ pub struct Env {
     pub sip_lb: PathBuf,
     /// This binary, re-executed as the null forwarder.
     pub xtask_exe: PathBuf,
+    /// Another sip-lb build (`SIP_LB_BENCH_BASELINE`, e.g. the previous
+    /// commit's) that the netns comparison also runs with `--iface`.
+    pub baseline: Option<PathBuf>,
 }
 
 /// How long and at what rates; see `docs/bench-notes.md` for the budget.
@@ -167,7 +170,12 @@ pub fn run(opts: Options) -> Result<()> {
     if cfg!(debug_assertions) && std::env::var_os(RELEASE_ENV).is_none() {
         return reexec_release(&cargo, &repo, &target, &opts);
     }
-    let env = Env { sip_lb: target.join("release/sip-lb"), xtask_exe: std::env::current_exe()?, repo, out, logs };
+    let baseline = std::env::var_os("SIP_LB_BENCH_BASELINE").map(PathBuf::from);
+    if let Some(b) = baseline.as_ref().filter(|b| !b.is_file()) {
+        bail!("SIP_LB_BENCH_BASELINE={} is not a file", b.display());
+    }
+    let env =
+        Env { sip_lb: target.join("release/sip-lb"), xtask_exe: std::env::current_exe()?, baseline, repo, out, logs };
 
     ensure_packages(&[
         ("kamailio", "the stateless dispatcher sip-lb is compared with"),
@@ -335,7 +343,14 @@ fn net_comparison(env: &Env, plan: &Plan, r: &mut Results, sip_lb_ok: bool) {
     use netlab::Contender;
     let mut contenders = vec![Contender::Router];
     if sip_lb_ok {
-        contenders.extend([Contender::Balancer(Kind::SipLb), Contender::Balancer(Kind::SipLbXdp)]);
+        contenders.extend([
+            Contender::Balancer(Kind::SipLb),
+            Contender::Balancer(Kind::SipLbXdp),
+            Contender::Balancer(Kind::SipLbXdpAlways),
+        ]);
+        if env.baseline.is_some() {
+            contenders.push(Contender::Balancer(Kind::BaselineXdp));
+        }
     }
     contenders.push(Contender::Balancer(Kind::Kamailio));
     let net = match netlab::Net::create() {

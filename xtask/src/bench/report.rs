@@ -475,6 +475,22 @@ fn net_section(w: &mut String, plan: &Plan, runs: &[super::netlab::NetRun]) -> R
             ratio(machine(xdp), machine(sock)),
             ratio(added(xdp), added(sock))
         )?;
+        let always = Contender::Balancer(Kind::SipLbXdpAlways);
+        writeln!(
+            w,
+            "| sip-lb --iface --xdp-redirect-above 0 / sip-lb | {} | {} |",
+            ratio(machine(always), machine(sock)),
+            ratio(added(always), added(sock))
+        )?;
+        let base = Contender::Balancer(Kind::BaselineXdp);
+        if runs.iter().any(|x| x.contender == base) {
+            writeln!(
+                w,
+                "| sip-lb --iface / baseline build --iface | {} | {} |",
+                ratio(machine(xdp), machine(base)),
+                ratio(added(xdp), added(base))
+            )?;
+        }
     }
     writeln!(w)?;
     Ok(())
