@@ -81,6 +81,8 @@ pub struct Config {
     pub xdp_redirect_above_pps: u32,
     /// Whether workers are pinned to CPUs.
     pub pin: PinMode,
+    /// Busy polling on the worker sockets, microseconds per receive (0: off).
+    pub busy_poll_us: u32,
     /// The control plane's HTTP address (`/metrics` and the admin API); the
     /// control plane uses [`DEFAULT_CONTROL`] when unset.
     pub metrics: Option<SocketAddr>,

@@ -37,6 +37,9 @@ pub(crate) fn apply_flags(d: &mut Draft, spans: &mut Spans, a: &RunArgs) -> Resu
     if a.pin.is_some() {
         d.pin = a.pin;
     }
+    if a.busy_poll.is_some() {
+        d.busy_poll_us = a.busy_poll;
+    }
     if a.metrics.is_some() {
         d.metrics = a.metrics;
     }
@@ -143,6 +146,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         iface: d.iface,
         xdp_redirect_above_pps: d.xdp_redirect_above_pps.unwrap_or(super::DEFAULT_XDP_REDIRECT_ABOVE_PPS),
         pin: d.pin.unwrap_or_default(),
+        busy_poll_us: d.busy_poll_us.unwrap_or(0),
         metrics: d.metrics,
         health: h,
         sip: d.sip,

@@ -26,6 +26,8 @@ pub enum Kind {
     BaselineXdp,
     /// sip-lb with `--pin off`, for the latency comparison only.
     SipLbUnpinned,
+    /// sip-lb with `--busy-poll 50`, for the latency comparison only.
+    SipLbBusyPoll,
     Kamailio,
     Null,
 }
@@ -38,6 +40,7 @@ impl Kind {
             Kind::SipLbXdpAlways => "sip-lb --iface --xdp-redirect-above 0",
             Kind::BaselineXdp => "baseline build --iface",
             Kind::SipLbUnpinned => "sip-lb --pin off",
+            Kind::SipLbBusyPoll => "sip-lb --busy-poll 50",
             Kind::Kamailio => "kamailio",
             Kind::Null => "null forwarder",
         }
@@ -125,7 +128,12 @@ impl Balancer {
         let name = format!("{}-{workers}-{tag}", slug.join("-"));
         let mut ctl_socket = None;
         let cmd = match kind {
-            Kind::SipLb | Kind::SipLbXdp | Kind::SipLbXdpAlways | Kind::BaselineXdp | Kind::SipLbUnpinned => {
+            Kind::SipLb
+            | Kind::SipLbXdp
+            | Kind::SipLbXdpAlways
+            | Kind::BaselineXdp
+            | Kind::SipLbUnpinned
+            | Kind::SipLbBusyPoll => {
                 let bin = match kind {
                     Kind::BaselineXdp => env.baseline.as_ref().context("no SIP_LB_BENCH_BASELINE build")?,
                     _ => &env.sip_lb,
@@ -140,6 +148,9 @@ impl Balancer {
                 }
                 if kind == Kind::SipLbXdpAlways {
                     c.args(["--xdp-redirect-above", "0"]);
+                }
+                if kind == Kind::SipLbBusyPoll {
+                    c.args(["--busy-poll", "50"]);
                 }
                 // Its own control/metrics port, so parallel runs and tests do not collide on 5070.
                 let control = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;

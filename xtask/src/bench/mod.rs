@@ -305,9 +305,11 @@ fn measure(env: &Env, plan: &Plan, only: &[Comparison], r: &mut Results) {
             let rate = 0.5 * max.iter().sum::<f64>() / max.len() as f64;
             let what = format!("latency: {} at {rate:.0} msg/s", kind.label(workers));
             eprintln!("bench: {what}");
-            // sip-lb runs twice at its rate: pinned (as everywhere in the
-            // bench) and with --pin off, each after its own baseline.
-            let variants: &[Kind] = if kind == Kind::SipLb { &[Kind::SipLb, Kind::SipLbUnpinned] } else { &[kind] };
+            // sip-lb runs three times at its rate: pinned (as everywhere in
+            // the bench), with --pin off and with busy polling, each after its
+            // own baseline.
+            let variants: &[Kind] =
+                if kind == Kind::SipLb { &[Kind::SipLb, Kind::SipLbUnpinned, Kind::SipLbBusyPoll] } else { &[kind] };
             for &k in variants {
                 let run =
                     packets::latency(env, None, workers, rate, plan.latency_seconds, "lat-base").and_then(|base| {
