@@ -153,7 +153,9 @@ pub fn run(env: &Env, net: &Net, contender: Contender, rate: u64, seconds: u64, 
     uac.wait(Duration::from_secs(seconds + 1));
     let after = super::procs::MachineMark::now()?;
     let errors_after = udp_errors_by_ns(topo)?;
-    let uac = uac.finish()?;
+    // Calls that lost a message would keep SIPp retransmitting until its
+    // timeout: they count as unfinished, not as time to wait for.
+    let uac = uac.stop()?;
     let (process_cpu_s, per_worker_rx) = match lb.take() {
         None => (0.0, Vec::new()),
         Some(mut lb) => {
