@@ -268,7 +268,7 @@ fn memory_section(w: &mut String, r: &Results) -> Result<()> {
     writeln!(
         w,
         "Other load = CPUs' worth of work by processes other than the bench and the forwarder during the run \
-         (from /proc/stat): on a shared machine, a forwarder pinned to a CPU that others use gets only a share of it.\n"
+         (machine busy time from cpuidle residency, minus the bench and the forwarder): on a shared machine, a forwarder pinned to a CPU that others use gets only a share of it.\n"
     )?;
     writeln!(w, "## 4. Peak memory (VmHWM from /proc/PID/status, largest over all runs)\n")?;
     writeln!(
