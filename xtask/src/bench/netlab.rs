@@ -115,6 +115,35 @@ fn udp_errors(ns: &NetNs) -> Result<u64> {
     Ok(["RcvbufErrors", "InErrors", "InCsumErrors"].iter().filter_map(|n| value(n)).sum())
 }
 
+impl Net {
+    /// The two backends (SIPp UAS or sinks) in the farm namespace.
+    pub fn backends(&self) -> Vec<SocketAddr> {
+        FARM[..2].iter().map(|(_, _, ip)| sip_addr(*ip)).collect()
+    }
+
+    pub fn farm_ns(&self) -> &str {
+        self.topo.farm.name()
+    }
+
+    pub fn client_ns(&self) -> &str {
+        self.topo.client.name()
+    }
+
+    pub fn client_ip(&self) -> IpAddr {
+        IpAddr::V4(CLIENT_IP)
+    }
+
+    /// Where a forwarder listens: sip-lb's client-facing address.
+    pub fn listen(&self) -> SocketAddr {
+        sip_addr(LB_IP)
+    }
+
+    /// Forwarders run in the lb namespace; `--iface` is its client-facing veth.
+    pub fn lb_site(&self) -> Site<'_> {
+        site(&self.topo.lb)
+    }
+}
+
 /// Processes started in `ns`; `--iface` there means the lb's client-facing veth.
 fn site(ns: &NetNs) -> Site<'_> {
     Site { netns: Some(ns.name()), iface: Some(LB_NIC) }
