@@ -103,7 +103,8 @@ fn run(args: RunArgs) -> Result<()> {
 
     let steering = attach_steering(&config, &sockets, &cpus)?;
 
-    let dp = Dataplane::start(sockets, &pinned, plan.clone())?;
+    let shield = Arc::new(control::reload::shield_state(&config));
+    let dp = Dataplane::start(sockets, &pinned, plan.clone(), shield)?;
     tracing::info!(
         listen = ?config.listen,
         workers = config.workers,

@@ -919,3 +919,38 @@ fn busy_poll_setting() {
     let a = args(&["--backend", "10.0.1.1", "--busy-poll", "30"]).unwrap();
     assert_eq!(Config::load(&a).unwrap().busy_poll_us, 30);
 }
+
+#[test]
+fn shield_section() {
+    use sip_lb::config::{ShieldConfig, DEFAULT_REPLY_RATE};
+    use sip_lb_proto::shield::Rate;
+    // Defaults: nothing blocked or limited but stateless replies; scanners dropped.
+    let d = Config::from_toml_str(POOL).unwrap().shield;
+    assert_eq!(d, ShieldConfig::default());
+    assert_eq!(d.reply_rate, Some(DEFAULT_REPLY_RATE));
+    assert!(d.rate.is_none() && d.block.is_empty() && d.scanners.iter().any(|s| s == "friendly-scanner"));
+
+    let text = format!(
+        "{POOL}[shield]\nblock = [\"203.0.113.0/24\", \"2001:db8:bad::/48\"]\nallow = [\"10.1.2.3\"]\n\
+         rate = 200\nreply_rate = 0\nscanners = [\"EvilScanner\"]\ntracked_sources = 1024\n"
+    );
+    let s = Config::from_toml_str(&text).unwrap().shield;
+    assert_eq!(s.block.iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["203.0.113.0/24", "2001:db8:bad::/48"]);
+    assert_eq!(s.allow.iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["10.1.2.3/32"]);
+    assert_eq!(s.rate, Some(Rate { per_sec: 200, burst: 200 }), "a burst defaults to one second's worth");
+    assert_eq!(s.reply_rate, None, "reply_rate = 0 turns the reply limit off");
+    assert_eq!(s.scanners, ["evilscanner"]);
+    assert_eq!(s.tracked_sources, 1024);
+    let b = Config::from_toml_str(&format!("{POOL}[shield]\nrate = 50\nburst = 5\nreply_burst = 7\n")).unwrap().shield;
+    assert_eq!(b.rate, Some(Rate { per_sec: 50, burst: 5 }));
+    assert_eq!(b.reply_rate, Some(Rate { burst: 7, ..DEFAULT_REPLY_RATE }));
+
+    // Errors name the line of the bad entry.
+    let bad = |body: &str| format!("workers = 1\n[shield]\n{body}\n{POOL}");
+    assert_err(&bad("block = [\"10.0.0.0/8\",\n \"10.0.0.0/40\"]"), Some(4), None, "shield.block", "prefix length");
+    assert_err(&bad("allow = [\"lb.example.net\"]"), Some(3), None, "shield.allow", "not an IP address");
+    assert_err(&bad("burst = 10"), Some(3), None, "shield.burst", "needs a rate");
+    assert_err(&bad("tracked_sources = 3"), Some(3), None, "shield.tracked_sources", "outside");
+    assert_err(&bad("scanners = [\" \"]"), Some(3), None, "shield.scanners", "every request");
+    assert_err(&bad("bans = 1"), Some(3), None, "shield.bans", "unknown field");
+}

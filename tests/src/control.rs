@@ -35,6 +35,9 @@ pub struct WorkerStats {
     pub replies: Vec<(String, u64)>,
     /// (reason, count).
     pub drops: Vec<(String, u64)>,
+    /// (reason, count) of what the shield dropped.
+    #[serde(default)]
+    pub shield_drops: Vec<(String, u64)>,
 }
 
 /// One entry of `/backends` (and of `/stats`' `backends`).
@@ -54,6 +57,11 @@ pub struct BackendStats {
 }
 
 impl Stats {
+    /// What the shield dropped for `reason`, summed over workers.
+    pub fn shield_dropped(&self, reason: &str) -> u64 {
+        self.workers.iter().flat_map(|w| &w.shield_drops).filter(|(r, _)| r == reason).map(|(_, n)| n).sum()
+    }
+
     /// Datagrams received, summed over workers.
     pub fn rx_datagrams(&self) -> u64 {
         self.workers.iter().map(|w| w.rx_datagrams).sum()

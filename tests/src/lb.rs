@@ -281,6 +281,9 @@ pub struct WorkerTotals {
     pub responses: u64,
     pub replies: u64,
     pub drops: u64,
+    /// Dropped by the shield (0 from a sip-lb without one).
+    pub shield: u64,
+    /// The core's drop reasons and the shield's.
     pub drop_reasons: BTreeMap<String, u64>,
 }
 
@@ -309,6 +312,7 @@ impl Shutdown {
             t.responses += field("responses")?;
             t.replies += field("replies")?;
             t.drops += field("drops")?;
+            t.shield += if words.contains(&"shield") { field("shield")? } else { 0 };
             for kv in reasons.trim_end_matches(')').split(", ").filter(|s| !s.is_empty()) {
                 let (k, v) = kv.split_once('=').with_context(|| format!("odd drop reason {kv:?} in {line}"))?;
                 *t.drop_reasons.entry(k.to_owned()).or_default() += v.parse::<u64>()?;
@@ -322,6 +326,11 @@ impl Shutdown {
     pub fn dropped(&self, reason: &str) -> u64 {
         self.total.drop_reasons.get(reason).copied().unwrap_or(0)
     }
+
+    /// Datagrams received, summed over workers.
+    pub fn rx(&self) -> u64 {
+        self.total.rx
+    }
 }
 
 #[cfg(test)]
@@ -334,11 +343,12 @@ mod tests {
     fn parses_the_shutdown_summary() {
         let err = "INFO something\n\
                    worker 0: rx 10 tx 8 requests 5 responses 3 replies 1 drops 1 (malformed=1)\n\
-                   worker 1: rx 4 tx 4 requests 4 responses 0 replies 0 drops 2 (malformed=1, branch_mac=1)\n";
+                   worker 1: rx 9 tx 4 requests 4 responses 0 replies 0 drops 2 shield 5 (malformed=1, branch_mac=1, blocked=5)\n";
         let s = Shutdown::parse(err, ExitStatus::from_raw(0)).unwrap();
         assert_eq!(s.workers, 2);
-        assert_eq!((s.total.rx, s.total.tx, s.total.requests, s.total.responses), (14, 12, 9, 3));
-        assert_eq!((s.total.replies, s.total.drops), (1, 3));
+        assert_eq!((s.total.rx, s.total.tx, s.total.requests, s.total.responses), (19, 12, 9, 3));
+        assert_eq!((s.total.replies, s.total.drops, s.total.shield), (1, 3, 5));
+        assert_eq!(s.dropped("blocked"), 5);
         assert_eq!((s.dropped("malformed"), s.dropped("branch_mac"), s.dropped("x")), (2, 1, 0));
     }
 }

@@ -1,5 +1,6 @@
-//! Per-source rate limits in a table of fixed size: a spoofed flood from
-//! millions of addresses recycles slots instead of growing memory.
+//! Per-source rate limits in a table of fixed size, shared by the workers: a
+//! spoofed flood from millions of addresses recycles slots instead of growing
+//! memory.
 //!
 //! Each slot runs GCRA (the generic cell rate algorithm, a token bucket kept
 //! as one "theoretical arrival time"): a source may send `burst` datagrams at
@@ -9,6 +10,7 @@
 //! or the one whose source has been quiet longest.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -34,17 +36,18 @@ impl Rate {
     }
 }
 
-#[derive(Clone, Copy, Default)]
+/// One source's bucket. `key` is the source's keyed 64-bit hash (never 0;
+/// 0 marks a free slot), `tat` GCRA's theoretical arrival time of the
+/// source's next datagram.
+#[derive(Default)]
 struct Slot {
-    /// The source's address bits (IPv4 in the low 32 bits) and family + 1;
-    /// family 0 is a free slot.
-    addr: u128,
-    family: u8,
-    /// GCRA's theoretical arrival time of the source's next datagram.
-    tat: u64,
+    key: AtomicU64,
+    tat: AtomicU64,
 }
 
-/// Token buckets for up to `capacity` sources at a time.
+/// Token buckets for up to `capacity` sources at a time, shared by every
+/// worker: a source's datagrams reach several workers (Call-ID steering), and
+/// its limit is one limit. Lock-free: a compare-and-swap per datagram.
 pub struct RateTable {
     slots: Box<[Slot]>,
     groups: usize,
@@ -63,10 +66,10 @@ pub enum Take {
 
 impl RateTable {
     /// A table for `capacity` sources (rounded up to a power of two, at least
-    /// one group) with hash seed `seed`. Memory: 32 bytes per source.
+    /// one group) with hash seed `seed`. Memory: 16 bytes per source.
     pub fn new(capacity: usize, seed: u64) -> RateTable {
         let slots = capacity.max(WAYS).next_power_of_two();
-        RateTable { slots: vec![Slot::default(); slots].into_boxed_slice(), groups: slots / WAYS, seed }
+        RateTable { slots: (0..slots).map(|_| Slot::default()).collect(), groups: slots / WAYS, seed }
     }
 
     /// Sources the table can follow at once.
@@ -75,28 +78,42 @@ impl RateTable {
     }
 
     /// Counts one datagram from `src` at `now_ns` against `rate`.
-    pub fn take(&mut self, src: IpAddr, rate: Rate, now_ns: u64) -> Take {
+    pub fn take(&self, src: IpAddr, rate: Rate, now_ns: u64) -> Take {
         let (addr, family) = key(src);
-        let g = (xxh3_64_with_seed(&addr.to_le_bytes(), self.seed ^ u64::from(family)) as usize) & (self.groups - 1);
-        let group = &mut self.slots[g * WAYS..(g + 1) * WAYS];
-        let slot = match group.iter().position(|s| s.family == family && s.addr == addr) {
-            Some(i) => &mut group[i],
+        let key = xxh3_64_with_seed(&addr.to_le_bytes(), self.seed ^ u64::from(family)) | 1;
+        let g = (key >> 1) as usize & (self.groups - 1);
+        let group = &self.slots[g * WAYS..(g + 1) * WAYS];
+        let slot = match group.iter().find(|s| s.key.load(Relaxed) == key) {
+            Some(s) => s,
             None => {
                 // A free slot, else the one whose source is furthest behind
-                // (quiet longest): it restarts with a full burst if it returns.
-                let i =
-                    (0..WAYS).min_by_key(|&i| if group[i].family == 0 { 0 } else { group[i].tat.max(1) }).unwrap_or(0);
-                group[i] = Slot { addr, family, tat: now_ns };
-                &mut group[i]
+                // (quiet longest; an over-limit source's time runs ahead of
+                // the clock, so it is the last to go). Two workers claiming
+                // one slot at once share it for a moment: a limit may be
+                // loose by a datagram, never tighter than configured.
+                let victim = group
+                    .iter()
+                    .min_by_key(|s| if s.key.load(Relaxed) == 0 { 0 } else { s.tat.load(Relaxed).max(1) })
+                    .unwrap_or(&group[0]);
+                victim.tat.store(now_ns, Relaxed);
+                victim.key.store(key, Relaxed);
+                victim
             }
         };
-        let tat = slot.tat.max(now_ns);
-        let ahead = tat - now_ns;
-        if ahead > rate.tolerance_ns() {
-            return Take::Over { behind_ns: ahead - rate.tolerance_ns() };
+        let interval = rate.interval_ns();
+        let tolerance = rate.tolerance_ns();
+        let mut seen = slot.tat.load(Relaxed);
+        loop {
+            let tat = seen.max(now_ns);
+            let ahead = tat - now_ns;
+            if ahead > tolerance {
+                return Take::Over { behind_ns: ahead - tolerance };
+            }
+            match slot.tat.compare_exchange_weak(seen, tat + interval, Relaxed, Relaxed) {
+                Ok(_) => return Take::Ok,
+                Err(now_seen) => seen = now_seen,
+            }
         }
-        slot.tat = tat + rate.interval_ns();
-        Take::Ok
     }
 }
 
@@ -123,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_burst_then_the_sustained_rate() {
-        let mut t = RateTable::new(64, 7);
+        let t = RateTable::new(64, 7);
         let rate = Rate { per_sec: 100, burst: 5 };
         let a = ip("192.0.2.1");
         let t0 = 1_000 * MS;
@@ -146,7 +163,7 @@ mod tests {
 
     #[test]
     fn a_spoofed_flood_does_not_grow_the_table_and_a_steady_source_keeps_its_bucket() {
-        let mut t = RateTable::new(1024, 99);
+        let t = RateTable::new(1024, 99);
         let cap = t.capacity();
         let rate = Rate { per_sec: 50, burst: 10 };
         let loud = ip("198.51.100.7");
@@ -171,13 +188,30 @@ mod tests {
     }
 
     #[test]
+    fn workers_sharing_the_table_share_each_limit() {
+        let t = std::sync::Arc::new(RateTable::new(64, 5));
+        let rate = Rate { per_sec: 1, burst: 100 };
+        let a = ip("192.0.2.9");
+        let passed: usize = (0..4)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || (0..1000).filter(|_| t.take(a, rate, 0) == Take::Ok).count())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(passed, 100, "4 threads x 1000 datagrams at one instant: exactly the burst");
+    }
+
+    #[test]
     fn sources_hash_over_every_group() {
-        let mut t = RateTable::new(256, 1);
+        let t = RateTable::new(256, 1);
         let rate = Rate { per_sec: 1, burst: 1 };
         for i in 0..256u32 {
             t.take(IpAddr::V4((0xc000_0200 + i).into()), rate, 0);
         }
-        let used = t.slots.iter().filter(|s| s.family != 0).count();
+        let used = t.slots.iter().filter(|s| s.key.load(Relaxed) != 0).count();
         assert!(used > 140, "only {used} of 256 slots used by 256 sources");
     }
 }

@@ -59,7 +59,7 @@ impl ShieldDrop {
     }
 }
 
-/// One worker's shield state: the per-source buckets (no sharing, no locks).
+/// The per-source buckets, one set for all workers (lock-free).
 pub struct Shield {
     sources: RateTable,
     replies: RateTable,
@@ -73,7 +73,7 @@ impl Shield {
     }
 
     /// Whether a datagram from `src` may go on to the forwarding step.
-    pub fn check(&mut self, p: &ShieldPolicy, src: IpAddr, datagram: &[u8], now_ns: u64) -> Result<(), ShieldDrop> {
+    pub fn check(&self, p: &ShieldPolicy, src: IpAddr, datagram: &[u8], now_ns: u64) -> Result<(), ShieldDrop> {
         if p.allow.contains(src) {
             return Ok(());
         }
@@ -95,7 +95,7 @@ impl Shield {
     }
 
     /// Whether a stateless reply may be sent to `src` now.
-    pub fn may_reply(&mut self, p: &ShieldPolicy, src: IpAddr, now_ns: u64) -> bool {
+    pub fn may_reply(&self, p: &ShieldPolicy, src: IpAddr, now_ns: u64) -> bool {
         p.allow.contains(src) || p.reply_rate.is_none_or(|r| self.replies.take(src, r, now_ns) == Take::Ok)
     }
 }
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn allow_then_block_then_scanner_then_rate() {
         let p = policy();
-        let mut s = Shield::new(64, 3);
+        let s = Shield::new(64, 3);
         assert_eq!(s.check(&p, ip("203.0.113.9"), INVITE, 0), Err(ShieldDrop::Blocked));
         assert_eq!(s.check(&p, ip("10.9.0.1"), INVITE, 0), Err(ShieldDrop::Blocked));
         // Allowed inside a blocked prefix, and never limited.
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn the_default_policy_lets_everything_through() {
         let p = ShieldPolicy::default();
-        let mut s = Shield::new(16, 0);
+        let s = Shield::new(16, 0);
         for i in 0..1000u32 {
             assert_eq!(s.check(&p, IpAddr::V4(i.into()), SCAN, 0), Ok(()));
             assert!(s.may_reply(&p, IpAddr::V4(i.into()), 0));

@@ -35,6 +35,7 @@ pub(crate) struct Draft {
     pub health: HealthConfig,
     pub sip: SipConfig,
     pub security: SecurityConfig,
+    pub shield: super::ShieldConfig,
 }
 
 /// A listen entry before defaults: its advertise may be left out.
@@ -95,6 +96,7 @@ struct RawConfig {
     health: Option<RawHealth>,
     sip: Option<RawSip>,
     security: Option<RawSecurity>,
+    shield: Option<super::shield::RawShield>,
 }
 
 #[derive(Deserialize)]
@@ -331,6 +333,9 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
 
     if let Some(raw) = raw.sip {
         draft.sip = parse_sip(src, raw)?;
+    }
+    if let Some(raw) = raw.shield {
+        draft.shield = super::shield::parse(src, raw)?;
     }
     if let Some(raw) = raw.security {
         draft.security = parse_security(src, raw, base)?;

@@ -13,6 +13,7 @@ mod cli;
 mod error;
 mod file;
 mod secret;
+mod shield;
 mod sip;
 mod validate;
 
@@ -21,6 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
 pub use cli::RunArgs;
 pub use error::ConfigError;
+pub use shield::{ShieldConfig, DEFAULT_REPLY_RATE, DEFAULT_TRACKED_SOURCES};
 
 /// Where the control plane serves `/metrics` and its admin API when the
 /// file and flags name no `metrics` address.
@@ -92,6 +94,8 @@ pub struct Config {
     pub sip: SipConfig,
     /// Secrets (`[security]`).
     pub security: SecurityConfig,
+    /// Block/allow lists and per-source limits (`[shield]`).
+    pub shield: ShieldConfig,
 }
 
 /// A socket to receive SIP on and the address sip-lb puts in its Via and

@@ -151,6 +151,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         health: h,
         sip: d.sip,
         security: d.security,
+        shield: d.shield,
     })
 }
 

@@ -146,6 +146,20 @@ fn worker_replies_and_drops(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(
                 (l, ConstCounter::new(*n))
             })
         }),
+    )?;
+    family(
+        e,
+        "sip_lb_shield_dropped",
+        "Datagrams (and stateless replies) the shield dropped, by stage and reason",
+        MetricType::Counter,
+        s.workers.iter().flat_map(|w| {
+            w.shield_drops.iter().map(move |(reason, n)| {
+                let mut l = worker_labels(w);
+                l.push(("stage", "worker".to_owned()));
+                l.push(("reason", reason.clone()));
+                (l, ConstCounter::new(*n))
+            })
+        }),
     )
 }
 
@@ -327,6 +341,7 @@ mod tests {
             responses_forwarded: base + 7,
             replies: vec![("483".into(), base + 8), ("503".into(), base + 9)],
             drops: vec![("parse".into(), base + 10), ("loop".into(), base + 11)],
+            shield_drops: vec![("blocked".into(), base + 12), ("rate_limited".into(), base + 13)],
         };
         let backend = |addr: &str, pools: Vec<(String, u32)>, state: &str, healthy, base: u64, rtt| BackendSnapshot {
             addr: addr.parse().unwrap(),

@@ -23,7 +23,35 @@ pub fn plan_for(config: &Config, backends: &Backends) -> Plan {
         proxy: sip_lb_proto::proxy::Proxy::new(identity(config), keys(config), policy(config)),
         router: sip_lb_proto::balance::Router::build(&config.pools, |a| backends.eligible(a)),
         backends: backends.slots(),
+        shield: shield(config),
     }
+}
+
+/// The shield's policy: `[shield]`, with every backend allowed (their
+/// responses are never blocked or limited).
+fn shield(config: &Config) -> sip_lb_proto::shield::ShieldPolicy {
+    use sip_lb_proto::shield::{Prefix, PrefixSet, ShieldPolicy};
+    let s = &config.shield;
+    let backends = config.pools.iter().flat_map(|p| &p.backends).filter_map(|b| {
+        let host = if b.addr.is_ipv4() { 32 } else { 128 };
+        Prefix::new(b.addr.ip(), host)
+    });
+    ShieldPolicy {
+        block: PrefixSet::new(s.block.iter().copied()),
+        allow: PrefixSet::new(s.allow.iter().copied().chain(backends)),
+        rate: s.rate,
+        reply_rate: s.reply_rate,
+        scanners: s.scanners.iter().map(|p| p.as_bytes().into()).collect(),
+    }
+}
+
+/// The workers' shared per-source buckets for `[shield]` (sized at start;
+/// a reload changes the policy, not the table), keyed by a random hash seed
+/// so that a flood cannot aim at one slot.
+pub fn shield_state(config: &Config) -> sip_lb_proto::shield::Shield {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random number generator is unavailable");
+    sip_lb_proto::shield::Shield::new(config.shield.tracked_sources, u64::from_le_bytes(b))
 }
 
 fn identity(config: &Config) -> sip_lb_proto::proxy::Identity {

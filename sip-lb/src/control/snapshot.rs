@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use sip_lb_proto::proxy::{DropReason, ReplyCode};
+use sip_lb_proto::shield::ShieldDrop;
 
 use super::Control;
 
@@ -32,6 +33,9 @@ pub struct WorkerSnapshot {
     pub replies: Vec<(String, u64)>,
     /// (reason; count).
     pub drops: Vec<(String, u64)>,
+    /// (reason; count) of datagrams and replies the shield dropped.
+    #[serde(default)]
+    pub shield_drops: Vec<(String, u64)>,
 }
 
 impl WorkerSnapshot {
@@ -78,6 +82,10 @@ impl Control {
                 responses_forwarded: w.responses_forwarded.get(),
                 replies: ReplyCode::ALL.iter().map(|c| (c.code().to_string(), w.replies[c.index()].get())).collect(),
                 drops: DropReason::ALL.iter().map(|r| (r.as_str().to_owned(), w.drops[r.index()].get())).collect(),
+                shield_drops: ShieldDrop::ALL
+                    .iter()
+                    .map(|r| (r.name().to_owned(), w.shield_drops[r.index()].get()))
+                    .collect(),
             })
             .collect();
         let inner = self.lock();

@@ -24,6 +24,7 @@ use arc_swap::ArcSwap;
 use crate::fault::{self, Fault};
 use sip_lb_proto::balance::Router;
 use sip_lb_proto::proxy::Proxy;
+use sip_lb_proto::shield::{Shield, ShieldPolicy};
 
 pub use stats::{Counters, WorkerStats};
 use worker::Worker;
@@ -34,6 +35,9 @@ pub struct Plan {
     pub router: Router,
     /// Backend address -> per-backend counter slot (see `stats`).
     pub backends: stats::BackendSlots,
+    /// Who may use the balancer and how fast (`[shield]`); the per-source
+    /// buckets it is applied with live in the workers' shared [`Shield`].
+    pub shield: ShieldPolicy,
 }
 
 pub type SharedPlan = Arc<ArcSwap<Plan>>;
@@ -70,15 +74,31 @@ impl Dataplane {
     /// Starts one worker per socket set; worker i is pinned to `cpus[i]`
     /// when that is `Some`. A panic in any worker aborts the process
     /// ([`fault::run_or_abort`]).
-    pub fn start(sockets: Vec<Vec<UdpSocket>>, cpus: &[Option<usize>], plan: SharedPlan) -> io::Result<Dataplane> {
+    /// `shield` holds the per-source buckets every worker shares.
+    pub fn start(
+        sockets: Vec<Vec<UdpSocket>>,
+        cpus: &[Option<usize>],
+        plan: SharedPlan,
+        shield: Arc<Shield>,
+    ) -> io::Result<Dataplane> {
         // Reads SIP_LB_FAULT now (and says so) rather than on a first datagram.
         fault::armed(Fault::WorkerPanic);
         let stop = Arc::new(AtomicBool::new(false));
+        let epoch = std::time::Instant::now();
         let mut dp = Dataplane { stop: stop.clone(), threads: Vec::new(), stats: Vec::new(), cpus: Vec::new() };
         for (index, sockets) in sockets.into_iter().enumerate() {
             let stats = Arc::new(WorkerStats::default());
             let cpu = cpus.get(index).copied().flatten();
-            let w = Worker { index, cpu, sockets, plan: plan.clone(), stats: stats.clone(), stop: stop.clone() };
+            let w = Worker {
+                index,
+                cpu,
+                sockets,
+                plan: plan.clone(),
+                shield: shield.clone(),
+                epoch,
+                stats: stats.clone(),
+                stop: stop.clone(),
+            };
             let t = std::thread::Builder::new()
                 .name(format!("sip-lb-w{index}"))
                 .spawn(move || fault::run_or_abort(index, || w.run()))?;

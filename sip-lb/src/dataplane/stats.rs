@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crossbeam::utils::CachePadded;
 
 use sip_lb_proto::proxy::{DropReason, ReplyCode};
+use sip_lb_proto::shield::ShieldDrop;
 
 /// Per-backend counter slots in each worker. Slots are handed out by the
 /// control plane and published in the `Plan` as a [`BackendSlots`] table;
@@ -44,6 +45,9 @@ pub struct Counters {
     /// Stateless replies sent, by [`ReplyCode::index`].
     pub replies: [Counter; ReplyCode::ALL.len()],
     pub drops: [Counter; DropReason::ALL.len()],
+    /// Datagrams (and stateless replies) the shield dropped, by
+    /// [`ShieldDrop::index`].
+    pub shield_drops: [Counter; ShieldDrop::ALL.len()],
     /// Requests forwarded to each backend, by slot ([`BackendSlots`]).
     pub backend_requests: [Counter; MAX_BACKENDS],
     /// Responses relayed from each backend (the response's source address).
@@ -62,6 +66,7 @@ impl Default for Counters {
             responses_forwarded: Counter::zero(),
             replies: [const { Counter::zero() }; ReplyCode::ALL.len()],
             drops: [const { Counter::zero() }; DropReason::ALL.len()],
+            shield_drops: [const { Counter::zero() }; ShieldDrop::ALL.len()],
             backend_requests: [const { Counter::zero() }; MAX_BACKENDS],
             backend_responses: [const { Counter::zero() }; MAX_BACKENDS],
         }
@@ -107,9 +112,15 @@ impl Counters {
     pub fn drops_total(&self) -> u64 {
         self.drops.iter().map(Counter::get).sum()
     }
+
+    pub fn shield_drops_total(&self) -> u64 {
+        self.shield_drops.iter().map(Counter::get).sum()
+    }
 }
 
-/// One line per worker for logs and the shutdown summary.
+/// One line per worker for logs and the shutdown summary:
+/// `worker N: rx .. tx .. requests .. responses .. replies .. drops D shield S (reason=n, ...)`,
+/// the reasons of both the core's drops and the shield's.
 pub struct Summary<'a>(pub usize, pub &'a Counters);
 
 impl fmt::Display for Summary<'_> {
@@ -117,7 +128,7 @@ impl fmt::Display for Summary<'_> {
         let c = self.1;
         write!(
             f,
-            "worker {}: rx {} tx {} requests {} responses {} replies {} drops {}",
+            "worker {}: rx {} tx {} requests {} responses {} replies {} drops {} shield {}",
             self.0,
             c.rx_datagrams.get(),
             c.tx_datagrams.get(),
@@ -125,14 +136,14 @@ impl fmt::Display for Summary<'_> {
             c.responses_forwarded.get(),
             c.replies_total(),
             c.drops_total(),
+            c.shield_drops_total(),
         )?;
+        let drops = DropReason::ALL.iter().map(|r| (r.as_str(), c.drops[r.index()].get()));
+        let shield = ShieldDrop::ALL.iter().map(|r| (r.name(), c.shield_drops[r.index()].get()));
         let mut first = true;
-        for r in DropReason::ALL {
-            let n = c.drops[r.index()].get();
-            if n > 0 {
-                write!(f, "{}{}={}", if first { " (" } else { ", " }, r.as_str(), n)?;
-                first = false;
-            }
+        for (name, n) in drops.chain(shield).filter(|(_, n)| *n > 0) {
+            write!(f, "{}{name}={n}", if first { " (" } else { ", " })?;
+            first = false;
         }
         if !first {
             write!(f, ")")?;

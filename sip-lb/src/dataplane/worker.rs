@@ -9,7 +9,9 @@ use std::sync::Arc;
 use super::stats::WorkerStats;
 use super::SharedPlan;
 use sip_lb_proto::proxy::{Action, DropReason, Forwarded};
+use sip_lb_proto::shield::{Shield, ShieldDrop};
 use sip_lb_udp::{RecvBatch, SendBatch};
+use std::time::Instant;
 
 /// How long an idle worker with several sockets sleeps in poll(2) before
 /// re-checking `stop`.
@@ -21,6 +23,10 @@ pub struct Worker {
     /// One socket per listen address, all in the same reuseport groups.
     pub sockets: Vec<UdpSocket>,
     pub plan: SharedPlan,
+    /// Per-source buckets shared by all workers (a source's limit is one),
+    /// and the one time base their clocks count from.
+    pub shield: Arc<Shield>,
+    pub epoch: Instant,
     pub stats: Arc<WorkerStats>,
     pub stop: Arc<AtomicBool>,
 }
@@ -56,7 +62,7 @@ impl Worker {
                     continue;
                 }
                 busy = true;
-                self.process(&rx, n, on, &mut tx);
+                self.process(&rx, n, on, &mut tx, self.epoch.elapsed().as_nanos() as u64);
                 let (sent, failed) = tx.flush(&fds);
                 self.stats.tx_datagrams.add(sent as u64);
                 self.stats.tx_errors.add(failed as u64);
@@ -68,9 +74,11 @@ impl Worker {
         }
     }
 
-    /// Runs the core over `n` datagrams received on socket `on`.
-    fn process(&self, rx: &RecvBatch, n: usize, on: usize, tx: &mut SendBatch) {
+    /// Runs the shield and the core over `n` datagrams received on socket
+    /// `on` at `now_ns` (one clock read per batch).
+    fn process(&self, rx: &RecvBatch, n: usize, on: usize, tx: &mut SendBatch, now_ns: u64) {
         let plan = self.plan.load();
+        let shield = &self.shield;
         let stats = &self.stats;
         let mut tx_bytes = 0u64;
         let mut rx_bytes = 0u64;
@@ -86,6 +94,10 @@ impl Worker {
                 continue;
             }
             crate::fault::inject(self.index, data);
+            if let Err(why) = shield.check(&plan.shield, src.ip(), data, now_ns) {
+                stats.shield_drops[why.index()].add(1);
+                continue;
+            }
             let out = tx.next_buf();
             match plan.proxy.handle(&plan.router, data, src, on, out) {
                 Action::Forward { to, from, what } => {
@@ -106,6 +118,9 @@ impl Worker {
                     }
                     tx_bytes += out.len() as u64;
                     tx.commit(to, from);
+                }
+                Action::Reply { to, .. } if !shield.may_reply(&plan.shield, to.ip(), now_ns) => {
+                    stats.shield_drops[ShieldDrop::ReplyLimited.index()].add(1);
                 }
                 Action::Reply { to, code } => {
                     stats.replies[code.index()].add(1);
