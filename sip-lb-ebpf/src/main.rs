@@ -14,6 +14,7 @@
 mod callid;
 mod headers;
 mod maps;
+mod xsk;
 
 use core::ffi::c_void;
 
