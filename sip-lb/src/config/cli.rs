@@ -40,6 +40,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "IF")]
     pub iface: Option<String>,
 
+    /// Data path: afxdp (AF_XDP sockets on --iface's queues) or socket
+    /// [default: afxdp with --iface when binding works, else socket].
+    #[arg(long, value_enum)]
+    pub datapath: Option<super::Datapath>,
+
     /// Pin workers to CPUs: auto (only onto idle CPUs, when enough are idle),
     /// on, off [default: the file's `pin`, else auto].
     #[arg(long, value_enum)]

@@ -29,6 +29,7 @@ pub(crate) struct Draft {
     pub pools: Vec<PoolConfig>,
     pub iface: Option<String>,
     pub pin: Option<super::PinMode>,
+    pub datapath: Option<super::Datapath>,
     pub metrics: Option<SocketAddr>,
     pub health: HealthConfig,
     pub sip: SipConfig,
@@ -87,6 +88,7 @@ struct RawConfig {
     pool: Vec<RawPool>,
     iface: Option<String>,
     pin: Option<super::PinMode>,
+    datapath: Option<super::Datapath>,
     metrics: Option<Spanned<String>>,
     health: Option<RawHealth>,
     sip: Option<RawSip>,
@@ -263,6 +265,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
     }
     draft.iface = raw.iface;
     draft.pin = raw.pin;
+    draft.datapath = raw.datapath;
     if let Some(m) = raw.metrics {
         let sa = m.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
             ConfigError::at(

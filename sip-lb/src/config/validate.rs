@@ -34,6 +34,9 @@ pub(crate) fn apply_flags(d: &mut Draft, spans: &mut Spans, a: &RunArgs) -> Resu
     if a.pin.is_some() {
         d.pin = a.pin;
     }
+    if a.datapath.is_some() {
+        d.datapath = a.datapath;
+    }
     if a.metrics.is_some() {
         d.metrics = a.metrics;
     }
@@ -130,6 +133,12 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         ));
     }
 
+    if d.datapath == Some(super::Datapath::Afxdp) && d.iface.is_none() {
+        return Err(ConfigError::new(
+            "datapath",
+            "\"afxdp\" needs an interface (`iface` / `--iface`) to bind AF_XDP sockets to".to_owned(),
+        ));
+    }
     check_pools(&d.pools, &loc)?;
     check_families(&d.pools, &listen, &loc)?;
 
@@ -139,6 +148,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         pools: d.pools,
         iface: d.iface,
         pin: d.pin.unwrap_or_default(),
+        datapath: d.datapath,
         metrics: d.metrics,
         health: h,
         sip: d.sip,
