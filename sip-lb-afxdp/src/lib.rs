@@ -12,13 +12,17 @@
 //!   frame, and writing Ethernet + IPv4/IPv6 + UDP around a payload
 //!   (checksums, IP ID, TTL) for transmit.
 //! - [`stats`]: per-queue counters.
+//! - [`neigh`]: the next hop's MACs and source address for transmit,
+//!   mirrored from the kernel's routes and neighbours over rtnetlink.
 //!
-//! Only `libc` below it: the uapi types (`xdp_umem_reg`, `sockaddr_xdp`,
-//! ring offsets) are in libc, and sip-lb needs descriptor-level control (a
-//! worker thread writes its output into the chunk it received and hands the
-//! same address to the TX ring). `docs/afxdp.md` says why no AF_XDP crate.
+//! The AF_XDP part uses only `libc`: the uapi types (`xdp_umem_reg`,
+//! `sockaddr_xdp`, ring offsets) are in libc, and sip-lb needs
+//! descriptor-level control (a worker thread writes its output into the chunk
+//! it received and hands the same address to the TX ring). `docs/afxdp.md`
+//! says why no AF_XDP crate.
 
 pub mod frame;
+pub mod neigh;
 pub mod queue;
 pub mod ring;
 pub mod stats;

@@ -26,6 +26,11 @@ pub const CPU_MAP_QUEUE_SIZE: u32 = 2048;
 /// Entries of the CPU map: the highest CPU number that can own a worker, +1.
 pub const MAX_CPUS: u32 = 256;
 
+/// Length of the window over which the XDP program counts each CPU's SIP
+/// datagrams to decide whether redirecting is worth it (see
+/// [`SteerConfig::redirect_above`]).
+pub const RX_RATE_WINDOW_NS: u64 = 1_000_000;
+
 /// Entries of the SIP port bitmap (65536 ports / 64 bits).
 pub const PORT_WORDS: u32 = 1024;
 
@@ -54,6 +59,8 @@ pub mod names {
     pub const XSK_COUNTERS: &str = "XSK_COUNTERS";
     /// The AF_XDP redirect program.
     pub const XSK_PROG: &str = "sip_lb_xsk";
+    /// `PerCpuArray<RxRate>`, one entry: this CPU's recent SIP datagram rate.
+    pub const RX_RATE: &str = "RX_RATE";
     /// Program names.
     pub const XDP_PROG: &str = "sip_lb";
     pub const REUSEPORT_PROG: &str = "sip_lb_reuseport";
@@ -65,15 +72,31 @@ pub mod names {
 pub struct SteerConfig {
     /// Number of workers (1..=MAX_WORKERS). 0 disables steering.
     pub workers: u32,
-    pub _pad: u32,
+    /// The XDP program redirects a SIP datagram into the CPU map only while
+    /// the receiving CPU has seen more than this many SIP datagrams in the
+    /// current or the previous `RX_RATE_WINDOW_NS`; below it, datagrams go up
+    /// the stack on the receiving CPU unscanned and the reuseport program
+    /// alone picks the owner's socket. 0: always redirect.
+    pub redirect_above: u32,
     /// CPU each worker is pinned to (the CPU-map key to redirect to).
     pub worker_cpus: [u32; MAX_WORKERS],
 }
 
 impl SteerConfig {
     pub const fn zeroed() -> Self {
-        Self { workers: 0, _pad: 0, worker_cpus: [0; MAX_WORKERS] }
+        Self { workers: 0, redirect_above: 0, worker_cpus: [0; MAX_WORKERS] }
     }
+}
+
+/// One CPU's SIP datagram count in the current and the previous window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RxRate {
+    /// Start of the current window (bpf_ktime_get_ns).
+    pub window_start: u64,
+    pub count: u64,
+    /// The previous window's count, 0 if it was not the one just before.
+    pub previous: u64,
 }
 
 /// Why a datagram was passed to the stack unsteered.
@@ -164,11 +187,26 @@ pub struct Counters {
     pub steered: [u64; MAX_WORKERS],
     /// Call-ID hash of the last steered datagram on this CPU (debugging/tests).
     pub last_hash: u64,
+    /// XDP: steered datagrams whose owner's CPU is the receiving CPU, passed
+    /// up the stack here instead of through the CPU map (part of `steered`).
+    pub kept_local: u64,
+    /// XDP: SIP datagrams passed unscanned because the receiving CPU was
+    /// below `SteerConfig::redirect_above` (not part of `steered` or
+    /// `passed`); the reuseport program still picks the owner's socket.
+    pub below_threshold: u64,
 }
 
 impl Counters {
     pub const fn zeroed() -> Self {
-        Self { packets: 0, bytes: 0, passed: [0; PASS_REASONS], steered: [0; MAX_WORKERS], last_hash: 0 }
+        Self {
+            packets: 0,
+            bytes: 0,
+            passed: [0; PASS_REASONS],
+            steered: [0; MAX_WORKERS],
+            last_hash: 0,
+            kept_local: 0,
+            below_threshold: 0,
+        }
     }
 }
 
@@ -281,4 +319,6 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ScanBuf {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RxRate {}
 }

@@ -2,7 +2,8 @@
 //! Call-ID. Two programs share one Call-ID scanner ([`callid`]):
 //! - `sip_lb` (XDP): parses L2-L4 ([`headers`]), hashes the Call-ID and
 //!   redirects the frame into `CPU_MAP` at the owning worker's CPU, so the
-//!   kernel's UDP receive work already runs there;
+//!   kernel's UDP receive work already runs there; only while the receiving
+//!   CPU is busy (`redirect_above`), and never when the owner is this CPU;
 //! - `sip_lb_reuseport` (SK_REUSEPORT): in the worker sockets' reuseport
 //!   group, picks the owning worker's socket from `WORKER_SOCKS`. It alone
 //!   gives Call-ID affinity (also on loopback, without XDP).
@@ -20,17 +21,17 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{sk_action::SK_PASS, xdp_action},
-    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{sk_reuseport, xdp},
     programs::{SkReuseportContext, XdpContext},
     EbpfContext as _,
 };
 use sip_lb_common::{
-    maps::{Counters, PassReason, MAX_WORKERS, PASS_REASONS, SCAN_WINDOW},
+    maps::{Counters, PassReason, SteerConfig, MAX_WORKERS, PASS_REASONS, RX_RATE_WINDOW_NS, SCAN_WINDOW},
     worker_for_hash,
 };
 
-use crate::maps::{CONFIG, CPU_MAP, REUSEPORT_COUNTERS, WORKER_SOCKS, XDP_COUNTERS};
+use crate::maps::{CONFIG, CPU_MAP, REUSEPORT_COUNTERS, RX_RATE, WORKER_SOCKS, XDP_COUNTERS};
 
 /// Shortest payload taken for SIP ("ACK x SIP/2.0" is longer).
 const MIN_SIP_LEN: usize = 12;
@@ -68,14 +69,27 @@ fn window(payload_len: usize) -> Result<(u32, bool), PassReason> {
 
 /// Worker index owning `hash`, and the CPU it is pinned to.
 #[inline(always)]
-fn owner(hash: u64) -> Result<(usize, u32), PassReason> {
-    let cfg = CONFIG.get(0).ok_or(PassReason::SteerFailed)?;
+fn owner(cfg: &SteerConfig, hash: u64) -> Result<(usize, u32), PassReason> {
     let workers = cfg.workers;
     if workers == 0 || workers > MAX_WORKERS as u32 {
         return Err(PassReason::SteerFailed);
     }
     let w = worker_for_hash(hash, workers) as usize & (MAX_WORKERS - 1);
     Ok((w, cfg.worker_cpus[w]))
+}
+
+fn config() -> Result<&'static SteerConfig, PassReason> {
+    CONFIG.get(0).ok_or(PassReason::SteerFailed)
+}
+
+/// What the XDP program did with a SIP datagram it did not pass for a reason.
+enum Steered {
+    /// Redirected into the CPU map at the owner's CPU.
+    Redirected { worker: usize, hash: u64 },
+    /// The owner runs on this CPU: up the stack here, no CPU-map hop.
+    KeptLocal { worker: usize, hash: u64 },
+    /// This CPU is below the redirect threshold: up the stack here unscanned.
+    BelowThreshold,
 }
 
 #[xdp(frags)]
@@ -89,9 +103,18 @@ pub fn sip_lb(ctx: XdpContext) -> u32 {
     c.packets += 1;
     c.bytes += frame_len;
     match xdp_steer(&ctx, frame_len as usize) {
-        Ok((action, worker, hash)) => {
+        Ok(Steered::Redirected { worker, hash }) => {
             count_steer(c, worker, hash);
-            action
+            xdp_action::XDP_REDIRECT
+        }
+        Ok(Steered::KeptLocal { worker, hash }) => {
+            count_steer(c, worker, hash);
+            c.kept_local += 1;
+            xdp_action::XDP_PASS
+        }
+        Ok(Steered::BelowThreshold) => {
+            c.below_threshold += 1;
+            xdp_action::XDP_PASS
         }
         Err(reason) => {
             count_pass(c, reason);
@@ -101,18 +124,53 @@ pub fn sip_lb(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn xdp_steer(ctx: &XdpContext, frame_len: usize) -> Result<(u32, usize, u64), PassReason> {
+fn xdp_steer(ctx: &XdpContext, frame_len: usize) -> Result<Steered, PassReason> {
     let payload = headers::udp_payload(ctx, frame_len)?;
     let (len, cut) = window(payload.len)?;
+    let cfg = config()?;
+    if !busy(cfg.redirect_above) {
+        return Ok(Steered::BelowThreshold);
+    }
     let b = callid::scan_buf().ok_or(PassReason::SteerFailed)?;
     // SAFETY: copies `len` <= SCAN_WINDOW bytes into the map value.
     let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, payload.offset as u32, b as *mut c_void, len) };
     let hash = callid::hash_copied(r, b, len as usize, cut)?;
-    let (worker, cpu) = owner(hash)?;
+    let (worker, cpu) = owner(cfg, hash)?;
+    // SAFETY: no preconditions.
+    if cpu == unsafe { bpf_get_smp_processor_id() } {
+        return Ok(Steered::KeptLocal { worker, hash });
+    }
     match CPU_MAP.redirect(cpu, xdp_action::XDP_PASS as u64) {
-        Ok(action) => Ok((action, worker, hash)),
+        Ok(_) => Ok(Steered::Redirected { worker, hash }),
         Err(_) => Err(PassReason::SteerFailed),
     }
+}
+
+/// Counts this SIP datagram in this CPU's rate window; true when the CPU is
+/// busy enough for the CPU-map redirect to pay for itself (always with a
+/// threshold of 0). The previous window counts too, so the decision holds
+/// for a whole window at least instead of flapping.
+#[inline(always)]
+fn busy(threshold: u32) -> bool {
+    if threshold == 0 {
+        return true;
+    }
+    let Some(r) = RX_RATE.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: this CPU's entry; XDP runs without preemption.
+    let r = unsafe { &mut *r };
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let age = now.wrapping_sub(r.window_start);
+    if age >= RX_RATE_WINDOW_NS {
+        r.previous = if age < 2 * RX_RATE_WINDOW_NS { r.count } else { 0 };
+        r.window_start = now;
+        r.count = 0;
+    }
+    r.count += 1;
+    let t = u64::from(threshold);
+    r.count > t || r.previous > t
 }
 
 #[sk_reuseport]
@@ -144,7 +202,7 @@ fn reuseport_select(ctx: &SkReuseportContext) -> Result<(usize, u64), PassReason
     // SAFETY: copies `len` <= SCAN_WINDOW bytes into the map value.
     let r = unsafe { bpf_skb_load_bytes(ctx.as_ptr(), UDP_HLEN as u32, b as *mut c_void, len) };
     let hash = callid::hash_copied(r, b, len as usize, cut)?;
-    let (worker, _cpu) = owner(hash)?;
+    let (worker, _cpu) = owner(config()?, hash)?;
     WORKER_SOCKS.select_reuseport(ctx, worker as u32).map_err(|_| PassReason::SteerFailed)?;
     Ok((worker, hash))
 }

@@ -6,7 +6,8 @@ use aya_ebpf::{
     maps::{Array, CpuMap, HashMap, PerCpuArray, ReusePortSockArray, XskMap},
 };
 use sip_lb_common::maps::{
-    Counters, ScanBuf, SteerConfig, XskAddr, XskCounters, MAX_CPUS, MAX_QUEUES, MAX_WORKERS, MAX_XSK_ADDRS, PORT_WORDS,
+    Counters, RxRate, ScanBuf, SteerConfig, XskAddr, XskCounters, MAX_CPUS, MAX_QUEUES, MAX_WORKERS, MAX_XSK_ADDRS,
+    PORT_WORDS,
 };
 
 /// Worker count and worker -> CPU table (one entry).
@@ -50,3 +51,7 @@ pub static XSK_ADDRS: HashMap<XskAddr, u8> = HashMap::with_max_entries(MAX_XSK_A
 /// Counters of the AF_XDP program.
 #[map(name = "XSK_COUNTERS")]
 pub static XSK_COUNTERS: PerCpuArray<XskCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU SIP datagram rate: whether redirecting is worth it on this CPU.
+#[map(name = "RX_RATE")]
+pub static RX_RATE: PerCpuArray<RxRate> = PerCpuArray::with_max_entries(1, 0);

@@ -54,6 +54,25 @@ pub fn idle_cpus(among: &[usize], window: std::time::Duration, idle_share: f64) 
         .collect()
 }
 
+/// Idle time summed over every online CPU, in microseconds (cpuidle
+/// residency), with the number of CPUs counted: machine-wide busy time over a
+/// window is `cpus x wall - (idle_after - idle_before)`. `None` when some
+/// online CPU has no cpuidle data (then only /proc/stat's tick sampling is
+/// left, which undercounts bursty load).
+pub fn machine_idle_us() -> Option<(u64, usize)> {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    let mut total = 0;
+    let mut cpus = 0;
+    for range in online.trim().split(',') {
+        let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+        for cpu in lo.parse::<usize>().ok()?..=hi.parse::<usize>().ok()? {
+            total += idle_us(cpu)?;
+            cpus += 1;
+        }
+    }
+    Some((total, cpus))
+}
+
 /// Total time CPU `cpu` spent in any idle state, in microseconds.
 fn idle_us(cpu: usize) -> Option<u64> {
     let dir = std::fs::read_dir(format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle")).ok()?;
@@ -71,6 +90,17 @@ fn idle_us(cpu: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_idle_time_covers_every_online_cpu_and_never_decreases() {
+        let (before, cpus) = machine_idle_us().expect("cpuidle residency on this machine");
+        // SAFETY: sysconf has no preconditions.
+        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        assert_eq!(cpus as libc::c_long, online);
+        let (after, again) = machine_idle_us().unwrap();
+        assert_eq!(cpus, again);
+        assert!(after >= before, "idle time went back: {before} -> {after}");
+    }
 
     #[test]
     fn a_spinning_cpu_is_not_idle() {

@@ -222,7 +222,7 @@ fn attach_steering(
         let fds: Vec<_> = sockets.iter().map(|w| w[l].as_fd()).collect();
         // One XDP program per interface: attach it with the first address.
         let iface = if l == 0 && !afxdp { config.iface.as_deref() } else { None };
-        let s = xdp::Steering::attach(iface, &fds, &worker_cpus, &ports)
+        let s = xdp::Steering::attach(iface, &fds, &worker_cpus, &ports, config.xdp_redirect_above_pps)
             .with_context(|| format!("attaching Call-ID steering for {addr}"))?;
         tracing::info!(%addr, "steering: {}", s.mode());
         all.push(Arc::new(s));

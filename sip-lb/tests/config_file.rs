@@ -903,3 +903,28 @@ fn datapath_modes() {
     let a = args(&["--backend", "10.0.1.1", "--iface", "eth1", "--datapath", "socket"]).unwrap();
     assert_eq!(Config::load(&a).unwrap().datapath, Some(Datapath::Socket));
 }
+
+#[test]
+fn xdp_redirect_threshold() {
+    use sip_lb::config::DEFAULT_XDP_REDIRECT_ABOVE_PPS;
+    assert_eq!(Config::from_toml_str(POOL).unwrap().xdp_redirect_above_pps, DEFAULT_XDP_REDIRECT_ABOVE_PPS);
+    let c = Config::from_toml_str(&format!("xdp_redirect_above_pps = 0\n{POOL}")).unwrap();
+    assert_eq!(c.xdp_redirect_above_pps, 0);
+    assert_err(
+        &format!("workers = 1\nxdp_redirect_above_pps = -5\n{POOL}"),
+        Some(2),
+        None,
+        "xdp_redirect_above_pps",
+        "",
+    );
+    // The flag wins over the file.
+    let dir = std::env::temp_dir().join(format!("sip-lb-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("redirect.toml");
+    std::fs::write(&file, format!("xdp_redirect_above_pps = 5000\n{POOL}")).unwrap();
+    let path = file.display().to_string();
+    assert_eq!(Config::load(&args(&["--config", &path]).unwrap()).unwrap().xdp_redirect_above_pps, 5000);
+    let a = args(&["--config", &path, "--xdp-redirect-above", "70000"]).unwrap();
+    assert_eq!(Config::load(&a).unwrap().xdp_redirect_above_pps, 70000);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -299,6 +299,8 @@ fn xdp_program_model_and_userspace_agree() {
                     c.neither += 1;
                 }
             }
+            // The program is loaded with threshold 0 (always steer).
+            (Verdict::BelowThreshold, _) => panic!("below the redirect threshold with none set, {}", show()),
         }
     }
     let reasons: Vec<String> = PassReason::ALL

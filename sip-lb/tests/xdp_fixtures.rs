@@ -318,3 +318,40 @@ fn values_userspace_would_read_differently_are_given_up() {
     let sixteen = format!("Call-ID:{}sixteen@x", " ".repeat(16));
     expect_steered(&two_workers(), &Frame::default().build(&invite(&sixteen, 0)), b"sixteen@x", 2);
 }
+
+// ---- Redirect threshold -------------------------------------------------------
+
+#[test]
+fn below_the_redirect_threshold_nothing_is_scanned() {
+    let mut p = program(2);
+    p.set_redirect_above(u32::MAX).expect("threshold");
+    let f = Frame::default().build(&invite("Call-ID: a84b4c76e66710@pc33.atlanta.com", 0));
+    assert_eq!(p.run(&f).expect("test run"), Verdict::BelowThreshold);
+    // Not SIP traffic is passed for its reason before the rate is counted.
+    let other = Frame { dport: 9999, ..Frame::default() }.build(b"INVITE sip:x SIP/2.0\r\n\r\n");
+    assert_eq!(p.run(&other).expect("test run"), Verdict::Passed(PassReason::OtherPort));
+}
+
+#[test]
+fn above_the_redirect_threshold_datagrams_are_steered() {
+    const THRESHOLD: u32 = 5;
+    const RUNS: u32 = 2000;
+    let mut p = program(2);
+    p.set_redirect_above(THRESHOLD).expect("threshold");
+    let id = b"a84b4c76e66710@pc33.atlanta.com";
+    let f = Frame::default().build(&invite(&format!("Call-ID: {}", String::from_utf8_lossy(id)), 0));
+    let before = p.counters().expect("counters");
+    p.bench(&f, RUNS).expect("test runs");
+    let after = p.counters().expect("counters");
+    let below = after.total.below_threshold - before.total.below_threshold;
+    let steered = after.steered_total() - before.steered_total();
+    assert_eq!(below + steered, u64::from(RUNS), "below {below}, steered {steered}");
+    // The first THRESHOLD of a window pass unscanned; a window boundary
+    // crossed before the count exceeded it starts another such run (rare in
+    // the fraction of a millisecond these runs take).
+    assert!(below >= u64::from(THRESHOLD) && below <= 20 * u64::from(THRESHOLD), "below {below}");
+    // Once busy, the rest are steered, to the Call-ID's worker.
+    let w = worker_for_hash(call_id_hash(id), 2) as usize;
+    assert_eq!(after.steered(w) - before.steered(w), steered);
+    assert!(after.per_cpu.iter().any(|c| c.last_hash == call_id_hash(id)), "no CPU hashed the Call-ID");
+}

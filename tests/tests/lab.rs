@@ -48,9 +48,12 @@ fn lab_registers_redirects_spreads_and_cleans_up() {
 
     // Per-core split. The XDP program must be on the lab NIC (`--iface lb0`): a run where it
     // did not attach fails here. Every request is steered to its Call-ID's worker, so although
-    // SIPp sends everything over one UDP 5-tuple, every worker (core) forwards requests.
+    // SIPp sends everything over one UDP 5-tuple, every worker (core) forwards requests. At the
+    // lab's rates XDP stays below its default redirect threshold: it sees every SIP datagram and
+    // leaves it on the receiving CPU, and the reuseport selector does the steering.
     assert!(summary.xdp.starts_with("attached"), "XDP did not attach to the lab NIC: {}\n{summary}", summary.xdp);
-    assert!(summary.xdp_steered > 0, "{summary}");
+    assert!(summary.xdp_below_threshold > 0, "{summary}");
+    assert!(summary.reuseport_steered >= summary.xdp_steered + summary.xdp_below_threshold, "{summary}");
     for w in &summary.workers {
         assert!(w.requests > 0, "worker {} forwarded no request:\n{summary}", w.worker);
     }

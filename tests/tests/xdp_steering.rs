@@ -2,6 +2,8 @@
 //! - `veth_xdp_steering`: XDP on a veth end in the balancer's network
 //!   namespace, two SO_REUSEPORT worker sockets read by threads pinned to CPU 0
 //!   and 1, 2000 calls sent from ONE source 5-tuple in the peer namespace;
+//! - `veth_below_the_redirect_threshold_reuseport_alone_steers`: the same
+//!   with XDP below its redirect threshold (no CPU-map hop, no scan in XDP);
 //! - `loopback_reuseport_steering`: the fallback without an interface.
 //!
 //! Each Call-ID must reach exactly one worker, the one its hash names, and
@@ -150,8 +152,10 @@ fn send_from(ns: Option<&NetNs>, dst: &str, port: u16, ids: &[String]) {
     assert!(status.success(), "sender failed: {status}");
 }
 
-#[test]
-fn veth_xdp_steering() {
+/// 2000 INVITEs from one 5-tuple in a peer namespace to two pinned workers
+/// behind XDP on a veth (`redirect_above_pps` as given), each Call-ID checked
+/// to reach its worker exactly once; the programs' counters at the end.
+fn veth_steering(redirect_above_pps: u32) -> (sip_lb::xdp::XdpCounters, Vec<u32>) {
     require_root();
     let lb = NetNs::new("siplb-lb").expect("balancer netns");
     let peer = NetNs::new("siplb-peer").expect("peer netns");
@@ -172,7 +176,8 @@ fn veth_xdp_steering() {
             let addr: SocketAddr = format!("10.99.0.1:{PORT}").parse().unwrap();
             let sockets: Vec<UdpSocket> = (0..WORKERS).map(|_| reuseport_socket(addr)).collect();
             let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|s| s.as_fd()).collect();
-            let steering = Steering::attach(Some("slb0"), &fds, &cpus, &[PORT]).expect("attach steering");
+            let steering =
+                Steering::attach(Some("slb0"), &fds, &cpus, &[PORT], redirect_above_pps).expect("attach steering");
             let (received, workers) = start_workers(sockets, &cpus, stop.clone());
             tx.send((steering.mode(), received.clone())).unwrap();
             for w in workers {
@@ -192,8 +197,16 @@ fn veth_xdp_steering() {
     let received = received.lock().unwrap().clone();
     println!("mode: {mode}; {counters}");
     check(&received, &ids);
+    (counters, cpus)
+}
+
+#[test]
+fn veth_xdp_steering() {
+    // Threshold 0: XDP steers every datagram to its worker's CPU.
+    let (counters, cpus) = veth_steering(0);
     let xdp = counters.xdp.expect("xdp counters");
-    assert_eq!(xdp.steered_total(), CALLS as u64, "every INVITE went through the CPU map: {xdp}");
+    assert_eq!(xdp.steered_total(), CALLS as u64, "every INVITE was steered by XDP: {xdp}");
+    assert_eq!(xdp.total.below_threshold, 0, "{xdp}");
     #[allow(clippy::needless_range_loop)]
     for w in 0..WORKERS {
         assert_eq!(
@@ -201,11 +214,28 @@ fn veth_xdp_steering() {
             counters.reuseport.steered(w),
             "XDP's CPU choice and the reuseport socket choice agree for worker {w}"
         );
-        // The CPU map moved the stack's work: worker w's datagrams met the
-        // reuseport selector on worker w's CPU.
+        // The CPU map (or, for the receiving CPU's own worker, no hop at all)
+        // moved the stack's work: worker w's datagrams met the reuseport
+        // selector on worker w's CPU.
         let on_cpu = counters.reuseport.per_cpu[cpus[w] as usize].steered[w];
         assert_eq!(on_cpu, counters.reuseport.steered(w), "worker {w}'s datagrams processed on CPU {}", cpus[w]);
     }
+    // Datagrams whose owner is the receiving CPU skip the CPU map: exactly
+    // those XDP counted as steered on their owner's own CPU.
+    let local: u64 = (0..WORKERS).map(|w| xdp.per_cpu[cpus[w] as usize].steered[w]).sum();
+    assert_eq!(xdp.total.kept_local, local, "{xdp}");
+}
+
+#[test]
+fn veth_below_the_redirect_threshold_reuseport_alone_steers() {
+    // A threshold no test reaches: XDP passes every SIP datagram unscanned on
+    // the receiving CPU, and the reuseport program still gives each Call-ID
+    // its worker (`check`).
+    let (counters, _) = veth_steering(u32::MAX);
+    let xdp = counters.xdp.as_ref().expect("xdp counters");
+    assert_eq!(xdp.total.below_threshold, CALLS as u64, "{xdp}");
+    assert_eq!(xdp.steered_total(), 0, "{xdp}");
+    assert_eq!(counters.reuseport.steered_total(), CALLS as u64, "{counters}");
 }
 
 #[test]
@@ -224,7 +254,7 @@ fn loopback_reuseport_steering() {
             let addr: SocketAddr = format!("127.0.0.1:{PORT}").parse().unwrap();
             let sockets: Vec<UdpSocket> = (0..WORKERS).map(|_| reuseport_socket(addr)).collect();
             let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|s| s.as_fd()).collect();
-            let steering = Steering::attach(None, &fds, &cpus, &[PORT]).expect("attach steering");
+            let steering = Steering::attach(None, &fds, &cpus, &[PORT], 0).expect("attach steering");
             let (received, workers) = start_workers(sockets, &cpus, stop.clone());
             tx.send((steering.mode(), received.clone())).unwrap();
             for w in workers {
@@ -251,6 +281,6 @@ fn loopback_reuseport_steering() {
 fn missing_interface_is_an_error() {
     require_root();
     let s = reuseport_socket("127.0.0.1:0".parse().unwrap());
-    let err = Steering::attach(Some("no-such-if0"), &[s.as_fd()], &[0], &[PORT]).err().expect("must fail");
+    let err = Steering::attach(Some("no-such-if0"), &[s.as_fd()], &[0], &[PORT], 0).err().expect("must fail");
     assert!(err.to_string().contains("does not exist"), "{err:#}");
 }

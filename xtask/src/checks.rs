@@ -70,7 +70,17 @@ pub fn unused_dependencies() -> Result<()> {
     eprintln!("xtask: no declared-but-unused dependencies");
     let root = crate::workspace_root();
     let mut unused = Vec::new();
-    for member in ["sip-lb", "sip-lb-proto", "sip-lb-udp", "sip-lb-common", "sip-lb-ebpf", "xtask", "tests", "fuzz"] {
+    for member in [
+        "sip-lb",
+        "sip-lb-proto",
+        "sip-lb-udp",
+        "sip-lb-afxdp",
+        "sip-lb-common",
+        "sip-lb-ebpf",
+        "xtask",
+        "tests",
+        "fuzz",
+    ] {
         let dir = root.join(member);
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).context("read Cargo.toml")?;
         let doc: toml::Table = manifest.parse().with_context(|| format!("{member}/Cargo.toml"))?;

@@ -42,6 +42,10 @@ enum Task {
         /// The 2-minute plan instead of the 10-minute one.
         #[arg(long)]
         quick: bool,
+        /// Only these comparisons (comma-separated): cpu, order, rate,
+        /// latency, net, fixed. Default: all of them.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<bench::Comparison>,
     },
     /// Run every fuzz target for a bounded time.
     Fuzz {
@@ -101,9 +105,9 @@ fn main() -> Result<()> {
                 Err(err).context("starting sip-lb")
             }
         }
-        Task::Bench { quick } => {
+        Task::Bench { quick, only } => {
             setup::ensure_all()?;
-            bench::run(bench::Options { quick })
+            bench::run(bench::Options { quick, only })
         }
         Task::Fuzz { seconds } => {
             setup::ensure_all()?;

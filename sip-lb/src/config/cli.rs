@@ -45,6 +45,14 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub datapath: Option<super::Datapath>,
 
+    /// With --iface: XDP moves a datagram to its worker's CPU only while the
+    /// receiving CPU gets more SIP datagrams per second than this; below it
+    /// the reuseport program alone keeps each Call-ID on its worker, which is
+    /// cheaper. 0: always [default: the file's `xdp_redirect_above_pps`,
+    /// else 20000].
+    #[arg(long, value_name = "PPS")]
+    pub xdp_redirect_above: Option<u32>,
+
     /// Pin workers to CPUs: auto (only onto idle CPUs, when enough are idle),
     /// on, off [default: the file's `pin`, else auto].
     #[arg(long, value_enum)]

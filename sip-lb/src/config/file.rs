@@ -28,6 +28,7 @@ pub(crate) struct Draft {
     pub workers: Option<usize>,
     pub pools: Vec<PoolConfig>,
     pub iface: Option<String>,
+    pub xdp_redirect_above_pps: Option<u32>,
     pub pin: Option<super::PinMode>,
     pub datapath: Option<super::Datapath>,
     pub metrics: Option<SocketAddr>,
@@ -87,6 +88,7 @@ struct RawConfig {
     #[serde(default)]
     pool: Vec<RawPool>,
     iface: Option<String>,
+    xdp_redirect_above_pps: Option<u32>,
     pin: Option<super::PinMode>,
     datapath: Option<super::Datapath>,
     metrics: Option<Spanned<String>>,
@@ -264,6 +266,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
         draft.workers = Some(w.into_inner());
     }
     draft.iface = raw.iface;
+    draft.xdp_redirect_above_pps = raw.xdp_redirect_above_pps;
     draft.pin = raw.pin;
     draft.datapath = raw.datapath;
     if let Some(m) = raw.metrics {

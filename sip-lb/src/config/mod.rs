@@ -24,6 +24,13 @@ pub use error::ConfigError;
 
 /// Where the control plane serves `/metrics` and its admin API when the
 /// file and flags name no `metrics` address.
+/// Default `xdp_redirect_above_pps`. At carrier-typical rates the CPU-map
+/// hop (frame conversion, the cpumap kthread woken for a few frames, the skb
+/// rebuilt on the target CPU) costs the machine more than running the UDP
+/// receive path where the frame arrived (docs/xdp-steering.md has the
+/// figures); a receiving CPU this busy is worth relieving.
+pub const DEFAULT_XDP_REDIRECT_ABOVE_PPS: u32 = 20_000;
+
 pub const DEFAULT_CONTROL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5070);
 
 /// The name of the pool `--backend` creates when the file has no default pool.
@@ -80,6 +87,9 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Interface for the XDP steering program, if any.
     pub iface: Option<String>,
+    /// XDP redirects a datagram to its worker's CPU only while the receiving
+    /// CPU gets more SIP datagrams per second than this (0: always).
+    pub xdp_redirect_above_pps: u32,
     /// Whether workers are pinned to CPUs.
     pub pin: PinMode,
     /// The data path asked for; `None`: AF_XDP when `iface` is set and

@@ -31,6 +31,9 @@ pub(crate) fn apply_flags(d: &mut Draft, spans: &mut Spans, a: &RunArgs) -> Resu
     if a.iface.is_some() {
         d.iface = a.iface.clone();
     }
+    if a.xdp_redirect_above.is_some() {
+        d.xdp_redirect_above_pps = a.xdp_redirect_above;
+    }
     if a.pin.is_some() {
         d.pin = a.pin;
     }
@@ -147,6 +150,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         workers,
         pools: d.pools,
         iface: d.iface,
+        xdp_redirect_above_pps: d.xdp_redirect_above_pps.unwrap_or(super::DEFAULT_XDP_REDIRECT_ABOVE_PPS),
         pin: d.pin.unwrap_or_default(),
         datapath: d.datapath,
         metrics: d.metrics,

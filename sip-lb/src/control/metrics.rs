@@ -263,6 +263,27 @@ fn xdp_families(e: &mut DescriptorEncoder, x: &XdpCounters) -> Result<(), std::f
         MetricType::Counter,
         per_cpu(|c| c.steered.iter().sum()),
     )?;
+    // XDP alone decides where the stack runs: kept on the receiving CPU, or
+    // not scanned at all below the redirect threshold.
+    let xdp_per_cpu = |f: fn(&sip_lb_common::maps::Counters) -> u64| {
+        x.xdp.iter().flat_map(move |p| {
+            p.per_cpu.iter().enumerate().map(move |(cpu, c)| (vec![("cpu", cpu.to_string())], ConstCounter::new(f(c))))
+        })
+    };
+    family(
+        e,
+        "sip_lb_xdp_kept_local",
+        "Datagrams XDP steered to a worker on the receiving CPU itself (no CPU-map hop), per CPU",
+        MetricType::Counter,
+        xdp_per_cpu(|c| c.kept_local),
+    )?;
+    family(
+        e,
+        "sip_lb_xdp_below_threshold",
+        "SIP datagrams XDP passed unscanned on the receiving CPU, below the redirect threshold, per CPU",
+        MetricType::Counter,
+        xdp_per_cpu(|c| c.below_threshold),
+    )?;
     family(
         e,
         "sip_lb_xdp_passed",
@@ -347,6 +368,8 @@ mod tests {
         }
         c.steered[0] = base + 3;
         c.steered[1] = base + 4;
+        c.kept_local = base + 5;
+        c.below_threshold = base + 6;
         c
     }
 

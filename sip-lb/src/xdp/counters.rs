@@ -24,6 +24,8 @@ impl ProgramCounters {
         for c in &per_cpu {
             total.packets += c.packets;
             total.bytes += c.bytes;
+            total.kept_local += c.kept_local;
+            total.below_threshold += c.below_threshold;
             for (t, v) in total.passed.iter_mut().zip(c.passed) {
                 *t += v;
             }
@@ -53,6 +55,11 @@ impl ProgramCounters {
 impl fmt::Display for ProgramCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "packets={} bytes={} steered={}", self.total.packets, self.total.bytes, self.steered_total())?;
+        for (name, n) in [("kept_local", self.total.kept_local), ("below_threshold", self.total.below_threshold)] {
+            if n != 0 {
+                write!(f, " {name}={n}")?;
+            }
+        }
         for r in PassReason::ALL.iter().take(PASS_REASONS) {
             let n = self.passed(*r);
             if n != 0 {

@@ -17,7 +17,7 @@
 //! // main thread: bind one SO_REUSEPORT UDP socket per worker, in worker
 //! // order (group index == worker index), for one listen address; then:
 //! let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|s| s.as_fd()).collect();
-//! let steering = xdp::Steering::attach(iface /* Option<&str> */, &fds, &worker_cpus, &[5060])?;
+//! let steering = xdp::Steering::attach(iface /* Option<&str> */, &fds, &worker_cpus, &[5060], redirect_above_pps)?;
 //! tracing::info!("steering: {}", steering.mode());
 //! // start the workers (worker i pinned to worker_cpus[i]); keep `steering`
 //! // alive until they stop: dropping it detaches both programs.
@@ -66,11 +66,15 @@ impl Steering {
     ///   worker index order (socket i = worker i), all in one group.
     /// - `worker_cpus`: CPU worker i is pinned to (`worker_cpus.len()` workers).
     /// - `sip_ports`: UDP destination ports the XDP program inspects.
+    /// - `redirect_above_pps`: XDP redirects only while the receiving CPU
+    ///   sees more SIP datagrams per second than this (0: always); below it
+    ///   the reuseport program alone keeps the affinity (`docs/xdp-steering.md`).
     pub fn attach(
         iface: Option<&str>,
         sockets: &[BorrowedFd<'_>],
         worker_cpus: &[u32],
         sip_ports: &[u16],
+        redirect_above_pps: u32,
     ) -> anyhow::Result<Steering> {
         object::require_root()?;
         ensure!(
@@ -89,6 +93,7 @@ impl Steering {
 
         let mut ebpf = object::open()?;
         object::configure(&mut ebpf, worker_cpus, sip_ports)?;
+        object::set_redirect_above(&mut ebpf, per_window(redirect_above_pps))?;
         object::configure_sockets(&mut ebpf, sockets)?;
         let group = sockets[0].try_clone_to_owned().context("dup of worker 0's socket")?;
         object::load_reuseport(&mut ebpf)?.attach(&group).context("SO_ATTACH_REUSEPORT_EBPF on the workers' group")?;
@@ -126,6 +131,13 @@ impl Steering {
         let reuseport = ProgramCounters::read(&self.ebpf, names::REUSEPORT_COUNTERS)?;
         Ok(XdpCounters { xdp, reuseport })
     }
+}
+
+/// A rate in datagrams per second as a count per `RX_RATE_WINDOW_NS`,
+/// rounded up so that any non-zero rate stays a threshold (0 stays "always").
+pub fn per_window(pps: u32) -> u32 {
+    use sip_lb_common::maps::RX_RATE_WINDOW_NS;
+    (u64::from(pps) * RX_RATE_WINDOW_NS).div_ceil(1_000_000_000) as u32
 }
 
 impl Drop for Steering {

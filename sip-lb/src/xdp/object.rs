@@ -70,6 +70,15 @@ pub(crate) fn configure(ebpf: &mut Ebpf, worker_cpus: &[u32], sip_ports: &[u16])
     Ok(())
 }
 
+/// Rewrites the redirect threshold in CONFIG (see `SteerConfig::redirect_above`).
+pub(crate) fn set_redirect_above(ebpf: &mut Ebpf, per_window: u32) -> anyhow::Result<()> {
+    let mut config: Array<_, SteerConfig> = Array::try_from(ebpf.map_mut(names::CONFIG).context("CONFIG map")?)?;
+    let mut cfg = config.get(&0, 0).context("reading CONFIG")?;
+    cfg.redirect_above = per_window;
+    config.set(0, cfg, 0).context("writing CONFIG")?;
+    Ok(())
+}
+
 /// One CPU-map queue per distinct worker CPU.
 pub(crate) fn configure_cpu_map(ebpf: &mut Ebpf, worker_cpus: &[u32]) -> anyhow::Result<()> {
     let mut cpus: CpuMap<_> = CpuMap::try_from(ebpf.map_mut(names::CPU_MAP).context("CPU_MAP map")?)?;

@@ -18,10 +18,14 @@ const XDP_REDIRECT: u32 = 4;
 /// What the program did with one frame, read from its verdict and counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// XDP_REDIRECT into the CPU map for `worker`; `hash` is the Call-ID hash.
+    /// Steered to `worker`; `hash` is the Call-ID hash. XDP_REDIRECT into the
+    /// CPU map, or XDP_PASS counted as kept local when the worker's CPU is
+    /// the one running the test.
     Steered { worker: u32, hash: u64 },
     /// XDP_PASS, counted under `reason`.
     Passed(PassReason),
+    /// XDP_PASS unscanned: this CPU was below the redirect threshold.
+    BelowThreshold,
 }
 
 /// The XDP program loaded and configured, but not attached.
@@ -37,6 +41,12 @@ impl XdpTestProgram {
         object::configure_cpu_map(&mut ebpf, worker_cpus)?;
         object::load_xdp(&mut ebpf)?;
         Ok(Self { ebpf })
+    }
+
+    /// Sets the redirect threshold (SIP datagrams per CPU and rate window;
+    /// 0, the default here, redirects always).
+    pub fn set_redirect_above(&mut self, per_window: u32) -> anyhow::Result<()> {
+        object::set_redirect_above(&mut self.ebpf, per_window)
     }
 
     fn prog(&self) -> anyhow::Result<&Xdp> {
@@ -77,8 +87,11 @@ impl XdpTestProgram {
         };
         let steered = delta(|c| &c.steered);
         let passed = delta(|c| &c.passed);
+        let kept_local = after.total.kept_local != before.total.kept_local;
+        let below = after.total.below_threshold != before.total.below_threshold;
         match (action, steered.as_slice(), passed.as_slice()) {
-            (XDP_REDIRECT, [w], []) => {
+            (XDP_PASS, [], []) if below => Ok(Verdict::BelowThreshold),
+            (XDP_REDIRECT, [w], []) | (XDP_PASS, [w], []) if (action == XDP_PASS) == kept_local => {
                 // The CPU that ran it is the one whose packet count moved.
                 let hash = after
                     .per_cpu

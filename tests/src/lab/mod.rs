@@ -22,7 +22,7 @@ mod kamailio;
 mod metrics;
 mod sipp;
 mod summary;
-mod topology;
+pub mod topology;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -393,6 +393,7 @@ impl Lab {
             workers: worker_splits(m),
             xdp_seen: m.sum_where("sip_lb_xdp_packets_total", "program", "xdp"),
             xdp_steered: m.sum_where("sip_lb_xdp_steered_total", "program", "xdp"),
+            xdp_below_threshold: m.sum("sip_lb_xdp_below_threshold_total", &[]).unwrap_or(0.0) as u64,
             xdp_passed: m.sum_where("sip_lb_xdp_passed_total", "program", "xdp"),
             reuseport_steered: m.sum_where("sip_lb_xdp_steered_total", "program", "reuseport"),
             log_dir: dir.to_owned(),

@@ -64,6 +64,9 @@ pub struct LabSummary {
     /// reuseport selector on the workers' sockets (datagrams steered to their Call-ID's worker).
     pub xdp_seen: u64,
     pub xdp_steered: u64,
+    /// SIP datagrams XDP left on the receiving CPU unscanned (below its
+    /// redirect threshold); the reuseport selector steered them.
+    pub xdp_below_threshold: u64,
     pub xdp_passed: u64,
     pub reuseport_steered: u64,
     /// Namespaces and PIDs (Kamailio children included) the run created...
@@ -164,8 +167,9 @@ impl fmt::Display for LabSummary {
         }
         writeln!(
             f,
-            "  steering              XDP saw {} frames, steered {}, passed {}; reuseport selector steered {}",
-            self.xdp_seen, self.xdp_steered, self.xdp_passed, self.reuseport_steered
+            "  steering              XDP saw {} frames, steered {}, below its redirect threshold {}, passed {}; \
+             reuseport selector steered {}",
+            self.xdp_seen, self.xdp_steered, self.xdp_below_threshold, self.xdp_passed, self.reuseport_steered
         )?;
         for (role, what) in [(Role::Registrar, "REGISTERs saved"), (Role::Redirect, "INVITEs redirected")] {
             let total: u64 = self.of_role(role).map(|b| b.handled).sum();

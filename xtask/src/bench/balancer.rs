@@ -15,6 +15,9 @@ use super::Env;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     SipLb,
+    /// sip-lb with `--iface`: XDP Call-ID steering on the site's interface
+    /// (the netns comparison only).
+    SipLbXdp,
     /// sip-lb with `--pin off`, for the latency comparison only.
     SipLbUnpinned,
     Kamailio,
@@ -25,6 +28,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::SipLb => "sip-lb",
+            Kind::SipLbXdp => "sip-lb --iface",
             Kind::SipLbUnpinned => "sip-lb --pin off",
             Kind::Kamailio => "kamailio",
             Kind::Null => "null forwarder",
@@ -43,13 +47,38 @@ impl Kind {
     }
 }
 
+/// Where a forwarder runs: on loopback in the bench's own namespace, or in a
+/// network namespace of the netns comparison, there with `iface` for
+/// [`Kind::SipLbXdp`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Site<'a> {
+    pub netns: Option<&'a str>,
+    pub iface: Option<&'a str>,
+}
+
+impl Site<'_> {
+    pub const LOOPBACK: Site<'static> = Site { netns: None, iface: None };
+
+    /// `program args...`, run inside the site's namespace if it has one.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self.netns {
+            None => Command::new(program),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+        }
+    }
+}
+
 pub struct Balancer {
     pub kind: Kind,
     pub listen: SocketAddr,
     child: Child,
     ctl_socket: Option<String>,
     cpu_start: Vec<(u32, u64)>,
-    busy_start: (u64, u64, std::time::Instant),
+    busy_start: procs::MachineMark,
 }
 
 /// What /proc and the balancer's own counters say at the end of a run.
@@ -67,6 +96,10 @@ pub struct Usage {
     pub per_worker_rx: Vec<u64>,
     /// CPUs busy with other processes meanwhile (see `procs::other_load`).
     pub other_cpus: f64,
+    /// The whole machine's busy CPU-seconds over the window (cpuidle
+    /// residency): the balancer, its load generators and all softirq work,
+    /// wherever the kernel charged it.
+    pub machine_cpu_s: f64,
 }
 
 impl Balancer {
@@ -77,16 +110,22 @@ impl Balancer {
         listen: SocketAddr,
         backends: &[SocketAddr],
         tag: &str,
+        site: Site<'_>,
     ) -> Result<Self> {
-        let name = format!("{}-{workers}-{tag}", kind.name().replace(' ', "-"));
+        let slug: Vec<&str> =
+            kind.name().split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+        let name = format!("{}-{workers}-{tag}", slug.join("-"));
         let mut ctl_socket = None;
         let cmd = match kind {
-            Kind::SipLb | Kind::SipLbUnpinned => {
-                let mut c = Command::new(&env.sip_lb);
+            Kind::SipLb | Kind::SipLbXdp | Kind::SipLbUnpinned => {
+                let mut c = site.command(&env.sip_lb);
                 c.arg("run").arg("--listen").arg(listen.to_string()).arg("--workers").arg(workers.to_string());
                 // The bench compares placements it chose: worker i on CPU i,
                 // or (the latency comparison) none at all.
-                c.args(["--pin", if kind == Kind::SipLb { "on" } else { "off" }]);
+                c.args(["--pin", if kind == Kind::SipLbUnpinned { "off" } else { "on" }]);
+                if kind == Kind::SipLbXdp {
+                    c.arg("--iface").arg(site.iface.context("sip-lb --iface needs a site with an interface")?);
+                }
                 // Its own control/metrics port, so parallel runs and tests do not collide on 5070.
                 let control = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
                 c.arg("--metrics").arg(control.to_string());
@@ -100,14 +139,14 @@ impl Balancer {
                 ctl_socket = Some(ctl);
                 // Pinned to the CPUs sip-lb's workers would get (0..N-1), like
                 // sip-lb; taskset execs, so the PID is Kamailio's main process.
-                let mut c = Command::new("taskset");
+                let mut c = site.command("taskset");
                 c.args(["-c", &format!("0-{}", workers.min(sip_lb_udp::affinity::cpu_count()) - 1), "kamailio"]);
                 // -DD: stay in the foreground (we stop it by PID), still fork children.
                 c.arg("-f").arg(cfg).args(["-DD", "-E", "-m", "64", "-M", "8"]);
                 c
             }
             Kind::Null => {
-                let mut c = Command::new(&env.xtask_exe);
+                let mut c = site.command(&env.xtask_exe);
                 c.arg("bench").envs(nullfwd::child_env(listen, backends, workers));
                 c
             }
@@ -118,7 +157,7 @@ impl Balancer {
         std::thread::sleep(Duration::from_millis(if kind == Kind::Kamailio { 500 } else { 100 }));
         child.fail_if_exited()?;
         let mut b =
-            Self { kind, listen, child, ctl_socket, cpu_start: Vec::new(), busy_start: procs::machine_busy_ticks() };
+            Self { kind, listen, child, ctl_socket, cpu_start: Vec::new(), busy_start: procs::MachineMark::now()? };
         b.mark();
         Ok(b)
     }
@@ -126,7 +165,9 @@ impl Balancer {
     /// Starts the CPU measurement window here.
     pub fn mark(&mut self) {
         self.cpu_start = procs::cpu_ticks(&procs::process_tree(self.child.pid()));
-        self.busy_start = procs::machine_busy_ticks();
+        if let Ok(now) = procs::MachineMark::now() {
+            self.busy_start = now;
+        }
     }
 
     /// CPU since `mark`, peak RSS so far; Kamailio's counters. Leaves it running.
@@ -134,7 +175,9 @@ impl Balancer {
         let tree = procs::process_tree(self.child.pid());
         let cpu_s = procs::cpu_seconds(&self.cpu_start, &procs::cpu_ticks(&tree));
         let (hwm_max_kib, hwm_sum_kib) = procs::tree_hwm_kib(&tree);
-        let other_cpus = procs::other_load(self.busy_start, procs::machine_busy_ticks(), cpu_s);
+        // `start` read the residency, so it is there now too.
+        let now = procs::MachineMark::now().unwrap_or(self.busy_start);
+        let other_cpus = procs::other_load(&self.busy_start, &now, cpu_s);
         let forwarded = self.ctl_socket.as_deref().and_then(kamailio_forwarded);
         Usage {
             cpu_s,
@@ -144,6 +187,7 @@ impl Balancer {
             forwarded,
             per_worker_rx: Vec::new(),
             other_cpus,
+            machine_cpu_s: self.busy_start.busy_s(&now),
         }
     }
 
@@ -161,7 +205,7 @@ impl Balancer {
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
         }
-        if matches!(self.kind, Kind::SipLb | Kind::SipLbUnpinned) {
+        if matches!(self.kind, Kind::SipLb | Kind::SipLbXdp | Kind::SipLbUnpinned) {
             let (fwd, rx) = parse_sip_lb_summary(&self.child.stderr());
             if !rx.is_empty() {
                 usage.forwarded = Some(fwd);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::balancer::{Balancer, Kind, Usage};
+use super::balancer::{Balancer, Kind, Site, Usage};
 use super::sipp::{self, Stats, MESSAGES_PER_CALL};
 use super::{free_addrs, Env};
 
@@ -45,15 +45,25 @@ pub fn run(env: &Env, kind: Kind, workers: usize, rate: u64, seconds: u64, uacs:
     let uas = backends
         .iter()
         .enumerate()
-        .map(|(i, b)| sipp::start_uas(*b, &name("uas", i), &env.logs, lifetime))
+        .map(|(i, b)| sipp::start_uas(Site::LOOPBACK, *b, &name("uas", i), &env.logs, lifetime))
         .collect::<Result<Vec<_>>>()?;
-    let mut lb = Balancer::start(env, kind, workers, listen, backends, tag)?;
+    let mut lb = Balancer::start(env, kind, workers, listen, backends, tag, Site::LOOPBACK)?;
     lb.mark();
     let per_uac_rate = (rate / uacs as u64).max(1);
     let running = locals
         .iter()
         .enumerate()
-        .map(|(i, l)| sipp::start_uac(listen, *l, per_uac_rate, per_uac_rate * seconds, &name("uac", i), &env.logs))
+        .map(|(i, l)| {
+            sipp::start_uac(
+                Site::LOOPBACK,
+                listen,
+                *l,
+                per_uac_rate,
+                per_uac_rate * seconds,
+                &name("uac", i),
+                &env.logs,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut uac = Stats::default();
     for u in running {

@@ -9,6 +9,7 @@
 //! stopped by PID; every load is bounded in time.
 mod balancer;
 mod calls;
+mod netlab;
 mod nullfwd;
 mod packets;
 mod plot;
@@ -30,6 +31,25 @@ use balancer::Kind;
 pub struct Options {
     /// A smaller plan that fits in 2 minutes (the full one fits in 10).
     pub quick: bool,
+    /// Only these comparisons; empty: all.
+    pub only: Vec<Comparison>,
+}
+
+/// The comparisons of the plan, by number in the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Comparison {
+    /// 1: CPU per message, SIPp calls on loopback.
+    Cpu,
+    /// 5: ordering with 2 workers.
+    Order,
+    /// 2: max forwarding rate.
+    Rate,
+    /// 3: added latency at half the max rate.
+    Latency,
+    /// 6: machine-wide CPU per message in network namespaces.
+    Net,
+    /// The kernel-path floor: CPU per message at fixed blaster rates.
+    Fixed,
 }
 
 /// Where things are.
@@ -64,6 +84,11 @@ pub struct Plan {
     /// 6 per call: 12,000 is 2000 calls/s), 1 worker / 1 child.
     pub fixed_rates: Vec<u64>,
     pub fixed_seconds: f64,
+    /// Comparison 6 (network namespaces, machine-wide CPU): call rates,
+    /// seconds per run, alternating rounds.
+    pub net_rates: Vec<u64>,
+    pub net_seconds: u64,
+    pub net_rounds: usize,
 }
 
 impl Plan {
@@ -82,6 +107,9 @@ impl Plan {
                 latency_workers: vec![1],
                 fixed_rates: vec![12_000],
                 fixed_seconds: 3.0,
+                net_rates: vec![2000],
+                net_seconds: 4,
+                net_rounds: 1,
             }
         } else {
             Plan {
@@ -97,6 +125,9 @@ impl Plan {
                 latency_workers: vec![1, 2],
                 fixed_rates: vec![6_000, 12_000],
                 fixed_seconds: 5.0,
+                net_rates: vec![2000],
+                net_seconds: 8,
+                net_rounds: 3,
             }
         }
     }
@@ -111,6 +142,7 @@ pub struct Results {
     pub rates: Vec<packets::RateRun>,
     pub latency: Vec<(packets::LatencyRun, packets::LatencyRun)>,
     pub fixed: Vec<packets::LatencyRun>,
+    pub net: Vec<netlab::NetRun>,
     pub errors: Vec<String>,
     pub skipped_sip_lb: Option<String>,
     /// /proc/loadavg when measuring began: others' load skews a shared machine.
@@ -133,7 +165,7 @@ pub fn run(opts: Options) -> Result<()> {
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if cfg!(debug_assertions) && std::env::var_os(RELEASE_ENV).is_none() {
-        return reexec_release(&cargo, &repo, &target, opts.quick);
+        return reexec_release(&cargo, &repo, &target, &opts);
     }
     let env = Env { sip_lb: target.join("release/sip-lb"), xtask_exe: std::env::current_exe()?, repo, out, logs };
 
@@ -154,7 +186,7 @@ pub fn run(opts: Options) -> Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     results.load_before = load.split(' ').take(3).collect::<Vec<_>>().join(" ");
     eprintln!("bench: load average before: {}", results.load_before);
-    measure(&env, &plan, &mut results);
+    measure(&env, &plan, &opts.only, &mut results);
     let report = report::write(&env, &plan, &results, started.elapsed())?;
     println!("{report}");
     eprintln!(
@@ -170,7 +202,7 @@ const RELEASE_ENV: &str = "SIP_LB_BENCH_RELEASE";
 
 /// `cargo xtask` is a debug build, but the blaster, the sinks and the null
 /// forwarder are part of what is measured: run the bench from a release build.
-fn reexec_release(cargo: &str, repo: &std::path::Path, target: &std::path::Path, quick: bool) -> Result<()> {
+fn reexec_release(cargo: &str, repo: &std::path::Path, target: &std::path::Path, opts: &Options) -> Result<()> {
     use std::os::unix::process::CommandExt;
     eprintln!("bench: building xtask (release): the blaster, sinks and null forwarder must be optimised");
     let ok = Command::new(cargo).current_dir(repo).args(["build", "--release", "-p", "xtask"]).status()?.success();
@@ -179,14 +211,19 @@ fn reexec_release(cargo: &str, repo: &std::path::Path, target: &std::path::Path,
     }
     let mut cmd = Command::new(target.join("release/xtask"));
     cmd.arg("bench").env(RELEASE_ENV, "1");
-    if quick {
+    if opts.quick {
         cmd.arg("--quick");
+    }
+    for c in &opts.only {
+        use clap::ValueEnum;
+        cmd.arg("--only").arg(c.to_possible_value().expect("no skipped variants").get_name());
     }
     Err(cmd.exec()).context("running the release xtask")
 }
 
-fn measure(env: &Env, plan: &Plan, r: &mut Results) {
+fn measure(env: &Env, plan: &Plan, only: &[Comparison], r: &mut Results) {
     let sip_lb_ok = r.skipped_sip_lb.is_none();
+    let wanted = |c: Comparison| only.is_empty() || only.contains(&c);
     let kinds = |with_null: bool| {
         let mut k = Vec::new();
         if sip_lb_ok {
@@ -212,7 +249,7 @@ fn measure(env: &Env, plan: &Plan, r: &mut Results) {
     };
 
     // 1 (and 4): CPU per forwarded message at fixed call rates, 1 worker / 1 child.
-    for &rate in &plan.cpu_rates {
+    for &rate in plan.cpu_rates.iter().filter(|_| wanted(Comparison::Cpu)) {
         for round in 0..plan.cpu_rounds {
             for kind in rotated(&kinds(false), round) {
                 let what = format!("calls: {} at {rate} calls/s, round {}", kind.label(1), round + 1);
@@ -225,7 +262,7 @@ fn measure(env: &Env, plan: &Plan, r: &mut Results) {
         }
     }
     // 5: ordering with 2 workers / 2 children; two UACs so there are several flows.
-    for &rate in &plan.order_rates {
+    for &rate in plan.order_rates.iter().filter(|_| wanted(Comparison::Order)) {
         for kind in kinds(false) {
             let what = format!("ordering: {} at {rate} calls/s", kind.label(2));
             eprintln!("bench: {what}");
@@ -236,7 +273,7 @@ fn measure(env: &Env, plan: &Plan, r: &mut Results) {
         }
     }
     // 2: max forwarding rate.
-    for round in 0..plan.blast_rounds {
+    for round in (0..plan.blast_rounds).filter(|_| wanted(Comparison::Rate) || wanted(Comparison::Latency)) {
         for workers in [1, 2] {
             for kind in rotated(&kinds(true), round) {
                 let what = format!("max rate: {}, round {}", kind.label(workers), round + 1);
@@ -250,7 +287,7 @@ fn measure(env: &Env, plan: &Plan, r: &mut Results) {
     }
     // 3: latency at 50% of each forwarder's measured maximum, with a baseline
     // (blaster straight to a sink) at the same rate just before.
-    for &workers in &plan.latency_workers {
+    for &workers in plan.latency_workers.iter().filter(|_| wanted(Comparison::Latency)) {
         for kind in kinds(true) {
             let max: Vec<f64> =
                 r.rates.iter().filter(|x| x.kind == kind && x.workers == workers).map(|x| x.rate).collect();
@@ -275,15 +312,55 @@ fn measure(env: &Env, plan: &Plan, r: &mut Results) {
             }
         }
     }
+    // 6: machine-wide CPU per message in network namespaces, against the lb
+    // namespace as a plain IP router.
+    if wanted(Comparison::Net) {
+        net_comparison(env, plan, r, sip_lb_ok);
+    }
     // The kernel-path floor for comparison 1: the same per-message CPU figure
     // with the blaster at a fixed rate, where the null forwarder can take part.
-    for (i, &rate) in plan.fixed_rates.iter().enumerate() {
+    for (i, &rate) in plan.fixed_rates.iter().enumerate().filter(|_| wanted(Comparison::Fixed)) {
         for kind in rotated(&kinds(true), i) {
             let what = format!("fixed rate: {} at {rate} msg/s", kind.label(1));
             eprintln!("bench: {what}");
             match packets::latency(env, Some(kind), 1, rate as f64, plan.fixed_seconds, "fixed") {
                 Ok(x) => r.fixed.push(x),
                 Err(e) => note(r, what, e),
+            }
+        }
+    }
+}
+
+fn net_comparison(env: &Env, plan: &Plan, r: &mut Results, sip_lb_ok: bool) {
+    use netlab::Contender;
+    let mut contenders = vec![Contender::Router];
+    if sip_lb_ok {
+        contenders.extend([Contender::Balancer(Kind::SipLb), Contender::Balancer(Kind::SipLbXdp)]);
+    }
+    contenders.push(Contender::Balancer(Kind::Kamailio));
+    let net = match netlab::Net::create() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("bench: netns comparison FAILED: {e:#}");
+            r.errors.push(format!("netns comparison: {e:#}"));
+            return;
+        }
+    };
+    for &rate in &plan.net_rates {
+        for round in 0..plan.net_rounds {
+            let mut order = contenders.clone();
+            let n = order.len();
+            order.rotate_left(round % n);
+            for c in order {
+                let what = format!("netns: {} at {rate} calls/s, round {}", c.name(), round + 1);
+                eprintln!("bench: {what}");
+                match netlab::run(env, &net, c, rate, plan.net_seconds, round) {
+                    Ok(x) => r.net.push(x),
+                    Err(e) => {
+                        eprintln!("bench: {what} FAILED: {e:#}");
+                        r.errors.push(format!("{what}: {e:#}"));
+                    }
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::balancer::{Balancer, Kind, Usage};
+use super::balancer::{Balancer, Kind, Site, Usage};
 use super::traffic::{self, BlastSpec, Sinks};
 use super::{free_addrs, Env};
 
@@ -40,7 +40,7 @@ impl RateRun {
 pub fn max_rate(env: &Env, kind: Kind, workers: usize, seconds: f64, tag: &str) -> Result<RateRun> {
     let sinks = Sinks::start(2, false)?;
     let listen = free_addrs(1)?[0];
-    let mut lb = Balancer::start(env, kind, workers, listen, &sinks.addrs, tag)?;
+    let mut lb = Balancer::start(env, kind, workers, listen, &sinks.addrs, tag, Site::LOOPBACK)?;
     let spec = BlastSpec { target: listen, duration: Duration::from_secs_f64(seconds), rate: None, flows: FLOWS };
     let blaster = std::thread::spawn(move || traffic::blast(&spec, 0));
     std::thread::sleep(WARMUP);
@@ -93,7 +93,7 @@ pub fn latency(
     let mut lb = match kind {
         Some(k) => {
             let listen = free_addrs(1)?[0];
-            Some(Balancer::start(env, k, workers, listen, &sinks.addrs, tag)?)
+            Some(Balancer::start(env, k, workers, listen, &sinks.addrs, tag, Site::LOOPBACK)?)
         }
         None => None,
     };

@@ -98,12 +98,14 @@ impl Drop for Child {
     }
 }
 
-/// Waits until some socket is bound to UDP `port` (from /proc/net/udp).
+/// Waits until some socket is bound to UDP `port` in the child's network
+/// namespace (from /proc/PID/net/udp).
 pub fn wait_udp_bound(port: u16, child: &mut Child, timeout: Duration) -> Result<()> {
     let needle = format!(":{port:04X} ");
     let deadline = Instant::now() + timeout;
+    let table_path = format!("/proc/{}/net/udp", child.pid());
     loop {
-        let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        let table = std::fs::read_to_string(&table_path).unwrap_or_default();
         if table
             .lines()
             .skip(1)
@@ -168,33 +170,47 @@ pub fn cpu_seconds(before: &[(u32, u64)], after: &[(u32, u64)]) -> f64 {
     ticks as f64 / hz
 }
 
-/// Busy time of the whole machine (all CPUs, /proc/stat) and of this process
-/// (the blaster and sinks), in clock ticks, with the time of reading.
-pub fn machine_busy_ticks() -> (u64, u64, std::time::Instant) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<u64> =
-        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait, guest excluded.
-    let busy =
-        f.iter().take(8).sum::<u64>().saturating_sub(f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0));
-    let own = cpu_ticks(&[std::process::id()]).first().map_or(0, |(_, t)| *t);
-    (busy, own, std::time::Instant::now())
+/// A point in time for machine-wide CPU accounting: the idle residency of
+/// every CPU (cpuidle, exact; /proc/stat's tick sampling undercounts bursty
+/// loads about 10x on these VMs) and this process's own CPU time.
+#[derive(Clone, Copy, Debug)]
+pub struct MachineMark {
+    idle_us: u64,
+    cpus: usize,
+    own_ticks: u64,
+    at: Instant,
+}
+
+impl MachineMark {
+    pub fn now() -> Result<MachineMark> {
+        let (idle_us, cpus) = sip_lb_udp::affinity::machine_idle_us()
+            .context("no cpuidle residency in /sys/devices/system/cpu/cpu*/cpuidle: cannot measure machine-wide CPU")?;
+        let own_ticks = cpu_ticks(&[std::process::id()]).first().map_or(0, |(_, t)| *t);
+        Ok(MachineMark { idle_us, cpus, own_ticks, at: Instant::now() })
+    }
+
+    /// CPU-seconds the whole machine was busy from `self` to `later`:
+    /// CPUs x wall time minus the idle residency accrued meanwhile.
+    pub fn busy_s(&self, later: &MachineMark) -> f64 {
+        let wall_us = (later.at - self.at).as_secs_f64() * 1e6;
+        let idle_us = later.idle_us.saturating_sub(self.idle_us) as f64;
+        ((self.cpus as f64 * wall_us - idle_us) / 1e6).max(0.0)
+    }
+
+    pub fn wall_s(&self, later: &MachineMark) -> f64 {
+        (later.at - self.at).as_secs_f64()
+    }
 }
 
 /// CPUs' worth of work done by processes other than this one and `measured_s`
-/// (the balancer's CPU seconds) between two `machine_busy_ticks` readings: the
-/// other tenants of a shared machine (and SIPp, in call runs).
-pub fn other_load(
-    before: (u64, u64, std::time::Instant),
-    after: (u64, u64, std::time::Instant),
-    measured_s: f64,
-) -> f64 {
+/// (the balancer's CPU seconds) between two marks: the other tenants of a
+/// shared machine (and SIPp, in call runs), and the kernel's softirq work.
+pub fn other_load(before: &MachineMark, after: &MachineMark, measured_s: f64) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let busy = after.0.saturating_sub(before.0) as f64 / hz;
-    let own = after.1.saturating_sub(before.1) as f64 / hz;
-    let wall = (after.2 - before.2).as_secs_f64().max(1e-3);
-    ((busy - own - measured_s) / wall).max(0.0)
+    let own = after.own_ticks.saturating_sub(before.own_ticks) as f64 / hz;
+    let wall = before.wall_s(after).max(1e-3);
+    ((before.busy_s(after) - own - measured_s) / wall).max(0.0)
 }
 
 /// Peak RSS (VmHWM) in KiB.

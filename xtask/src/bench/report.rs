@@ -26,6 +26,7 @@ pub fn write(env: &Env, plan: &Plan, r: &Results, took: Duration) -> Result<Stri
     latency_section(w, r)?;
     memory_section(w, r)?;
     order_section(w, &r.order)?;
+    net_section(w, plan, &r.net)?;
     if !r.errors.is_empty() {
         writeln!(w, "## Runs that failed\n")?;
         for e in &r.errors {
@@ -81,19 +82,21 @@ fn cpu_section(w: &mut String, plan: &Plan, runs: &[CallRun]) -> Result<()> {
     writeln!(w, "## 1. CPU per forwarded message (SIPp calls, 1 worker / 1 child)\n")?;
     writeln!(
         w,
-        "SIPp UAC -> balancer -> two SIPp UAS, {} s per run, {} alternating round(s). CPU = utime+stime of the \
-         balancer's processes (all threads; Kamailio: main and every child) from /proc over the call window. \
+        "SIPp UAC -> balancer -> two SIPp UAS, {} s per run, {} alternating round(s). Machine µs = the whole \
+         machine's busy time (CPUs x wall - cpuidle residency: SIPp, balancer and softirq) per message SIPp \
+         completed; on loopback the receive path is charged to the sender, so this is the honest figure. CPU = \
+         utime+stime of the balancer's processes (all threads; Kamailio: main and every child) from /proc over the call window. \
          Messages = the balancer's own count (sip-lb: shutdown counters; Kamailio: core:fwd_requests + \
          core:fwd_replies); SIPp's view (6 per completed call) beside it.\n",
         plan.cpu_seconds, plan.cpu_rounds
     )?;
-    writeln!(w, "| calls/s | balancer | round | calls ok / failed | messages (own count) | messages (SIPp) | CPU s | µs CPU / message |")?;
-    writeln!(w, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(w, "| calls/s | balancer | round | calls ok / failed | messages (own count) | messages (SIPp) | CPU s | µs CPU / message | machine µs / message |")?;
+    writeln!(w, "|---|---|---|---|---|---|---|---|---|")?;
     for (i, c) in runs.iter().enumerate() {
         let round = runs[..i].iter().filter(|d| d.kind == c.kind && d.rate == c.rate).count() + 1;
         writeln!(
             w,
-            "| {} | {} | {round} | {} / {} | {} | {} | {:.2} | {} |",
+            "| {} | {} | {round} | {} / {} | {} | {} | {:.2} | {} | {} |",
             c.rate,
             c.kind.label(c.workers),
             c.uac.successful,
@@ -101,7 +104,8 @@ fn cpu_section(w: &mut String, plan: &Plan, runs: &[CallRun]) -> Result<()> {
             c.usage.forwarded.map_or("n/a".into(), |n| n.to_string()),
             c.sipp_messages(),
             c.usage.cpu_s,
-            fmt_opt(us_per_msg(&[c]), 2)
+            fmt_opt(us_per_msg(&[c]), 2),
+            fmt_opt((c.sipp_messages() > 0).then(|| c.usage.machine_cpu_s * 1e6 / c.sipp_messages() as f64), 2)
         )?;
     }
     writeln!(w, "\n| calls/s | sip-lb µs/msg | Kamailio µs/msg | sip-lb / Kamailio | target ≤ 0.25 |")?;
@@ -368,5 +372,110 @@ fn plots(env: &Env, r: &Results) -> Result<()> {
         env.out.join("memory.png"),
         bar_chart("Peak RSS (VmHWM)", "MiB", &["largest process", "sum of processes"], &rows),
     )?;
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+fn net_section(w: &mut String, plan: &Plan, runs: &[super::netlab::NetRun]) -> Result<()> {
+    use super::netlab::Contender;
+    if runs.is_empty() {
+        return Ok(());
+    }
+    writeln!(w, "## 6. Machine-wide CPU per message in network namespaces\n")?;
+    writeln!(
+        w,
+        "SIPp UAC (client ns) -> balancer (lb ns, {} workers / children, pinned) -> two SIPp UAS (farm ns), veth \
+         pairs, {} s per run, {} rounds in rotating order. Machine CPU = CPUs x wall - cpuidle residency over the \
+         call window (everything: SIPp, the balancer, softirq wherever it ran); per message SIPp completed (6 per \
+         call). The baseline is the lb namespace as a plain IP router (UAC straight to one UAS): *added* = a \
+         contender's median minus the router's. The balancer's own utime+stime beside it.\n",
+        super::netlab::WORKERS,
+        plan.net_seconds,
+        plan.net_rounds
+    )?;
+    writeln!(w, "| calls/s | forwarder | round | calls ok / failed / unfinished | UDP errors client / lb / farm | machine CPU s | wall s | machine µs/msg | own µs/msg | per-worker rx |")?;
+    writeln!(w, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for x in runs {
+        writeln!(
+            w,
+            "| {} | {} | {} | {} / {} / {} | {} | {:.2} | {:.1} | {} | {} | {:?} |",
+            x.rate,
+            x.contender.name(),
+            x.round + 1,
+            x.uac.successful,
+            x.uac.failed,
+            x.uac.created.saturating_sub(x.uac.successful + x.uac.failed),
+            x.udp_errors.iter().map(u64::to_string).collect::<Vec<_>>().join(" / "),
+            x.machine_cpu_s,
+            x.wall_s,
+            fmt_opt(x.machine_us_per_msg(), 2),
+            fmt_opt(x.process_us_per_msg(), 2),
+            x.per_worker_rx
+        )?;
+    }
+    for &rate in &plan.net_rates {
+        let of = |c: Contender, f: fn(&super::netlab::NetRun) -> Option<f64>| {
+            median(runs.iter().filter(|x| x.contender == c && x.rate == rate).filter_map(f).collect())
+        };
+        let machine = |c| of(c, super::netlab::NetRun::machine_us_per_msg);
+        let own = |c| of(c, super::netlab::NetRun::process_us_per_msg);
+        let router = machine(Contender::Router);
+        let added = |c| machine(c).zip(router).map(|(m, r)| m - r);
+        writeln!(w, "\nMedians at {rate} calls/s:\n")?;
+        writeln!(w, "| forwarder | machine µs/msg | added over the router µs/msg | own µs/msg |")?;
+        writeln!(w, "|---|---|---|---|")?;
+        let mut seen = Vec::new();
+        for x in runs.iter().filter(|x| x.rate == rate) {
+            if seen.contains(&x.contender) {
+                continue;
+            }
+            seen.push(x.contender);
+            let c = x.contender;
+            writeln!(
+                w,
+                "| {} | {} | {} | {} |",
+                c.name(),
+                fmt_opt(machine(c), 2),
+                fmt_opt(added(c), 2),
+                fmt_opt(own(c), 2)
+            )?;
+        }
+        let (sock, xdp, kam) = (
+            Contender::Balancer(Kind::SipLb),
+            Contender::Balancer(Kind::SipLbXdp),
+            Contender::Balancer(Kind::Kamailio),
+        );
+        let ratio = |a: Option<f64>, b: Option<f64>| fmt_opt(a.zip(b).map(|(a, b)| a / b), 3);
+        writeln!(w, "\n| ratio | machine | added |")?;
+        writeln!(w, "|---|---|---|")?;
+        writeln!(
+            w,
+            "| sip-lb / Kamailio | {} | {} |",
+            ratio(machine(sock), machine(kam)),
+            ratio(added(sock), added(kam))
+        )?;
+        writeln!(
+            w,
+            "| sip-lb --iface / Kamailio | {} | {} |",
+            ratio(machine(xdp), machine(kam)),
+            ratio(added(xdp), added(kam))
+        )?;
+        writeln!(
+            w,
+            "| sip-lb --iface / sip-lb (steering's price; goal <= 1.10) | {} | {} |",
+            ratio(machine(xdp), machine(sock)),
+            ratio(added(xdp), added(sock))
+        )?;
+    }
+    writeln!(w)?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use super::balancer::Site;
 use super::procs::{self, Child};
 
 pub const MESSAGES_PER_CALL: u64 = 6;
@@ -40,10 +41,10 @@ pub struct Uas {
     stat: PathBuf,
 }
 
-/// A SIPp UAS on `addr`, alive at most `lifetime`.
-pub fn start_uas(addr: SocketAddr, name: &str, dir: &Path, lifetime: Duration) -> Result<Uas> {
+/// A SIPp UAS on `addr` at `site`, alive at most `lifetime`.
+pub fn start_uas(site: Site<'_>, addr: SocketAddr, name: &str, dir: &Path, lifetime: Duration) -> Result<Uas> {
     let stat = dir.join(format!("{name}.csv"));
-    let mut cmd = Command::new("sipp");
+    let mut cmd = site.command("sipp");
     cmd.args(["-sn", "uas", "-i", &addr.ip().to_string(), "-p", &addr.port().to_string()]);
     // -aa: answer OPTIONS with 200, as a real backend does; sip-lb's health
     // probes would otherwise mark both UAS down and fail calls.
@@ -73,12 +74,20 @@ pub struct Uac {
     deadline: Duration,
 }
 
-/// A SIPp UAC placing `calls` calls at `rate` calls/s to `target`.
-pub fn start_uac(target: SocketAddr, local: SocketAddr, rate: u64, calls: u64, name: &str, dir: &Path) -> Result<Uac> {
+/// A SIPp UAC at `site` placing `calls` calls at `rate` calls/s to `target`.
+pub fn start_uac(
+    site: Site<'_>,
+    target: SocketAddr,
+    local: SocketAddr,
+    rate: u64,
+    calls: u64,
+    name: &str,
+    dir: &Path,
+) -> Result<Uac> {
     let stat = dir.join(format!("{name}.csv"));
     // Time for the calls plus slack; SIPp gives up after that.
     let deadline = Duration::from_secs(calls / rate.max(1) + 10);
-    let mut cmd = Command::new("sipp");
+    let mut cmd = site.command("sipp");
     cmd.args(["-sn", "uac"]).arg(target.to_string());
     cmd.args(["-i", &local.ip().to_string(), "-p", &local.port().to_string()]);
     cmd.args(["-r", &rate.to_string(), "-m", &calls.to_string(), "-d", "0"]);
@@ -88,6 +97,11 @@ pub fn start_uac(target: SocketAddr, local: SocketAddr, rate: u64, calls: u64, n
 }
 
 impl Uac {
+    /// Waits at most `d` for it to finish its calls; true if it has.
+    pub fn wait(&mut self, d: Duration) -> bool {
+        self.child.wait_timeout(d).is_some()
+    }
+
     /// Waits until it has placed all its calls (or its deadline).
     pub fn finish(mut self) -> Result<Stats> {
         if self.child.wait_timeout(self.deadline + Duration::from_secs(5)).is_none() {

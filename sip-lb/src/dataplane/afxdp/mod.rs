@@ -14,10 +14,6 @@
 //! longer than the MTU, leave through the worker's socket-path socket.
 
 mod io;
-// The neighbour mirror comes from `sip_lb_afxdp::neigh` once that lands;
-// until then this stand-in has its API.
-#[path = "neigh_standin.rs"]
-pub mod neigh;
 pub mod stats;
 mod worker;
 
@@ -106,7 +102,7 @@ impl AfXdp {
             queues.push(Arc::new(queue));
         }
         let attach = program.attach(p.iface)?;
-        let neigh = Arc::new(neigh::NeighbourTable::start(ifindex)?);
+        let neigh = Arc::new(sip_lb_afxdp::neigh::NeighbourTable::start(ifindex)?);
         let info = Info {
             iface: p.iface.to_owned(),
             queues: queues.len(),

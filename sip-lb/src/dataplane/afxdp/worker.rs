@@ -18,10 +18,10 @@ use sip_lb_afxdp::{Queue, RxFrame};
 use sip_lb_proto::proxy::{Action, Forwarded};
 
 use super::io::Job;
-use super::neigh::NeighbourTable;
 use super::stats::XskWorkerStats;
 use crate::config::Listen;
 use crate::dataplane::{SharedPlan, WorkerStats};
+use sip_lb_afxdp::neigh::NeighbourTable;
 
 /// Jobs taken per batch (one plan load, one TX wake-up per queue).
 const BATCH: usize = 64;
