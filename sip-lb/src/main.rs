@@ -138,6 +138,7 @@ fn run(args: RunArgs) -> Result<()> {
         workers: dp.stats().iter().chain(afxdp.iter().flat_map(|x| x.stats.iter())).cloned().collect(),
         cpus: dp.cpus().iter().chain(afxdp.iter().flat_map(|_| dp.cpus().iter())).copied().collect(),
         // The first listen address's programs carry the XDP counters.
+        afxdp: afxdp.as_ref().map(|x| -> control::AfxdpReader { Box::new(x.reader()) }),
         xdp: steering.first().map(|s| -> control::XdpReader {
             let s = s.clone();
             Box::new(move || s.counters())

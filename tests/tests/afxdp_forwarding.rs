@@ -71,6 +71,14 @@ fn ipv4_then_ipv6_forwarded_and_relayed() {
     round(&client6, sa(LB6, 5060), "REGISTER", 50, "v6");
     assert_eq!(backend6.count(), 50, "every REGISTER reached the IPv6 backend once");
 
+    // The same story in /metrics (sip_lb_afxdp_*) while running.
+    let m = lb.control.metrics().expect("/metrics");
+    let sum = |name: &str| m.sum(name, &[]).unwrap_or_else(|| panic!("{name} in /metrics:\n{}", m.text())) as u64;
+    assert_eq!(sum("sip_lb_afxdp_queue_rx_frames_total"), 200, "{}", m.text());
+    assert_eq!(sum("sip_lb_afxdp_worker_tx_frames_total"), 200, "{}", m.text());
+    assert_eq!(sum("sip_lb_afxdp_program_redirected_total"), 200, "{}", m.text());
+    assert_eq!(sum("sip_lb_afxdp_queue_handoff_full_total"), 0, "{}", m.text());
+
     let shutdown = lb.stop().expect("clean stop");
     let err = lb.child.stderr();
     assert_eq!(shutdown.total.requests, 100, "{err}");

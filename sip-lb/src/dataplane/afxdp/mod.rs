@@ -68,7 +68,7 @@ pub struct AfXdp {
     pub workers: Vec<Arc<XskWorkerStats>>,
     /// The AF_XDP workers' core counters (same layout as the socket workers').
     pub stats: Vec<Arc<WorkerStats>>,
-    program: XskProgram,
+    program: Arc<XskProgram>,
 }
 
 /// What [`AfXdp::start`] needs.
@@ -120,7 +120,7 @@ impl AfXdp {
             io: Vec::new(),
             workers: Vec::new(),
             stats: Vec::new(),
-            program,
+            program: Arc::new(program),
         };
         let mut senders = Vec::new();
         for (w, sockets) in p.sockets.into_iter().enumerate() {
@@ -163,6 +163,13 @@ impl AfXdp {
     /// The XDP program's counters per CPU.
     pub fn program_counters(&self) -> anyhow::Result<Vec<sip_lb_common::maps::XskCounters>> {
         self.program.counters()
+    }
+
+    /// A reader of all its counters, for the control plane.
+    pub fn reader(&self) -> impl Fn() -> stats::AfxdpSnapshot + Send + Sync + 'static {
+        let (queues, io, workers, program) =
+            (self.queues.clone(), self.io.clone(), self.workers.clone(), self.program.clone());
+        move || snapshot(&queues, &io, &workers, &program)
     }
 
     /// Stops the I/O loops and workers and waits for them.
@@ -231,5 +238,54 @@ pub fn print_summary(x: &AfXdp) {
             line += &format!(" {}={n}", r.name());
         }
         eprintln!("{line}");
+    }
+}
+
+fn snapshot(
+    queues: &[Arc<Queue>],
+    io: &[Arc<IoStats>],
+    workers: &[Arc<XskWorkerStats>],
+    program: &XskProgram,
+) -> stats::AfxdpSnapshot {
+    use sip_lb_common::maps::PassReason;
+    let per_cpu = program.counters().unwrap_or_default();
+    stats::AfxdpSnapshot {
+        queues: queues
+            .iter()
+            .zip(io)
+            .map(|(q, io)| stats::AfxdpQueueSnapshot {
+                queue: q.id(),
+                rx: q.stats.rx.get(),
+                tx: q.stats.tx.get(),
+                handed_off: io.handed_off.get(),
+                handoff_full: io.handoff_full.get(),
+                no_meta: io.no_meta.get(),
+                fill_ring_empty: q.stats.fill_empty.get(),
+                tx_ring_full: q.stats.tx_full.get(),
+                completion_lag: q.stats.completion_lag(),
+                kernel_rx_dropped: q.kernel_stats().map_or(0, |k| k.rx_dropped),
+            })
+            .collect(),
+        workers: workers
+            .iter()
+            .enumerate()
+            .map(|(w, c)| stats::AfxdpWorkerSnapshot {
+                worker: w,
+                rx: c.rx.get(),
+                tx: c.tx.get(),
+                tx_socket: vec![
+                    ("unresolved".into(), c.tx_socket_unresolved.get()),
+                    ("too_long".into(), c.tx_socket_too_long.get()),
+                    ("tx_ring_full".into(), c.tx_socket_ring_full.get()),
+                ],
+                not_ours: c.not_ours.get(),
+            })
+            .collect(),
+        seen: per_cpu.iter().map(|c| c.packets).sum(),
+        redirected: per_cpu.iter().flat_map(|c| c.redirected.iter()).sum(),
+        passed: PassReason::XSK_ALL
+            .iter()
+            .map(|r| (r.name().to_owned(), per_cpu.iter().map(|c| c.passed[*r as usize]).sum()))
+            .collect(),
     }
 }

@@ -80,3 +80,44 @@ impl fmt::Display for XskWorkerSummary<'_> {
         )
     }
 }
+
+/// A point-in-time read of the AF_XDP data path, for `/stats`, `/metrics`
+/// and `sip-lb top` (part of the control plane's `Snapshot`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AfxdpSnapshot {
+    pub queues: Vec<AfxdpQueueSnapshot>,
+    pub workers: Vec<AfxdpWorkerSnapshot>,
+    /// The XDP program (`sip_lb_xsk`), summed over CPUs: frames seen.
+    pub seen: u64,
+    /// ... redirected into an AF_XDP socket.
+    pub redirected: u64,
+    /// ... passed to the kernel, by reason (every reason listed).
+    pub passed: Vec<(String, u64)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AfxdpQueueSnapshot {
+    pub queue: u32,
+    pub rx: u64,
+    pub tx: u64,
+    pub handed_off: u64,
+    pub handoff_full: u64,
+    pub no_meta: u64,
+    pub fill_ring_empty: u64,
+    pub tx_ring_full: u64,
+    pub completion_lag: u64,
+    /// The kernel's count of frames dropped on this socket (`XDP_STATISTICS`:
+    /// RX ring full or no fill-ring entry).
+    pub kernel_rx_dropped: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AfxdpWorkerSnapshot {
+    pub worker: usize,
+    pub rx: u64,
+    pub tx: u64,
+    /// Sent through the socket path instead, by reason: `unresolved`,
+    /// `too_long`, `tx_ring_full`.
+    pub tx_socket: Vec<(String, u64)>,
+    pub not_ours: u64,
+}
