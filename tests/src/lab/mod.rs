@@ -249,6 +249,10 @@ impl Lab {
         if help.contains("--iface") {
             cmd.args(["--iface", LB_NIC]);
         }
+        // --iface alone selects AF_XDP; the lab shows the socket path with XDP steering.
+        if help.contains("--datapath") {
+            cmd.args(["--datapath", "socket"]);
+        }
         let lb = self.lb.insert(ChildGuard::spawn("sip-lb", cmd, dir)?);
         self.pids.push(lb.pid());
         wait_bound(&topo.lb, "-Hlun", &[lb_addr.to_string()], || lb.ensure_running())

@@ -125,6 +125,8 @@ impl Balancer {
                 c.args(["--pin", if kind == Kind::SipLbUnpinned { "off" } else { "on" }]);
                 if kind == Kind::SipLbXdp {
                     c.arg("--iface").arg(site.iface.context("sip-lb --iface needs a site with an interface")?);
+                    // --iface alone selects AF_XDP; this contender is the socket path with XDP steering.
+                    c.args(["--datapath", "socket"]);
                 }
                 // Its own control/metrics port, so parallel runs and tests do not collide on 5070.
                 let control = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
