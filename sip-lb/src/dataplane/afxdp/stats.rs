@@ -15,7 +15,7 @@ pub struct IoCounters {
     pub handed_off: Counter,
     /// Frames dropped because the owner's hand-off queue was full.
     pub handoff_full: Counter,
-    /// Frames without the XDP program's metadata (handed to worker 0).
+    /// Frames without the XDP program's metadata (owner found in userspace).
     pub no_meta: Counter,
 }
 
