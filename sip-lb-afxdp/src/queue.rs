@@ -362,28 +362,50 @@ impl Queue {
 
     /// Wakes the kernel for the frames transmitted since the last flush (in
     /// copy mode it sends them in this call) and reaps completions.
+    ///
+    /// Copy mode sends at most 32 descriptors per `sendto` (`TX_BATCH_SIZE`
+    /// in net/xdp/xsk.c) and answers EAGAIN while more remain, so it kicks
+    /// until the ring is drained (bounded): frames must not wait for the
+    /// next batch, which may be long in coming.
     pub fn flush(&self) {
         let mut t = self.tx_side();
-        // Copy mode transmits only inside sendto: always kick there.
-        if t.unkicked && (!self.zero_copy || t.tx.needs_wakeup()) {
+        if !t.unkicked {
+            self.reap(&mut t);
+            return;
+        }
+        if self.zero_copy && !t.tx.needs_wakeup() {
+            // The driver is polling the ring by itself.
+            t.unkicked = false;
+            self.reap(&mut t);
+            return;
+        }
+        for _ in 0..MAX_KICKS {
             // SAFETY: sendto with no data only wakes the TX path.
             let r = unsafe {
                 libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
             };
-            if r >= 0 {
-                t.unkicked = false;
-            } else {
-                let e = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                // Busy: the kernel keeps the descriptors; kick again next time.
-                if !matches!(e, libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) {
+            self.reap(&mut t);
+            let err = (r < 0).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(0));
+            match err {
+                None if self.zero_copy || t.tx.pending() == 0 => {
+                    t.unkicked = false;
+                    break;
+                }
+                None => {}
+                // More than one batch left, or the kernel is out of room
+                // (skbs, completion ring): it keeps the descriptors.
+                Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS) if t.tx.pending() == 0 => {
+                    t.unkicked = false;
+                    break;
+                }
+                Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS) => {}
+                Some(_) => {
                     self.stats.tx_kick_errors.add(1);
                     t.unkicked = false;
+                    break;
                 }
             }
-        } else if t.unkicked {
-            t.unkicked = false;
         }
-        self.reap(&mut t);
     }
 
     /// Whether descriptors wait for a wake-up (a flush should follow).
@@ -422,6 +444,9 @@ impl AsRawFd for Queue {
 
 /// Offset of a received frame in its chunk (the kernel's headroom).
 pub const RX_OFFSET: usize = XDP_PACKET_HEADROOM;
+
+/// Wake-ups per [`Queue::flush`] at most (copy mode: 32 frames each).
+const MAX_KICKS: usize = 64;
 
 /// Bytes of `XskMeta` before the Ethernet header of a redirected frame.
 pub const META_LEN: usize = size_of::<XskMeta>();
