@@ -259,3 +259,50 @@ fn sigkill_leaves_no_program_or_xskmap() {
     })
     .expect("program detached and XSKMAP freed after SIGKILL");
 }
+
+/// `datapath = "afxdp"` written out: a failure to start it is an error
+/// naming it, not a silent fallback.
+#[test]
+fn explicit_afxdp_that_cannot_start_is_an_error() {
+    require_root();
+    let out = std::process::Command::new(sip_lb_tests::sip_lb_binary().unwrap())
+        .args(["run", "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:5060", "--backend", "127.0.0.1:9"])
+        .args(["--control", "127.0.0.1:0"])
+        .args(["--iface", "nosuchif0", "--datapath", "afxdp"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("starting the AF_XDP data path on nosuchif0"), "{err}");
+}
+
+/// With `--iface` and no `datapath`, a failure to bind AF_XDP (here: the
+/// queue is taken by another AF_XDP socket) falls back to the socket path
+/// with XDP steering, says why, and forwards.
+#[test]
+fn default_falls_back_to_the_socket_path_when_afxdp_cannot_bind() {
+    require_root();
+    let arm = OneArm::new().expect("topology");
+    let backend = endpoint(&arm, sa(FARM4[0], 5060), true).unwrap();
+    let client = endpoint(&arm, sa(CLIENT4, 5062), false).unwrap();
+    netns::enter(arm.lb.name()).unwrap();
+    let ifindex = sip_lb_afxdp::ifindex(&arm.lb_if).unwrap();
+    let cfg = sip_lb_afxdp::QueueConfig { mode: sip_lb_afxdp::BindMode::Copy, ..Default::default() };
+    let _squatter = sip_lb_afxdp::Queue::bind(ifindex, 0, &cfg).expect("an AF_XDP socket on queue 0");
+    let control = free_tcp_addr().unwrap();
+    let l4 = sa(LB4, 5060);
+    let text = format!(
+        "listen = [\"{l4}\"]\nworkers = 2\npin = \"off\"\nmetrics = \"{control}\"\niface = \"{}\"\n\n\
+         [[pool]]\nname = \"farm\"\ndefault = true\nbackends = [\"{}\"]\n",
+        arm.lb_if,
+        sa(FARM4[0], 5060),
+    );
+    let mut lb = Launch::config("afxdp-fallback", &text, &[l4], control).start().expect("sip-lb");
+    let log = lb.child.stderr();
+    assert!(log.contains(&format!("datapath: socket (AF_XDP on {} failed", arm.lb_if)), "says why:\n{log}");
+    assert!(log.contains("steering: xdp-driver"), "XDP steering took the interface:\n{log}");
+    round(&client, l4, "INVITE", 20, "fallback");
+    assert_eq!(backend.count(), 20);
+    lb.stop().expect("clean stop");
+    assert!(afxdp::summary_lines(&lb.child.stderr()).is_empty(), "no AF_XDP counters without AF_XDP");
+}
