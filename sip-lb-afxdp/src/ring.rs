@@ -54,6 +54,22 @@ impl<T: Copy> Ring<T> {
         if map == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: a fresh mapping of map_len bytes laid out as `off` says.
+        Ok(unsafe { Self::from_mapping(map, map_len, off, size, producer) })
+    }
+
+    /// The ring over an existing mapping (unmapped on drop).
+    ///
+    /// # Safety
+    /// `map` is a mapping of `map_len` bytes holding the indices and
+    /// `size` entries at the offsets of `off`.
+    unsafe fn from_mapping(
+        map: *mut libc::c_void,
+        map_len: usize,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+        producer: bool,
+    ) -> Self {
         let at = |o: u64| (map as usize + o as usize) as *const AtomicU32;
         let mut r = Ring {
             map,
@@ -66,14 +82,12 @@ impl<T: Copy> Ring<T> {
             cached_prod: 0,
             cached_cons: 0,
         };
+        r.cached_prod = r.prod().load(Ordering::Relaxed);
+        r.cached_cons = r.cons().load(Ordering::Relaxed);
         if producer {
-            r.cached_prod = r.prod().load(Ordering::Relaxed);
-            r.cached_cons = r.cons().load(Ordering::Relaxed).wrapping_add(size);
-        } else {
-            r.cached_prod = r.prod().load(Ordering::Relaxed);
-            r.cached_cons = r.cons().load(Ordering::Relaxed);
+            r.cached_cons = r.cached_cons.wrapping_add(size);
         }
-        Ok(r)
+        r
     }
 
     fn prod(&self) -> &AtomicU32 {
@@ -155,5 +169,91 @@ impl<T: Copy> Drop for Ring<T> {
     fn drop(&mut self) {
         // SAFETY: our own mapping, unmapped once.
         unsafe { libc::munmap(self.map, self.map_len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFF: libc::xdp_ring_offset = libc::xdp_ring_offset { producer: 0, consumer: 64, flags: 128, desc: 192 };
+
+    /// A ring over anonymous memory whose indices both start at `start`;
+    /// the kernel's side is played by hand: producer index at 0, consumer at
+    /// 64, flags at 128, entries at 192.
+    fn ring(size: u32, producer: bool, start: u32) -> Ring<u64> {
+        let len = 4096;
+        // SAFETY: anonymous private mapping.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        for o in [OFF.producer, OFF.consumer] {
+            // SAFETY: inside the fresh mapping, aligned.
+            unsafe { ((map as usize + o as usize) as *mut u32).write(start) };
+        }
+        // SAFETY: 4096 bytes hold the indices and up to 488 u64 entries.
+        unsafe { Ring::from_mapping(map, len, &OFF, size, producer) }
+    }
+
+    /// Writes entry `i` (masked) as the kernel would.
+    fn put(r: &Ring<u64>, i: u32, v: u64) {
+        // SAFETY: masked index into the entries.
+        unsafe { r.descs.add((i & r.mask) as usize).write(v) };
+    }
+
+    fn entry(r: &Ring<u64>, i: u32) -> u64 {
+        // SAFETY: masked index into the entries.
+        unsafe { r.descs.add((i & r.mask) as usize).read() }
+    }
+
+    #[test]
+    fn producer_fills_wraps_and_sees_the_consumer() {
+        for start in [0, u32::MAX - 1] {
+            let mut r = ring(4, true, start);
+            assert_eq!(r.free(8), 4, "an empty ring of 4 has 4 free slots");
+            for v in 0..4 {
+                r.push(v);
+            }
+            r.submit();
+            assert_eq!(r.free(1), 0, "full");
+            assert_eq!(r.pending(), 4);
+            // The kernel consumes 3: three slots free again.
+            r.cons().store(start.wrapping_add(3), Ordering::Release);
+            assert_eq!(r.free(8), 3);
+            assert_eq!(r.pending(), 1);
+            for v in 4..7 {
+                r.push(v);
+            }
+            r.submit();
+            assert_eq!(r.prod().load(Ordering::Acquire), start.wrapping_add(7));
+            let got: Vec<u64> = (4..7).map(|i| entry(&r, start.wrapping_add(i))).collect();
+            assert_eq!(got, [4, 5, 6], "start {start}");
+        }
+    }
+
+    #[test]
+    fn consumer_reads_what_was_produced_and_releases() {
+        for start in [0, u32::MAX] {
+            let mut r = ring(4, false, start);
+            assert_eq!(r.available(4), 0);
+            // The kernel produces two entries (across the u32 wrap for start = MAX).
+            put(&r, start, 10);
+            put(&r, start.wrapping_add(1), 11);
+            r.prod().store(start.wrapping_add(2), Ordering::Release);
+            assert_eq!(r.available(8), 2);
+            assert_eq!((r.get(0), r.get(1)), (10, 11));
+            r.release(2);
+            assert_eq!(r.cons().load(Ordering::Acquire), start.wrapping_add(2));
+            assert_eq!(r.available(8), 0);
+            assert!(!r.needs_wakeup());
+        }
     }
 }

@@ -159,19 +159,19 @@ fn kernel_paths_still_work_while_attached() {
     let far = endpoint(&arm, sa(afxdp::UNRESOLVED4, 5060), true).unwrap();
     let backend = endpoint(&arm, sa(FARM4[0], 5060), true).unwrap();
     let client = endpoint(&arm, sa(CLIENT4, 5062), false).unwrap();
-    let extra = "";
+    let client6 = endpoint(&arm, sa(CLIENT6, 5062), false).unwrap();
     netns::enter(arm.lb.name()).unwrap();
     let control = free_tcp_addr().unwrap();
-    let l4 = sa(LB4, 5060);
+    let (l4, l6) = (sa(LB4, 5060), sa(LB6, 5060));
     let text = format!(
-        "listen = [\"{l4}\"]\nworkers = 2\npin = \"off\"\nmetrics = \"{control}\"\niface = \"{}\"\ndatapath = \"afxdp\"\n{extra}\n\
+        "listen = [\"{l4}\", \"{l6}\"]\nworkers = 2\npin = \"off\"\nmetrics = \"{control}\"\niface = \"{}\"\ndatapath = \"afxdp\"\n\
          [[pool]]\nname = \"farm\"\ndefault = true\nbackends = [\"{}\"]\n\n\
          [[pool]]\nname = \"far\"\nmethods = [\"REGISTER\"]\nbackends = [\"{}\"]\n",
         arm.lb_if,
         sa(FARM4[0], 5060),
         sa(afxdp::UNRESOLVED4, 5060),
     );
-    let mut lb = Launch::config("afxdp-kernel", &text, &[l4], control).start().expect("sip-lb");
+    let mut lb = Launch::config("afxdp-kernel", &text, &[l4, l6], control).start().expect("sip-lb");
 
     // No neighbour entry for the far registrar: the first REGISTER leaves by socket.
     client.send_to(client.request("REGISTER", "far-1@afxdp.test", 1).bytes(), l4).unwrap();
@@ -183,6 +183,11 @@ fn kernel_paths_still_work_while_attached() {
     client.send_to(big.bytes(), l4).unwrap();
     backend.wait_count(1, WAIT).expect("the fragmented INVITE is forwarded");
     client.wait_count(2, WAIT).expect("its answer is relayed");
+    // The same over IPv6: a fragment header, passed as well.
+    let big6 = client6.request("INVITE", "big-6@afxdp.test", 1).body("text/plain", &"x".repeat(3000));
+    client6.send_to(big6.bytes(), l6).unwrap();
+    backend.wait_count(2, WAIT).expect("the fragmented IPv6 INVITE is forwarded");
+    client6.wait_count(1, WAIT).expect("its answer is relayed over IPv6");
 
     let ping = arm.out.exec(&["python3", "-c", PING, LB4]);
     assert!(ping.is_ok(), "ping to the balancer while attached: {ping:?}");
@@ -193,7 +198,7 @@ fn kernel_paths_still_work_while_attached() {
     let program = afxdp::summary_lines(&err).into_iter().find(|(h, _)| h == "program").expect("program line").1;
     let passed: u64 = program.iter().filter(|(k, _)| *k != "redirected" && *k != "seen").map(|(_, v)| v).sum();
     assert_eq!(program["redirected"] + passed, program["seen"], "every frame counted once: {program:?}");
-    assert!(program["fragment"] >= 2, "the 3 KB INVITE's fragments were passed: {program:?}");
+    assert!(program["fragment"] >= 4, "both 3 KB INVITEs' fragments were passed: {program:?}");
     assert!(program["not_ip_udp"] >= 1, "ICMP was passed: {program:?}");
 }
 
