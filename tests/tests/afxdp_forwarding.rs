@@ -311,3 +311,23 @@ fn default_falls_back_to_the_socket_path_when_afxdp_cannot_bind() {
     lb.stop().expect("clean stop");
     assert!(afxdp::summary_lines(&lb.child.stderr()).is_empty(), "no AF_XDP counters without AF_XDP");
 }
+
+/// SIGINT stops it cleanly (exit 0, the AF_XDP summary printed) and the
+/// program leaves the interface.
+#[test]
+fn sigint_stops_cleanly_and_detaches() {
+    require_root();
+    let arm = OneArm::new().expect("topology");
+    let mut lb = start_lb(&arm, "afxdp-sigint", "");
+    let xdp_on = |dev: &str| {
+        let l = std::process::Command::new("ip").args(["-d", "link", "show", "dev", dev]).output().unwrap();
+        String::from_utf8_lossy(&l.stdout).contains("prog/xdp")
+    };
+    assert!(xdp_on(&arm.lb_if), "the AF_XDP program is attached while running");
+    lb.child.signal(libc::SIGINT).unwrap();
+    let status = lb.child.wait_timeout(Duration::from_secs(10)).unwrap().expect("exits within 10 s of SIGINT");
+    let err = lb.child.stderr();
+    assert!(status.success(), "{status:?}\n{err}");
+    assert!(err.contains("SIGINT: stopping") && err.contains("afxdp queue 0:"), "{err}");
+    assert!(!xdp_on(&arm.lb_if), "program detached after SIGINT");
+}
