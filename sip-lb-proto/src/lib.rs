@@ -7,7 +7,10 @@
 //! - [`sip`]: zero-copy views of SIP datagrams (no allocation).
 //! - [`proxy`]: the stateless forwarding step (RFC 3261 §16.11).
 //! - [`balance`]: backend pools and weighted rendezvous hashing of the Call-ID.
+//! - [`shield`]: block/allow lists and per-source rate limits (the verdict
+//!   before the forwarding step).
 
 pub mod balance;
 pub mod proxy;
+pub mod shield;
 pub mod sip;

@@ -14,4 +14,4 @@ pub mod sockaddr;
 pub mod socket;
 
 pub use batch::{send_slices, RecvBatch, SendBatch, BATCH, MAX_DATAGRAM};
-pub use socket::{bind, bind_reuseport, enable_rx_timestamps, SocketOptions};
+pub use socket::{bind, bind_reuseport, busy_poll, enable_rx_timestamps, set_busy_poll, SocketOptions};

@@ -96,7 +96,8 @@ fn run(args: RunArgs) -> Result<()> {
     let config = Config::load(&args)?;
     let plan = Arc::new(ArcSwap::from_pointee(control::reload::build_plan(&config)));
     let listen: Vec<_> = config.listen.iter().map(|l| l.addr).collect();
-    let sockets = dataplane::bind_sockets(&listen, config.workers).context("binding listen sockets")?;
+    let sockets =
+        dataplane::bind_sockets(&listen, config.workers, config.busy_poll_us).context("binding listen sockets")?;
     let allowed = affinity::allowed_cpus();
     let (cpus, pinned) = worker_cpus(config.pin, config.workers, &allowed);
 

@@ -928,3 +928,12 @@ fn xdp_redirect_threshold() {
     assert_eq!(Config::load(&a).unwrap().xdp_redirect_above_pps, 70000);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn busy_poll_setting() {
+    assert_eq!(Config::from_toml_str(POOL).unwrap().busy_poll_us, 0);
+    assert_eq!(Config::from_toml_str(&format!("busy_poll_us = 50\n{POOL}")).unwrap().busy_poll_us, 50);
+    assert_err(&format!("workers = 1\nbusy_poll_us = \"fast\"\n{POOL}"), Some(2), None, "busy_poll_us", "");
+    let a = args(&["--backend", "10.0.1.1", "--busy-poll", "30"]).unwrap();
+    assert_eq!(Config::load(&a).unwrap().busy_poll_us, 30);
+}

@@ -146,9 +146,23 @@ fn sigkill_and_restart_under_load_leave_no_stale_xdp() -> Result<()> {
     let (text, attached) = xdp_on(&ns, LB_DEV)?;
     ensure!(!attached, "XDP on a fresh veth?\n{text}");
 
-    // The backend: in sip-lb's namespace, recording Call-IDs.
-    let be = socket_in(ns.name(), &format!("{LB_IP}:0"))?;
-    be.set_read_timeout(Some(Duration::from_millis(20)))?;
+    // The backend: in sip-lb's namespace, recording Call-IDs. Its buffer is a
+    // real backend's size, so that a test thread starved on a busy machine
+    // does not lose datagrams sip-lb delivered (RcvbufErrors at the sink).
+    let be = {
+        let ns = ns.name().to_owned();
+        thread::spawn(move || -> Result<UdpSocket> {
+            netns::enter(&ns)?;
+            let opts = sip_lb_udp::SocketOptions {
+                reuseport: false,
+                read_timeout: Duration::from_millis(20),
+                ..sip_lb_udp::SocketOptions::DATAPLANE
+            };
+            Ok(sip_lb_udp::bind(format!("{LB_IP}:0").parse()?, &opts)?)
+        })
+        .join()
+        .expect("backend socket thread")?
+    };
     let be_addr = be.local_addr()?;
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));

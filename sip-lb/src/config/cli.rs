@@ -58,6 +58,13 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub pin: Option<super::PinMode>,
 
+    /// Busy-poll the worker sockets for up to USEC microseconds per receive
+    /// (SO_BUSY_POLL + SO_PREFER_BUSY_POLL): lower latency for a spinning
+    /// CPU; works for traffic from a NAPI device (NIC, veth with XDP), not
+    /// loopback. 0: off [default: the file's `busy_poll_us`, else 0].
+    #[arg(long, value_name = "USEC")]
+    pub busy_poll: Option<u32>,
+
     /// HTTP address (`ip:port`) of the control plane: `/metrics` and the
     /// admin API used by `sip-lb backends|drain|enable|reload|top`
     /// [default: 127.0.0.1:5070].

@@ -29,6 +29,7 @@ pub(crate) struct Draft {
     pub pools: Vec<PoolConfig>,
     pub iface: Option<String>,
     pub xdp_redirect_above_pps: Option<u32>,
+    pub busy_poll_us: Option<u32>,
     pub pin: Option<super::PinMode>,
     pub datapath: Option<super::Datapath>,
     pub metrics: Option<SocketAddr>,
@@ -89,6 +90,7 @@ struct RawConfig {
     pool: Vec<RawPool>,
     iface: Option<String>,
     xdp_redirect_above_pps: Option<u32>,
+    busy_poll_us: Option<u32>,
     pin: Option<super::PinMode>,
     datapath: Option<super::Datapath>,
     metrics: Option<Spanned<String>>,
@@ -267,6 +269,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
     }
     draft.iface = raw.iface;
     draft.xdp_redirect_above_pps = raw.xdp_redirect_above_pps;
+    draft.busy_poll_us = raw.busy_poll_us;
     draft.pin = raw.pin;
     draft.datapath = raw.datapath;
     if let Some(m) = raw.metrics {

@@ -95,6 +95,8 @@ pub struct Config {
     /// The data path asked for; `None`: AF_XDP when `iface` is set and
     /// binding works, else sockets. `Some(Afxdp)` requires `iface`.
     pub datapath: Option<Datapath>,
+    /// Busy polling on the worker sockets, microseconds per receive (0: off).
+    pub busy_poll_us: u32,
     /// The control plane's HTTP address (`/metrics` and the admin API); the
     /// control plane uses [`DEFAULT_CONTROL`] when unset.
     pub metrics: Option<SocketAddr>,

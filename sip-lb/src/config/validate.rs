@@ -40,6 +40,9 @@ pub(crate) fn apply_flags(d: &mut Draft, spans: &mut Spans, a: &RunArgs) -> Resu
     if a.datapath.is_some() {
         d.datapath = a.datapath;
     }
+    if a.busy_poll.is_some() {
+        d.busy_poll_us = a.busy_poll;
+    }
     if a.metrics.is_some() {
         d.metrics = a.metrics;
     }
@@ -153,6 +156,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         xdp_redirect_above_pps: d.xdp_redirect_above_pps.unwrap_or(super::DEFAULT_XDP_REDIRECT_ABOVE_PPS),
         pin: d.pin.unwrap_or_default(),
         datapath: d.datapath,
+        busy_poll_us: d.busy_poll_us.unwrap_or(0),
         metrics: d.metrics,
         health: h,
         sip: d.sip,

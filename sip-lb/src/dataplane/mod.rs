@@ -48,13 +48,17 @@ pub struct Dataplane {
 
 /// Sockets bound for every worker, before any worker starts: `sockets[w][l]`
 /// is worker w's socket for listen address l. Binding in worker order makes
-/// reuseport group index == worker index.
-pub fn bind_sockets(listen: &[SocketAddr], workers: usize) -> io::Result<Vec<Vec<UdpSocket>>> {
+/// reuseport group index == worker index. `busy_poll_us` > 0 turns on busy
+/// polling (`sip_lb_udp::set_busy_poll`).
+pub fn bind_sockets(listen: &[SocketAddr], workers: usize, busy_poll_us: u32) -> io::Result<Vec<Vec<UdpSocket>>> {
     let mut all: Vec<Vec<UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
     for &addr in listen {
         let mut bound = addr;
         for socks in all.iter_mut() {
             let s = sip_lb_udp::bind_reuseport(bound)?;
+            if busy_poll_us > 0 {
+                sip_lb_udp::set_busy_poll(&s, busy_poll_us)?;
+            }
             // Port 0 means "any": every worker must join the port the first got.
             bound = s.local_addr()?;
             socks.push(s);

@@ -18,8 +18,16 @@ pub enum Kind {
     /// sip-lb with `--iface`: XDP Call-ID steering on the site's interface
     /// (the netns comparison only).
     SipLbXdp,
+    /// `--iface` with `--xdp-redirect-above 0`: every datagram through the
+    /// CPU map (what `--iface` did before the redirect threshold).
+    SipLbXdpAlways,
+    /// `--iface` run from the build in `SIP_LB_BENCH_BASELINE` (e.g. the
+    /// previous commit), to compare in one sitting.
+    BaselineXdp,
     /// sip-lb with `--pin off`, for the latency comparison only.
     SipLbUnpinned,
+    /// sip-lb with `--busy-poll 50`, for the latency comparison only.
+    SipLbBusyPoll,
     Kamailio,
     Null,
 }
@@ -29,7 +37,10 @@ impl Kind {
         match self {
             Kind::SipLb => "sip-lb",
             Kind::SipLbXdp => "sip-lb --iface",
+            Kind::SipLbXdpAlways => "sip-lb --iface --xdp-redirect-above 0",
+            Kind::BaselineXdp => "baseline build --iface",
             Kind::SipLbUnpinned => "sip-lb --pin off",
+            Kind::SipLbBusyPoll => "sip-lb --busy-poll 50",
             Kind::Kamailio => "kamailio",
             Kind::Null => "null forwarder",
         }
@@ -117,16 +128,35 @@ impl Balancer {
         let name = format!("{}-{workers}-{tag}", slug.join("-"));
         let mut ctl_socket = None;
         let cmd = match kind {
-            Kind::SipLb | Kind::SipLbXdp | Kind::SipLbUnpinned => {
-                let mut c = site.command(&env.sip_lb);
+            Kind::SipLb
+            | Kind::SipLbXdp
+            | Kind::SipLbXdpAlways
+            | Kind::BaselineXdp
+            | Kind::SipLbUnpinned
+            | Kind::SipLbBusyPoll => {
+                let bin = match kind {
+                    Kind::BaselineXdp => env.baseline.as_ref().context("no SIP_LB_BENCH_BASELINE build")?,
+                    _ => &env.sip_lb,
+                };
+                let mut c = site.command(bin);
                 c.arg("run").arg("--listen").arg(listen.to_string()).arg("--workers").arg(workers.to_string());
                 // The bench compares placements it chose: worker i on CPU i,
                 // or (the latency comparison) none at all.
                 c.args(["--pin", if kind == Kind::SipLbUnpinned { "off" } else { "on" }]);
-                if kind == Kind::SipLbXdp {
+                if matches!(kind, Kind::SipLbXdp | Kind::SipLbXdpAlways | Kind::BaselineXdp) {
                     c.arg("--iface").arg(site.iface.context("sip-lb --iface needs a site with an interface")?);
-                    // --iface alone selects AF_XDP; this contender is the socket path with XDP steering.
-                    c.args(["--datapath", "socket"]);
+                    // --iface alone selects AF_XDP; this contender is the socket path with XDP
+                    // steering (a baseline build may predate --datapath: ask its --help).
+                    let help = Command::new(bin).args(["run", "--help"]).output().map(|o| o.stdout).unwrap_or_default();
+                    if String::from_utf8_lossy(&help).contains("--datapath") {
+                        c.args(["--datapath", "socket"]);
+                    }
+                }
+                if kind == Kind::SipLbXdpAlways {
+                    c.args(["--xdp-redirect-above", "0"]);
+                }
+                if kind == Kind::SipLbBusyPoll {
+                    c.args(["--busy-poll", "50"]);
                 }
                 // Its own control/metrics port, so parallel runs and tests do not collide on 5070.
                 let control = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -207,7 +237,7 @@ impl Balancer {
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
         }
-        if matches!(self.kind, Kind::SipLb | Kind::SipLbXdp | Kind::SipLbUnpinned) {
+        if !matches!(self.kind, Kind::Kamailio | Kind::Null) {
             let (fwd, rx) = parse_sip_lb_summary(&self.child.stderr());
             if !rx.is_empty() {
                 usage.forwarded = Some(fwd);

@@ -27,6 +27,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use balancer::Kind;
+use packets::Ground;
 
 pub struct Options {
     /// A smaller plan that fits in 2 minutes (the full one fits in 10).
@@ -46,8 +47,10 @@ pub enum Comparison {
     Rate,
     /// 3: added latency at half the max rate.
     Latency,
-    /// 6: machine-wide CPU per message in network namespaces.
+    /// 6: machine-wide CPU per message in network namespaces (SIPp calls).
     Net,
+    /// 7: max rate and CPU at a fixed rate in network namespaces (blaster).
+    NetPackets,
     /// The kernel-path floor: CPU per message at fixed blaster rates.
     Fixed,
 }
@@ -62,6 +65,9 @@ pub struct Env {
     pub sip_lb: PathBuf,
     /// This binary, re-executed as the null forwarder.
     pub xtask_exe: PathBuf,
+    /// Another sip-lb build (`SIP_LB_BENCH_BASELINE`, e.g. the previous
+    /// commit's) that the netns comparison also runs with `--iface`.
+    pub baseline: Option<PathBuf>,
 }
 
 /// How long and at what rates; see `docs/bench-notes.md` for the budget.
@@ -89,6 +95,12 @@ pub struct Plan {
     pub net_rates: Vec<u64>,
     pub net_seconds: u64,
     pub net_rounds: usize,
+    /// Comparison 7 (network namespaces, blaster): seconds per max-rate blast,
+    /// the fixed rate (datagrams/s), seconds and rounds at it.
+    pub net_blast_seconds: f64,
+    pub net_fixed_rate: f64,
+    pub net_fixed_seconds: f64,
+    pub net_fixed_rounds: usize,
 }
 
 impl Plan {
@@ -110,6 +122,10 @@ impl Plan {
                 net_rates: vec![2000],
                 net_seconds: 4,
                 net_rounds: 1,
+                net_blast_seconds: 2.0,
+                net_fixed_rate: 20_000.0,
+                net_fixed_seconds: 2.0,
+                net_fixed_rounds: 1,
             }
         } else {
             Plan {
@@ -128,6 +144,10 @@ impl Plan {
                 net_rates: vec![2000],
                 net_seconds: 8,
                 net_rounds: 3,
+                net_blast_seconds: 3.0,
+                net_fixed_rate: 20_000.0,
+                net_fixed_seconds: 3.0,
+                net_fixed_rounds: 3,
             }
         }
     }
@@ -143,6 +163,9 @@ pub struct Results {
     pub latency: Vec<(packets::LatencyRun, packets::LatencyRun)>,
     pub fixed: Vec<packets::LatencyRun>,
     pub net: Vec<netlab::NetRun>,
+    /// Comparison 7: max rate and a fixed rate in the netns topology.
+    pub net_rates: Vec<packets::RateRun>,
+    pub net_fixed: Vec<packets::LatencyRun>,
     pub errors: Vec<String>,
     pub skipped_sip_lb: Option<String>,
     /// /proc/loadavg when measuring began: others' load skews a shared machine.
@@ -167,7 +190,12 @@ pub fn run(opts: Options) -> Result<()> {
     if cfg!(debug_assertions) && std::env::var_os(RELEASE_ENV).is_none() {
         return reexec_release(&cargo, &repo, &target, &opts);
     }
-    let env = Env { sip_lb: target.join("release/sip-lb"), xtask_exe: std::env::current_exe()?, repo, out, logs };
+    let baseline = std::env::var_os("SIP_LB_BENCH_BASELINE").map(PathBuf::from);
+    if let Some(b) = baseline.as_ref().filter(|b| !b.is_file()) {
+        bail!("SIP_LB_BENCH_BASELINE={} is not a file", b.display());
+    }
+    let env =
+        Env { sip_lb: target.join("release/sip-lb"), xtask_exe: std::env::current_exe()?, baseline, repo, out, logs };
 
     ensure_packages(&[
         ("kamailio", "the stateless dispatcher sip-lb is compared with"),
@@ -278,7 +306,14 @@ fn measure(env: &Env, plan: &Plan, only: &[Comparison], r: &mut Results) {
             for kind in rotated(&kinds(true), round) {
                 let what = format!("max rate: {}, round {}", kind.label(workers), round + 1);
                 eprintln!("bench: {what}");
-                match packets::max_rate(env, kind, workers, plan.blast_seconds, &format!("rate-{round}")) {
+                match packets::max_rate(
+                    env,
+                    Ground::Loopback,
+                    kind,
+                    workers,
+                    plan.blast_seconds,
+                    &format!("rate-{round}"),
+                ) {
                     Ok(x) => r.rates.push(x),
                     Err(e) => note(r, what, e),
                 }
@@ -297,14 +332,18 @@ fn measure(env: &Env, plan: &Plan, only: &[Comparison], r: &mut Results) {
             let rate = 0.5 * max.iter().sum::<f64>() / max.len() as f64;
             let what = format!("latency: {} at {rate:.0} msg/s", kind.label(workers));
             eprintln!("bench: {what}");
-            // sip-lb runs twice at its rate: pinned (as everywhere in the
-            // bench) and with --pin off, each after its own baseline.
-            let variants: &[Kind] = if kind == Kind::SipLb { &[Kind::SipLb, Kind::SipLbUnpinned] } else { &[kind] };
+            // sip-lb runs three times at its rate: pinned (as everywhere in
+            // the bench), with --pin off and with busy polling, each after its
+            // own baseline.
+            let variants: &[Kind] =
+                if kind == Kind::SipLb { &[Kind::SipLb, Kind::SipLbUnpinned, Kind::SipLbBusyPoll] } else { &[kind] };
             for &k in variants {
                 let run =
-                    packets::latency(env, None, workers, rate, plan.latency_seconds, "lat-base").and_then(|base| {
-                        Ok((packets::latency(env, Some(k), workers, rate, plan.latency_seconds, "lat")?, base))
-                    });
+                    packets::latency(env, Ground::Loopback, None, workers, rate, plan.latency_seconds, "lat-base")
+                        .and_then(|base| {
+                            let at = Ground::Loopback;
+                            Ok((packets::latency(env, at, Some(k), workers, rate, plan.latency_seconds, "lat")?, base))
+                        });
                 match run {
                     Ok(pair) => r.latency.push(pair),
                     Err(e) => note(r, format!("{what} ({})", k.name()), e),
@@ -314,8 +353,21 @@ fn measure(env: &Env, plan: &Plan, only: &[Comparison], r: &mut Results) {
     }
     // 6: machine-wide CPU per message in network namespaces, against the lb
     // namespace as a plain IP router.
-    if wanted(Comparison::Net) {
-        net_comparison(env, plan, r, sip_lb_ok);
+    if wanted(Comparison::Net) || wanted(Comparison::NetPackets) {
+        match netlab::Net::create() {
+            Ok(net) => {
+                if wanted(Comparison::Net) {
+                    net_comparison(env, plan, &net, r, sip_lb_ok);
+                }
+                if wanted(Comparison::NetPackets) {
+                    net_packets(env, plan, &net, r, sip_lb_ok);
+                }
+            }
+            Err(e) => {
+                eprintln!("bench: netns comparisons FAILED: {e:#}");
+                r.errors.push(format!("netns comparisons: {e:#}"));
+            }
+        }
     }
     // The kernel-path floor for comparison 1: the same per-message CPU figure
     // with the blaster at a fixed rate, where the null forwarder can take part.
@@ -323,7 +375,7 @@ fn measure(env: &Env, plan: &Plan, only: &[Comparison], r: &mut Results) {
         for kind in rotated(&kinds(true), i) {
             let what = format!("fixed rate: {} at {rate} msg/s", kind.label(1));
             eprintln!("bench: {what}");
-            match packets::latency(env, Some(kind), 1, rate as f64, plan.fixed_seconds, "fixed") {
+            match packets::latency(env, Ground::Loopback, Some(kind), 1, rate as f64, plan.fixed_seconds, "fixed") {
                 Ok(x) => r.fixed.push(x),
                 Err(e) => note(r, what, e),
             }
@@ -331,21 +383,20 @@ fn measure(env: &Env, plan: &Plan, only: &[Comparison], r: &mut Results) {
     }
 }
 
-fn net_comparison(env: &Env, plan: &Plan, r: &mut Results, sip_lb_ok: bool) {
+fn net_comparison(env: &Env, plan: &Plan, net: &netlab::Net, r: &mut Results, sip_lb_ok: bool) {
     use netlab::Contender;
     let mut contenders = vec![Contender::Router];
     if sip_lb_ok {
-        contenders.extend([Contender::Balancer(Kind::SipLb), Contender::Balancer(Kind::SipLbXdp)]);
+        contenders.extend([
+            Contender::Balancer(Kind::SipLb),
+            Contender::Balancer(Kind::SipLbXdp),
+            Contender::Balancer(Kind::SipLbXdpAlways),
+        ]);
+        if env.baseline.is_some() {
+            contenders.push(Contender::Balancer(Kind::BaselineXdp));
+        }
     }
     contenders.push(Contender::Balancer(Kind::Kamailio));
-    let net = match netlab::Net::create() {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("bench: netns comparison FAILED: {e:#}");
-            r.errors.push(format!("netns comparison: {e:#}"));
-            return;
-        }
-    };
     for &rate in &plan.net_rates {
         for round in 0..plan.net_rounds {
             let mut order = contenders.clone();
@@ -354,12 +405,58 @@ fn net_comparison(env: &Env, plan: &Plan, r: &mut Results, sip_lb_ok: bool) {
             for c in order {
                 let what = format!("netns: {} at {rate} calls/s, round {}", c.name(), round + 1);
                 eprintln!("bench: {what}");
-                match netlab::run(env, &net, c, rate, plan.net_seconds, round) {
+                match netlab::run(env, net, c, rate, plan.net_seconds, round) {
                     Ok(x) => r.net.push(x),
                     Err(e) => {
                         eprintln!("bench: {what} FAILED: {e:#}");
                         r.errors.push(format!("{what}: {e:#}"));
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Comparison 7: the blaster in the netns topology. Max rate with 1 and 2
+/// workers, then machine-wide CPU per datagram at a fixed rate (rounds in
+/// rotating order) with the lb namespace routing straight to a sink as the
+/// baseline ("direct").
+fn net_packets(env: &Env, plan: &Plan, net: &netlab::Net, r: &mut Results, sip_lb_ok: bool) {
+    let at = Ground::Net(net);
+    let mut kinds = Vec::new();
+    if sip_lb_ok {
+        kinds.extend([Kind::SipLb, Kind::SipLbXdp]);
+    }
+    kinds.push(Kind::Null);
+    for workers in [1, 2] {
+        for &kind in &kinds {
+            let what = format!("netns max rate: {}", kind.label(workers));
+            eprintln!("bench: {what}");
+            match packets::max_rate(env, at, kind, workers, plan.net_blast_seconds, "net-rate") {
+                Ok(x) => r.net_rates.push(x),
+                Err(e) => {
+                    eprintln!("bench: {what} FAILED: {e:#}");
+                    r.errors.push(format!("{what}: {e:#}"));
+                }
+            }
+        }
+    }
+    let mut fixed: Vec<Option<Kind>> = vec![None];
+    fixed.extend(kinds.iter().copied().map(Some));
+    fixed.push(Some(Kind::Kamailio));
+    let rate = plan.net_fixed_rate;
+    for round in 0..plan.net_fixed_rounds {
+        let mut order = fixed.clone();
+        let n = order.len();
+        order.rotate_left(round % n);
+        for kind in order {
+            let what = format!("netns fixed rate: {} at {rate:.0} msg/s", kind.map_or("direct".into(), |k| k.label(2)));
+            eprintln!("bench: {what}");
+            match packets::latency(env, at, kind, 2, rate, plan.net_fixed_seconds, "net-fixed") {
+                Ok(x) => r.net_fixed.push(x),
+                Err(e) => {
+                    eprintln!("bench: {what} FAILED: {e:#}");
+                    r.errors.push(format!("{what}: {e:#}"));
                 }
             }
         }

@@ -115,6 +115,35 @@ fn udp_errors(ns: &NetNs) -> Result<u64> {
     Ok(["RcvbufErrors", "InErrors", "InCsumErrors"].iter().filter_map(|n| value(n)).sum())
 }
 
+impl Net {
+    /// The two backends (SIPp UAS or sinks) in the farm namespace.
+    pub fn backends(&self) -> Vec<SocketAddr> {
+        FARM[..2].iter().map(|(_, _, ip)| sip_addr(*ip)).collect()
+    }
+
+    pub fn farm_ns(&self) -> &str {
+        self.topo.farm.name()
+    }
+
+    pub fn client_ns(&self) -> &str {
+        self.topo.client.name()
+    }
+
+    pub fn client_ip(&self) -> IpAddr {
+        IpAddr::V4(CLIENT_IP)
+    }
+
+    /// Where a forwarder listens: sip-lb's client-facing address.
+    pub fn listen(&self) -> SocketAddr {
+        sip_addr(LB_IP)
+    }
+
+    /// Forwarders run in the lb namespace; `--iface` is its client-facing veth.
+    pub fn lb_site(&self) -> Site<'_> {
+        site(&self.topo.lb)
+    }
+}
+
 /// Processes started in `ns`; `--iface` there means the lb's client-facing veth.
 fn site(ns: &NetNs) -> Site<'_> {
     Site { netns: Some(ns.name()), iface: Some(LB_NIC) }
@@ -153,7 +182,9 @@ pub fn run(env: &Env, net: &Net, contender: Contender, rate: u64, seconds: u64, 
     uac.wait(Duration::from_secs(seconds + 1));
     let after = super::procs::MachineMark::now()?;
     let errors_after = udp_errors_by_ns(topo)?;
-    let uac = uac.finish()?;
+    // Calls that lost a message would keep SIPp retransmitting until its
+    // timeout: they count as unfinished, not as time to wait for.
+    let uac = uac.stop()?;
     let (process_cpu_s, per_worker_rx) = match lb.take() {
         None => (0.0, Vec::new()),
         Some(mut lb) => {

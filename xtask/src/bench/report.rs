@@ -27,6 +27,7 @@ pub fn write(env: &Env, plan: &Plan, r: &Results, took: Duration) -> Result<Stri
     memory_section(w, r)?;
     order_section(w, &r.order)?;
     net_section(w, plan, &r.net)?;
+    net_packets_section(w, plan, r)?;
     if !r.errors.is_empty() {
         writeln!(w, "## Runs that failed\n")?;
         for e in &r.errors {
@@ -268,7 +269,7 @@ fn memory_section(w: &mut String, r: &Results) -> Result<()> {
     writeln!(
         w,
         "Other load = CPUs' worth of work by processes other than the bench and the forwarder during the run \
-         (from /proc/stat): on a shared machine, a forwarder pinned to a CPU that others use gets only a share of it.\n"
+         (machine busy time from cpuidle residency, minus the bench and the forwarder): on a shared machine, a forwarder pinned to a CPU that others use gets only a share of it.\n"
     )?;
     writeln!(w, "## 4. Peak memory (VmHWM from /proc/PID/status, largest over all runs)\n")?;
     writeln!(
@@ -475,7 +476,119 @@ fn net_section(w: &mut String, plan: &Plan, runs: &[super::netlab::NetRun]) -> R
             ratio(machine(xdp), machine(sock)),
             ratio(added(xdp), added(sock))
         )?;
+        let always = Contender::Balancer(Kind::SipLbXdpAlways);
+        writeln!(
+            w,
+            "| sip-lb --iface --xdp-redirect-above 0 / sip-lb | {} | {} |",
+            ratio(machine(always), machine(sock)),
+            ratio(added(always), added(sock))
+        )?;
+        let base = Contender::Balancer(Kind::BaselineXdp);
+        if runs.iter().any(|x| x.contender == base) {
+            writeln!(
+                w,
+                "| sip-lb --iface / baseline build --iface | {} | {} |",
+                ratio(machine(xdp), machine(base)),
+                ratio(added(xdp), added(base))
+            )?;
+        }
     }
     writeln!(w)?;
+    Ok(())
+}
+
+fn net_packets_section(w: &mut String, plan: &Plan, r: &Results) -> Result<()> {
+    if r.net_rates.is_empty() && r.net_fixed.is_empty() {
+        return Ok(());
+    }
+    writeln!(w, "## 7. Blaster runs in network namespaces\n")?;
+    writeln!(
+        w,
+        "The blaster ({} source ports, client ns) -> forwarder (lb ns) -> two sinks (farm ns), veth pairs. Max \
+         rate: open loop for {:.0} s. Machine µs = the whole machine's busy time (CPUs x wall - cpuidle \
+         residency) per datagram the sinks received; own µs = the forwarder's utime+stime.\n",
+        super::packets::FLOWS,
+        plan.net_blast_seconds
+    )?;
+    if !r.net_rates.is_empty() {
+        writeln!(
+            w,
+            "| forwarder | sent/s | forwarded/s | lost | machine µs / msg | own µs / msg | datagrams per worker |"
+        )?;
+        writeln!(w, "|---|---|---|---|---|---|---|")?;
+        for x in &r.net_rates {
+            let msgs = (x.rate * x.window_s).max(1.0);
+            writeln!(
+                w,
+                "| {} | {:.0} | {:.0} | {:.1}% | {:.2} | {:.2} | {} |",
+                x.kind.label(x.workers),
+                x.sent_rate,
+                x.rate,
+                100.0 * x.loss(),
+                x.usage.machine_cpu_s * 1e6 / msgs,
+                x.usage.cpu_s * 1e6 / msgs,
+                per_worker(&x.usage)
+            )?;
+        }
+        let rate_of =
+            |k: Kind, workers: usize| r.net_rates.iter().find(|x| x.kind == k && x.workers == workers).map(|x| x.rate);
+        writeln!(w, "\n| workers | sip-lb / null forwarder | sip-lb --iface / null forwarder |")?;
+        writeln!(w, "|---|---|---|")?;
+        for workers in [1, 2] {
+            let null = rate_of(Kind::Null, workers);
+            let ratio = |k| fmt_opt(rate_of(k, workers).zip(null).map(|(a, b)| a / b), 3);
+            writeln!(w, "| {workers} | {} | {} |", ratio(Kind::SipLb), ratio(Kind::SipLbXdp))?;
+        }
+        writeln!(w)?;
+    }
+    if !r.net_fixed.is_empty() {
+        writeln!(
+            w,
+            "Fixed rate {:.0} msg/s, {:.0} s, {} rounds in rotating order, 2 workers / children; *added* = median \
+             machine µs/msg minus the direct run's (blaster -> sink routed by the lb namespace).\n",
+            plan.net_fixed_rate, plan.net_fixed_seconds, plan.net_fixed_rounds
+        )?;
+        writeln!(w, "| forwarder | round | received / sent | machine µs / msg | own µs / msg | p50 µs | p99 µs |")?;
+        writeln!(w, "|---|---|---|---|---|---|---|")?;
+        let name = |k: Option<Kind>| k.map_or("direct (IP router)".into(), |k| k.label(2));
+        for (i, x) in r.net_fixed.iter().enumerate() {
+            let round = r.net_fixed[..i].iter().filter(|y| y.kind == x.kind).count() + 1;
+            writeln!(
+                w,
+                "| {} | {round} | {} / {} | {} | {} | {:.1} | {:.1} |",
+                name(x.kind),
+                x.received,
+                x.sent,
+                fmt_opt(x.machine_us_per_msg(), 2),
+                fmt_opt(x.us_per_msg(), 2),
+                x.p50_ns as f64 / 1000.0,
+                x.p99_ns as f64 / 1000.0
+            )?;
+        }
+        let med = |k: Option<Kind>| {
+            median(r.net_fixed.iter().filter(|x| x.kind == k).filter_map(|x| x.machine_us_per_msg()).collect())
+        };
+        let direct = med(None);
+        writeln!(w, "\n| forwarder | machine µs/msg (median) | added over direct | added / Kamailio's |")?;
+        writeln!(w, "|---|---|---|---|")?;
+        let kam = med(Some(Kind::Kamailio)).zip(direct).map(|(k, d)| k - d);
+        let mut seen = Vec::new();
+        for x in &r.net_fixed {
+            if seen.contains(&x.kind) {
+                continue;
+            }
+            seen.push(x.kind);
+            let added = med(x.kind).zip(direct).map(|(m, d)| m - d);
+            writeln!(
+                w,
+                "| {} | {} | {} | {} |",
+                name(x.kind),
+                fmt_opt(med(x.kind), 2),
+                fmt_opt(added, 2),
+                fmt_opt(added.zip(kam).map(|(a, k)| a / k), 3)
+            )?;
+        }
+        writeln!(w)?;
+    }
     Ok(())
 }

@@ -102,6 +102,13 @@ impl Uac {
         self.child.wait_timeout(d).is_some()
     }
 
+    /// Stops it now (calls still open stay unfinished) and reads its last
+    /// statistics dump.
+    pub fn stop(mut self) -> Result<Stats> {
+        self.child.stop();
+        parse_stats(&self.stat)
+    }
+
     /// Waits until it has placed all its calls (or its deadline).
     pub fn finish(mut self) -> Result<Stats> {
         if self.child.wait_timeout(self.deadline + Duration::from_secs(5)).is_none() {

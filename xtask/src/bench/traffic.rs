@@ -4,7 +4,7 @@
 //! writes into each datagram (`X-Ts:`, CLOCK_REALTIME ns) and the kernel's
 //! receive timestamp on the sink socket (SO_TIMESTAMPNS) come from the same
 //! clock, and the sink's own wake-up delay is not counted.
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -40,14 +40,20 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    /// `latency`: record receive time minus the datagram's `X-Ts:` (ns).
+    /// `n` sinks on loopback ports; `latency`: record receive time minus the
+    /// datagram's `X-Ts:` (ns).
     pub fn start(n: usize, latency: bool) -> Result<Self> {
+        Self::start_at(&vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0)); n], None, latency)
+    }
+
+    /// One sink per address, bound in network namespace `netns` if given.
+    pub fn start_at(at: &[SocketAddr], netns: Option<&str>, latency: bool) -> Result<Self> {
         let count = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut addrs = Vec::new();
         let mut threads = Vec::new();
-        for _ in 0..n {
-            let sock = sockets::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false)?;
+        for &a in at {
+            let sock = bind_in(netns, a)?;
             if latency {
                 sip_lb_udp::enable_rx_timestamps(&sock)?;
             }
@@ -130,8 +136,25 @@ fn sent_at(pkt: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |acc, &d| d.is_ascii_digit().then(|| acc * 10 + (d - b'0') as u64))
 }
 
+/// A bench socket on `addr`, created in network namespace `netns` (if given)
+/// by a short-lived thread: a socket stays in the namespace it was made in.
+pub fn bind_in(netns: Option<&str>, addr: SocketAddr) -> Result<UdpSocket> {
+    let Some(ns) = netns else { return sockets::bind(addr, false) };
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        sip_lb_tests::netns::enter(&ns)?;
+        sockets::bind(addr, false)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("socket thread panicked"))?
+}
+
 pub struct BlastSpec {
     pub target: SocketAddr,
+    /// Source address of the blaster's sockets, and the network namespace
+    /// they live in (`None`: this one).
+    pub source: IpAddr,
+    pub netns: Option<String>,
     pub duration: Duration,
     /// Datagrams per second; `None`: as fast as sendmmsg goes (open loop).
     pub rate: Option<f64>,
@@ -214,7 +237,7 @@ pub fn blast(spec: &BlastSpec, seq_base: u64) -> Result<Blasted> {
         libc::setpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t, 19);
     }
     let socks = (0..spec.flows.max(1))
-        .map(|_| sockets::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false))
+        .map(|_| bind_in(spec.netns.as_deref(), SocketAddr::new(spec.source, 0)))
         .collect::<Result<Vec<_>>>()?;
     let templates =
         socks.iter().map(|s| Ok(Template::new(spec.target, s.local_addr()?))).collect::<Result<Vec<_>>>()?;

@@ -1,0 +1,157 @@
+//! The shield (issue 14): which sources may use the balancer at all, and how
+//! fast. Pure like the rest of the core: the data plane hands in the source,
+//! the datagram and the time, and gets back "pass" or the reason to drop.
+//! The same lists and limits are meant for the XDP program, which drops
+//! before the kernel pays; these functions are the fallback without XDP and
+//! the reference its tests hold it to.
+//!
+//! Order of the checks, cheapest and most certain first: an allowed prefix
+//! (backends, trusted peers) always passes and is never rate limited; a
+//! blocked prefix never does; a known scanner's request is dropped; then the
+//! per-source rate.
+pub mod bucket;
+pub mod prefix;
+pub mod scanner;
+
+use std::net::IpAddr;
+
+pub use bucket::{Rate, RateTable, Take};
+pub use prefix::{Prefix, PrefixSet};
+
+/// What the operator configured (`[shield]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShieldPolicy {
+    pub block: PrefixSet,
+    /// Never blocked, never limited (the backends are added by the loader).
+    pub allow: PrefixSet,
+    /// Datagrams per source (requests and responses); `None`: unlimited.
+    pub rate: Option<Rate>,
+    /// Stateless replies (400, 416, 420, 483, 503, 513) per source, so that
+    /// sip-lb cannot be used as a reflector; `None`: unlimited.
+    pub reply_rate: Option<Rate>,
+    /// Lower-case User-Agent fragments of known scanners.
+    pub scanners: Vec<Box<[u8]>>,
+}
+
+/// Why the shield dropped a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShieldDrop {
+    Blocked = 0,
+    Scanner = 1,
+    RateLimited = 2,
+    ReplyLimited = 3,
+}
+
+impl ShieldDrop {
+    pub const ALL: [ShieldDrop; 4] = [Self::Blocked, Self::Scanner, Self::RateLimited, Self::ReplyLimited];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::Scanner => "scanner",
+            Self::RateLimited => "rate_limited",
+            Self::ReplyLimited => "reply_limited",
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One worker's shield state: the per-source buckets (no sharing, no locks).
+pub struct Shield {
+    sources: RateTable,
+    replies: RateTable,
+}
+
+impl Shield {
+    /// Follows up to `sources` sources at a time per table; `seed` keys the
+    /// table hash (random per process, so a flood cannot aim at one slot).
+    pub fn new(sources: usize, seed: u64) -> Shield {
+        Shield { sources: RateTable::new(sources, seed), replies: RateTable::new(sources, seed.rotate_left(32) ^ 1) }
+    }
+
+    /// Whether a datagram from `src` may go on to the forwarding step.
+    pub fn check(&mut self, p: &ShieldPolicy, src: IpAddr, datagram: &[u8], now_ns: u64) -> Result<(), ShieldDrop> {
+        if p.allow.contains(src) {
+            return Ok(());
+        }
+        if p.block.contains(src) {
+            return Err(ShieldDrop::Blocked);
+        }
+        // Responses start with "SIP/"; only requests carry a scanner's name.
+        if !p.scanners.is_empty() && !datagram.starts_with(b"SIP/") {
+            if let Some(ua) = scanner::user_agent(datagram) {
+                if scanner::is_scanner(ua, &p.scanners) {
+                    return Err(ShieldDrop::Scanner);
+                }
+            }
+        }
+        match p.rate.map(|r| self.sources.take(src, r, now_ns)) {
+            Some(Take::Over { .. }) => Err(ShieldDrop::RateLimited),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a stateless reply may be sent to `src` now.
+    pub fn may_reply(&mut self, p: &ShieldPolicy, src: IpAddr, now_ns: u64) -> bool {
+        p.allow.contains(src) || p.reply_rate.is_none_or(|r| self.replies.take(src, r, now_ns) == Take::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\nUser-Agent: baresip\r\nCall-ID: a\r\n\r\n";
+    const SCAN: &[u8] = b"OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nUser-Agent: friendly-scanner\r\n\r\n";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn policy() -> ShieldPolicy {
+        let set = |l: &[&str]| PrefixSet::new(l.iter().map(|s| Prefix::parse(s).unwrap()));
+        ShieldPolicy {
+            block: set(&["203.0.113.0/24", "10.0.0.0/8"]),
+            allow: set(&["10.1.0.0/16"]),
+            rate: Some(Rate { per_sec: 10, burst: 3 }),
+            reply_rate: Some(Rate { per_sec: 1, burst: 2 }),
+            scanners: scanner::DEFAULT_SCANNERS.iter().map(|s| s.as_bytes().into()).collect(),
+        }
+    }
+
+    #[test]
+    fn allow_then_block_then_scanner_then_rate() {
+        let p = policy();
+        let mut s = Shield::new(64, 3);
+        assert_eq!(s.check(&p, ip("203.0.113.9"), INVITE, 0), Err(ShieldDrop::Blocked));
+        assert_eq!(s.check(&p, ip("10.9.0.1"), INVITE, 0), Err(ShieldDrop::Blocked));
+        // Allowed inside a blocked prefix, and never limited.
+        for _ in 0..100 {
+            assert_eq!(s.check(&p, ip("10.1.2.3"), INVITE, 0), Ok(()));
+            assert!(s.may_reply(&p, ip("10.1.2.3"), 0));
+        }
+        assert_eq!(s.check(&p, ip("198.51.100.1"), SCAN, 0), Err(ShieldDrop::Scanner));
+        // A response is not judged by User-Agent.
+        let resp = b"SIP/2.0 200 OK\r\nUser-Agent: friendly-scanner\r\n\r\n";
+        assert_eq!(s.check(&p, ip("198.51.100.1"), resp, 0), Ok(()));
+        let (a, t) = (ip("198.51.100.2"), 5_000_000_000);
+        let passed = (0..10).filter(|_| s.check(&p, a, INVITE, t).is_ok()).count();
+        assert_eq!(passed, 3, "the burst");
+        assert_eq!(s.check(&p, a, INVITE, t + 100_000_000), Ok(()), "one more after 1/rate");
+        let replies = (0..5).filter(|_| s.may_reply(&p, a, t)).count();
+        assert_eq!(replies, 2, "reply burst");
+    }
+
+    #[test]
+    fn the_default_policy_lets_everything_through() {
+        let p = ShieldPolicy::default();
+        let mut s = Shield::new(16, 0);
+        for i in 0..1000u32 {
+            assert_eq!(s.check(&p, IpAddr::V4(i.into()), SCAN, 0), Ok(()));
+            assert!(s.may_reply(&p, IpAddr::V4(i.into()), 0));
+        }
+    }
+}
