@@ -51,6 +51,14 @@ pub mod names {
     pub const REUSEPORT_COUNTERS: &str = "REUSEPORT_COUNTERS";
     /// `PerCpuArray<ScanBuf>`, one entry: scratch for the payload copy.
     pub const SCAN_BUF: &str = "SCAN_BUF";
+    /// `XskMap`, key = RX queue index: the AF_XDP socket bound to that queue.
+    pub const XSK_MAP: &str = "XSK_MAP";
+    /// `HashMap<XskAddr, u8>`: the addresses `sip_lb_xsk` redirects for.
+    pub const XSK_ADDRS: &str = "XSK_ADDRS";
+    /// `PerCpuArray<XskCounters>`, one entry: the AF_XDP program's counters.
+    pub const XSK_COUNTERS: &str = "XSK_COUNTERS";
+    /// The AF_XDP redirect program.
+    pub const XSK_PROG: &str = "sip_lb_xsk";
     /// `PerCpuArray<RxRate>`, one entry: this CPU's recent SIP datagram rate.
     pub const RX_RATE: &str = "RX_RATE";
     /// Program names.
@@ -111,9 +119,14 @@ pub enum PassReason {
     TooLong = 6,
     /// The CPU-map redirect (or socket select) failed; stack fallback.
     SteerFailed = 7,
+    /// AF_XDP program: UDP to a SIP port but not to one of our addresses.
+    OtherAddress = 8,
+    /// AF_XDP program: no AF_XDP socket bound to the frame's RX queue.
+    NoSocket = 9,
 }
 
-/// Number of [`PassReason`]s.
+/// Number of [`PassReason`]s the steering programs (`sip_lb`, `sip_lb_reuseport`)
+/// count: the first eight; the AF_XDP program's own follow ([`PassReason::XSK_ALL`]).
 pub const PASS_REASONS: usize = 8;
 
 impl PassReason {
@@ -138,8 +151,26 @@ impl PassReason {
             Self::NoCallId => "no_call_id",
             Self::TooLong => "too_long",
             Self::SteerFailed => "steer_failed",
+            Self::OtherAddress => "other_address",
+            Self::NoSocket => "no_socket",
         }
     }
+}
+
+impl PassReason {
+    /// Every reason the AF_XDP program counts (the steering reasons and its own).
+    pub const XSK_ALL: [PassReason; 10] = [
+        Self::NotIpUdp,
+        Self::OtherPort,
+        Self::Fragment,
+        Self::Truncated,
+        Self::NotSip,
+        Self::NoCallId,
+        Self::TooLong,
+        Self::SteerFailed,
+        Self::OtherAddress,
+        Self::NoSocket,
+    ];
 }
 
 /// Per-CPU counters of one program (one map entry per CPU).
@@ -199,8 +230,87 @@ pub struct ScanState {
     pub idx: u64,
 }
 
+// ---- AF_XDP (`sip_lb_xsk`): redirect into the RX queue's AF_XDP socket ----
+
+/// Entries of `XSK_MAP` (RX queue index -> AF_XDP socket): queues addressable.
+pub const MAX_QUEUES: u32 = 256;
+
+/// Entries of `XSK_ADDRS`: local addresses the AF_XDP program redirects for.
+pub const MAX_XSK_ADDRS: u32 = 64;
+
+/// Slots of [`XskCounters::passed`] (a power of two, > every reason's index).
+pub const XSK_PASS_SLOTS: usize = 16;
+
+/// `XskMeta::magic`: tells userspace the metadata area was written by this
+/// program (and this ABI version), not left over.
+pub const XSK_META_MAGIC: u32 = 0x5ca1_ab1e;
+
+/// Prepended by `sip_lb_xsk` to a redirected frame (`bpf_xdp_adjust_head`;
+/// the AF_XDP descriptor starts with it, the Ethernet header follows): the
+/// owning worker and the Call-ID hash, so userspace hands the frame off
+/// without scanning it again. 16 bytes. (XDP metadata proper,
+/// `bpf_xdp_adjust_meta`, is refused to XDP programs by the 6.18 kernel
+/// this was built on: "program of this type cannot use helper".)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XskMeta {
+    /// `call_id_hash` of the Call-ID value.
+    pub hash: u64,
+    /// `worker_for_hash(hash, workers)`.
+    pub worker: u32,
+    /// [`XSK_META_MAGIC`].
+    pub magic: u32,
+}
+
+/// Key of `XSK_ADDRS`: an IPv6 address, or an IPv4 one mapped
+/// (`::ffff:a.b.c.d`). `::ffff:0.0.0.0` and `::` stand for "any IPv4" and
+/// "any IPv6" (a wildcard listen address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XskAddr {
+    pub addr: [u8; 16],
+}
+
+impl XskAddr {
+    /// The key of an IPv4 address given as its four bytes.
+    pub const fn v4(a: [u8; 4]) -> Self {
+        Self { addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]] }
+    }
+
+    /// The key of an IPv6 address.
+    pub const fn v6(a: [u8; 16]) -> Self {
+        Self { addr: a }
+    }
+}
+
+/// Per-CPU counters of `sip_lb_xsk`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct XskCounters {
+    /// Frames seen.
+    pub packets: u64,
+    /// Bytes of those frames.
+    pub bytes: u64,
+    /// Passed to the kernel, by [`PassReason`] (index = the reason's value).
+    pub passed: [u64; XSK_PASS_SLOTS],
+    /// Redirected into the AF_XDP socket, by owning worker.
+    pub redirected: [u64; MAX_WORKERS],
+    /// Call-ID hash of the last redirected frame on this CPU (tests).
+    pub last_hash: u64,
+}
+
+impl XskCounters {
+    pub const fn zeroed() -> Self {
+        Self { packets: 0, bytes: 0, passed: [0; XSK_PASS_SLOTS], redirected: [0; MAX_WORKERS], last_hash: 0 }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: as below: #[repr(C)] integers and arrays without padding.
+    unsafe impl aya::Pod for super::XskCounters {}
+    // SAFETY: 16 bytes, valid for any bit pattern.
+    unsafe impl aya::Pod for super::XskAddr {}
     // SAFETY: plain #[repr(C)] integers and arrays, no padding
     // holes with uninitialised bytes (explicit `_pad`), valid for any bit
     // pattern.

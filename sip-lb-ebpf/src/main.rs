@@ -15,6 +15,7 @@
 mod callid;
 mod headers;
 mod maps;
+mod xsk;
 
 use core::ffi::c_void;
 

@@ -3,9 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, CpuMap, PerCpuArray, ReusePortSockArray},
+    maps::{Array, CpuMap, HashMap, PerCpuArray, ReusePortSockArray, XskMap},
 };
-use sip_lb_common::maps::{Counters, RxRate, ScanBuf, SteerConfig, MAX_CPUS, MAX_WORKERS, PORT_WORDS};
+use sip_lb_common::maps::{
+    Counters, RxRate, ScanBuf, SteerConfig, XskAddr, XskCounters, MAX_CPUS, MAX_QUEUES, MAX_WORKERS, MAX_XSK_ADDRS,
+    PORT_WORDS,
+};
 
 /// Worker count and worker -> CPU table (one entry).
 #[map(name = "CONFIG")]
@@ -35,6 +38,19 @@ pub static REUSEPORT_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_ent
 /// Per-CPU scratch the UDP payload is copied into before the scan.
 #[map(name = "SCAN_BUF")]
 pub static SCAN_BUF: PerCpuArray<ScanBuf> = PerCpuArray::with_max_entries(1, 0);
+
+/// RX queue index -> the AF_XDP socket bound to that queue (`sip_lb_xsk`).
+#[map(name = "XSK_MAP")]
+pub static XSK_MAP: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
+
+/// Our addresses (`XskAddr`; wildcards for "any of the family"): `sip_lb_xsk`
+/// redirects only datagrams to these.
+#[map(name = "XSK_ADDRS")]
+pub static XSK_ADDRS: HashMap<XskAddr, u8> = HashMap::with_max_entries(MAX_XSK_ADDRS, 0);
+
+/// Counters of the AF_XDP program.
+#[map(name = "XSK_COUNTERS")]
+pub static XSK_COUNTERS: PerCpuArray<XskCounters> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU SIP datagram rate: whether redirecting is worth it on this CPU.
 #[map(name = "RX_RATE")]

@@ -101,7 +101,16 @@ fn run(args: RunArgs) -> Result<()> {
     let allowed = affinity::allowed_cpus();
     let (cpus, pinned) = worker_cpus(config.pin, config.workers, &allowed);
 
-    let steering = attach_steering(&config, &sockets, &cpus)?;
+    // Steering first: its programs load before the AF_XDP threads exist
+    // (a signal arriving during verification makes BPF_PROG_LOAD fail).
+    let selected = dataplane::afxdp::selected(&config);
+    let mut steering = attach_steering(&config, &sockets, &cpus, selected)?;
+    let mut afxdp = dataplane::afxdp::start_if_selected(&config, &sockets, &pinned, &plan)?;
+    if selected && afxdp.is_none() {
+        // Fell back to the socket path: the XDP CPU-map steering takes the interface.
+        drop(std::mem::take(&mut steering));
+        steering = attach_steering(&config, &sockets, &cpus, false)?;
+    }
 
     let shield = Arc::new(control::reload::shield_state(&config));
     let dp = Dataplane::start(sockets, &pinned, plan.clone(), shield)?;
@@ -111,6 +120,10 @@ fn run(args: RunArgs) -> Result<()> {
         ?cpus,
         "sip-lb forwarding"
     );
+    match &afxdp {
+        Some(x) => tracing::info!("datapath: {}; socket path still bound for what XDP passes", x.info),
+        None => tracing::info!("datapath: socket"),
+    }
     if config.security.secret.is_none() {
         tracing::warn!(
             "no [security] secret: branches are signed with a random key of this process, so responses \
@@ -123,9 +136,11 @@ fn run(args: RunArgs) -> Result<()> {
         args,
         config,
         plan,
-        workers: dp.stats().to_vec(),
-        cpus: dp.cpus().to_vec(),
+        // The AF_XDP workers (if any) follow the socket workers.
+        workers: dp.stats().iter().chain(afxdp.iter().flat_map(|x| x.stats.iter())).cloned().collect(),
+        cpus: dp.cpus().iter().chain(afxdp.iter().flat_map(|_| dp.cpus().iter())).copied().collect(),
         // The first listen address's programs carry the XDP counters.
+        afxdp: afxdp.as_ref().map(|x| -> control::AfxdpReader { Box::new(x.reader()) }),
         xdp: steering.first().map(|s| -> control::XdpReader {
             let s = s.clone();
             Box::new(move || s.counters())
@@ -133,9 +148,16 @@ fn run(args: RunArgs) -> Result<()> {
     };
     let served = rt.block_on(control::run_until_shutdown(setup));
 
+    if let Some(x) = afxdp.as_mut() {
+        x.stop();
+    }
     let stats = dp.stop();
-    for (i, s) in stats.iter().enumerate() {
+    let xsk_stats = afxdp.iter().flat_map(|x| x.stats.iter());
+    for (i, s) in stats.iter().chain(xsk_stats).enumerate() {
         eprintln!("{}", Summary(i, s));
+    }
+    if let Some(x) = &afxdp {
+        dataplane::afxdp::print_summary(x);
     }
     if let Some(Ok(c)) = steering.first().map(|s| s.counters()) {
         if let Some(x) = &c.xdp {
@@ -145,6 +167,7 @@ fn run(args: RunArgs) -> Result<()> {
     }
     // Workers are stopped: now detach (Drop) the programs.
     drop(steering);
+    drop(afxdp);
     served
 }
 
@@ -181,10 +204,13 @@ fn worker_cpus(pin: PinMode, workers: usize, allowed: &[usize]) -> (Vec<usize>, 
 /// alone, which keeps every Call-ID on one worker even on loopback. Without
 /// root (and no `--iface`) there is no eBPF: the kernel's 4-tuple hash picks
 /// the worker, which forwards just as correctly but without per-call affinity.
+/// With the AF_XDP data path (`afxdp`), its program owns the interface and
+/// the socket path keeps only the reuseport selector.
 fn attach_steering(
     config: &Config,
     sockets: &[Vec<std::net::UdpSocket>],
     cpus: &[usize],
+    afxdp: bool,
 ) -> Result<Vec<Arc<xdp::Steering>>> {
     use std::os::fd::AsFd;
     // SAFETY: geteuid has no preconditions.
@@ -198,7 +224,7 @@ fn attach_steering(
     for (l, addr) in config.listen.iter().map(|l| l.addr).enumerate() {
         let fds: Vec<_> = sockets.iter().map(|w| w[l].as_fd()).collect();
         // One XDP program per interface: attach it with the first address.
-        let iface = if l == 0 { config.iface.as_deref() } else { None };
+        let iface = if l == 0 && !afxdp { config.iface.as_deref() } else { None };
         let s = xdp::Steering::attach(iface, &fds, &worker_cpus, &ports, config.xdp_redirect_above_pps)
             .with_context(|| format!("attaching Call-ID steering for {addr}"))?;
         tracing::info!(%addr, "steering: {}", s.mode());

@@ -886,6 +886,24 @@ fn pin_modes() {
     assert!(args(&["--pin", "sometimes"]).is_err());
 }
 
+/// `datapath`: unset by default (AF_XDP with an interface, else sockets),
+/// from the file, overridden by `--datapath`; "afxdp" needs an interface.
+#[test]
+fn datapath_modes() {
+    use sip_lb::config::Datapath;
+    assert_eq!(Config::from_toml_str(POOL).unwrap().datapath, None);
+    let c = Config::from_toml_str(&format!("iface = \"eth0\"\ndatapath = \"afxdp\"\n{POOL}")).unwrap();
+    assert_eq!(c.datapath, Some(Datapath::Afxdp));
+    let c = Config::from_toml_str(&format!("datapath = \"socket\"\n{POOL}")).unwrap();
+    assert_eq!(c.datapath, Some(Datapath::Socket));
+    assert_err(&format!("datapath = \"dpdk\"\n{POOL}"), Some(1), Some(12), "datapath", "unknown variant");
+    let e = err(&format!("datapath = \"afxdp\"\n{POOL}"));
+    assert_eq!(e.field(), "datapath", "{e}");
+    assert!(e.message().contains("needs an interface"), "{e}");
+    let a = args(&["--backend", "10.0.1.1", "--iface", "eth1", "--datapath", "socket"]).unwrap();
+    assert_eq!(Config::load(&a).unwrap().datapath, Some(Datapath::Socket));
+}
+
 #[test]
 fn xdp_redirect_threshold() {
     use sip_lb::config::DEFAULT_XDP_REDIRECT_ABOVE_PPS;

@@ -5,6 +5,7 @@
 //! - [`rounds`]: paced rounds over a fixed set of Call-IDs; [`rng`]: the seeded generator; [`ports`], [`process`], [`netns`]: ports, child
 //!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab.
 
+pub mod afxdp;
 pub mod control;
 pub mod lab;
 pub mod lb;

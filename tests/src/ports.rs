@@ -53,9 +53,12 @@ pub fn free_tcp_addr() -> Result<SocketAddr> {
 /// Local UDP ports currently bound in this network namespace, IPv4 or IPv6, any address
 /// (from `/proc/net/udp` and `/proc/net/udp6`).
 pub fn bound_udp_ports() -> Result<BTreeSet<u16>> {
-    let mut ports = parse_proc_net_udp(&std::fs::read_to_string("/proc/net/udp").context("read /proc/net/udp")?);
+    // thread-self: the calling thread's network namespace (a test thread
+    // may have entered another one); /proc/net is the main thread's.
+    let mut ports =
+        parse_proc_net_udp(&std::fs::read_to_string("/proc/thread-self/net/udp").context("read /proc/net/udp")?);
     // Absent when IPv6 is disabled.
-    if let Ok(text) = std::fs::read_to_string("/proc/net/udp6") {
+    if let Ok(text) = std::fs::read_to_string("/proc/thread-self/net/udp6") {
         ports.extend(parse_proc_net_udp(&text));
     }
     Ok(ports)

@@ -109,7 +109,9 @@ fn start_lb(ns: &NetNs, peer: &NetNs, backend: SocketAddr, label: &str) -> Resul
     let bin = sip_lb_binary()?;
     let mut cmd = ns.command(&[bin.to_str().context("binary path")?]);
     cmd.args(["run", "--listen", &format!("{LB_IP}:{PORT}"), "--backend", &backend.to_string()]);
-    cmd.args(["--workers", "2", "--iface", LB_DEV, "--control", "127.0.0.1:5070"]);
+    // The subject is the CPU-map steering program: the socket data path
+    // (--iface alone now means AF_XDP; afxdp_forwarding covers its SIGKILL).
+    cmd.args(["--workers", "2", "--iface", LB_DEV, "--datapath", "socket", "--control", "127.0.0.1:5070"]);
     cmd.env("RUST_LOG", "info");
     let mut child = ChildGuard::spawn(label, cmd, &scratch_dir("fault-restart")?)?;
     let probe = socket_in(peer.name(), &format!("{PEER_IP}:0"))?;

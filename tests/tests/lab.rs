@@ -12,7 +12,10 @@ use sip_lb_tests::lab::{self, BackendRole, LabOptions};
 #[test]
 fn lab_registers_redirects_spreads_and_cleans_up() {
     let bin = sip_lb_tests::sip_lb_binary().expect("sip-lb binary");
-    let opts = LabOptions { seconds: 8, register_rate: 200, invite_rate: 100, ..LabOptions::default() };
+    // The socket path with XDP steering: what the per-core assertions below are about
+    // (`afxdp_lab` runs the lab over AF_XDP).
+    let opts =
+        LabOptions { seconds: 8, register_rate: 200, invite_rate: 100, datapath: "socket", ..LabOptions::default() };
     let summary = lab::run_lab(&bin, opts).expect("the lab runs"); // prints the summary
 
     // Registrations: every user, all OK, over both registrars, all in the shared table.

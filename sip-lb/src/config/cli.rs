@@ -40,6 +40,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "IF")]
     pub iface: Option<String>,
 
+    /// Data path: afxdp (AF_XDP sockets on --iface's queues) or socket
+    /// [default: afxdp with --iface when binding works, else socket].
+    #[arg(long, value_enum)]
+    pub datapath: Option<super::Datapath>,
+
     /// With --iface: XDP moves a datagram to its worker's CPU only while the
     /// receiving CPU gets more SIP datagrams per second than this; below it
     /// the reuseport program alone keeps each Call-ID on its worker, which is

@@ -31,6 +31,7 @@ pub(crate) struct Draft {
     pub xdp_redirect_above_pps: Option<u32>,
     pub busy_poll_us: Option<u32>,
     pub pin: Option<super::PinMode>,
+    pub datapath: Option<super::Datapath>,
     pub metrics: Option<SocketAddr>,
     pub health: HealthConfig,
     pub sip: SipConfig,
@@ -92,6 +93,7 @@ struct RawConfig {
     xdp_redirect_above_pps: Option<u32>,
     busy_poll_us: Option<u32>,
     pin: Option<super::PinMode>,
+    datapath: Option<super::Datapath>,
     metrics: Option<Spanned<String>>,
     health: Option<RawHealth>,
     sip: Option<RawSip>,
@@ -271,6 +273,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
     draft.xdp_redirect_above_pps = raw.xdp_redirect_above_pps;
     draft.busy_poll_us = raw.busy_poll_us;
     draft.pin = raw.pin;
+    draft.datapath = raw.datapath;
     if let Some(m) = raw.metrics {
         let sa = m.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
             ConfigError::at(

@@ -63,6 +63,17 @@ pub enum PinMode {
     Off,
 }
 
+/// How datagrams reach the workers (`--datapath`, `datapath = "..."`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Datapath {
+    /// AF_XDP sockets on every RX queue of `iface` (`docs/afxdp.md`), with
+    /// the socket path still bound for what the XDP program passes.
+    Afxdp,
+    /// UDP sockets only (with the XDP CPU-map steering when `iface` is set).
+    Socket,
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -83,6 +94,9 @@ pub struct Config {
     pub xdp_redirect_above_pps: u32,
     /// Whether workers are pinned to CPUs.
     pub pin: PinMode,
+    /// The data path asked for; `None`: AF_XDP when `iface` is set and
+    /// binding works, else sockets. `Some(Afxdp)` requires `iface`.
+    pub datapath: Option<Datapath>,
     /// Busy polling on the worker sockets, microseconds per receive (0: off).
     pub busy_poll_us: u32,
     /// The control plane's HTTP address (`/metrics` and the admin API); the

@@ -37,6 +37,9 @@ pub(crate) fn apply_flags(d: &mut Draft, spans: &mut Spans, a: &RunArgs) -> Resu
     if a.pin.is_some() {
         d.pin = a.pin;
     }
+    if a.datapath.is_some() {
+        d.datapath = a.datapath;
+    }
     if a.busy_poll.is_some() {
         d.busy_poll_us = a.busy_poll;
     }
@@ -136,6 +139,12 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         ));
     }
 
+    if d.datapath == Some(super::Datapath::Afxdp) && d.iface.is_none() {
+        return Err(ConfigError::new(
+            "datapath",
+            "\"afxdp\" needs an interface (`iface` / `--iface`) to bind AF_XDP sockets to".to_owned(),
+        ));
+    }
     check_pools(&d.pools, &loc)?;
     check_families(&d.pools, &listen, &loc)?;
 
@@ -146,6 +155,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         iface: d.iface,
         xdp_redirect_above_pps: d.xdp_redirect_above_pps.unwrap_or(super::DEFAULT_XDP_REDIRECT_ABOVE_PPS),
         pin: d.pin.unwrap_or_default(),
+        datapath: d.datapath,
         busy_poll_us: d.busy_poll_us.unwrap_or(0),
         metrics: d.metrics,
         health: h,

@@ -13,7 +13,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use sip_lb_common::maps::PassReason;
 
-use super::snapshot::{Snapshot, WorkerSnapshot};
+use super::snapshot::{AfxdpQueueSnapshot, AfxdpSnapshot, AfxdpWorkerSnapshot, Snapshot, WorkerSnapshot};
 use super::state::State;
 use crate::xdp::XdpCounters;
 
@@ -78,6 +78,10 @@ impl Collector for Scrape {
         backend_traffic(e, s)?;
         backend_state(e, s)?;
         backend_probes(e, s)?;
+        // The AF_XDP data path: per queue, per worker, the redirect program.
+        if let Some(a) = &s.afxdp {
+            afxdp_families(e, a)?;
+        }
         // XDP / reuseport steering programs: per-CPU counters from their maps.
         if let Some(x) = &self.xdp {
             xdp_families(e, x)?;
@@ -245,6 +249,102 @@ fn backend_probes(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fm
     )
 }
 
+/// The AF_XDP data path (`docs/afxdp.md`): `sip_lb_afxdp_*`.
+fn afxdp_families(e: &mut DescriptorEncoder, a: &AfxdpSnapshot) -> Result<(), std::fmt::Error> {
+    let queue = |q: &AfxdpQueueSnapshot| -> Labels { vec![("queue", q.queue.to_string())] };
+    let per_queue = |e: &mut DescriptorEncoder, name: &str, help: &str, f: fn(&AfxdpQueueSnapshot) -> u64| {
+        family(e, name, help, MetricType::Counter, a.queues.iter().map(|q| (queue(q), ConstCounter::new(f(q)))))
+    };
+    per_queue(e, "sip_lb_afxdp_queue_rx_frames", "Frames read from the queue's RX ring", |q| q.rx)?;
+    per_queue(e, "sip_lb_afxdp_queue_tx_frames", "Frames put on the queue's TX ring", |q| q.tx)?;
+    per_queue(e, "sip_lb_afxdp_queue_handed_off", "Frames handed to their Call-ID's worker", |q| q.handed_off)?;
+    per_queue(
+        e,
+        "sip_lb_afxdp_queue_handoff_full",
+        "Frames dropped: the owning worker's hand-off queue was full",
+        |q| q.handoff_full,
+    )?;
+    per_queue(e, "sip_lb_afxdp_queue_no_meta", "Frames without the XDP program's metadata", |q| q.no_meta)?;
+    per_queue(
+        e,
+        "sip_lb_afxdp_queue_fill_ring_empty",
+        "Times the fill ring was found empty (the kernel drops until refilled)",
+        |q| q.fill_ring_empty,
+    )?;
+    per_queue(e, "sip_lb_afxdp_queue_tx_ring_full", "Frames not put on the TX ring because it was full", |q| {
+        q.tx_ring_full
+    })?;
+    per_queue(
+        e,
+        "sip_lb_afxdp_queue_kernel_rx_dropped",
+        "Frames the kernel dropped on this socket (XDP_STATISTICS)",
+        |q| q.kernel_rx_dropped,
+    )?;
+    family(
+        e,
+        "sip_lb_afxdp_queue_completion_lag",
+        "TX descriptors submitted and not yet completed",
+        MetricType::Gauge,
+        a.queues.iter().map(|q| (queue(q), ConstGauge::new(q.completion_lag as i64))),
+    )?;
+    let worker = |w: &AfxdpWorkerSnapshot| -> Labels { vec![("worker", w.worker.to_string())] };
+    family(
+        e,
+        "sip_lb_afxdp_worker_rx_frames",
+        "Frames an AF_XDP worker took from its hand-off queue",
+        MetricType::Counter,
+        a.workers.iter().map(|w| (worker(w), ConstCounter::new(w.rx))),
+    )?;
+    family(
+        e,
+        "sip_lb_afxdp_worker_tx_frames",
+        "Frames an AF_XDP worker sent through a TX ring",
+        MetricType::Counter,
+        a.workers.iter().map(|w| (worker(w), ConstCounter::new(w.tx))),
+    )?;
+    family(
+        e,
+        "sip_lb_afxdp_worker_tx_socket",
+        "Datagrams an AF_XDP worker sent through the socket path instead, by reason",
+        MetricType::Counter,
+        a.workers.iter().flat_map(|w| {
+            w.tx_socket.iter().map(move |(r, n)| {
+                let mut l = worker(w);
+                l.push(("reason", r.clone()));
+                (l, ConstCounter::new(*n))
+            })
+        }),
+    )?;
+    family(
+        e,
+        "sip_lb_afxdp_worker_not_ours",
+        "Frames that were not one UDP datagram to a listen address",
+        MetricType::Counter,
+        a.workers.iter().map(|w| (worker(w), ConstCounter::new(w.not_ours))),
+    )?;
+    family(
+        e,
+        "sip_lb_afxdp_program_frames",
+        "Frames seen by the AF_XDP redirect program",
+        MetricType::Counter,
+        [(Labels::new(), ConstCounter::new(a.seen))],
+    )?;
+    family(
+        e,
+        "sip_lb_afxdp_program_redirected",
+        "Frames redirected into an AF_XDP socket",
+        MetricType::Counter,
+        [(Labels::new(), ConstCounter::new(a.redirected))],
+    )?;
+    family(
+        e,
+        "sip_lb_afxdp_program_passed",
+        "Frames passed to the kernel (socket path), by reason",
+        MetricType::Counter,
+        a.passed.iter().map(|(r, n)| (vec![("reason", r.clone())], ConstCounter::new(*n))),
+    )
+}
+
 /// The steering programs' per-CPU counters (XDP, if attached, then reuseport).
 fn xdp_families(e: &mut DescriptorEncoder, x: &XdpCounters) -> Result<(), std::fmt::Error> {
     let programs: Vec<(&str, &crate::xdp::ProgramCounters)> =
@@ -371,6 +471,42 @@ mod tests {
                 ),
                 backend("[2001:db8::2]:5060", vec![("default".into(), 1)], "draining", false, 400, None),
             ],
+            afxdp: Some(afxdp()),
+        }
+    }
+
+    /// Two queues, two AF_XDP workers, the program's totals.
+    fn afxdp() -> crate::control::snapshot::AfxdpSnapshot {
+        use crate::control::snapshot::{AfxdpQueueSnapshot, AfxdpSnapshot, AfxdpWorkerSnapshot};
+        let queue = |queue, base: u64| AfxdpQueueSnapshot {
+            queue,
+            rx: base + 1,
+            tx: base + 2,
+            handed_off: base + 3,
+            handoff_full: base + 4,
+            no_meta: base + 5,
+            fill_ring_empty: base + 6,
+            tx_ring_full: base + 7,
+            completion_lag: base + 8,
+            kernel_rx_dropped: base + 9,
+        };
+        let worker = |worker, base: u64| AfxdpWorkerSnapshot {
+            worker,
+            rx: base + 1,
+            tx: base + 2,
+            tx_socket: vec![
+                ("unresolved".into(), base + 3),
+                ("too_long".into(), base + 4),
+                ("tx_ring_full".into(), base + 5),
+            ],
+            not_ours: base + 6,
+        };
+        AfxdpSnapshot {
+            queues: vec![queue(0, 500), queue(1, 600)],
+            workers: vec![worker(0, 700), worker(1, 800)],
+            seen: 901,
+            redirected: 902,
+            passed: vec![("fragment".into(), 903), ("no_socket".into(), 904)],
         }
     }
 

@@ -45,6 +45,9 @@ use state::{Backends, Liveness, State};
 /// owns the `xdp::Steering`; pass e.g. `Box::new(move || steering.counters())`).
 pub type XdpReader = Box<dyn Fn() -> Result<crate::xdp::XdpCounters> + Send + Sync>;
 
+/// Reads the AF_XDP data path's counters (`AfXdp::reader`).
+pub type AfxdpReader = Box<dyn Fn() -> snapshot::AfxdpSnapshot + Send + Sync>;
+
 /// What `main` hands the control plane once the workers run.
 pub struct Setup {
     pub args: RunArgs,
@@ -56,6 +59,8 @@ pub struct Setup {
     pub cpus: Vec<Option<usize>>,
     /// XDP counters, when steering is attached.
     pub xdp: Option<XdpReader>,
+    /// AF_XDP counters, when that data path runs.
+    pub afxdp: Option<AfxdpReader>,
 }
 
 /// The control plane's state, shared by signals, the prober and the API.
@@ -65,6 +70,7 @@ pub struct Control {
     workers: Vec<Arc<WorkerStats>>,
     cpus: Vec<Option<usize>>,
     xdp: Option<XdpReader>,
+    afxdp: Option<AfxdpReader>,
     inner: Mutex<Inner>,
     generation: AtomicU64,
     reload_failures: AtomicU64,
@@ -96,7 +102,7 @@ impl std::fmt::Display for UnknownBackend {
 impl Control {
     /// Takes over the running Plan: publishes it again with backend states.
     pub fn new(setup: Setup) -> Arc<Control> {
-        let Setup { args, config, plan, workers, cpus, xdp } = setup;
+        let Setup { args, config, plan, workers, cpus, xdp, afxdp } = setup;
         // Tokens start at a time-derived value so a restarted sip-lb does not
         // take a late answer to its predecessor's probe for its own.
         let token_seed =
@@ -107,6 +113,7 @@ impl Control {
             workers,
             cpus,
             xdp,
+            afxdp,
             inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),

@@ -105,6 +105,16 @@ pub fn check_applicable(next: &Config, running: &Config) -> Result<()> {
             next.workers
         );
     }
+    if next.iface != running.iface || next.datapath != running.datapath {
+        tracing::warn!(
+            "iface/datapath changed ({:?}/{:?} -> {:?}/{:?}): the data path is chosen at start-up, this takes \
+             effect at the next restart",
+            running.iface,
+            running.datapath,
+            next.iface,
+            next.datapath
+        );
+    }
     if next.metrics != running.metrics {
         tracing::warn!(
             "the control/metrics address changed ({:?} -> {:?}): it takes effect at the next restart",

@@ -16,7 +16,12 @@ pub struct Snapshot {
     pub reload_failures: u64,
     pub workers: Vec<WorkerSnapshot>,
     pub backends: Vec<BackendSnapshot>,
+    /// The AF_XDP data path's counters, when it runs (`docs/afxdp.md`).
+    #[serde(default)]
+    pub afxdp: Option<AfxdpSnapshot>,
 }
+
+pub use crate::dataplane::afxdp::stats::{AfxdpQueueSnapshot, AfxdpSnapshot, AfxdpWorkerSnapshot};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct WorkerSnapshot {
@@ -123,6 +128,7 @@ impl Control {
             reload_failures: self.reload_failures.load(std::sync::atomic::Ordering::Relaxed),
             workers,
             backends,
+            afxdp: self.afxdp.as_ref().map(|read| read()),
         }
     }
 

@@ -77,7 +77,58 @@ pub fn render(addr: SocketAddr, prev: &Snapshot, now: &Snapshot, dt: Duration) -
             rtt
         );
     }
+    if let Some(a) = &now.afxdp {
+        afxdp(&mut o, prev.afxdp.as_ref(), a, &rate);
+    }
     o
+}
+
+/// The AF_XDP section: per queue and per AF_XDP worker.
+fn afxdp(
+    o: &mut String,
+    prev: Option<&super::snapshot::AfxdpSnapshot>,
+    now: &super::snapshot::AfxdpSnapshot,
+    rate: &dyn Fn(u64, u64) -> f64,
+) {
+    let _ = writeln!(
+        o,
+        "\n{:>6} {:>11} {:>11} {:>11} {:>12} {:>10} {:>8} {:>8}",
+        "QUEUE", "RX fr/s", "TX fr/s", "HANDOFF/s", "HANDOFF_FULL", "FILL_EMPTY", "TX_FULL", "CQ_LAG"
+    );
+    for q in &now.queues {
+        let p = prev.and_then(|p| p.queues.iter().find(|x| x.queue == q.queue)).cloned().unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "{:>6} {:>11.0} {:>11.0} {:>11.0} {:>12} {:>10} {:>8} {:>8}",
+            q.queue,
+            rate(p.rx, q.rx),
+            rate(p.tx, q.tx),
+            rate(p.handed_off, q.handed_off),
+            q.handoff_full,
+            q.fill_ring_empty,
+            q.tx_ring_full,
+            q.completion_lag
+        );
+    }
+    let _ = writeln!(o, "{:>7} {:>11} {:>11} {:>14}", "XWORKER", "RX fr/s", "TX fr/s", "VIA SOCKET/s");
+    for w in &now.workers {
+        let p = prev.and_then(|p| p.workers.iter().find(|x| x.worker == w.worker)).cloned().unwrap_or_default();
+        let sock = |x: &super::snapshot::AfxdpWorkerSnapshot| x.tx_socket.iter().map(|r| r.1).sum::<u64>();
+        let _ = writeln!(
+            o,
+            "{:>7} {:>11.0} {:>11.0} {:>14.0}",
+            w.worker,
+            rate(p.rx, w.rx),
+            rate(p.tx, w.tx),
+            rate(sock(&p), sock(w))
+        );
+    }
+    let passed: u64 = now.passed.iter().map(|r| r.1).sum();
+    let _ = writeln!(
+        o,
+        "AF_XDP program: {} frames, {} redirected, {passed} passed to the kernel",
+        now.seen, now.redirected
+    );
 }
 
 /// Polls `addr` every second and redraws until interrupted. `iterations`
@@ -153,5 +204,33 @@ mod tests {
         assert!(backend_line.contains("50"), "{backend_line}");
         assert!(backend_line.contains("100.0%"), "{backend_line}");
         assert!(s.contains("config generation 2"));
+        assert!(!s.contains("QUEUE"), "no AF_XDP section without AF_XDP: {s}");
+    }
+
+    /// With AF_XDP, per-queue and per-worker frame rates.
+    #[test]
+    fn afxdp_section_shows_queue_and_worker_rates() {
+        use crate::control::snapshot::{AfxdpQueueSnapshot, AfxdpSnapshot, AfxdpWorkerSnapshot};
+        let a = |rx: u64, sock: u64| AfxdpSnapshot {
+            queues: vec![AfxdpQueueSnapshot { queue: 0, rx, tx: rx / 2, handed_off: rx, ..Default::default() }],
+            workers: vec![AfxdpWorkerSnapshot {
+                worker: 1,
+                rx,
+                tx: rx / 2,
+                tx_socket: vec![("unresolved".into(), sock)],
+                not_ours: 0,
+            }],
+            seen: rx,
+            redirected: rx,
+            passed: vec![],
+        };
+        let prev = Snapshot { afxdp: Some(a(100, 0)), ..Default::default() };
+        let now = Snapshot { afxdp: Some(a(300, 20)), ..Default::default() };
+        let s = render("127.0.0.1:5070".parse().unwrap(), &prev, &now, Duration::from_secs(2));
+        let q = s.lines().skip_while(|l| !l.contains("QUEUE")).nth(1).unwrap();
+        assert_eq!(q.split_whitespace().take(4).collect::<Vec<_>>(), ["0", "100", "50", "100"], "{s}");
+        let w = s.lines().skip_while(|l| !l.contains("XWORKER")).nth(1).unwrap();
+        assert_eq!(w.split_whitespace().collect::<Vec<_>>(), ["1", "100", "50", "10"], "{s}");
+        assert!(s.contains("AF_XDP program: 300 frames, 300 redirected"), "{s}");
     }
 }

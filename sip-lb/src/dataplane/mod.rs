@@ -10,6 +10,7 @@
 //! A worker that panics aborts the process ([`crate::fault`]): a dead worker
 //! would leave its reuseport sockets behind to black-hole its share of
 //! Call-IDs.
+pub mod afxdp;
 pub mod stats;
 pub mod worker;
 

@@ -30,6 +30,7 @@ pub mod frame;
 mod mode;
 mod object;
 mod testrun;
+pub mod xsk;
 
 use std::{
     ffi::CString,

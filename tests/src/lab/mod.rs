@@ -66,11 +66,15 @@ pub struct LabOptions {
     pub workers: usize,
     /// Where logs go; default: a fresh directory under `$TMPDIR/sip-lb-tests/`.
     pub log_dir: Option<PathBuf>,
+    /// sip-lb's `--datapath` on the lab NIC: "afxdp" (AF_XDP sockets; the
+    /// farm side, another interface, leaves by the socket path) or "socket"
+    /// (XDP steering). Ignored by a binary without `--datapath`.
+    pub datapath: &'static str,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        LabOptions { seconds: 20, register_rate: 100, invite_rate: 100, workers: 2, log_dir: None }
+        LabOptions { seconds: 20, register_rate: 100, invite_rate: 100, workers: 2, log_dir: None, datapath: "afxdp" }
     }
 }
 
@@ -249,6 +253,9 @@ impl Lab {
         if help.contains("--iface") {
             cmd.args(["--iface", LB_NIC]);
         }
+        if help.contains("--datapath") {
+            cmd.args(["--datapath", opts.datapath]);
+        }
         let lb = self.lb.insert(ChildGuard::spawn("sip-lb", cmd, dir)?);
         self.pids.push(lb.pid());
         wait_bound(&topo.lb, "-Hlun", &[lb_addr.to_string()], || lb.ensure_running())
@@ -396,6 +403,8 @@ impl Lab {
             xdp_below_threshold: m.sum("sip_lb_xdp_below_threshold_total", &[]).unwrap_or(0.0) as u64,
             xdp_passed: m.sum_where("sip_lb_xdp_passed_total", "program", "xdp"),
             reuseport_steered: m.sum_where("sip_lb_xdp_steered_total", "program", "reuseport"),
+            afxdp_queues: afxdp_queues(m),
+            afxdp_tx_socket: m.sum("sip_lb_afxdp_worker_tx_socket_total", &[]).unwrap_or(0.0) as u64,
             log_dir: dir.to_owned(),
             ..LabSummary::default()
         })
@@ -422,6 +431,27 @@ fn backend_splits(farm: &[Kamailio], m: &metrics::Metrics) -> Vec<BackendSplit> 
 }
 
 /// Datagrams received and messages forwarded, per sip-lb worker.
+/// Per AF_XDP queue: frames received, sent, handed to their worker, dropped
+/// for a full hand-off queue (empty when AF_XDP is not in use).
+fn afxdp_queues(m: &metrics::Metrics) -> Vec<summary::AfxdpQueue> {
+    let get = |name: &str| m.by(name, "queue");
+    let (rx, tx, handed, full) = (
+        get("sip_lb_afxdp_queue_rx_frames_total"),
+        get("sip_lb_afxdp_queue_tx_frames_total"),
+        get("sip_lb_afxdp_queue_handed_off_total"),
+        get("sip_lb_afxdp_queue_handoff_full_total"),
+    );
+    rx.iter()
+        .map(|(q, &rx)| summary::AfxdpQueue {
+            queue: q.clone(),
+            rx,
+            tx: tx.get(q).copied().unwrap_or(0),
+            handed_off: handed.get(q).copied().unwrap_or(0),
+            handoff_full: full.get(q).copied().unwrap_or(0),
+        })
+        .collect()
+}
+
 fn worker_splits(m: &metrics::Metrics) -> Vec<WorkerSplit> {
     let rx = m.per_worker("sip_lb_worker_rx_datagrams_total");
     let req = m.per_worker("sip_lb_worker_requests_forwarded_total");

@@ -32,6 +32,16 @@ pub struct BackendSplit {
     pub lb_responses: u64,
 }
 
+/// One AF_XDP queue of the lab NIC.
+#[derive(Clone, Debug)]
+pub struct AfxdpQueue {
+    pub queue: String,
+    pub rx: u64,
+    pub tx: u64,
+    pub handed_off: u64,
+    pub handoff_full: u64,
+}
+
 /// One sip-lb worker's (core's) share.
 #[derive(Clone, Debug)]
 pub struct WorkerSplit {
@@ -69,6 +79,11 @@ pub struct LabSummary {
     pub xdp_below_threshold: u64,
     pub xdp_passed: u64,
     pub reuseport_steered: u64,
+    /// AF_XDP per queue (empty with the socket data path).
+    pub afxdp_queues: Vec<AfxdpQueue>,
+    /// Datagrams the AF_XDP workers sent through the socket path (the farm
+    /// is behind another interface than the lab NIC).
+    pub afxdp_tx_socket: u64,
     /// Namespaces and PIDs (Kamailio children included) the run created...
     pub namespaces: Vec<String>,
     pub pids: Vec<u32>,
@@ -171,6 +186,20 @@ impl fmt::Display for LabSummary {
              reuseport selector steered {}",
             self.xdp_seen, self.xdp_steered, self.xdp_below_threshold, self.xdp_passed, self.reuseport_steered
         )?;
+        for q in &self.afxdp_queues {
+            writeln!(
+                f,
+                "  AF_XDP queue {:<8} rx {:>6}  tx {:>6}  handed off {:>6}  hand-off full {}",
+                q.queue, q.rx, q.tx, q.handed_off, q.handoff_full
+            )?;
+        }
+        if !self.afxdp_queues.is_empty() {
+            writeln!(
+                f,
+                "  AF_XDP workers        {} datagrams sent by the socket path (farm on another NIC)",
+                self.afxdp_tx_socket
+            )?;
+        }
         for (role, what) in [(Role::Registrar, "REGISTERs saved"), (Role::Redirect, "INVITEs redirected")] {
             let total: u64 = self.of_role(role).map(|b| b.handled).sum();
             writeln!(f, "  per backend: {}", if role == Role::Registrar { "registrars" } else { "redirect servers" })?;

@@ -145,6 +145,12 @@ impl Balancer {
                 c.args(["--pin", if kind == Kind::SipLbUnpinned { "off" } else { "on" }]);
                 if matches!(kind, Kind::SipLbXdp | Kind::SipLbXdpAlways | Kind::BaselineXdp) {
                     c.arg("--iface").arg(site.iface.context("sip-lb --iface needs a site with an interface")?);
+                    // --iface alone selects AF_XDP; this contender is the socket path with XDP
+                    // steering (a baseline build may predate --datapath: ask its --help).
+                    let help = Command::new(bin).args(["run", "--help"]).output().map(|o| o.stdout).unwrap_or_default();
+                    if String::from_utf8_lossy(&help).contains("--datapath") {
+                        c.args(["--datapath", "socket"]);
+                    }
                 }
                 if kind == Kind::SipLbXdpAlways {
                     c.args(["--xdp-redirect-above", "0"]);

@@ -1,0 +1,217 @@
+//! An AF_XDP worker: owns a share of the Call-IDs (the XDP program wrote the
+//! owner into each frame's metadata). It takes frames from its hand-off
+//! queue in arrival order, runs the same sans-IO core as the socket workers
+//! (`Proxy::handle`), and writes the output, with Ethernet/IP/UDP headers for
+//! the next hop, into the chunk the request arrived in, which then goes on
+//! the queue's TX ring. No neighbour entry, longer than the MTU, or a full
+//! TX ring: the datagram leaves through this worker's socket-path socket
+//! instead (the kernel resolves and fragments), never dropped.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam::channel::{Receiver, RecvTimeoutError};
+use sip_lb_afxdp::frame::{self, L2};
+use sip_lb_afxdp::{Queue, RxFrame};
+use sip_lb_proto::proxy::{Action, Forwarded};
+
+use super::io::Job;
+use super::stats::XskWorkerStats;
+use crate::config::Listen;
+use crate::dataplane::{SharedPlan, WorkerStats};
+use sip_lb_afxdp::neigh::NeighbourTable;
+
+/// Jobs taken per batch (one plan load, one TX wake-up per queue).
+const BATCH: usize = 64;
+
+pub struct XskWorker {
+    pub index: usize,
+    pub workers: usize,
+    pub cpu: Option<usize>,
+    pub ifindex: u32,
+    /// Largest frame sent on the wire (MTU + Ethernet header).
+    pub max_frame: usize,
+    pub listen: Vec<Listen>,
+    pub queues: Vec<Arc<Queue>>,
+    pub jobs: Receiver<Job>,
+    /// This worker's socket-path sockets (dups), one per listen address.
+    pub sockets: Vec<UdpSocket>,
+    pub neigh: Arc<NeighbourTable>,
+    pub plan: SharedPlan,
+    pub stats: Arc<WorkerStats>,
+    pub xsk: Arc<XskWorkerStats>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl XskWorker {
+    pub fn run(self) {
+        if let Some(cpu) = self.cpu {
+            if let Err(e) = sip_lb_udp::affinity::pin_to_cpu(cpu) {
+                tracing::warn!(worker = self.index, cpu, "cannot pin AF_XDP worker: {e}");
+            }
+        }
+        let mut out = Vec::with_capacity(4096);
+        let mut touched = vec![false; self.queues.len()];
+        let mut batch = Vec::with_capacity(BATCH);
+        // RFC 6864: a per-sender counter; workers start apart.
+        let mut ip_id = (self.index * (65536 / self.workers.max(1))) as u16;
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.jobs.recv_timeout(Duration::from_millis(100)) {
+                Ok(j) => batch.push(j),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < BATCH {
+                match self.jobs.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            let plan = self.plan.load();
+            for job in batch.drain(..) {
+                let qi = job.queue;
+                if self.process(&plan, job, &mut out, &mut ip_id) {
+                    touched[qi] = true;
+                }
+            }
+            for (q, t) in self.queues.iter().zip(touched.iter_mut()) {
+                if *t || q.tx_pending() {
+                    q.flush();
+                    *t = false;
+                }
+            }
+        }
+        // Frames still queued for us go back to their queues.
+        while let Ok(job) = self.jobs.try_recv() {
+            self.queues[job.queue].release(job.frame);
+        }
+    }
+
+    /// The listen address a datagram to `dst` arrived on.
+    fn listener(&self, dst: SocketAddr) -> Option<usize> {
+        self.listen.iter().position(|l| {
+            l.addr.port() == dst.port()
+                && (l.addr.ip() == dst.ip() || (l.addr.ip().is_unspecified() && l.addr.is_ipv4() == dst.is_ipv4()))
+        })
+    }
+
+    /// Handles one frame; true if a frame went on a TX ring.
+    fn process(&self, plan: &crate::dataplane::Plan, job: Job, out: &mut Vec<u8>, ip_id: &mut u16) -> bool {
+        let Job { queue, frame: f } = job;
+        let q = &self.queues[queue];
+        let stats = &self.stats;
+        self.xsk.rx.add(1);
+        let data = q.data(&f);
+        let Some(udp) = frame::parse_udp(data) else {
+            self.xsk.not_ours.add(1);
+            q.release(f);
+            return false;
+        };
+        let Some(on) = self.listener(udp.dst) else {
+            self.xsk.not_ours.add(1);
+            q.release(f);
+            return false;
+        };
+        let payload = &data[udp.payload.clone()];
+        stats.rx_datagrams.add(1);
+        stats.rx_bytes.add(payload.len() as u64);
+        crate::fault::inject(self.index, payload);
+        let src = udp.src;
+        let (to, from) = match plan.proxy.handle(&plan.router, payload, src, on, out) {
+            Action::Forward { to, from, what } => {
+                match what {
+                    Forwarded::Request => {
+                        stats.requests_forwarded.add(1);
+                        if let Some(b) = plan.backends.slot(to) {
+                            stats.backend_requests[b].add(1);
+                        }
+                    }
+                    Forwarded::Response => {
+                        stats.responses_forwarded.add(1);
+                        if let Some(b) = plan.backends.slot(src) {
+                            stats.backend_responses[b].add(1);
+                        }
+                    }
+                }
+                (to, from)
+            }
+            Action::Reply { to, code } => {
+                stats.replies[code.index()].add(1);
+                (to, on)
+            }
+            Action::Drop(reason) => {
+                stats.drops[reason.index()].add(1);
+                q.release(f);
+                return false;
+            }
+        };
+        stats.tx_bytes.add(out.len() as u64);
+        self.send(q, f, out, to, from, ip_id)
+    }
+
+    /// Sends `out` to `to` from listen address `from`: in `f`'s chunk on the
+    /// TX ring if the next hop is resolved and it fits, else by socket.
+    fn send(&self, q: &Queue, mut f: RxFrame, out: &[u8], to: SocketAddr, from: usize, ip_id: &mut u16) -> bool {
+        let local = self.listen[from].addr;
+        let hop = self.neigh.next_hop(to.ip()).filter(|h| h.ifindex == self.ifindex);
+        let frame_len = frame::header_len(to.is_ipv6()) + out.len();
+        let fits = frame_len <= self.max_frame && frame_len <= Queue::room(&f);
+        match hop {
+            Some(h) if fits => {
+                let src_ip: IpAddr = if local.ip().is_unspecified() { h.src_ip } else { local.ip() };
+                let l2 = L2 { src_mac: h.src_mac, dst_mac: h.dst_mac };
+                *ip_id = ip_id.wrapping_add(1);
+                let buf = q.chunk_mut(&mut f);
+                let written = frame::write_udp(
+                    buf,
+                    &l2,
+                    SocketAddr::new(src_ip, local.port()),
+                    to,
+                    *ip_id,
+                    frame::DEFAULT_TTL,
+                    out,
+                );
+                let Some(len) = written else {
+                    q.release(f);
+                    self.by_socket(out, to, from);
+                    return false;
+                };
+                match q.transmit(f, len) {
+                    Ok(()) => {
+                        self.xsk.tx.add(1);
+                        self.stats.tx_datagrams.add(1);
+                        true
+                    }
+                    Err(f) => {
+                        q.release(f);
+                        self.xsk.tx_socket_ring_full.add(1);
+                        self.by_socket(out, to, from);
+                        false
+                    }
+                }
+            }
+            _ => {
+                q.release(f);
+                if hop.is_none() {
+                    self.xsk.tx_socket_unresolved.add(1);
+                } else {
+                    self.xsk.tx_socket_too_long.add(1);
+                }
+                self.by_socket(out, to, from);
+                false
+            }
+        }
+    }
+
+    fn by_socket(&self, out: &[u8], to: SocketAddr, from: usize) {
+        match self.sockets[from].send_to(out, to) {
+            Ok(_) => self.stats.tx_datagrams.add(1),
+            Err(e) => {
+                tracing::debug!(worker = self.index, %to, "send through the socket path: {e}");
+                self.stats.tx_errors.add(1);
+            }
+        }
+    }
+}
