@@ -105,14 +105,14 @@ fn run(args: RunArgs) -> Result<()> {
     // (a signal arriving during verification makes BPF_PROG_LOAD fail).
     let selected = dataplane::afxdp::selected(&config);
     let mut steering = attach_steering(&config, &sockets, &cpus, selected)?;
-    let mut afxdp = dataplane::afxdp::start_if_selected(&config, &sockets, &pinned, &plan)?;
+    let shield = dataplane::SharedShield::new(control::reload::shield_state(&config));
+    let mut afxdp = dataplane::afxdp::start_if_selected(&config, &sockets, &pinned, &plan, &shield)?;
     if selected && afxdp.is_none() {
         // Fell back to the socket path: the XDP CPU-map steering takes the interface.
         drop(std::mem::take(&mut steering));
         steering = attach_steering(&config, &sockets, &cpus, false)?;
     }
 
-    let shield = Arc::new(control::reload::shield_state(&config));
     let dp = Dataplane::start(sockets, &pinned, plan.clone(), shield)?;
     tracing::info!(
         listen = ?config.listen,

@@ -43,6 +43,25 @@ pub struct Plan {
 
 pub type SharedPlan = Arc<ArcSwap<Plan>>;
 
+/// The shield's per-source buckets, shared by every worker of both data
+/// paths (a source's limit is one limit), and the one clock they count in.
+#[derive(Clone)]
+pub struct SharedShield {
+    pub buckets: Arc<Shield>,
+    epoch: std::time::Instant,
+}
+
+impl SharedShield {
+    pub fn new(buckets: Shield) -> SharedShield {
+        SharedShield { buckets: Arc::new(buckets), epoch: std::time::Instant::now() }
+    }
+
+    /// Nanoseconds since start: the buckets' time base (read once per batch).
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
 pub struct Dataplane {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -80,12 +99,11 @@ impl Dataplane {
         sockets: Vec<Vec<UdpSocket>>,
         cpus: &[Option<usize>],
         plan: SharedPlan,
-        shield: Arc<Shield>,
+        shield: SharedShield,
     ) -> io::Result<Dataplane> {
         // Reads SIP_LB_FAULT now (and says so) rather than on a first datagram.
         fault::armed(Fault::WorkerPanic);
         let stop = Arc::new(AtomicBool::new(false));
-        let epoch = std::time::Instant::now();
         let mut dp = Dataplane { stop: stop.clone(), threads: Vec::new(), stats: Vec::new(), cpus: Vec::new() };
         for (index, sockets) in sockets.into_iter().enumerate() {
             let stats = Arc::new(WorkerStats::default());
@@ -96,7 +114,6 @@ impl Dataplane {
                 sockets,
                 plan: plan.clone(),
                 shield: shield.clone(),
-                epoch,
                 stats: stats.clone(),
                 stop: stop.clone(),
             };

@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::stats::WorkerStats;
-use super::SharedPlan;
+use super::{SharedPlan, SharedShield};
 use sip_lb_proto::proxy::{Action, DropReason, Forwarded};
-use sip_lb_proto::shield::{Shield, ShieldDrop};
+use sip_lb_proto::shield::ShieldDrop;
 use sip_lb_udp::{RecvBatch, SendBatch};
-use std::time::Instant;
 
 /// How long an idle worker with several sockets sleeps in poll(2) before
 /// re-checking `stop`.
@@ -23,10 +22,8 @@ pub struct Worker {
     /// One socket per listen address, all in the same reuseport groups.
     pub sockets: Vec<UdpSocket>,
     pub plan: SharedPlan,
-    /// Per-source buckets shared by all workers (a source's limit is one),
-    /// and the one time base their clocks count from.
-    pub shield: Arc<Shield>,
-    pub epoch: Instant,
+    /// Per-source buckets shared by all workers.
+    pub shield: SharedShield,
     pub stats: Arc<WorkerStats>,
     pub stop: Arc<AtomicBool>,
 }
@@ -62,7 +59,7 @@ impl Worker {
                     continue;
                 }
                 busy = true;
-                self.process(&rx, n, on, &mut tx, self.epoch.elapsed().as_nanos() as u64);
+                self.process(&rx, n, on, &mut tx, self.shield.now_ns());
                 let (sent, failed) = tx.flush(&fds);
                 self.stats.tx_datagrams.add(sent as u64);
                 self.stats.tx_errors.add(failed as u64);
@@ -78,7 +75,7 @@ impl Worker {
     /// `on` at `now_ns` (one clock read per batch).
     fn process(&self, rx: &RecvBatch, n: usize, on: usize, tx: &mut SendBatch, now_ns: u64) {
         let plan = self.plan.load();
-        let shield = &self.shield;
+        let shield = &self.shield.buckets;
         let stats = &self.stats;
         let mut tx_bytes = 0u64;
         let mut rx_bytes = 0u64;

@@ -77,6 +77,7 @@ pub struct Params<'a> {
     pub listen: &'a [Listen],
     pub cpus: &'a [Option<usize>],
     pub plan: SharedPlan,
+    pub shield: crate::dataplane::SharedShield,
     /// `sockets[w][l]`: worker w's socket-path socket for listen address l
     /// (dups of the socket workers'), for what cannot leave by AF_XDP.
     pub sockets: Vec<Vec<UdpSocket>>,
@@ -139,6 +140,7 @@ impl AfXdp {
                 sockets,
                 neigh: neigh.clone(),
                 plan: p.plan.clone(),
+                shield: p.shield.clone(),
                 stats: stats.clone(),
                 xsk: xsk.clone(),
                 stop: stop.clone(),
@@ -202,6 +204,7 @@ pub fn start_if_selected(
     sockets: &[Vec<UdpSocket>],
     cpus: &[Option<usize>],
     plan: &SharedPlan,
+    shield: &crate::dataplane::SharedShield,
 ) -> anyhow::Result<Option<AfXdp>> {
     let Some(iface) = config.iface.as_deref().filter(|_| selected(config)) else { return Ok(None) };
     let dups = sockets
@@ -209,8 +212,15 @@ pub fn start_if_selected(
         .map(|w| w.iter().map(UdpSocket::try_clone).collect::<std::io::Result<Vec<_>>>())
         .collect::<std::io::Result<Vec<_>>>()
         .context("duplicating the worker sockets")?;
-    let params =
-        Params { iface, listen: &config.listen, cpus, plan: plan.clone(), sockets: dups, mode: BindMode::Auto };
+    let params = Params {
+        iface,
+        listen: &config.listen,
+        cpus,
+        plan: plan.clone(),
+        shield: shield.clone(),
+        sockets: dups,
+        mode: BindMode::Auto,
+    };
     match AfXdp::start(params) {
         Ok(dp) => Ok(Some(dp)),
         Err(e) if config.datapath.is_none() => {

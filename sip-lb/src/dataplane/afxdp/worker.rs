@@ -20,8 +20,9 @@ use sip_lb_proto::proxy::{Action, Forwarded};
 use super::io::Job;
 use super::stats::XskWorkerStats;
 use crate::config::Listen;
-use crate::dataplane::{SharedPlan, WorkerStats};
+use crate::dataplane::{SharedPlan, SharedShield, WorkerStats};
 use sip_lb_afxdp::neigh::NeighbourTable;
+use sip_lb_proto::shield::ShieldDrop;
 
 /// Jobs taken per batch (one plan load, one TX wake-up per queue).
 const BATCH: usize = 64;
@@ -40,6 +41,8 @@ pub struct XskWorker {
     pub sockets: Vec<UdpSocket>,
     pub neigh: Arc<NeighbourTable>,
     pub plan: SharedPlan,
+    /// The shield's buckets, shared with the socket workers.
+    pub shield: SharedShield,
     pub stats: Arc<WorkerStats>,
     pub xsk: Arc<XskWorkerStats>,
     pub stop: Arc<AtomicBool>,
@@ -70,9 +73,10 @@ impl XskWorker {
                 }
             }
             let plan = self.plan.load();
+            let now_ns = self.shield.now_ns();
             for job in batch.drain(..) {
                 let qi = job.queue;
-                if self.process(&plan, job, &mut out, &mut ip_id) {
+                if self.process(&plan, job, &mut out, &mut ip_id, now_ns) {
                     touched[qi] = true;
                 }
             }
@@ -98,7 +102,14 @@ impl XskWorker {
     }
 
     /// Handles one frame; true if a frame went on a TX ring.
-    fn process(&self, plan: &crate::dataplane::Plan, job: Job, out: &mut Vec<u8>, ip_id: &mut u16) -> bool {
+    fn process(
+        &self,
+        plan: &crate::dataplane::Plan,
+        job: Job,
+        out: &mut Vec<u8>,
+        ip_id: &mut u16,
+        now_ns: u64,
+    ) -> bool {
         let Job { queue, frame: f } = job;
         let q = &self.queues[queue];
         let stats = &self.stats;
@@ -119,6 +130,12 @@ impl XskWorker {
         stats.rx_bytes.add(payload.len() as u64);
         crate::fault::inject(self.index, payload);
         let src = udp.src;
+        let shield = &self.shield.buckets;
+        if let Err(why) = shield.check(&plan.shield, src.ip(), payload, now_ns) {
+            stats.shield_drops[why.index()].add(1);
+            q.release(f);
+            return false;
+        }
         let (to, from) = match plan.proxy.handle(&plan.router, payload, src, on, out) {
             Action::Forward { to, from, what } => {
                 match what {
@@ -136,6 +153,11 @@ impl XskWorker {
                     }
                 }
                 (to, from)
+            }
+            Action::Reply { to, .. } if !shield.may_reply(&plan.shield, to.ip(), now_ns) => {
+                stats.shield_drops[ShieldDrop::ReplyLimited.index()].add(1);
+                q.release(f);
+                return false;
             }
             Action::Reply { to, code } => {
                 stats.replies[code.index()].add(1);
