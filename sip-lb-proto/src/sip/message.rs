@@ -6,10 +6,10 @@
 //! recorded as a [`Defect`] while the rest is still indexed, so the proxy can
 //! answer 400 to the top Via instead of silently dropping.
 
-use memchr::memchr;
 use std::mem::MaybeUninit;
 
 use super::header::HeaderName;
+use super::scan::LineFeeds;
 use super::span::Span;
 use super::text::{is_token, is_ws, trim};
 
@@ -129,7 +129,10 @@ impl<'a> Message<'a> {
         let Some(start) = start else {
             return Err(ParseError::KeepAlive);
         };
-        let Some(nl) = memchr(b'\n', &buf[start..]).map(|i| start + i) else {
+        // One scanner finds the start line's end and then every header
+        // line's, in order.
+        let mut lfs = LineFeeds::new(buf, start);
+        let Some(nl) = lfs.next_lf() else {
             return Err(ParseError::NoHeaders);
         };
         let line_end = if nl > start && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
@@ -138,7 +141,7 @@ impl<'a> Message<'a> {
             StartLine::Invalid { .. } => Some(Defect::StartLine),
             _ => None,
         };
-        let (count, body_start) = index_headers(buf, nl + 1, slots, &mut defect)?;
+        let (count, body_start) = index_headers(buf, nl + 1, &mut lfs, slots, &mut defect)?;
         let written = slots.get(..count).unwrap_or(&[]);
         // SAFETY: `index_headers` wrote slots `0..count` (every field it
         // counts is stored with `MaybeUninit::write` before it returns), and
@@ -203,9 +206,11 @@ impl<'a> Message<'a> {
 
 /// Indexes the header block from `pos`: returns the field count and where
 /// the body starts. Slots `0..count` are written, the others untouched.
+/// `lfs` yields the line feeds from `pos` on.
 fn index_headers(
     buf: &[u8],
     mut pos: usize,
+    lfs: &mut LineFeeds<'_>,
     slots: &mut [MaybeUninit<Header>],
     defect: &mut Option<Defect>,
 ) -> Result<(usize, usize), ParseError> {
@@ -221,8 +226,8 @@ fn index_headers(
             note(defect, Defect::Unterminated);
             break;
         }
-        let (nl, next) = match memchr(b'\n', &buf[pos..]) {
-            Some(i) => (pos + i, pos + i + 1),
+        let (nl, next) = match lfs.next_lf() {
+            Some(i) => (i, i + 1),
             None => (buf.len(), buf.len()),
         };
         let end = if nl > pos && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
@@ -271,11 +276,12 @@ fn parse_start_line(buf: &[u8], start: usize, end: usize) -> StartLine {
     let line = &buf[start..end];
     let is_response = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/");
     let invalid = StartLine::Invalid { is_response };
-    let Some(sp1) = memchr(b' ', line) else { return invalid };
+    // The spaces are a few bytes in: plain loops, not `memchr`'s dispatch.
+    let Some(sp1) = line.iter().position(|&b| b == b' ') else { return invalid };
     if is_response {
         // SIP-Version SP Status-Code SP Reason-Phrase (reason may be empty).
         let code = &line[sp1 + 1..];
-        let (digits, reason_at) = match memchr(b' ', code) {
+        let (digits, reason_at) = match code.iter().position(|&b| b == b' ') {
             Some(i) => (&code[..i], sp1 + 1 + i + 1),
             None => (code, line.len()),
         };
@@ -294,14 +300,20 @@ fn parse_start_line(buf: &[u8], start: usize, end: usize) -> StartLine {
         };
     }
     // Method SP Request-URI SP SIP-Version, single spaces (§7.1).
-    let Some(sp2) = memchr(b' ', &line[sp1 + 1..]).map(|i| sp1 + 1 + i) else { return invalid };
+    // One walk over the URI finds the second space and checks the bytes
+    // before it: the first byte that is not visible ASCII must be that
+    // space (any other would be inside the URI, which is then invalid).
+    let after = &line[sp1 + 1..];
+    let uri_len = after.iter().position(|&b| !(b > b' ' && b < 0x7f)).unwrap_or(after.len());
+    if after.get(uri_len) != Some(&b' ') {
+        return invalid;
+    }
+    let sp2 = sp1 + 1 + uri_len;
     let method = &line[..sp1];
-    let uri = &line[sp1 + 1..sp2];
     let version = &line[sp2 + 1..];
     let ok = !method.is_empty()
         && method.iter().all(|&b| is_token(b))
-        && !uri.is_empty()
-        && uri.iter().all(|&b| b > b' ' && b < 0x7f)
+        && uri_len > 0
         && version.eq_ignore_ascii_case(b"SIP/2.0");
     if !ok {
         return invalid;
