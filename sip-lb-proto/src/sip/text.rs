@@ -66,6 +66,21 @@ pub fn parse_decimal(s: &[u8], max: u64) -> Option<u64> {
         return None;
     }
     let mut v: u64 = 0;
+    if max < 1 << 59 {
+        // `v <= max` after every digit, so `10 * v + 9 < 2^63`: no checks
+        // for overflow needed (every caller's limit is this small).
+        for &b in s {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u64::from(d);
+            if v > max {
+                return None;
+            }
+        }
+        return Some(v);
+    }
     for &b in s {
         if !b.is_ascii_digit() {
             return None;
@@ -208,6 +223,18 @@ mod tests {
         assert_eq!(parse_decimal(b"-1", 255), None);
         assert_eq!(parse_decimal(b"", 255), None);
         assert_eq!(parse_decimal(b"36893488147419103232", u64::MAX), None);
+        // Both loops, at and around their limits.
+        assert_eq!(parse_decimal(b"576460752303423487", (1 << 59) - 1), Some((1 << 59) - 1));
+        assert_eq!(parse_decimal(b"576460752303423488", (1 << 59) - 1), None);
+        assert_eq!(parse_decimal(b"99999999999999999999999", (1 << 59) - 1), None);
+        assert_eq!(parse_decimal(b"18446744073709551615", u64::MAX), Some(u64::MAX));
+        assert_eq!(parse_decimal(b"18446744073709551616", u64::MAX), None);
+        assert_eq!(parse_decimal(b"4294967295", u64::from(u32::MAX)), Some(u64::from(u32::MAX)));
+        assert_eq!(parse_decimal(b"4294967296", u64::from(u32::MAX)), None);
+        for bad in [&b"1/"[..], b"1:", b" 1", b"1 ", b"+1", b"\x801"] {
+            assert_eq!(parse_decimal(bad, 255), None);
+            assert_eq!(parse_decimal(bad, u64::MAX), None);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! the datagram so the forwarding step can splice at them.
 
 use super::span::Span;
-use super::text::{is_lws, is_token, parse_decimal, parse_ip, skip_lws};
+use super::text::{is_lws, parse_decimal, parse_ip, skip_lws};
 use super::values::value_end;
 use std::net::IpAddr;
 
@@ -80,15 +80,17 @@ impl Via {
     /// `end`. With `at_comma`, `stop` is `end` and the walk itself stops
     /// at the comma after the value.
     fn parse_in(buf: &[u8], start: usize, stop: usize, end: usize, at_comma: bool) -> Result<Option<Via>, Unusual> {
-        let mut c = Cursor { buf, pos: start, end: stop, at_comma, unusual: false };
-        let via = Via::walk(&mut c, stop, end);
+        let lim = buf.get(..stop).unwrap_or(buf);
+        let mut c = Cursor { buf: lim, pos: start, at_comma, unusual: false };
+        let via = Via::walk(&mut c, buf, stop, end);
         if c.unusual {
             return Err(Unusual);
         }
         Ok(via)
     }
 
-    fn walk(c: &mut Cursor<'_>, stop: usize, end: usize) -> Option<Via> {
+    /// `full` is the whole datagram (`c.buf` ends at `stop`).
+    fn walk(c: &mut Cursor<'_>, full: &[u8], stop: usize, end: usize) -> Option<Via> {
         let buf = c.buf;
         let name = c.token()?;
         c.expect(b'/')?;
@@ -106,7 +108,7 @@ impl Via {
         if c.peek() == Some(b':') {
             c.pos += 1;
             c.lws();
-            let p = c.run(|b| b.is_ascii_digit());
+            let p = c.run(&DIGIT);
             port = Some(parse_decimal(p.of(buf), 65_535)? as u16);
             last = p.end();
         }
@@ -132,7 +134,7 @@ impl Via {
                 Some(_) => return None,
             }
             c.lws();
-            let pname = c.run(is_token);
+            let pname = c.run(&TOKEN);
             if pname.is_empty() {
                 return None;
             }
@@ -142,7 +144,7 @@ impl Via {
             if c.peek() == Some(b'=') {
                 c.pos += 1;
                 c.lws();
-                let v = if c.peek() == Some(b'"') { c.quoted()? } else { c.run(is_param_char) };
+                let v = if c.peek() == Some(b'"') { c.quoted()? } else { c.run(&PARAM) };
                 last = last.max(v.end());
                 value = Some(v);
             }
@@ -169,9 +171,9 @@ impl Via {
         }
         via.end = last as u32;
         if c.at_comma && c.peek() == Some(b',') {
-            via.next = Some(skip_lws(buf, c.pos + 1, end) as u32);
+            via.next = Some(skip_lws(full, c.pos + 1, end) as u32);
         } else if !c.at_comma && stop < end {
-            via.next = Some(skip_lws(buf, stop + 1, end) as u32);
+            via.next = Some(skip_lws(full, stop + 1, end) as u32);
         }
         Some(via)
     }
@@ -202,39 +204,73 @@ impl Via {
     }
 }
 
-/// Param value characters: token plus what IPv6 addresses and hosts use.
-fn is_param_char(b: u8) -> bool {
-    is_token(b) || b == b':' || b == b'[' || b == b']'
+/// A byte class as a table, for [`Cursor::run`].
+type Class = [bool; 256];
+
+/// The table of the bytes `b` for which `$pred` holds.
+macro_rules! class {
+    (|$b:ident| $pred:expr) => {{
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let $b = i as u8;
+            t[i] = $pred;
+            i += 1;
+        }
+        t
+    }};
 }
+
+const fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+}
+
+/// RFC 3261 token characters (what `text::is_token` accepts).
+static TOKEN: Class = class!(|b| token_byte(b));
+/// Param value characters: token plus what IPv6 addresses and hosts use.
+static PARAM: Class = class!(|b| token_byte(b) || b == b':' || b == b'[' || b == b']');
+/// Host name and IPv4 characters.
+static HOST: Class = class!(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+static DIGIT: Class = class!(|b| b.is_ascii_digit());
 
 /// A bracketed host that `values::value_end` would read differently from
 /// the walk (see [`Via::parse`]).
 struct Unusual;
 
 struct Cursor<'a> {
+    /// The datagram up to where this walk stops (so one bounds check per
+    /// byte: positions stay absolute).
     buf: &'a [u8],
     pos: usize,
-    end: usize,
-    /// A top-level comma ends the value (`end` is the field's end).
+    /// A top-level comma ends the value (the walk runs to the field's end).
     at_comma: bool,
     /// Set when `at_comma` cannot be trusted for this value.
     unusual: bool,
 }
 
 impl Cursor<'_> {
+    #[inline]
     fn peek(&self) -> Option<u8> {
-        if self.pos < self.end {
-            self.buf.get(self.pos).copied()
-        } else {
-            None
+        self.buf.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn lws(&mut self) {
+        while self.buf.get(self.pos).is_some_and(|&b| is_lws(b)) {
+            self.pos += 1;
         }
     }
 
-    fn lws(&mut self) {
-        self.pos = skip_lws(self.buf, self.pos, self.end);
+    /// The bytes of class `t` from here.
+    #[inline]
+    fn run(&mut self, t: &Class) -> Span {
+        let start = self.pos;
+        let rest = self.buf.get(start..).unwrap_or(&[]);
+        self.pos = start + rest.iter().position(|&b| !t[usize::from(b)]).unwrap_or(rest.len());
+        Span::new(start, self.pos)
     }
 
-    fn run(&mut self, f: impl Fn(u8) -> bool) -> Span {
+    fn run_while(&mut self, f: impl Fn(u8) -> bool) -> Span {
         let start = self.pos;
         while self.peek().is_some_and(&f) {
             self.pos += 1;
@@ -244,7 +280,7 @@ impl Cursor<'_> {
 
     fn token(&mut self) -> Option<Span> {
         self.lws();
-        let t = self.run(is_token);
+        let t = self.run(&TOKEN);
         (!t.is_empty()).then_some(t)
     }
 
@@ -256,7 +292,7 @@ impl Cursor<'_> {
     fn host(&mut self) -> Option<Span> {
         let start = self.pos;
         if self.peek() == Some(b'[') {
-            let inner = self.run(|b| b != b']' && !is_lws(b));
+            let inner = self.run_while(|b| b != b']' && !is_lws(b));
             if self.at_comma && inner.of(self.buf).iter().any(|b| matches!(b, b'"' | b'<' | b'>' | b',')) {
                 self.unusual = true;
                 return None;
@@ -267,7 +303,7 @@ impl Cursor<'_> {
             self.pos += 1;
             return Some(Span::new(start, self.pos));
         }
-        let h = self.run(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+        let h = self.run(&HOST);
         (!h.is_empty()).then_some(h)
     }
 
@@ -393,6 +429,16 @@ mod tests {
             b"SIP/2.0/UDP [::1",
         ] {
             assert_eq!(Via::parse(v, Span::new(0, v.len())), None, "{}", String::from_utf8_lossy(v));
+        }
+    }
+
+    #[test]
+    fn class_tables_match_their_predicates() {
+        for b in 0..=255u8 {
+            assert_eq!(TOKEN[usize::from(b)], crate::sip::text::is_token(b), "{b}");
+            assert_eq!(PARAM[usize::from(b)], crate::sip::text::is_token(b) || b":[]".contains(&b), "{b}");
+            assert_eq!(HOST[usize::from(b)], b.is_ascii_alphanumeric() || b".-_".contains(&b), "{b}");
+            assert_eq!(DIGIT[usize::from(b)], b.is_ascii_digit(), "{b}");
         }
     }
 }
