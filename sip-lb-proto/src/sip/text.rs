@@ -158,11 +158,48 @@ pub fn parse_ip(host: &[u8]) -> Option<IpAddr> {
         [b'[', inner @ .., b']'] => inner,
         _ => host,
     };
+    // Every IPv6 literal has a colon: without one, only the dotted quad
+    // can match, and that is read here instead of by std's parser (which
+    // wants a `&str` first). Same rules as `Ipv4Addr::from_str`.
+    if !inner.contains(&b':') {
+        return parse_ipv4(inner).map(IpAddr::V4);
+    }
     let s = std::str::from_utf8(inner).ok()?;
     if let Ok(v4) = s.parse::<Ipv4Addr>() {
         return Some(IpAddr::V4(v4));
     }
     s.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
+/// A dotted quad as `Ipv4Addr::from_str` reads it: four decimal octets of
+/// one to three digits, no leading zero unless the octet is `0`, each at
+/// most 255, nothing else.
+fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, o) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u32 = 0;
+        while let Some(d) = s.get(i).map(|b| b.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+            if i - start == 3 || (i > start && v == 0) {
+                // A fourth digit, or a digit after a leading zero.
+                return None;
+            }
+            v = v * 10 + u32::from(d);
+            i += 1;
+        }
+        if i == start || v > 255 {
+            return None;
+        }
+        *o = v as u8;
+    }
+    (i == s.len()).then_some(Ipv4Addr::from(octets))
 }
 
 /// Appends an IP without brackets (the form of `received=`, RFC 5118 §4.5).
@@ -275,5 +312,66 @@ mod tests {
     fn trims_folds() {
         assert_eq!(trim_slice(b" \r\n\tabc \r\n"), b"abc");
         assert_eq!(trim_slice(b"   "), b"");
+    }
+
+    /// `parse_ip` as it was (std's parsers for every host): the reference
+    /// of the dotted-quad reader.
+    fn parse_ip_std(host: &[u8]) -> Option<IpAddr> {
+        let inner = match host {
+            [b'[', inner @ .., b']'] => inner,
+            _ => host,
+        };
+        let s = std::str::from_utf8(inner).ok()?;
+        if let Ok(v4) = s.parse::<Ipv4Addr>() {
+            return Some(IpAddr::V4(v4));
+        }
+        s.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    }
+
+    #[test]
+    fn parse_ip_matches_std() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        // Mostly digits and dots (the dotted-quad reader), some colons and
+        // hex (std's IPv6 path), brackets, a byte that is not UTF-8.
+        const ALPHABET: &[u8] = b"0123456789.....12525::af[]x\xff";
+        for n in 0..400_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 20) as usize;
+            let mut y = x;
+            let s: Vec<u8> = (0..len)
+                .map(|_| {
+                    y = y.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(u64::from(n));
+                    ALPHABET[(y >> 58) as usize % ALPHABET.len()]
+                })
+                .collect();
+            assert_eq!(parse_ip(&s), parse_ip_std(&s), "{:?}", String::from_utf8_lossy(&s));
+        }
+        for v4 in 0..=u32::from(u16::MAX) {
+            let ip = Ipv4Addr::from(v4.wrapping_mul(0x9e37_79b9));
+            let s = ip.to_string();
+            assert_eq!(parse_ip(s.as_bytes()), Some(IpAddr::V4(ip)));
+        }
+        for s in [
+            &b"0.0.0.0"[..],
+            b"255.255.255.255",
+            b"256.1.1.1",
+            b"01.1.1.1",
+            b"1.1.1.00",
+            b"1.1.1.1.",
+            b".1.1.1",
+            b"1..1.1",
+            b"1.1.1",
+            b"1.1.1.1234",
+            b"0001.1.1.1",
+            b"1.1.1.+1",
+            b"",
+            b"[1.2.3.4]",
+            b"[::ffff:1.2.3.4]",
+            b"::1",
+        ] {
+            assert_eq!(parse_ip(s), parse_ip_std(s), "{}", String::from_utf8_lossy(s));
+        }
     }
 }
