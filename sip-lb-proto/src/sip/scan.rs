@@ -109,6 +109,41 @@ fn lf_mask_swar(chunk: &[u8; CHUNK]) -> u32 {
     eight(lo) | (eight(hi) << 8)
 }
 
+/// Bit `i` set when `chunk[i]` is an ASCII letter, digit or `-` (what
+/// nearly every header name is made of; all are token characters).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn name_mask(chunk: &[u8; CHUNK]) -> u32 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_sub_epi8,
+    };
+    // SAFETY: as in `lf_mask`: `chunk` is 16 initialised bytes, the load is
+    // unaligned, and SSE2 is part of the x86_64 baseline.
+    let bits = unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+        // `x <= n` unsigned is `min(x, n) == x`.
+        let le = |x, n: u8| _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(n as i8)), x);
+        // OR-ing 0x20 maps A-Z onto a-z and nothing else onto a-z.
+        let letter = le(_mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)), _mm_set1_epi8(b'a' as i8)), 25);
+        let digit = le(_mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8)), 9);
+        let dash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'-' as i8));
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(letter, digit), dash))
+    };
+    (bits as u32) & 0xffff
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn name_mask(chunk: &[u8; CHUNK]) -> u32 {
+    name_mask_scalar(chunk)
+}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn name_mask_scalar(chunk: &[u8; CHUNK]) -> u32 {
+    chunk.iter().enumerate().fold(0, |m, (i, &b)| m | (u32::from(b.is_ascii_alphanumeric() || b == b'-') << i))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +192,23 @@ mod tests {
         }
         assert_eq!(scanned(b"", 0), Vec::<usize>::new());
         assert_eq!(scanned(b"\n", 5), Vec::<usize>::new());
+    }
+
+    /// The `unsafe` SSE2 name classes against the scalar definition, for
+    /// every byte value in every lane.
+    #[test]
+    fn name_mask_is_letters_digits_dash() {
+        for b in 0..=255u8 {
+            for lane in 0..CHUNK {
+                let mut chunk = [b'a'; CHUNK];
+                chunk[lane] = b;
+                assert_eq!(name_mask(&chunk), name_mask_scalar(&chunk), "{b} at {lane}");
+                let mut chunk = [b':'; CHUNK];
+                chunk[lane] = b;
+                assert_eq!(name_mask(&chunk), name_mask_scalar(&chunk), "{b} at {lane}");
+            }
+        }
+        // `Call-ID` (bits 0-6), then `:` and space, then value bytes.
+        assert_eq!(name_mask(b"Call-ID: a84b4c7"), 0xfe7f);
     }
 }
