@@ -161,7 +161,7 @@ pub fn parse_ip(host: &[u8]) -> Option<IpAddr> {
     // Every IPv6 literal has a colon: without one, only the dotted quad
     // can match, and that is read here instead of by std's parser (which
     // wants a `&str` first). Same rules as `Ipv4Addr::from_str`.
-    if !inner.contains(&b':') {
+    if inner.iter().all(|&b| b != b':') {
         return parse_ipv4(inner).map(IpAddr::V4);
     }
     let s = std::str::from_utf8(inner).ok()?;
