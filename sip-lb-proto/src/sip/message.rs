@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use super::header::HeaderName;
 use super::scan::{name_mask, LineFeeds};
 use super::span::Span;
-use super::text::{is_token, is_ws, trim};
+use super::text::{eq_fold, is_token, is_ws, trim};
 
 /// Header slots the proxy gives a message; more headers is a [`ParseError`].
 pub const MAX_HEADERS: usize = 128;
@@ -274,7 +274,7 @@ fn note(defect: &mut Option<Defect>, d: Defect) {
 
 fn parse_start_line(buf: &[u8], start: usize, end: usize) -> StartLine {
     let line = &buf[start..end];
-    let is_response = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/");
+    let is_response = line.get(..4).is_some_and(|p| eq_fold(p, b"sip/"));
     let invalid = StartLine::Invalid { is_response };
     // The spaces are a few bytes in: plain loops, not `memchr`'s dispatch.
     let Some(sp1) = line.iter().position(|&b| b == b' ') else { return invalid };
@@ -286,7 +286,7 @@ fn parse_start_line(buf: &[u8], start: usize, end: usize) -> StartLine {
             None => (code, line.len()),
         };
         let ok = digits.len() == 3 && digits.iter().all(u8::is_ascii_digit);
-        if !ok || !line[..sp1].eq_ignore_ascii_case(b"SIP/2.0") {
+        if !ok || !eq_fold(&line[..sp1], b"sip/2.0") {
             return invalid;
         }
         let code = digits.iter().fold(0u16, |a, d| a * 10 + u16::from(d - b'0'));
@@ -311,10 +311,7 @@ fn parse_start_line(buf: &[u8], start: usize, end: usize) -> StartLine {
     let sp2 = sp1 + 1 + uri_len;
     let method = &line[..sp1];
     let version = &line[sp2 + 1..];
-    let ok = !method.is_empty()
-        && method.iter().all(|&b| is_token(b))
-        && uri_len > 0
-        && version.eq_ignore_ascii_case(b"SIP/2.0");
+    let ok = !method.is_empty() && method.iter().all(|&b| is_token(b)) && uri_len > 0 && eq_fold(version, b"sip/2.0");
     if !ok {
         return invalid;
     }

@@ -34,6 +34,26 @@ pub fn is_token(b: u8) -> bool {
     TOKEN[b as usize]
 }
 
+/// `s` equals `lower` ignoring ASCII case, where `lower` is a constant
+/// with its letters in lower case: its non-letters must match exactly and
+/// each letter in either case. The same answer as `eq_ignore_ascii_case`;
+/// with a constant `lower` it compiles to a few word compares instead of a
+/// byte loop that lower-cases both sides.
+#[inline(always)]
+pub fn eq_fold<const N: usize>(s: &[u8], lower: &[u8; N]) -> bool {
+    let Some(c) = s.first_chunk::<N>() else { return false };
+    let mut same = s.len() == N;
+    let mut i = 0;
+    while i < N {
+        // OR-ing 0x20 folds A-Z onto a-z and maps nothing else onto a
+        // lower-case letter.
+        let fold = if lower[i].is_ascii_lowercase() { 0x20 } else { 0 };
+        same &= (c[i] | fold) == lower[i];
+        i += 1;
+    }
+    same
+}
+
 /// First index in `start..end` that is not LWS.
 #[inline]
 pub fn skip_lws(buf: &[u8], mut i: usize, end: usize) -> usize {
@@ -306,6 +326,26 @@ mod tests {
             write_ip(&mut v, ip.parse().unwrap());
             assert_eq!(v, ip.as_bytes());
         }
+    }
+
+    #[test]
+    fn eq_fold_is_eq_ignore_ascii_case() {
+        fn check<const N: usize>(lower: &[u8; N]) {
+            let mut s = lower.to_vec();
+            for i in 0..N {
+                for b in 0..=255u8 {
+                    s[i] = b;
+                    assert_eq!(eq_fold(&s, lower), s.eq_ignore_ascii_case(lower), "{s:?}");
+                    assert!(!eq_fold(&s[..N - 1], lower) && !eq_fold(&[&s[..], b"x"].concat(), lower));
+                }
+                s[i] = lower[i];
+            }
+        }
+        check(b"sip/2.0");
+        check(b"branch");
+        check(b"sips");
+        check(b"rport");
+        check(b"received");
     }
 
     #[test]

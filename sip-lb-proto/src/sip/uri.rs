@@ -4,7 +4,7 @@
 
 use super::params::params;
 use super::span::Span;
-use super::text::{parse_decimal, parse_ip};
+use super::text::{eq_fold, parse_decimal, parse_ip};
 use std::net::IpAddr;
 
 /// The bytes the hostport walk of [`Uri::parse`] stops at.
@@ -53,11 +53,11 @@ impl Uri {
         if !valid {
             return None;
         }
-        let scheme = if scheme.eq_ignore_ascii_case(b"sip") {
+        let scheme = if eq_fold(scheme, b"sip") {
             Scheme::Sip
-        } else if scheme.eq_ignore_ascii_case(b"sips") {
+        } else if eq_fold(scheme, b"sips") {
             Scheme::Sips
-        } else if scheme.eq_ignore_ascii_case(b"tel") {
+        } else if eq_fold(scheme, b"tel") {
             Scheme::Tel
         } else {
             Scheme::Other

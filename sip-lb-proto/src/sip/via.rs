@@ -4,7 +4,7 @@
 //! the datagram so the forwarding step can splice at them.
 
 use super::span::Span;
-use super::text::{is_lws, parse_decimal, parse_ip, skip_lws};
+use super::text::{eq_fold, is_lws, parse_decimal, parse_ip, skip_lws};
 use super::values::value_end;
 use std::net::IpAddr;
 
@@ -97,7 +97,7 @@ impl Via {
         let version = c.token()?;
         c.expect(b'/')?;
         let transport = c.token()?;
-        if !name.of(buf).eq_ignore_ascii_case(b"SIP") || version.of(buf) != b"2.0" {
+        if !eq_fold(name.of(buf), b"sip") || version.of(buf) != b"2.0" {
             return None;
         }
         c.lws();
@@ -149,17 +149,17 @@ impl Via {
                 value = Some(v);
             }
             let n = pname.of(buf);
-            let kind = if n.eq_ignore_ascii_case(b"branch") {
+            let kind = if eq_fold(n, b"branch") {
                 // A second branch would make the transaction ambiguous.
                 if via.branch.is_some() {
                     return None;
                 }
                 via.branch = value;
                 continue;
-            } else if n.eq_ignore_ascii_case(b"received") {
+            } else if eq_fold(n, b"received") {
                 via.received = via.received.or(value);
                 StampKind::Received
-            } else if n.eq_ignore_ascii_case(b"rport") {
+            } else if eq_fold(n, b"rport") {
                 via.rport = via.rport.or(Some(value.filter(|v| !v.is_empty())));
                 StampKind::Rport
             } else {
