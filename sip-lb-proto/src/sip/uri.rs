@@ -3,11 +3,13 @@
 //! Request-URI us? §16.4).
 
 use super::params::params;
+use super::scan::set_mask;
 use super::span::Span;
 use super::text::{eq_fold, parse_decimal, parse_ip};
 use std::net::IpAddr;
 
-/// The bytes the hostport walk of [`Uri::parse`] stops at.
+/// The bytes the hostport walk of [`Uri::parse`] stops at (the same set
+/// as its `set_mask` call).
 static URI_SPECIAL: [bool; 256] = {
     let mut t = [false; 256];
     t[b'@' as usize] = true;
@@ -17,6 +19,39 @@ static URI_SPECIAL: [bool; 256] = {
     t[b']' as usize] = true;
     t
 };
+
+/// What the hostport walk of [`Uri::parse`] records, relative to the last
+/// `@` seen so far (every `@` starts the hostport candidate afresh).
+struct HostWalk {
+    /// Just past the last `@` (0 without one).
+    at: usize,
+    /// First `;` or `?`: the end of hostport.
+    stop: Option<usize>,
+    /// First `?`: the end of the params.
+    query: Option<usize>,
+    /// First `:` before `stop`.
+    colon: Option<usize>,
+    /// First `]` before `stop`.
+    close: Option<usize>,
+}
+
+impl HostWalk {
+    /// The special byte `b` (one of [`URI_SPECIAL`]) at `i`.
+    #[inline(always)]
+    fn special(&mut self, b: u8, i: usize) {
+        match b {
+            b'@' => *self = HostWalk { at: i + 1, stop: None, query: None, colon: None, close: None },
+            b';' => self.stop = self.stop.or(Some(i)),
+            b'?' => {
+                self.stop = self.stop.or(Some(i));
+                self.query = self.query.or(Some(i));
+            }
+            b':' if self.stop.is_none() => self.colon = self.colon.or(Some(i)),
+            b']' if self.stop.is_none() => self.close = self.close.or(Some(i)),
+            _ => {}
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
@@ -78,34 +113,32 @@ impl Uri {
         // recorded relative to the last one.
         let base = span.start() + colon + 1;
         let rest = &s[colon + 1..];
-        let mut at = 0;
-        let mut stop = None;
-        let mut query = None;
-        let mut first_colon = None;
-        let mut first_close = None;
+        let mut w = HostWalk { at: 0, stop: None, query: None, colon: None, close: None };
+        // 16 bytes a step where the datagram has them (the bytes past the
+        // URI are masked off), byte by byte for the last few.
         let mut i = 0;
         while i < rest.len() {
-            let b = rest[i];
-            if URI_SPECIAL[usize::from(b)] {
-                match b {
-                    b'@' => {
-                        at = i + 1;
-                        (stop, query, first_colon, first_close) = (None, None, None, None);
+            let Some(chunk) = buf.get(base + i..base + i + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) else {
+                for (j, &b) in rest.iter().enumerate().skip(i) {
+                    if URI_SPECIAL[usize::from(b)] {
+                        w.special(b, j);
                     }
-                    b';' => {
-                        stop = stop.or(Some(i));
-                    }
-                    b'?' => {
-                        stop = stop.or(Some(i));
-                        query = query.or(Some(i));
-                    }
-                    b':' if stop.is_none() => first_colon = first_colon.or(Some(i)),
-                    b']' if stop.is_none() => first_close = first_close.or(Some(i)),
-                    _ => {}
                 }
+                break;
+            };
+            let left = rest.len() - i;
+            let mut m = set_mask(chunk, *b"@;?:]");
+            if left < 16 {
+                m &= (1 << left) - 1;
             }
-            i += 1;
+            while m != 0 {
+                let j = i + m.trailing_zeros() as usize;
+                w.special(rest[j], j);
+                m &= m - 1;
+            }
+            i += 16;
         }
+        let HostWalk { at, stop, query, colon: first_colon, close: first_close } = w;
         let hp_end = stop.unwrap_or(rest.len());
         let params_start = base + hp_end;
         let params_end = match query {
