@@ -72,13 +72,23 @@ impl Via {
         // then is the end found first, with a separate quote-aware scan.
         match Via::parse_in(buf, span.start(), end, end, true) {
             Ok(via) => via,
-            Err(Unusual) => Via::parse_in(buf, span.start(), value_end(buf, span.start(), end), end, false).ok()?,
+            Err(Unusual) => Via::parse_unusual(buf, span.start(), end),
         }
+    }
+
+    /// The value end found first by the quote-aware scan (see [`Via::parse`]).
+    #[cold]
+    #[inline(never)]
+    fn parse_unusual(buf: &[u8], start: usize, end: usize) -> Option<Via> {
+        Via::parse_in(buf, start, value_end(buf, start, end), end, false).ok()?
     }
 
     /// Parses `buf[start..stop]`, the first value of a field ending at
     /// `end`. With `at_comma`, `stop` is `end` and the walk itself stops
     /// at the comma after the value.
+    /// Inlined (with [`Via::walk`]) into both callers: the ~170-byte `Via`
+    /// is then built where it is returned instead of copied out twice.
+    #[inline(always)]
     fn parse_in(buf: &[u8], start: usize, stop: usize, end: usize, at_comma: bool) -> Result<Option<Via>, Unusual> {
         let lim = buf.get(..stop).unwrap_or(buf);
         let mut c = Cursor { buf: lim, pos: start, at_comma, unusual: false };
@@ -90,6 +100,7 @@ impl Via {
     }
 
     /// `full` is the whole datagram (`c.buf` ends at `stop`).
+    #[inline(always)]
     fn walk(c: &mut Cursor<'_>, full: &[u8], stop: usize, end: usize) -> Option<Via> {
         let buf = c.buf;
         let name = c.token()?;
