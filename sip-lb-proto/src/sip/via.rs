@@ -3,6 +3,7 @@
 //! every token, as in RFC 4475 "wsinv". Positions are absolute offsets into
 //! the datagram so the forwarding step can splice at them.
 
+use super::scan::name_mask;
 use super::span::Span;
 use super::text::{eq_fold, is_lws, parse_decimal, parse_ip, skip_lws};
 use super::values::value_end;
@@ -145,7 +146,7 @@ impl Via {
                 Some(_) => return None,
             }
             c.lws();
-            let pname = c.run(&TOKEN);
+            let pname = c.run_wide(&TOKEN);
             if pname.is_empty() {
                 return None;
             }
@@ -155,7 +156,7 @@ impl Via {
             if c.peek() == Some(b'=') {
                 c.pos += 1;
                 c.lws();
-                let v = if c.peek() == Some(b'"') { c.quoted()? } else { c.run(&PARAM) };
+                let v = if c.peek() == Some(b'"') { c.quoted()? } else { c.run_wide(&PARAM) };
                 last = last.max(v.end());
                 value = Some(v);
             }
@@ -281,6 +282,25 @@ impl Cursor<'_> {
         Span::new(start, self.pos)
     }
 
+    /// [`Cursor::run`] for a class that holds every letter, digit and `-`
+    /// (token, param, host): 16 bytes a step while they are all of those
+    /// (a branch is ~16-42 of them), then byte by byte.
+    #[inline]
+    fn run_wide(&mut self, t: &Class) -> Span {
+        let start = self.pos;
+        let mut pos = start;
+        while let Some(chunk) = self.buf.get(pos..pos + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) {
+            let m = name_mask(chunk);
+            pos += (!m).trailing_zeros() as usize;
+            if m != 0xffff {
+                break;
+            }
+        }
+        let rest = self.buf.get(pos..).unwrap_or(&[]);
+        self.pos = pos + rest.iter().position(|&b| !t[usize::from(b)]).unwrap_or(rest.len());
+        Span::new(start, self.pos)
+    }
+
     fn run_while(&mut self, f: impl Fn(u8) -> bool) -> Span {
         let start = self.pos;
         while self.peek().is_some_and(&f) {
@@ -314,7 +334,7 @@ impl Cursor<'_> {
             self.pos += 1;
             return Some(Span::new(start, self.pos));
         }
-        let h = self.run(&HOST);
+        let h = self.run_wide(&HOST);
         (!h.is_empty()).then_some(h)
     }
 
@@ -450,6 +470,42 @@ mod tests {
             assert_eq!(PARAM[usize::from(b)], crate::sip::text::is_token(b) || b":[]".contains(&b), "{b}");
             assert_eq!(HOST[usize::from(b)], b.is_ascii_alphanumeric() || b".-_".contains(&b), "{b}");
             assert_eq!(DIGIT[usize::from(b)], b.is_ascii_digit(), "{b}");
+        }
+    }
+
+    /// `run_wide`'s 16-byte steps against the byte loop of `run`.
+    #[test]
+    fn run_wide_matches_run() {
+        const ALPHABET: &[u8] = b"aZ9-._:[]; \"=,\r";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for n in 0..100_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 48) as usize;
+            let mut y = x;
+            // Long runs of letters and digits, broken by the other bytes.
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    y = y.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(u64::from(n));
+                    let r = (y >> 58) as usize;
+                    if r < 48 {
+                        b"a1Z9"[r % 4]
+                    } else {
+                        ALPHABET[r % ALPHABET.len()]
+                    }
+                })
+                .collect();
+            for t in [&TOKEN, &PARAM, &HOST] {
+                for from in 0..=len.min(3) {
+                    let (mut a, mut b) = (
+                        Cursor { buf: &buf, pos: from, at_comma: true, unusual: false },
+                        Cursor { buf: &buf, pos: from, at_comma: true, unusual: false },
+                    );
+                    assert_eq!(a.run_wide(t), b.run(t), "{:?}", String::from_utf8_lossy(&buf));
+                    assert_eq!(a.pos, b.pos);
+                }
+            }
         }
     }
 }
