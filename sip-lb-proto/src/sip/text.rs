@@ -40,7 +40,7 @@ pub fn is_token(b: u8) -> bool {
 /// with a constant `lower` it compiles to a few word compares instead of a
 /// byte loop that lower-cases both sides.
 #[inline(always)]
-pub fn eq_fold<const N: usize>(s: &[u8], lower: &[u8; N]) -> bool {
+pub(crate) fn eq_fold<const N: usize>(s: &[u8], lower: &[u8; N]) -> bool {
     let Some(c) = s.first_chunk::<N>() else { return false };
     let mut same = s.len() == N;
     let mut i = 0;
