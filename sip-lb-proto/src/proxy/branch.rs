@@ -78,8 +78,26 @@ pub fn parse_ours(branch: &[u8]) -> Option<(u64, u64)> {
 }
 
 fn parse_hex64(s: &[u8]) -> Option<u64> {
-    s.iter().try_fold(0u64, |n, &b| Some(n << 4 | u64::from((b as char).to_digit(16)?)))
+    s.iter().try_fold(0u64, |n, &b| match HEX[usize::from(b)] {
+        NOT_HEX => None,
+        d => Some(n << 4 | u64::from(d)),
+    })
 }
+
+/// Marks a byte that is not a hex digit in [`HEX`].
+const NOT_HEX: u8 = 0xff;
+
+/// The value of each hex digit (either case, as `char::to_digit(16)`).
+static HEX: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[b"0123456789abcdef"[i] as usize] = i as u8;
+        t[b"0123456789ABCDEF"[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// To tag for a stateless reply: stable across retransmissions of the
 /// request (§8.2.6.2 asks for the same tag on retransmitted replies).
@@ -141,6 +159,16 @@ mod tests {
         next.cseq_number = b"314160";
         next.call_id = b"another@pc33";
         assert_ne!(a, branch_hash(v, &next), "each transaction of a bare-cookie client gets its own branch");
+    }
+
+    #[test]
+    fn hex_table_is_to_digit() {
+        for b in 0..=255u8 {
+            let want = (b as char).to_digit(16).map(|d| d as u8);
+            assert_eq!((HEX[usize::from(b)] != NOT_HEX).then_some(HEX[usize::from(b)]), want, "{b}");
+        }
+        assert_eq!(parse_hex64(b"0123456789ABCDEF"), Some(0x0123_4567_89ab_cdef));
+        assert_eq!(parse_hex64(b"00g0"), None);
     }
 
     #[test]

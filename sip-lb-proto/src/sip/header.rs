@@ -68,7 +68,17 @@ impl HeaderName {
                 u128::from_le_bytes(w)
             }
         };
-        let w = (raw | FOLD) & MASK[len];
+        HeaderName::classify_word(raw, len)
+    }
+
+    /// [`HeaderName::classify`] of a name of `len` (1 to 16) token
+    /// characters whose bytes are the low bytes of `raw` (little endian;
+    /// the bytes above `len` are ignored).
+    #[inline(always)]
+    pub(crate) fn classify_word(raw: u128, len: usize) -> HeaderName {
+        use HeaderName::*;
+        let Some(&mask) = MASK.get(len) else { return Other };
+        let w = (raw | FOLD) & mask;
         match len {
             1 => match w as u8 {
                 b'v' => Via,

@@ -13,6 +13,7 @@
 pub mod header;
 pub mod message;
 pub mod params;
+mod scan;
 pub mod span;
 pub mod text;
 pub mod uri;

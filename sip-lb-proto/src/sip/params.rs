@@ -102,6 +102,27 @@ pub fn header_param(buf: &[u8], value: Span, name: &[u8]) -> Option<Span> {
 /// [`header_param`] when [`header_params_start`] is known (`at`, the index
 /// of the `;` or `end`).
 pub fn param_at(buf: &[u8], at: usize, end: usize, name: &[u8]) -> Option<Span> {
+    let end = end.min(buf.len());
+    // Fast path: the first param is `;name=` exactly (the From tag nearly
+    // always is) and its value has no quote: then it is what `params`
+    // would return first, the value running to the next `;`.
+    let n0 = at + 1;
+    let eq = n0 + name.len();
+    if at < end
+        && !name.is_empty()
+        && name.iter().all(u8::is_ascii_alphabetic)
+        && buf.get(at) == Some(&b';')
+        && buf.get(n0..eq).is_some_and(|n| n.eq_ignore_ascii_case(name))
+        && buf.get(eq) == Some(&b'=')
+        && eq < end
+    {
+        let value = buf.get(eq + 1..end).unwrap_or(&[]);
+        let stop = value.iter().position(|&b| b == b';' || b == b'"').unwrap_or(value.len());
+        if value.get(stop) != Some(&b'"') {
+            let (v0, v1) = trim(buf, eq + 1, eq + 1 + stop);
+            return Some(Span::new(v0, v1));
+        }
+    }
     params(buf, at + 1, end)
         .find(|p| p.name.of(buf).eq_ignore_ascii_case(name))
         .map(|p| p.value.unwrap_or(Span::new(p.name.end(), p.name.end())))
@@ -257,5 +278,38 @@ mod tests {
         let v = b"lr;maddr=1.2.3.4; x = \"a;b\"";
         let ps: Vec<_> = params(v, 0, v.len()).map(|p| (p.name.of(v), p.value.map(|x| x.of(v)))).collect();
         assert_eq!(ps, vec![(&b"lr"[..], None), (b"maddr", Some(&b"1.2.3.4"[..])), (b"x", Some(b"\"a;b\""))]);
+    }
+
+    /// `param_at` without its fast path: the `params` walk alone.
+    fn param_at_walk(buf: &[u8], at: usize, end: usize, name: &[u8]) -> Option<Span> {
+        params(buf, at + 1, end)
+            .find(|p| p.name.of(buf).eq_ignore_ascii_case(name))
+            .map(|p| p.value.unwrap_or(Span::new(p.name.end(), p.name.end())))
+    }
+
+    #[test]
+    fn param_at_fast_path_matches_the_walk() {
+        const PIECES: [&[u8]; 12] =
+            [b";", b"tag", b"TaG", b"=", b"\"", b"\\", b" ", b"\r\n ", b"x", b"9", b";tag=", b"ta"];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..200_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut buf = b"<sip:a@b>".to_vec();
+            let at = buf.len();
+            let mut y = x;
+            for _ in 0..(x % 7) {
+                y = y.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1);
+                buf.extend_from_slice(PIECES[(y >> 59) as usize % PIECES.len()]);
+            }
+            // Sometimes the value ends one byte before the list does.
+            let end = buf.len() - usize::from(buf.len() > at && x >> 63 == 1);
+            buf.extend_from_slice(b";tag=z\r\n");
+            for name in [&b"tag"[..], b"t", b""] {
+                let want = param_at_walk(&buf, at, end, name);
+                assert_eq!(param_at(&buf, at, end, name), want, "{:?}", String::from_utf8_lossy(&buf[at..end]));
+            }
+        }
     }
 }

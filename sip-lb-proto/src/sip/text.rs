@@ -34,6 +34,26 @@ pub fn is_token(b: u8) -> bool {
     TOKEN[b as usize]
 }
 
+/// `s` equals `lower` ignoring ASCII case, where `lower` is a constant
+/// with its letters in lower case: its non-letters must match exactly and
+/// each letter in either case. The same answer as `eq_ignore_ascii_case`;
+/// with a constant `lower` it compiles to a few word compares instead of a
+/// byte loop that lower-cases both sides.
+#[inline(always)]
+pub(crate) fn eq_fold<const N: usize>(s: &[u8], lower: &[u8; N]) -> bool {
+    let Some(c) = s.first_chunk::<N>() else { return false };
+    let mut same = s.len() == N;
+    let mut i = 0;
+    while i < N {
+        // OR-ing 0x20 folds A-Z onto a-z and maps nothing else onto a
+        // lower-case letter.
+        let fold = if lower[i].is_ascii_lowercase() { 0x20 } else { 0 };
+        same &= (c[i] | fold) == lower[i];
+        i += 1;
+    }
+    same
+}
+
 /// First index in `start..end` that is not LWS.
 #[inline]
 pub fn skip_lws(buf: &[u8], mut i: usize, end: usize) -> usize {
@@ -66,6 +86,21 @@ pub fn parse_decimal(s: &[u8], max: u64) -> Option<u64> {
         return None;
     }
     let mut v: u64 = 0;
+    if max < 1 << 59 {
+        // `v <= max` after every digit, so `10 * v + 9 < 2^63`: no checks
+        // for overflow needed (every caller's limit is this small).
+        for &b in s {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u64::from(d);
+            if v > max {
+                return None;
+            }
+        }
+        return Some(v);
+    }
     for &b in s {
         if !b.is_ascii_digit() {
             return None;
@@ -143,11 +178,48 @@ pub fn parse_ip(host: &[u8]) -> Option<IpAddr> {
         [b'[', inner @ .., b']'] => inner,
         _ => host,
     };
+    // Every IPv6 literal has a colon: without one, only the dotted quad
+    // can match, and that is read here instead of by std's parser (which
+    // wants a `&str` first). Same rules as `Ipv4Addr::from_str`.
+    if inner.iter().all(|&b| b != b':') {
+        return parse_ipv4(inner).map(IpAddr::V4);
+    }
     let s = std::str::from_utf8(inner).ok()?;
     if let Ok(v4) = s.parse::<Ipv4Addr>() {
         return Some(IpAddr::V4(v4));
     }
     s.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
+/// A dotted quad as `Ipv4Addr::from_str` reads it: four decimal octets of
+/// one to three digits, no leading zero unless the octet is `0`, each at
+/// most 255, nothing else.
+fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, o) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u32 = 0;
+        while let Some(d) = s.get(i).map(|b| b.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+            if i - start == 3 || (i > start && v == 0) {
+                // A fourth digit, or a digit after a leading zero.
+                return None;
+            }
+            v = v * 10 + u32::from(d);
+            i += 1;
+        }
+        if i == start || v > 255 {
+            return None;
+        }
+        *o = v as u8;
+    }
+    (i == s.len()).then_some(Ipv4Addr::from(octets))
 }
 
 /// Appends an IP without brackets (the form of `received=`, RFC 5118 §4.5).
@@ -208,6 +280,18 @@ mod tests {
         assert_eq!(parse_decimal(b"-1", 255), None);
         assert_eq!(parse_decimal(b"", 255), None);
         assert_eq!(parse_decimal(b"36893488147419103232", u64::MAX), None);
+        // Both loops, at and around their limits.
+        assert_eq!(parse_decimal(b"576460752303423487", (1 << 59) - 1), Some((1 << 59) - 1));
+        assert_eq!(parse_decimal(b"576460752303423488", (1 << 59) - 1), None);
+        assert_eq!(parse_decimal(b"99999999999999999999999", (1 << 59) - 1), None);
+        assert_eq!(parse_decimal(b"18446744073709551615", u64::MAX), Some(u64::MAX));
+        assert_eq!(parse_decimal(b"18446744073709551616", u64::MAX), None);
+        assert_eq!(parse_decimal(b"4294967295", u64::from(u32::MAX)), Some(u64::from(u32::MAX)));
+        assert_eq!(parse_decimal(b"4294967296", u64::from(u32::MAX)), None);
+        for bad in [&b"1/"[..], b"1:", b" 1", b"1 ", b"+1", b"\x801"] {
+            assert_eq!(parse_decimal(bad, 255), None);
+            assert_eq!(parse_decimal(bad, u64::MAX), None);
+        }
     }
 
     #[test]
@@ -245,8 +329,89 @@ mod tests {
     }
 
     #[test]
+    fn eq_fold_is_eq_ignore_ascii_case() {
+        fn check<const N: usize>(lower: &[u8; N]) {
+            let mut s = lower.to_vec();
+            for i in 0..N {
+                for b in 0..=255u8 {
+                    s[i] = b;
+                    assert_eq!(eq_fold(&s, lower), s.eq_ignore_ascii_case(lower), "{s:?}");
+                    assert!(!eq_fold(&s[..N - 1], lower) && !eq_fold(&[&s[..], b"x"].concat(), lower));
+                }
+                s[i] = lower[i];
+            }
+        }
+        check(b"sip/2.0");
+        check(b"branch");
+        check(b"sips");
+        check(b"rport");
+        check(b"received");
+    }
+
+    #[test]
     fn trims_folds() {
         assert_eq!(trim_slice(b" \r\n\tabc \r\n"), b"abc");
         assert_eq!(trim_slice(b"   "), b"");
+    }
+
+    /// `parse_ip` as it was (std's parsers for every host): the reference
+    /// of the dotted-quad reader.
+    fn parse_ip_std(host: &[u8]) -> Option<IpAddr> {
+        let inner = match host {
+            [b'[', inner @ .., b']'] => inner,
+            _ => host,
+        };
+        let s = std::str::from_utf8(inner).ok()?;
+        if let Ok(v4) = s.parse::<Ipv4Addr>() {
+            return Some(IpAddr::V4(v4));
+        }
+        s.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    }
+
+    #[test]
+    fn parse_ip_matches_std() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        // Mostly digits and dots (the dotted-quad reader), some colons and
+        // hex (std's IPv6 path), brackets, a byte that is not UTF-8.
+        const ALPHABET: &[u8] = b"0123456789.....12525::af[]x\xff";
+        for n in 0..400_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 20) as usize;
+            let mut y = x;
+            let s: Vec<u8> = (0..len)
+                .map(|_| {
+                    y = y.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(u64::from(n));
+                    ALPHABET[(y >> 58) as usize % ALPHABET.len()]
+                })
+                .collect();
+            assert_eq!(parse_ip(&s), parse_ip_std(&s), "{:?}", String::from_utf8_lossy(&s));
+        }
+        for v4 in 0..=u32::from(u16::MAX) {
+            let ip = Ipv4Addr::from(v4.wrapping_mul(0x9e37_79b9));
+            let s = ip.to_string();
+            assert_eq!(parse_ip(s.as_bytes()), Some(IpAddr::V4(ip)));
+        }
+        for s in [
+            &b"0.0.0.0"[..],
+            b"255.255.255.255",
+            b"256.1.1.1",
+            b"01.1.1.1",
+            b"1.1.1.00",
+            b"1.1.1.1.",
+            b".1.1.1",
+            b"1..1.1",
+            b"1.1.1",
+            b"1.1.1.1234",
+            b"0001.1.1.1",
+            b"1.1.1.+1",
+            b"",
+            b"[1.2.3.4]",
+            b"[::ffff:1.2.3.4]",
+            b"::1",
+        ] {
+            assert_eq!(parse_ip(s), parse_ip_std(s), "{}", String::from_utf8_lossy(s));
+        }
     }
 }

@@ -3,10 +3,55 @@
 //! Request-URI us? §16.4).
 
 use super::params::params;
+use super::scan::set_mask;
 use super::span::Span;
-use super::text::{parse_decimal, parse_ip};
-use memchr::memchr;
+use super::text::{eq_fold, parse_decimal, parse_ip};
 use std::net::IpAddr;
+
+/// The bytes the hostport walk of [`Uri::parse`] stops at (the same set
+/// as its `set_mask` call).
+static URI_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'@' as usize] = true;
+    t[b';' as usize] = true;
+    t[b'?' as usize] = true;
+    t[b':' as usize] = true;
+    t[b']' as usize] = true;
+    t
+};
+
+/// What the hostport walk of [`Uri::parse`] records, relative to the last
+/// `@` seen so far (every `@` starts the hostport candidate afresh).
+struct HostWalk {
+    /// Just past the last `@` (0 without one).
+    at: usize,
+    /// First `;` or `?`: the end of hostport.
+    stop: Option<usize>,
+    /// First `?`: the end of the params.
+    query: Option<usize>,
+    /// First `:` before `stop`.
+    colon: Option<usize>,
+    /// First `]` before `stop`.
+    close: Option<usize>,
+}
+
+impl HostWalk {
+    /// The special byte `b` (one of [`URI_SPECIAL`]) at `i`.
+    #[inline(always)]
+    fn special(&mut self, b: u8, i: usize) {
+        match b {
+            b'@' => *self = HostWalk { at: i + 1, stop: None, query: None, colon: None, close: None },
+            b';' => self.stop = self.stop.or(Some(i)),
+            b'?' => {
+                self.stop = self.stop.or(Some(i));
+                self.query = self.query.or(Some(i));
+            }
+            b':' if self.stop.is_none() => self.colon = self.colon.or(Some(i)),
+            b']' if self.stop.is_none() => self.close = self.close.or(Some(i)),
+            _ => {}
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
@@ -43,11 +88,11 @@ impl Uri {
         if !valid {
             return None;
         }
-        let scheme = if scheme.eq_ignore_ascii_case(b"sip") {
+        let scheme = if eq_fold(scheme, b"sip") {
             Scheme::Sip
-        } else if scheme.eq_ignore_ascii_case(b"sips") {
+        } else if eq_fold(scheme, b"sips") {
             Scheme::Sips
-        } else if scheme.eq_ignore_ascii_case(b"tel") {
+        } else if eq_fold(scheme, b"tel") {
             Scheme::Tel
         } else {
             Scheme::Other
@@ -62,28 +107,55 @@ impl Uri {
         }
         // hostport ends at the first `;` (params) or `?` (headers); userinfo
         // ends at the last `@` before that (a password may not contain `;`,
-        // but a user part may, e.g. `sip:user;par=x@host`: so search `@` first).
+        // but a user part may, e.g. `sip:user;par=x@host`: so the last `@`
+        // of all counts). One forward walk: every `@` starts the hostport
+        // candidate afresh, and the positions the host and port need are
+        // recorded relative to the last one.
         let base = span.start() + colon + 1;
         let rest = &s[colon + 1..];
-        let at = memchr::memrchr(b'@', rest).map_or(0, |i| i + 1);
-        let hp = &rest[at..];
-        let hp_len = hp.iter().position(|&b| b == b';' || b == b'?').unwrap_or(hp.len());
-        let params_start = base + at + hp_len;
-        let params_end = match memchr(b'?', &hp[hp_len..]) {
-            Some(q) => params_start + q,
+        let mut w = HostWalk { at: 0, stop: None, query: None, colon: None, close: None };
+        // 16 bytes a step where the datagram has them (the bytes past the
+        // URI are masked off), byte by byte for the last few.
+        let mut i = 0;
+        while i < rest.len() {
+            let Some(chunk) = buf.get(base + i..base + i + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) else {
+                for (j, &b) in rest.iter().enumerate().skip(i) {
+                    if URI_SPECIAL[usize::from(b)] {
+                        w.special(b, j);
+                    }
+                }
+                break;
+            };
+            let left = rest.len() - i;
+            let mut m = set_mask(chunk, *b"@;?:]");
+            if left < 16 {
+                m &= (1 << left) - 1;
+            }
+            while m != 0 {
+                let j = i + m.trailing_zeros() as usize;
+                w.special(rest[j], j);
+                m &= m - 1;
+            }
+            i += 16;
+        }
+        let HostWalk { at, stop, query, colon: first_colon, close: first_close } = w;
+        let hp_end = stop.unwrap_or(rest.len());
+        let params_start = base + hp_end;
+        let params_end = match query {
+            Some(q) => base + q,
             None => span.end(),
         };
-        let hp = &hp[..hp_len];
+        let hp = &rest[at..hp_end];
         let (host_len, port) = if hp.first() == Some(&b'[') {
-            let close = memchr(b']', hp)? + 1;
+            let close = first_close? - at + 1;
             match hp.get(close) {
                 None => (close, None),
                 Some(b':') => (close, Some(hp.get(close + 1..)?)),
                 Some(_) => return None,
             }
         } else {
-            match memchr(b':', hp) {
-                Some(i) => (i, Some(&hp[i + 1..])),
+            match first_colon {
+                Some(c) => (c - at, Some(&hp[c - at + 1..])),
                 None => (hp.len(), None),
             }
         };
@@ -146,5 +218,97 @@ mod tests {
         assert_eq!(u.scheme_text.of(s), b"sip");
         assert_eq!(p(b"urn:").map(|x| x.0), None);
         assert_eq!(p(b"urn:service:sos").map(|x| x.0), Some(Scheme::Other));
+    }
+
+    /// `Uri::parse` as it was before the one-walk hostport (memrchr for the
+    /// last `@`, then separate searches): the reference of the walk.
+    fn reference(buf: &[u8], span: Span) -> Option<Uri> {
+        use memchr::memchr;
+        let s = span.of(buf);
+        let colon = s.iter().position(|&b| b == b':')?;
+        let scheme = &s[..colon];
+        let valid = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme.iter().all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        if !valid {
+            return None;
+        }
+        let scheme = if scheme.eq_ignore_ascii_case(b"sip") {
+            Scheme::Sip
+        } else if scheme.eq_ignore_ascii_case(b"sips") {
+            Scheme::Sips
+        } else if scheme.eq_ignore_ascii_case(b"tel") {
+            Scheme::Tel
+        } else {
+            Scheme::Other
+        };
+        let scheme_text = Span::new(span.start(), span.start() + colon);
+        if !matches!(scheme, Scheme::Sip | Scheme::Sips) {
+            if colon + 1 == s.len() {
+                return None;
+            }
+            return Some(Uri { scheme, scheme_text, host: Span::EMPTY, port: None, params: Span::EMPTY });
+        }
+        let base = span.start() + colon + 1;
+        let rest = &s[colon + 1..];
+        let at = memchr::memrchr(b'@', rest).map_or(0, |i| i + 1);
+        let hp = &rest[at..];
+        let hp_len = hp.iter().position(|&b| b == b';' || b == b'?').unwrap_or(hp.len());
+        let params_start = base + at + hp_len;
+        let params_end = match memchr(b'?', &hp[hp_len..]) {
+            Some(q) => params_start + q,
+            None => span.end(),
+        };
+        let hp = &hp[..hp_len];
+        let (host_len, port) = if hp.first() == Some(&b'[') {
+            let close = memchr(b']', hp)? + 1;
+            match hp.get(close) {
+                None => (close, None),
+                Some(b':') => (close, Some(hp.get(close + 1..)?)),
+                Some(_) => return None,
+            }
+        } else {
+            match memchr(b':', hp) {
+                Some(i) => (i, Some(&hp[i + 1..])),
+                None => (hp.len(), None),
+            }
+        };
+        if host_len == 0 {
+            return None;
+        }
+        let port = match port {
+            Some(p) => Some(parse_decimal(p, 65_535)? as u16),
+            None => None,
+        };
+        let host = Span::new(base + at, base + at + host_len);
+        Some(Uri { scheme, scheme_text, host, port, params: Span::new(params_start, params_end) })
+    }
+
+    /// The one-walk hostport against [`reference`], on URIs built from the
+    /// bytes that matter (`@ ; ? : [ ]`, digits) inside a larger buffer.
+    #[test]
+    fn walk_matches_the_reference() {
+        const ALPHABET: &[u8] = b"@;?:[]19ah.=";
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for n in 0..300_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 20) as usize;
+            let mut y = x;
+            let mut buf = b"xx".to_vec();
+            buf.extend_from_slice([&b"sip:"[..], b"sips:", b"SIP:", b"tel:", b"x:"][(x >> 40) as usize % 5]);
+            buf.extend((0..len).map(|_| {
+                y = y.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(u64::from(n));
+                ALPHABET[(y >> 59) as usize % ALPHABET.len()]
+            }));
+            let span = Span::new(2, buf.len());
+            buf.extend_from_slice(b"@;?");
+            let bytes = span.of(&buf);
+            assert_eq!(Uri::parse(&buf, span), reference(&buf, span), "{:?}", String::from_utf8_lossy(bytes));
+        }
+        for s in [&b"sip:a@b@c:5;x?y@z:7"[..], b"sip:[::1]:5060;lr", b"sip:u;p=@[::1]", b"sip:@", b"sip:a?b"] {
+            let span = Span::new(0, s.len());
+            assert_eq!(Uri::parse(s, span), reference(s, span), "{}", String::from_utf8_lossy(s));
+        }
     }
 }
