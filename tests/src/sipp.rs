@@ -23,6 +23,12 @@ use crate::process::{describe_status, tail, ChildGuard};
 
 /// How long a UAS gets to bind its port.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// SIPp's socket buffers (`-buff_size`; the kernel caps it at
+/// net.core.rmem_max). SIPp's 64 KiB default overflows when a loaded machine
+/// deschedules SIPp for a few milliseconds during a burst of responses: the
+/// kernel drops them (RcvbufErrors), the call times out, and a test blames
+/// the forwarder for a loss that happened at the load generator.
+pub const BUFF_SIZE: &str = "4194304";
 /// Extra time past the UAC's own `-timeout` before we kill it ourselves.
 const UAC_GRACE: Duration = Duration::from_secs(15);
 /// Bound on `apt-get install`.
@@ -152,6 +158,7 @@ impl Uas {
         let mut cmd = Command::new(sipp);
         cmd.args(scenario.args()?)
             .args(["-i", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-nostdin"])
+            .args(["-buff_size", BUFF_SIZE])
             .args(log_args(name, dir, true));
         let mut guard = ChildGuard::spawn(name, cmd, dir)?;
         guard.set_stop_timeout(Duration::from_secs(2));
@@ -281,6 +288,7 @@ impl Uac {
             .args(["-timeout", &format!("{}s", opts.timeout.as_secs().max(1)), "-timeout_error"])
             .args(["-recv_timeout", &opts.recv_timeout.as_millis().max(1).to_string()])
             .args(["-nostdin", "-trace_stat", "-stf", &p("stat.csv"), "-fd", "1"])
+            .args(["-buff_size", BUFF_SIZE])
             .args(["-trace_screen", "-screen_file", &p("screen.log")])
             .args(log_args(name, dir, opts.full_messages));
         if let Some(l) = opts.max_concurrent {

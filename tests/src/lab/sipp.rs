@@ -49,6 +49,7 @@ pub fn start(ns: &NetNs, run: &Run<'_>, dir: &Path) -> Result<ChildGuard> {
         // -nd: no default behaviours (an aborted call must not send a BYE to the farm).
         .args(["-recv_timeout", "5000", "-nd", "-nostdin", "-fd", "1"])
         .args(["-trace_stat", "-stf", &p("stat.csv")])
+        .args(["-buff_size", crate::sipp::BUFF_SIZE])
         .args(["-trace_screen", "-screen_file", &p("screen.log")])
         .args(["-trace_msg", "-message_file", &p("messages.log")])
         .args(["-trace_err", "-error_file", &p("errors.log")]);

@@ -18,6 +18,8 @@ pub enum Kind {
     /// sip-lb with `--iface`: XDP Call-ID steering on the site's interface
     /// (the netns comparison only).
     SipLbXdp,
+    /// `--iface --datapath afxdp`: the AF_XDP data path on the site's interface.
+    SipLbAfxdp,
     /// `--iface` with `--xdp-redirect-above 0`: every datagram through the
     /// CPU map (what `--iface` did before the redirect threshold).
     SipLbXdpAlways,
@@ -36,7 +38,8 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::SipLb => "sip-lb",
-            Kind::SipLbXdp => "sip-lb --iface",
+            Kind::SipLbXdp => "sip-lb --iface --datapath socket",
+            Kind::SipLbAfxdp => "sip-lb AF_XDP",
             Kind::SipLbXdpAlways => "sip-lb --iface --xdp-redirect-above 0",
             Kind::BaselineXdp => "baseline build --iface",
             Kind::SipLbUnpinned => "sip-lb --pin off",
@@ -130,6 +133,7 @@ impl Balancer {
         let cmd = match kind {
             Kind::SipLb
             | Kind::SipLbXdp
+            | Kind::SipLbAfxdp
             | Kind::SipLbXdpAlways
             | Kind::BaselineXdp
             | Kind::SipLbUnpinned
@@ -151,6 +155,10 @@ impl Balancer {
                     if String::from_utf8_lossy(&help).contains("--datapath") {
                         c.args(["--datapath", "socket"]);
                     }
+                }
+                if kind == Kind::SipLbAfxdp {
+                    c.arg("--iface").arg(site.iface.context("AF_XDP needs a site with an interface")?);
+                    c.args(["--datapath", "afxdp"]);
                 }
                 if kind == Kind::SipLbXdpAlways {
                     c.args(["--xdp-redirect-above", "0"]);

@@ -17,6 +17,7 @@ mod procs;
 mod report;
 mod sipp;
 mod sockets;
+mod topology;
 mod traffic;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -390,7 +391,7 @@ fn net_comparison(env: &Env, plan: &Plan, net: &netlab::Net, r: &mut Results, si
         contenders.extend([
             Contender::Balancer(Kind::SipLb),
             Contender::Balancer(Kind::SipLbXdp),
-            Contender::Balancer(Kind::SipLbXdpAlways),
+            Contender::Balancer(Kind::SipLbAfxdp),
         ]);
         if env.baseline.is_some() {
             contenders.push(Contender::Balancer(Kind::BaselineXdp));
@@ -425,7 +426,7 @@ fn net_packets(env: &Env, plan: &Plan, net: &netlab::Net, r: &mut Results, sip_l
     let at = Ground::Net(net);
     let mut kinds = Vec::new();
     if sip_lb_ok {
-        kinds.extend([Kind::SipLb, Kind::SipLbXdp]);
+        kinds.extend([Kind::SipLb, Kind::SipLbXdp, Kind::SipLbAfxdp]);
     }
     kinds.push(Kind::Null);
     for workers in [1, 2] {

@@ -1,9 +1,6 @@
-//! Machine-wide CPU per message in the lab's network topology (comparison 6):
-//!
-//! ```text
-//!  client ns                lb ns                          farm ns
-//!  SIPp UAC  --veth--  lb0  balancer  lb1  --veth--  SIPp UAS x 2
-//! ```
+//! Machine-wide CPU per message in network namespaces (comparison 6): SIPp
+//! UAC (client ns) -> balancer (lb ns, one interface: one-armed, see
+//! `topology.rs`) -> two SIPp UAS (farm ns).
 //!
 //! On veth much of the receive work runs in softirq on whichever CPU sent the
 //! packet, so a balancer's own CPU time hides part of its cost. Here the
@@ -17,8 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sip_lb_tests::lab::topology::{sip_addr, Topology, CLIENT_IP, FARM, LB_IP, LB_NIC};
 use sip_lb_tests::netns::NetNs;
+
+use super::topology::{sip_addr, OneArmed as Topology, CLIENT_IP, FARM, LB_IP, LB_NIC};
 
 use super::balancer::{Balancer, Kind, Site};
 use super::sipp::{self, Stats, MESSAGES_PER_CALL};
@@ -85,12 +83,6 @@ pub struct Net {
 impl Net {
     pub fn create() -> Result<Net> {
         let topo = Topology::create().context("creating the bench's network namespaces")?;
-        // The router baseline: the client reaches the farm through the lb
-        // namespace. Harmless for the balancers, which are addressed directly.
-        topo.lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        let [a, b, c, _] = FARM[0].2.octets();
-        let farm_net = format!("{a}.{b}.{c}.0/24");
-        topo.client.exec(&["ip", "route", "add", &farm_net, "via", &LB_IP.to_string()])?;
         Ok(Net { topo })
     }
 }
@@ -118,7 +110,7 @@ fn udp_errors(ns: &NetNs) -> Result<u64> {
 impl Net {
     /// The two backends (SIPp UAS or sinks) in the farm namespace.
     pub fn backends(&self) -> Vec<SocketAddr> {
-        FARM[..2].iter().map(|(_, _, ip)| sip_addr(*ip)).collect()
+        FARM.iter().map(|ip| sip_addr(*ip)).collect()
     }
 
     pub fn farm_ns(&self) -> &str {
@@ -138,7 +130,7 @@ impl Net {
         sip_addr(LB_IP)
     }
 
-    /// Forwarders run in the lb namespace; `--iface` is its client-facing veth.
+    /// Forwarders run in the lb namespace; `--iface` is its one interface.
     pub fn lb_site(&self) -> Site<'_> {
         site(&self.topo.lb)
     }
@@ -154,7 +146,7 @@ fn site(ns: &NetNs) -> Site<'_> {
 pub fn run(env: &Env, net: &Net, contender: Contender, rate: u64, seconds: u64, round: usize) -> Result<NetRun> {
     let topo = &net.topo;
     let tag = format!("net-{rate}-{round}");
-    let backends: Vec<SocketAddr> = FARM[..2].iter().map(|(_, _, ip)| sip_addr(*ip)).collect();
+    let backends = net.backends();
     let lifetime = Duration::from_secs(seconds + 40);
     let uas = backends
         .iter()

@@ -456,41 +456,22 @@ fn net_section(w: &mut String, plan: &Plan, runs: &[super::netlab::NetRun]) -> R
             Contender::Balancer(Kind::Kamailio),
         );
         let ratio = |a: Option<f64>, b: Option<f64>| fmt_opt(a.zip(b).map(|(a, b)| a / b), 3);
+        let afxdp = Contender::Balancer(Kind::SipLbAfxdp);
+        let always = Contender::Balancer(Kind::SipLbXdpAlways);
+        let base = Contender::Balancer(Kind::BaselineXdp);
+        let rows = [
+            (sock, kam, "sip-lb (socket path) / Kamailio"),
+            (afxdp, kam, "sip-lb AF_XDP / Kamailio (goal <= 0.25)"),
+            (afxdp, sock, "sip-lb AF_XDP / socket path (goal <= 0.5)"),
+            (xdp, sock, "socket path with XDP steering / without (steering's price; goal <= 1.10)"),
+            (always, sock, "XDP steering, --xdp-redirect-above 0 / without"),
+            (xdp, base, "XDP steering / the baseline build's"),
+        ];
         writeln!(w, "\n| ratio | machine | added |")?;
         writeln!(w, "|---|---|---|")?;
-        writeln!(
-            w,
-            "| sip-lb / Kamailio | {} | {} |",
-            ratio(machine(sock), machine(kam)),
-            ratio(added(sock), added(kam))
-        )?;
-        writeln!(
-            w,
-            "| sip-lb --iface / Kamailio | {} | {} |",
-            ratio(machine(xdp), machine(kam)),
-            ratio(added(xdp), added(kam))
-        )?;
-        writeln!(
-            w,
-            "| sip-lb --iface / sip-lb (steering's price; goal <= 1.10) | {} | {} |",
-            ratio(machine(xdp), machine(sock)),
-            ratio(added(xdp), added(sock))
-        )?;
-        let always = Contender::Balancer(Kind::SipLbXdpAlways);
-        writeln!(
-            w,
-            "| sip-lb --iface --xdp-redirect-above 0 / sip-lb | {} | {} |",
-            ratio(machine(always), machine(sock)),
-            ratio(added(always), added(sock))
-        )?;
-        let base = Contender::Balancer(Kind::BaselineXdp);
-        if runs.iter().any(|x| x.contender == base) {
-            writeln!(
-                w,
-                "| sip-lb --iface / baseline build --iface | {} | {} |",
-                ratio(machine(xdp), machine(base)),
-                ratio(added(xdp), added(base))
-            )?;
+        let measured = |c: Contender| runs.iter().any(|x| x.contender == c && x.rate == rate);
+        for (a, b, what) in rows.into_iter().filter(|(a, b, _)| measured(*a) && measured(*b)) {
+            writeln!(w, "| {what} | {} | {} |", ratio(machine(a), machine(b)), ratio(added(a), added(b)))?;
         }
     }
     writeln!(w)?;
@@ -532,12 +513,21 @@ fn net_packets_section(w: &mut String, plan: &Plan, r: &Results) -> Result<()> {
         }
         let rate_of =
             |k: Kind, workers: usize| r.net_rates.iter().find(|x| x.kind == k && x.workers == workers).map(|x| x.rate);
-        writeln!(w, "\n| workers | sip-lb / null forwarder | sip-lb --iface / null forwarder |")?;
-        writeln!(w, "|---|---|---|")?;
+        writeln!(
+            w,
+            "\n| workers | socket path / null forwarder | with XDP steering / null | AF_XDP / null | AF_XDP / socket path |"
+        )?;
+        writeln!(w, "|---|---|---|---|---|")?;
         for workers in [1, 2] {
-            let null = rate_of(Kind::Null, workers);
-            let ratio = |k| fmt_opt(rate_of(k, workers).zip(null).map(|(a, b)| a / b), 3);
-            writeln!(w, "| {workers} | {} | {} |", ratio(Kind::SipLb), ratio(Kind::SipLbXdp))?;
+            let over = |a, b| fmt_opt(rate_of(a, workers).zip(rate_of(b, workers)).map(|(a, b)| a / b), 3);
+            writeln!(
+                w,
+                "| {workers} | {} | {} | {} | {} |",
+                over(Kind::SipLb, Kind::Null),
+                over(Kind::SipLbXdp, Kind::Null),
+                over(Kind::SipLbAfxdp, Kind::Null),
+                over(Kind::SipLbAfxdp, Kind::SipLb)
+            )?;
         }
         writeln!(w)?;
     }

@@ -66,6 +66,9 @@ impl Uas {
 fn common_args(cmd: &mut Command, stat: &Path, lifetime: Duration) {
     cmd.args(["-nostdin", "-trace_stat", "-fd", "1", "-stf"]).arg(stat);
     cmd.args(["-timeout", &format!("{}s", lifetime.as_secs().max(1)), "-max_recv_loops", "100000"]);
+    // Bigger socket buffers than SIPp's 64 KiB (capped by rmem_max): its own
+    // drops under load would fail calls and be charged to the forwarder.
+    cmd.args(["-buff_size", sip_lb_tests::sipp::BUFF_SIZE]);
 }
 
 pub struct Uac {
