@@ -143,11 +143,11 @@ impl Plan {
                 fixed_rates: vec![6_000, 12_000],
                 fixed_seconds: 5.0,
                 net_rates: vec![2000],
-                net_seconds: 8,
+                net_seconds: 5,
                 net_rounds: 3,
                 net_blast_seconds: 3.0,
                 net_fixed_rate: 20_000.0,
-                net_fixed_seconds: 3.0,
+                net_fixed_seconds: 2.0,
                 net_fixed_rounds: 3,
             }
         }
