@@ -193,6 +193,12 @@ impl Balancer {
         };
         let mut child = Child::spawn(&name, cmd, &env.logs)?;
         procs::wait_udp_bound(listen.port(), &mut child, Duration::from_secs(10))?;
+        if !matches!(kind, Kind::Kamailio | Kind::Null) {
+            // sip-lb binds its sockets before it attaches XDP / AF_XDP and
+            // starts its workers: traffic sent in between would take the
+            // plain socket path. It logs this line once everything runs.
+            procs::wait_stderr(&mut child, "sip-lb forwarding", Duration::from_secs(20))?;
+        }
         // Kamailio binds before it forks its children: let them start.
         std::thread::sleep(Duration::from_millis(if kind == Kind::Kamailio { 500 } else { 100 }));
         child.fail_if_exited()?;

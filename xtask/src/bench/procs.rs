@@ -121,6 +121,19 @@ pub fn wait_udp_bound(port: u16, child: &mut Child, timeout: Duration) -> Result
     }
 }
 
+/// Waits until the child's stderr contains `needle`.
+pub fn wait_stderr(child: &mut Child, needle: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !child.stderr().contains(needle) {
+        child.fail_if_exited()?;
+        if Instant::now() > deadline {
+            bail!("{} did not log {needle:?} within {timeout:?}", child.name);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// `pid` and all its descendants (Kamailio forks its children and helpers).
 pub fn process_tree(pid: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
