@@ -35,6 +35,23 @@ enum Command {
     Reload(ControlArgs),
     /// Live per-core and per-backend view of a running instance.
     Top(TopArgs),
+    /// Ban a source prefix at a running instance (its datagrams are dropped).
+    Block(BanArgs),
+    /// Lift a runtime ban.
+    Unblock(BanArgs),
+    /// List a running instance's runtime bans (operator and automatic).
+    Bans(ControlArgs),
+}
+
+#[derive(clap::Args)]
+struct BanArgs {
+    /// An IP address or prefix: 192.0.2.7, 203.0.113.0/24, 2001:db8::/32.
+    prefix: String,
+    /// Ban for this many seconds [default: until unblocked] (block only).
+    #[arg(long = "for", value_name = "SECONDS")]
+    seconds: Option<u64>,
+    #[command(flatten)]
+    control: ControlArgs,
 }
 
 #[derive(clap::Args)]
@@ -74,6 +91,9 @@ fn main() -> ExitCode {
         Command::Drain(b) => client(|| control::client::set_drained(b.control.control, &b.addr, true)),
         Command::Enable(b) => client(|| control::client::set_drained(b.control.control, &b.addr, false)),
         Command::Reload(c) => client(|| control::client::reload(c.control)),
+        Command::Block(b) => client(|| control::client::set_ban(b.control.control, &b.prefix, true, b.seconds)),
+        Command::Unblock(b) => client(|| control::client::set_ban(b.control.control, &b.prefix, false, None)),
+        Command::Bans(c) => client(|| control::client::bans(c.control)),
         Command::Top(t) => {
             client(|| async move { control::top::run(t.control.control, t.iterations).await.map(|()| String::new()) })
         }
@@ -105,7 +125,7 @@ fn run(args: RunArgs) -> Result<()> {
     // (a signal arriving during verification makes BPF_PROG_LOAD fail).
     let selected = dataplane::afxdp::selected(&config);
     let mut steering = attach_steering(&config, &sockets, &cpus, selected)?;
-    let shield = dataplane::SharedShield::new(control::reload::shield_state(&config));
+    let (shield, offenders) = dataplane::SharedShield::new(control::reload::shield_state(&config));
     let mut afxdp = dataplane::afxdp::start_if_selected(&config, &sockets, &pinned, &plan, &shield)?;
     if selected && afxdp.is_none() {
         // Fell back to the socket path: the XDP CPU-map steering takes the interface.
@@ -113,7 +133,7 @@ fn run(args: RunArgs) -> Result<()> {
         steering = attach_steering(&config, &sockets, &cpus, false)?;
     }
 
-    let dp = Dataplane::start(sockets, &pinned, plan.clone(), shield)?;
+    let dp = Dataplane::start(sockets, &pinned, plan.clone(), shield.clone())?;
     tracing::info!(
         listen = ?config.listen,
         workers = config.workers,
@@ -136,6 +156,8 @@ fn run(args: RunArgs) -> Result<()> {
         args,
         config,
         plan,
+        shield,
+        offenders,
         // The AF_XDP workers (if any) follow the socket workers.
         workers: dp.stats().iter().chain(afxdp.iter().flat_map(|x| x.stats.iter())).cloned().collect(),
         cpus: dp.cpus().iter().chain(afxdp.iter().flat_map(|_| dp.cpus().iter())).copied().collect(),

@@ -971,4 +971,6 @@ fn shield_section() {
     assert_err(&bad("tracked_sources = 3"), Some(3), None, "shield.tracked_sources", "outside");
     assert_err(&bad("scanners = [\" \"]"), Some(3), None, "shield.scanners", "every request");
     assert_err(&bad("bans = 1"), Some(3), None, "shield.bans", "unknown field");
+    assert_err(&bad("ban_seconds = 0"), Some(3), None, "shield.ban_seconds", "at least 1");
+    assert_eq!(Config::from_toml_str(&bad("ban_seconds = 30")).unwrap().shield.ban_seconds, 30);
 }

@@ -54,6 +54,7 @@ impl Lab {
         let args = RunArgs { config: Some(file.clone()), ..RunArgs::default() };
         let config = Config::load(&args).unwrap();
         let plan: SharedPlan = Arc::new(ArcSwap::from_pointee(build_plan(&config)));
+        let (shield, offenders) = sip_lb::dataplane::SharedShield::new(sip_lb::control::reload::shield_state(&config));
         let control = Control::new(Setup {
             args,
             config,
@@ -62,6 +63,8 @@ impl Lab {
             cpus: vec![],
             xdp: None,
             afxdp: None,
+            shield,
+            offenders,
         });
         let epoch = Instant::now();
         Lab { control, plan, file, epoch, now: epoch, in_air: Vec::new() }

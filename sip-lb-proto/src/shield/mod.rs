@@ -7,8 +7,8 @@
 //!
 //! Order of the checks, cheapest and most certain first: an allowed prefix
 //! (backends, trusted peers) always passes and is never rate limited; a
-//! blocked prefix never does; a known scanner's request is dropped; then the
-//! per-source rate.
+//! blocked or banned prefix never does; a known scanner's request is
+//! dropped (and the caller bans its source); then the per-source rate.
 pub mod bucket;
 pub mod prefix;
 pub mod scanner;
@@ -40,10 +40,13 @@ pub enum ShieldDrop {
     Scanner = 1,
     RateLimited = 2,
     ReplyLimited = 3,
+    /// A runtime ban: `sip-lb block`, or an automatic one (a scanner).
+    Banned = 4,
 }
 
 impl ShieldDrop {
-    pub const ALL: [ShieldDrop; 4] = [Self::Blocked, Self::Scanner, Self::RateLimited, Self::ReplyLimited];
+    pub const ALL: [ShieldDrop; 5] =
+        [Self::Blocked, Self::Scanner, Self::RateLimited, Self::ReplyLimited, Self::Banned];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -51,6 +54,7 @@ impl ShieldDrop {
             Self::Scanner => "scanner",
             Self::RateLimited => "rate_limited",
             Self::ReplyLimited => "reply_limited",
+            Self::Banned => "banned",
         }
     }
 
@@ -72,13 +76,24 @@ impl Shield {
         Shield { sources: RateTable::new(sources, seed), replies: RateTable::new(sources, seed.rotate_left(32) ^ 1) }
     }
 
-    /// Whether a datagram from `src` may go on to the forwarding step.
-    pub fn check(&self, p: &ShieldPolicy, src: IpAddr, datagram: &[u8], now_ns: u64) -> Result<(), ShieldDrop> {
+    /// Whether a datagram from `src` may go on to the forwarding step;
+    /// `bans` are the runtime bans (the control plane publishes them).
+    pub fn check(
+        &self,
+        p: &ShieldPolicy,
+        bans: &PrefixSet,
+        src: IpAddr,
+        datagram: &[u8],
+        now_ns: u64,
+    ) -> Result<(), ShieldDrop> {
         if p.allow.contains(src) {
             return Ok(());
         }
         if p.block.contains(src) {
             return Err(ShieldDrop::Blocked);
+        }
+        if bans.contains(src) {
+            return Err(ShieldDrop::Banned);
         }
         // Responses start with "SIP/"; only requests carry a scanner's name.
         if !p.scanners.is_empty() && !datagram.starts_with(b"SIP/") {
@@ -126,21 +141,25 @@ mod tests {
     fn allow_then_block_then_scanner_then_rate() {
         let p = policy();
         let s = Shield::new(64, 3);
-        assert_eq!(s.check(&p, ip("203.0.113.9"), INVITE, 0), Err(ShieldDrop::Blocked));
-        assert_eq!(s.check(&p, ip("10.9.0.1"), INVITE, 0), Err(ShieldDrop::Blocked));
+        let none = PrefixSet::default();
+        let bans = PrefixSet::new([Prefix::parse("198.51.100.66").unwrap(), Prefix::parse("10.1.9.0/24").unwrap()]);
+        assert_eq!(s.check(&p, &bans, ip("198.51.100.66"), INVITE, 0), Err(ShieldDrop::Banned));
+        assert_eq!(s.check(&p, &bans, ip("10.1.9.1"), INVITE, 0), Ok(()), "allowed beats banned");
+        assert_eq!(s.check(&p, &none, ip("203.0.113.9"), INVITE, 0), Err(ShieldDrop::Blocked));
+        assert_eq!(s.check(&p, &none, ip("10.9.0.1"), INVITE, 0), Err(ShieldDrop::Blocked));
         // Allowed inside a blocked prefix, and never limited.
         for _ in 0..100 {
-            assert_eq!(s.check(&p, ip("10.1.2.3"), INVITE, 0), Ok(()));
+            assert_eq!(s.check(&p, &none, ip("10.1.2.3"), INVITE, 0), Ok(()));
             assert!(s.may_reply(&p, ip("10.1.2.3"), 0));
         }
-        assert_eq!(s.check(&p, ip("198.51.100.1"), SCAN, 0), Err(ShieldDrop::Scanner));
+        assert_eq!(s.check(&p, &none, ip("198.51.100.1"), SCAN, 0), Err(ShieldDrop::Scanner));
         // A response is not judged by User-Agent.
         let resp = b"SIP/2.0 200 OK\r\nUser-Agent: friendly-scanner\r\n\r\n";
-        assert_eq!(s.check(&p, ip("198.51.100.1"), resp, 0), Ok(()));
+        assert_eq!(s.check(&p, &none, ip("198.51.100.1"), resp, 0), Ok(()));
         let (a, t) = (ip("198.51.100.2"), 5_000_000_000);
-        let passed = (0..10).filter(|_| s.check(&p, a, INVITE, t).is_ok()).count();
+        let passed = (0..10).filter(|_| s.check(&p, &none, a, INVITE, t).is_ok()).count();
         assert_eq!(passed, 3, "the burst");
-        assert_eq!(s.check(&p, a, INVITE, t + 100_000_000), Ok(()), "one more after 1/rate");
+        assert_eq!(s.check(&p, &none, a, INVITE, t + 100_000_000), Ok(()), "one more after 1/rate");
         let replies = (0..5).filter(|_| s.may_reply(&p, a, t)).count();
         assert_eq!(replies, 2, "reply burst");
     }
@@ -150,7 +169,7 @@ mod tests {
         let p = ShieldPolicy::default();
         let s = Shield::new(16, 0);
         for i in 0..1000u32 {
-            assert_eq!(s.check(&p, IpAddr::V4(i.into()), SCAN, 0), Ok(()));
+            assert_eq!(s.check(&p, &PrefixSet::default(), IpAddr::V4(i.into()), SCAN, 0), Ok(()));
             assert!(s.may_reply(&p, IpAddr::V4(i.into()), 0));
         }
     }

@@ -29,7 +29,12 @@ pub struct ShieldConfig {
     /// User-Agent fragments of scanners, lower case.
     pub scanners: Vec<String>,
     pub tracked_sources: usize,
+    /// How long a source that sent a scanner's request stays banned.
+    pub ban_seconds: u64,
 }
+
+/// Default `ban_seconds`: long enough that a scanner moves on.
+pub const DEFAULT_BAN_SECONDS: u64 = 600;
 
 impl Default for ShieldConfig {
     fn default() -> Self {
@@ -40,6 +45,7 @@ impl Default for ShieldConfig {
             reply_rate: Some(DEFAULT_REPLY_RATE),
             scanners: DEFAULT_SCANNERS.iter().map(|s| s.to_string()).collect(),
             tracked_sources: DEFAULT_TRACKED_SOURCES,
+            ban_seconds: DEFAULT_BAN_SECONDS,
         }
     }
 }
@@ -57,6 +63,7 @@ pub(super) struct RawShield {
     reply_burst: Option<Spanned<u32>>,
     scanners: Option<Vec<Spanned<String>>>,
     tracked_sources: Option<Spanned<usize>>,
+    ban_seconds: Option<Spanned<u64>>,
 }
 
 pub(super) fn parse(src: &str, raw: RawShield) -> Result<ShieldConfig, ConfigError> {
@@ -99,6 +106,13 @@ pub(super) fn parse(src: &str, raw: RawShield) -> Result<ShieldConfig, ConfigErr
         reply_rate: limit(src, raw.reply_rate, raw.reply_burst, "shield.reply_burst", Some(DEFAULT_REPLY_RATE))?,
         scanners,
         tracked_sources,
+        ban_seconds: match raw.ban_seconds {
+            Some(b) if *b.get_ref() == 0 => {
+                return Err(ConfigError::at(src, Some(b.span()), "shield.ban_seconds", "must be at least 1"))
+            }
+            Some(b) => *b.get_ref(),
+            None => DEFAULT_BAN_SECONDS,
+        },
     })
 }
 

@@ -9,6 +9,9 @@
 //! | POST   | `/backends/{addr}/drain`  | JSON backend; 404 if not configured      |
 //! | POST   | `/backends/{addr}/enable` | same                                     |
 //! | POST   | `/reload`                 | `{"generation":N}`, or 422 `{"error":..}`|
+//! | GET    | `/bans`                   | JSON list of runtime bans                |
+//! | POST   | `/bans/block/{ip}[/{len}][?seconds=N]` | ban a prefix (until lifted without `seconds`) |
+//! | POST   | `/bans/unblock/{ip}[/{len}]` | lift it; 404 if it is not banned      |
 //!
 //! POSTs are refused (403) unless they come from a loopback address, so
 //! exposing `/metrics` to a Prometheus server does not expose the admin API.
@@ -89,6 +92,7 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response<Body> {
 async fn handle(control: &Control, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
     // Drain the request body (bounded); none of the endpoints takes one.
     let _ = http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await;
     if method == Method::POST && !peer.ip().is_loopback() {
@@ -115,11 +119,33 @@ async fn handle(control: &Control, req: Request<Incoming>, peer: SocketAddr) -> 
                 Err(e) => error(StatusCode::NOT_FOUND, e),
             }
         }
+        (&Method::GET, ["bans"]) => json(StatusCode::OK, &control.bans()),
+        (&Method::POST, ["bans", action @ ("block" | "unblock"), rest @ ..]) if matches!(rest.len(), 1 | 2) => {
+            let text = rest.join("/");
+            let prefix = match sip_lb_proto::shield::Prefix::parse(&text) {
+                Ok(p) => p,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            if *action == "unblock" {
+                return match control.unblock(&prefix) {
+                    true => json(StatusCode::OK, &control.bans()),
+                    false => error(StatusCode::NOT_FOUND, format!("{prefix} is not banned")),
+                };
+            }
+            let seconds = query.split('&').find_map(|kv| kv.strip_prefix("seconds="));
+            let duration = match seconds.map(str::parse::<u64>) {
+                None => None,
+                Some(Ok(s)) if s > 0 => Some(std::time::Duration::from_secs(s)),
+                Some(_) => return error(StatusCode::BAD_REQUEST, "seconds must be a positive integer"),
+            };
+            control.block(prefix, duration);
+            json(StatusCode::OK, &control.bans())
+        }
         (&Method::POST, ["reload"]) => match control.reload() {
             Ok(g) => json(StatusCode::OK, &serde_json::json!({ "generation": g })),
             Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")),
         },
-        (_, ["metrics" | "stats" | "backends" | "reload"]) | (_, ["backends", _, "drain" | "enable"]) => {
+        (_, ["metrics" | "stats" | "backends" | "reload" | "bans"]) | (_, ["backends", _, "drain" | "enable"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} not allowed on {path}"))
         }
         _ => error(StatusCode::NOT_FOUND, format!("no endpoint {path}")),

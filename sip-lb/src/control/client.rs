@@ -106,3 +106,39 @@ pub async fn reload(addr: SocketAddr) -> Result<String> {
     let v: serde_json::Value = serde_json::from_slice(&body)?;
     Ok(format!("reloaded: config generation {}\n", v["generation"]))
 }
+
+/// `sip-lb bans`: the runtime bans.
+pub async fn bans(addr: SocketAddr) -> Result<String> {
+    let (status, body) = call(addr, Method::GET, "/bans").await?;
+    if !status.is_success() {
+        bail!("{}", api_error(status, &body));
+    }
+    let list: Vec<super::bans::BanView> = serde_json::from_slice(&body)?;
+    let mut out = format!("{:<44} {:<9} {:>10} {:>12}\n", "PREFIX", "REASON", "AGE_S", "EXPIRES_IN_S");
+    for b in &list {
+        let reason = serde_json::to_value(b.reason)?.as_str().unwrap_or("").to_owned();
+        let expires = b.expires_in_s.map_or("never".into(), |s| format!("{s:.0}"));
+        out += &format!("{:<44} {:<9} {:>10.0} {:>12}\n", b.prefix, reason, b.age_s, expires);
+    }
+    out += &format!("{} ban(s)\n", list.len());
+    Ok(out)
+}
+
+/// `sip-lb block PREFIX [--for SECONDS]` / `sip-lb unblock PREFIX`.
+pub async fn set_ban(addr: SocketAddr, prefix: &str, block: bool, seconds: Option<u64>) -> Result<String> {
+    let p = sip_lb_proto::shield::Prefix::parse(prefix).map_err(|e| anyhow::anyhow!(e))?;
+    let action = if block { "block" } else { "unblock" };
+    let path = match (block, seconds) {
+        (true, Some(s)) => format!("/bans/{action}/{p}?seconds={s}"),
+        _ => format!("/bans/{action}/{p}"),
+    };
+    let (status, body) = call(addr, Method::POST, &path).await?;
+    if !status.is_success() {
+        bail!("{}", api_error(status, &body));
+    }
+    Ok(match (block, seconds) {
+        (true, Some(s)) => format!("banned {p} for {s} s\n"),
+        (true, None) => format!("banned {p} until unblocked\n"),
+        (false, _) => format!("lifted the ban of {p}\n"),
+    })
+}

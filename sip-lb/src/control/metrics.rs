@@ -105,6 +105,13 @@ fn config_families(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::f
         "Reloads rejected (invalid config); the old config kept running",
         MetricType::Counter,
         [(Labels::new(), ConstCounter::new(s.reload_failures))],
+    )?;
+    family(
+        e,
+        "sip_lb_shield_bans",
+        "Runtime bans in force (operator's and automatic)",
+        MetricType::Gauge,
+        [(Labels::new(), ConstGauge::new(s.shield_bans as i64))],
     )
 }
 
@@ -472,6 +479,7 @@ mod tests {
                 backend("[2001:db8::2]:5060", vec![("default".into(), 1)], "draining", false, 400, None),
             ],
             afxdp: Some(afxdp()),
+            shield_bans: 4,
         }
     }
 

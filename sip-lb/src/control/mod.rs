@@ -15,6 +15,7 @@
 //! - [`client`]: the CLI side (`sip-lb backends|drain|enable|reload|top`).
 //! - [`top`]: the live terminal view.
 pub mod api;
+pub mod bans;
 pub mod client;
 pub mod health;
 pub mod metrics;
@@ -36,7 +37,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
 use crate::config::{Config, RunArgs, DEFAULT_CONTROL};
-use crate::dataplane::{SharedPlan, WorkerStats};
+use crate::dataplane::{SharedPlan, SharedShield, WorkerStats};
 use probe::ProbeReply;
 use probing::{Event, Probe, Probing};
 use state::{Backends, Liveness, State};
@@ -61,6 +62,10 @@ pub struct Setup {
     pub xdp: Option<XdpReader>,
     /// AF_XDP counters, when that data path runs.
     pub afxdp: Option<AfxdpReader>,
+    /// The workers' shield (its runtime bans are published here) and the
+    /// sources they report.
+    pub shield: SharedShield,
+    pub offenders: crossbeam::channel::Receiver<std::net::IpAddr>,
 }
 
 /// The control plane's state, shared by signals, the prober and the API.
@@ -71,6 +76,10 @@ pub struct Control {
     cpus: Vec<Option<usize>>,
     xdp: Option<XdpReader>,
     afxdp: Option<AfxdpReader>,
+    shield: SharedShield,
+    offenders: crossbeam::channel::Receiver<std::net::IpAddr>,
+    /// Runtime bans, kept across reloads.
+    bans: Mutex<bans::Bans>,
     inner: Mutex<Inner>,
     generation: AtomicU64,
     reload_failures: AtomicU64,
@@ -102,7 +111,7 @@ impl std::fmt::Display for UnknownBackend {
 impl Control {
     /// Takes over the running Plan: publishes it again with backend states.
     pub fn new(setup: Setup) -> Arc<Control> {
-        let Setup { args, config, plan, workers, cpus, xdp, afxdp } = setup;
+        let Setup { args, config, plan, workers, cpus, xdp, afxdp, shield, offenders } = setup;
         // Tokens start at a time-derived value so a restarted sip-lb does not
         // take a late answer to its predecessor's probe for its own.
         let token_seed =
@@ -114,6 +123,9 @@ impl Control {
             cpus,
             xdp,
             afxdp,
+            shield,
+            offenders,
+            bans: Mutex::new(bans::Bans::default()),
             inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),
@@ -136,6 +148,50 @@ impl Control {
 
     fn publish(&self, inner: &Inner) {
         self.plan.store(Arc::new(reload::plan_for(&inner.config, &inner.backends)));
+    }
+
+    fn lock_bans(&self) -> MutexGuard<'_, bans::Bans> {
+        self.bans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bans what the workers reported (for `[shield] ban_seconds`), lifts
+    /// expired bans, and publishes the set if it changed.
+    pub fn ban_offenders(&self) {
+        let now = Instant::now();
+        let duration = std::time::Duration::from_secs(self.lock().config.shield.ban_seconds);
+        let mut bans = self.lock_bans();
+        let mut changed = bans.expire(now);
+        while let Ok(src) = self.offenders.try_recv() {
+            let host = if src.is_ipv4() { 32 } else { 128 };
+            if let Some(p) = sip_lb_proto::shield::Prefix::new(src, host) {
+                if bans.add(p, bans::BanReason::Scanner, Some(duration), now) {
+                    tracing::warn!(source = %src, seconds = duration.as_secs(), "shield: banned a scanner");
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.shield.bans.store(Arc::new(bans.set()));
+        }
+    }
+
+    /// `sip-lb block`: bans `prefix` for `duration` (`None`: until lifted).
+    pub fn block(&self, prefix: sip_lb_proto::shield::Prefix, duration: Option<std::time::Duration>) {
+        let mut bans = self.lock_bans();
+        bans.add(prefix, bans::BanReason::Operator, duration, Instant::now());
+        self.shield.bans.store(Arc::new(bans.set()));
+    }
+
+    /// `sip-lb unblock`: lifts the ban of exactly `prefix`; false if none.
+    pub fn unblock(&self, prefix: &sip_lb_proto::shield::Prefix) -> bool {
+        let mut bans = self.lock_bans();
+        let lifted = bans.remove(prefix);
+        self.shield.bans.store(Arc::new(bans.set()));
+        lifted
+    }
+
+    pub fn bans(&self) -> Vec<bans::BanView> {
+        self.lock_bans().list(Instant::now())
     }
 
     /// Sums of (requests, responses) over workers for a counter slot.
@@ -305,6 +361,7 @@ pub async fn run_until_shutdown(setup: Setup) -> Result<()> {
     let control = Control::new(setup);
     api::start(control.clone()).await?;
     tokio::spawn(prober::run(control.clone()));
+    tokio::spawn(bans_ticker(control.clone()));
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -318,6 +375,19 @@ pub async fn run_until_shutdown(setup: Setup) -> Result<()> {
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
         }
+    }
+}
+
+/// How often reported offenders are banned and expired bans lifted.
+const BAN_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Bans the sources the workers reported and lifts expired bans, every
+/// [`BAN_TICK`].
+async fn bans_ticker(control: Arc<Control>) {
+    let mut tick = tokio::time::interval(BAN_TICK);
+    loop {
+        tick.tick().await;
+        control.ban_offenders();
     }
 }
 

@@ -19,6 +19,9 @@ pub struct Snapshot {
     /// The AF_XDP data path's counters, when it runs (`docs/afxdp.md`).
     #[serde(default)]
     pub afxdp: Option<AfxdpSnapshot>,
+    /// Runtime bans in force (`GET /bans` lists them).
+    #[serde(default)]
+    pub shield_bans: u64,
 }
 
 pub use crate::dataplane::afxdp::stats::{AfxdpQueueSnapshot, AfxdpSnapshot, AfxdpWorkerSnapshot};
@@ -129,6 +132,7 @@ impl Control {
             workers,
             backends,
             afxdp: self.afxdp.as_ref().map(|read| read()),
+            shield_bans: self.lock_bans().len() as u64,
         }
     }
 

@@ -15,7 +15,7 @@ pub mod stats;
 pub mod worker;
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use crate::fault::{self, Fault};
 use sip_lb_proto::balance::Router;
 use sip_lb_proto::proxy::Proxy;
-use sip_lb_proto::shield::{Shield, ShieldPolicy};
+use sip_lb_proto::shield::{PrefixSet, Shield, ShieldPolicy};
 
 pub use stats::{Counters, WorkerStats};
 use worker::Worker;
@@ -43,22 +43,44 @@ pub struct Plan {
 
 pub type SharedPlan = Arc<ArcSwap<Plan>>;
 
-/// The shield's per-source buckets, shared by every worker of both data
-/// paths (a source's limit is one limit), and the one clock they count in.
+/// The shield's state shared by every worker of both data paths: the
+/// per-source buckets (a source's limit is one limit) and the one clock they
+/// count in, the runtime bans the control plane publishes, and the queue on
+/// which workers report sources to ban (scanners).
 #[derive(Clone)]
 pub struct SharedShield {
     pub buckets: Arc<Shield>,
+    pub bans: Arc<ArcSwap<PrefixSet>>,
+    offenders: crossbeam::channel::Sender<IpAddr>,
     epoch: std::time::Instant,
 }
 
+/// Sources reported and not yet taken by the control plane; more are
+/// dropped (the same scanner keeps sending, and is banned within a tick).
+const OFFENDER_QUEUE: usize = 1024;
+
 impl SharedShield {
-    pub fn new(buckets: Shield) -> SharedShield {
-        SharedShield { buckets: Arc::new(buckets), epoch: std::time::Instant::now() }
+    /// The shared state and the receiving end of the offender queue (for
+    /// the control plane).
+    pub fn new(buckets: Shield) -> (SharedShield, crossbeam::channel::Receiver<IpAddr>) {
+        let (offenders, rx) = crossbeam::channel::bounded(OFFENDER_QUEUE);
+        let s = SharedShield {
+            buckets: Arc::new(buckets),
+            bans: Arc::new(ArcSwap::from_pointee(PrefixSet::default())),
+            offenders,
+            epoch: std::time::Instant::now(),
+        };
+        (s, rx)
     }
 
     /// Nanoseconds since start: the buckets' time base (read once per batch).
     pub fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// A worker saw `src` misbehave (a scanner): never blocks.
+    pub fn report(&self, src: IpAddr) {
+        let _ = self.offenders.try_send(src);
     }
 }
 

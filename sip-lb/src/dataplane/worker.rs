@@ -76,6 +76,7 @@ impl Worker {
     fn process(&self, rx: &RecvBatch, n: usize, on: usize, tx: &mut SendBatch, now_ns: u64) {
         let plan = self.plan.load();
         let shield = &self.shield.buckets;
+        let bans = self.shield.bans.load();
         let stats = &self.stats;
         let mut tx_bytes = 0u64;
         let mut rx_bytes = 0u64;
@@ -91,8 +92,11 @@ impl Worker {
                 continue;
             }
             crate::fault::inject(self.index, data);
-            if let Err(why) = shield.check(&plan.shield, src.ip(), data, now_ns) {
+            if let Err(why) = shield.check(&plan.shield, &bans, src.ip(), data, now_ns) {
                 stats.shield_drops[why.index()].add(1);
+                if why == ShieldDrop::Scanner {
+                    self.shield.report(src.ip());
+                }
                 continue;
             }
             let out = tx.next_buf();

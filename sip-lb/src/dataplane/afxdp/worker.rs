@@ -73,10 +73,11 @@ impl XskWorker {
                 }
             }
             let plan = self.plan.load();
+            let bans = self.shield.bans.load();
             let now_ns = self.shield.now_ns();
             for job in batch.drain(..) {
                 let qi = job.queue;
-                if self.process(&plan, job, &mut out, &mut ip_id, now_ns) {
+                if self.process(&plan, &bans, job, &mut out, &mut ip_id, now_ns) {
                     touched[qi] = true;
                 }
             }
@@ -105,6 +106,7 @@ impl XskWorker {
     fn process(
         &self,
         plan: &crate::dataplane::Plan,
+        bans: &sip_lb_proto::shield::PrefixSet,
         job: Job,
         out: &mut Vec<u8>,
         ip_id: &mut u16,
@@ -131,8 +133,11 @@ impl XskWorker {
         crate::fault::inject(self.index, payload);
         let src = udp.src;
         let shield = &self.shield.buckets;
-        if let Err(why) = shield.check(&plan.shield, src.ip(), payload, now_ns) {
+        if let Err(why) = shield.check(&plan.shield, bans, src.ip(), payload, now_ns) {
             stats.shield_drops[why.index()].add(1);
+            if why == ShieldDrop::Scanner {
+                self.shield.report(src.ip());
+            }
             q.release(f);
             return false;
         }

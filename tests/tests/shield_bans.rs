@@ -1,0 +1,82 @@
+//! Runtime bans (issue 14), over real UDP on loopback: a scanner's request
+//! gets its source banned within a second and the source's next requests are
+//! dropped; `sip-lb bans` lists the ban; `sip-lb unblock` lifts it;
+//! `sip-lb block --for N` bans a prefix that then expires by itself; a ban
+//! survives a config reload.
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use sip_lb_tests::lb::Launch;
+use sip_lb_tests::ports::{free_tcp_addr, free_udp_addr};
+use sip_lb_tests::sink::{wait_until, Sink};
+
+const SCANNER: &str = "127.0.0.8";
+const OTHER: &str = "127.0.0.9";
+
+fn client(ip: &str) -> Result<Sink> {
+    Sink::counting(SocketAddr::new(ip.parse::<IpAddr>()?, 0))
+}
+
+/// Sends one INVITE from `c`; true if the backend got it (it gets nothing else meanwhile).
+fn gets_through(c: &Sink, backend: &Sink, to: SocketAddr, call_id: &str) -> Result<bool> {
+    let before = backend.count();
+    c.send_to(c.request("INVITE", call_id, 1).build(), to)?;
+    Ok(wait_until(Duration::from_millis(500), || backend.count() > before).is_ok())
+}
+
+#[test]
+fn scanners_are_banned_and_bans_are_managed_at_runtime() -> Result<()> {
+    let backend = Sink::counting("127.0.0.1:0")?;
+    let (listen, control) = (free_udp_addr()?, free_tcp_addr()?);
+    let config = format!(
+        "listen = [\"{listen}\"]\nworkers = 2\nmetrics = \"{control}\"\n\n[[pool]]\nname = \"farm\"\nbackends = [\"{}\"]\n\n\
+         [shield]\nban_seconds = 300\n",
+        backend.addr()
+    );
+    let mut lb = Launch::config("shield-bans", &config, &[listen], control).start()?;
+    let cli = |args: &[&str]| -> Result<String> {
+        let out = lb.cli(args)?;
+        ensure!(out.status.success(), "sip-lb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+
+    let scanner = client(SCANNER)?;
+    ensure!(gets_through(&scanner, &backend, listen, "before-scan")?, "an ordinary request before the scan");
+    let probe = scanner.request("OPTIONS", "scan-1", 1).header("User-Agent", "friendly-scanner").build();
+    let t0 = Instant::now();
+    scanner.send_to(probe, listen)?;
+    wait_until(Duration::from_secs(1), || cli(&["bans"]).is_ok_and(|o| o.contains(&format!("{SCANNER}/32"))))
+        .context("the scanner was not banned within a second")?;
+    let banned_after = t0.elapsed();
+    let listing = cli(&["bans"])?;
+    ensure!(listing.contains("scanner") && listing.contains("1 ban(s)"), "{listing}");
+    ensure!(!gets_through(&scanner, &backend, listen, "after-scan")?, "a banned source got through");
+    let other = client(OTHER)?;
+    ensure!(gets_through(&other, &backend, listen, "other")?, "an innocent source was dropped");
+
+    // A reload keeps the ban.
+    lb.cli(&["reload"])?;
+    ensure!(!gets_through(&scanner, &backend, listen, "after-reload")?, "the ban did not survive a reload");
+
+    let lifted = cli(&["unblock", SCANNER])?;
+    ensure!(lifted.contains("lifted"), "{lifted}");
+    ensure!(gets_through(&scanner, &backend, listen, "after-unblock")?, "unblocked source still dropped");
+    let again = lb.cli(&["unblock", SCANNER])?;
+    ensure!(!again.status.success(), "unblocking what is not banned must fail");
+
+    // An operator ban of a prefix, for one second.
+    cli(&["block", "127.0.0.9/32", "--for", "1"])?;
+    ensure!(!gets_through(&other, &backend, listen, "blocked")?, "the operator's ban did not apply");
+    wait_until(Duration::from_secs(3), || cli(&["bans"]).is_ok_and(|o| o.contains("0 ban(s)")))
+        .context("the 1 s ban did not expire")?;
+    ensure!(gets_through(&other, &backend, listen, "expired")?, "dropped after the ban expired");
+    ensure!(lb.cli(&["block", "not-a-prefix"])?.status.code() != Some(0), "a bad prefix must be refused");
+
+    let stats = lb.control.stats()?;
+    ensure!(stats.shield_dropped("scanner") == 1, "{stats:?}");
+    ensure!(stats.shield_dropped("banned") == 3, "banned drops: {stats:?}");
+    lb.stop()?;
+    eprintln!("scanner banned {banned_after:?} after its request");
+    Ok(())
+}
