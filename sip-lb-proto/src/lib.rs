@@ -7,7 +7,11 @@
 //! - [`sip`]: zero-copy views of SIP datagrams (no allocation).
 //! - [`proxy`]: the stateless forwarding step (RFC 3261 §16.11).
 //! - [`balance`]: backend pools and weighted rendezvous hashing of the Call-ID.
+//! - [`stream`]: framing SIP on TCP/TLS byte streams (RFC 3261 §18.3).
+//! - [`flow`]: the flow token that routes a response back to its connection.
 
 pub mod balance;
+pub mod flow;
 pub mod proxy;
 pub mod sip;
+pub mod stream;
