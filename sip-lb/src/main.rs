@@ -101,11 +101,19 @@ fn run(args: RunArgs) -> Result<()> {
     let allowed = affinity::allowed_cpus();
     let (cpus, pinned) = worker_cpus(config.pin, config.workers, &allowed);
 
+    let streams_bound = sip_lb::stream::bind(&config)?;
+
     let steering = attach_steering(&config, &sockets, &cpus)?;
 
-    let dp = Dataplane::start(sockets, &pinned, plan.clone())?;
+    let streams = match streams_bound.is_empty() {
+        true => None,
+        false => Some(sip_lb::stream::Streams::start(streams_bound, &config, &sockets, plan.clone())?),
+    };
+    let relay = streams.as_ref().map(|s| Arc::new(s.relay()));
+    let dp = Dataplane::start_with_relay(sockets, &pinned, plan.clone(), relay)?;
     tracing::info!(
         listen = ?config.listen,
+        streams = ?config.streams,
         workers = config.workers,
         ?cpus,
         "sip-lb forwarding"
@@ -129,9 +137,13 @@ fn run(args: RunArgs) -> Result<()> {
             let s = s.clone();
             Box::new(move || s.counters())
         }),
+        streams: streams.as_ref().map(|s| s.stats()),
     };
     let served = rt.block_on(control::run_until_shutdown(setup));
 
+    if let Some(s) = streams {
+        s.stop();
+    }
     let stats = dp.stop();
     for (i, s) in stats.iter().enumerate() {
         eprintln!("{}", Summary(i, s));

@@ -54,8 +54,15 @@ impl Lab {
         let args = RunArgs { config: Some(file.clone()), ..RunArgs::default() };
         let config = Config::load(&args).unwrap();
         let plan: SharedPlan = Arc::new(ArcSwap::from_pointee(build_plan(&config)));
-        let control =
-            Control::new(Setup { args, config, plan: plan.clone(), workers: vec![], cpus: vec![], xdp: None });
+        let control = Control::new(Setup {
+            args,
+            config,
+            plan: plan.clone(),
+            workers: vec![],
+            cpus: vec![],
+            xdp: None,
+            streams: None,
+        });
         let epoch = Instant::now();
         Lab { control, plan, file, epoch, now: epoch, in_air: Vec::new() }
     }

@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::addr::parse_sip_addr;
 use super::error::ConfigError;
+use super::stream::{parse_listen, ListenArg, RawTcp, RawTls, StreamConfig, StreamListen, TlsConfig};
 use super::{secret, sip};
 use super::{BackendConfig, HealthConfig, PoolConfig, SecurityConfig, SipConfig};
 
@@ -35,6 +36,10 @@ pub(crate) struct Draft {
     pub health: HealthConfig,
     pub sip: SipConfig,
     pub security: SecurityConfig,
+    /// `tcp:`/`tls:` entries of `listen` (or `--listen`).
+    pub streams: Vec<StreamListen>,
+    pub stream: StreamConfig,
+    pub tls: Option<TlsConfig>,
 }
 
 /// A listen entry before defaults: its advertise may be left out.
@@ -95,6 +100,8 @@ struct RawConfig {
     health: Option<RawHealth>,
     sip: Option<RawSip>,
     security: Option<RawSecurity>,
+    tcp: Option<RawTcp>,
+    tls: Option<RawTls>,
 }
 
 #[derive(Deserialize)]
@@ -249,7 +256,20 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
         let span = l.span();
         let l = l.into_inner();
         let addr_span = l.addr_span.unwrap_or(span);
-        let a = parse_sip_addr(&l.addr).map_err(|m| ConfigError::at(src, Some(addr_span.clone()), "listen", m))?;
+        let listen_err = |m| ConfigError::at(src, Some(addr_span.clone()), "listen", m);
+        if let ListenArg::Stream(s) = parse_listen(&l.addr).map_err(listen_err)? {
+            if l.advertise.is_some() {
+                return Err(listen_err(format!(
+                    "{}:{}: advertise is not supported on a stream listener yet (our Via names a UDP listen address)",
+                    s.transport.as_str(),
+                    s.addr
+                )));
+            }
+            draft.streams.push(s);
+            continue;
+        }
+        let a = parse_sip_addr(l.addr.strip_prefix("udp:").unwrap_or(&l.addr))
+            .map_err(|m| ConfigError::at(src, Some(addr_span.clone()), "listen", m))?;
         let advertise = match &l.advertise {
             Some(adv) => Some(addr(adv, format!("listen \"{a}\": advertise"))?),
             None => None,
@@ -335,6 +355,10 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
     if let Some(raw) = raw.security {
         draft.security = parse_security(src, raw, base)?;
     }
+    if let Some(raw) = raw.tcp {
+        draft.stream = raw.into_config().map_err(|(field, m)| ConfigError::at(src, None, field, m))?;
+    }
+    draft.tls = raw.tls.map(|t| t.into_config(base));
 
     for p in raw.pool {
         let name = p.name.get_ref().clone();

@@ -14,6 +14,7 @@ mod error;
 mod file;
 mod secret;
 mod sip;
+mod stream;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,6 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
 pub use cli::RunArgs;
 pub use error::ConfigError;
+pub use stream::{parse_listen, ListenArg, StreamConfig, StreamListen, TlsConfig, Transport};
 
 /// Where the control plane serves `/metrics` and its admin API when the
 /// file and flags name no `metrics` address.
@@ -92,6 +94,13 @@ pub struct Config {
     pub sip: SipConfig,
     /// Secrets (`[security]`).
     pub security: SecurityConfig,
+    /// TCP and TLS addresses to accept connections on (`tcp:`/`tls:` in
+    /// `listen`); each has a UDP listen address of its family.
+    pub streams: Vec<StreamListen>,
+    /// Limits of the connection layer (`[tcp]`).
+    pub stream: StreamConfig,
+    /// Certificate and key for `tls:` listeners (`[tls]`).
+    pub tls: Option<TlsConfig>,
 }
 
 /// A socket to receive SIP on and the address sip-lb puts in its Via and

@@ -99,7 +99,7 @@ async fn handle(control: &Control, req: Request<Incoming>, peer: SocketAddr) -> 
         (&Method::GET, ["metrics"]) => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            super::metrics::render(control.snapshot(), control.xdp_counters()),
+            super::metrics::render_with_streams(control.snapshot(), control.xdp_counters(), control.streams()),
         ),
         (&Method::GET, ["stats"]) => json(StatusCode::OK, &control.snapshot()),
         (&Method::GET, ["backends"]) => json(StatusCode::OK, &control.snapshot().backends),

@@ -15,12 +15,19 @@ use sip_lb_common::maps::PassReason;
 
 use super::snapshot::{Snapshot, WorkerSnapshot};
 use super::state::State;
+use crate::stream::stats::StreamStats;
 use crate::xdp::XdpCounters;
+use std::sync::Arc;
 
 /// The `/metrics` body.
 pub fn render(snapshot: Snapshot, xdp: Option<XdpCounters>) -> String {
+    render_with_streams(snapshot, xdp, None)
+}
+
+/// [`render`] plus the TCP/TLS layer's families (`super::stream_metrics`).
+pub fn render_with_streams(snapshot: Snapshot, xdp: Option<XdpCounters>, streams: Option<Arc<StreamStats>>) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape { snapshot, xdp }));
+    registry.register_collector(Box::new(Scrape { snapshot, xdp, streams }));
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -31,12 +38,13 @@ pub fn render(snapshot: Snapshot, xdp: Option<XdpCounters>) -> String {
 struct Scrape {
     snapshot: Snapshot,
     xdp: Option<XdpCounters>,
+    streams: Option<Arc<StreamStats>>,
 }
 
-type Labels = Vec<(&'static str, String)>;
+pub(super) type Labels = Vec<(&'static str, String)>;
 
 /// One family: name, help, type, and (labels, value) samples.
-fn family<M: EncodeMetric>(
+pub(super) fn family<M: EncodeMetric>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -81,6 +89,9 @@ impl Collector for Scrape {
         // XDP / reuseport steering programs: per-CPU counters from their maps.
         if let Some(x) = &self.xdp {
             xdp_families(e, x)?;
+        }
+        if let Some(st) = &self.streams {
+            super::stream_metrics::families(e, st)?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! - [`reload`]: config -> Plan, and what a reload may change.
 //! - [`snapshot`]: counters and states read out for metrics and the API.
 //! - [`metrics`]: Prometheus exposition of a snapshot.
+//! - [`stream_metrics`]: the TCP/TLS layer's families.
 //! - [`api`]: the HTTP server (`/metrics` and the admin endpoints).
 //! - [`client`]: the CLI side (`sip-lb backends|drain|enable|reload|top`).
 //! - [`top`]: the live terminal view.
@@ -24,6 +25,7 @@ pub mod probing;
 pub mod reload;
 pub mod snapshot;
 pub mod state;
+pub mod stream_metrics;
 pub mod top;
 
 use std::net::SocketAddr;
@@ -56,6 +58,8 @@ pub struct Setup {
     pub cpus: Vec<Option<usize>>,
     /// XDP counters, when steering is attached.
     pub xdp: Option<XdpReader>,
+    /// The TCP/TLS layer's counters, when it runs.
+    pub streams: Option<Arc<crate::stream::stats::StreamStats>>,
 }
 
 /// The control plane's state, shared by signals, the prober and the API.
@@ -65,6 +69,7 @@ pub struct Control {
     workers: Vec<Arc<WorkerStats>>,
     cpus: Vec<Option<usize>>,
     xdp: Option<XdpReader>,
+    streams: Option<Arc<crate::stream::stats::StreamStats>>,
     inner: Mutex<Inner>,
     generation: AtomicU64,
     reload_failures: AtomicU64,
@@ -96,7 +101,7 @@ impl std::fmt::Display for UnknownBackend {
 impl Control {
     /// Takes over the running Plan: publishes it again with backend states.
     pub fn new(setup: Setup) -> Arc<Control> {
-        let Setup { args, config, plan, workers, cpus, xdp } = setup;
+        let Setup { args, config, plan, workers, cpus, xdp, streams } = setup;
         // Tokens start at a time-derived value so a restarted sip-lb does not
         // take a late answer to its predecessor's probe for its own.
         let token_seed =
@@ -107,6 +112,7 @@ impl Control {
             workers,
             cpus,
             xdp,
+            streams,
             inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),

@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use arc_swap::ArcSwap;
 
 use crate::fault::{self, Fault};
+use crate::stream::relay::Relay;
 use sip_lb_proto::balance::Router;
 use sip_lb_proto::proxy::Proxy;
 
@@ -71,6 +72,17 @@ impl Dataplane {
     /// when that is `Some`. A panic in any worker aborts the process
     /// ([`fault::run_or_abort`]).
     pub fn start(sockets: Vec<Vec<UdpSocket>>, cpus: &[Option<usize>], plan: SharedPlan) -> io::Result<Dataplane> {
+        Dataplane::start_with_relay(sockets, cpus, plan, None)
+    }
+
+    /// [`Dataplane::start`] with the stream layer's relay: responses that
+    /// carry a flow token go to their TCP/TLS connection (`crate::stream`).
+    pub fn start_with_relay(
+        sockets: Vec<Vec<UdpSocket>>,
+        cpus: &[Option<usize>],
+        plan: SharedPlan,
+        relay: Option<Arc<Relay>>,
+    ) -> io::Result<Dataplane> {
         // Reads SIP_LB_FAULT now (and says so) rather than on a first datagram.
         fault::armed(Fault::WorkerPanic);
         let stop = Arc::new(AtomicBool::new(false));
@@ -78,7 +90,15 @@ impl Dataplane {
         for (index, sockets) in sockets.into_iter().enumerate() {
             let stats = Arc::new(WorkerStats::default());
             let cpu = cpus.get(index).copied().flatten();
-            let w = Worker { index, cpu, sockets, plan: plan.clone(), stats: stats.clone(), stop: stop.clone() };
+            let w = Worker {
+                index,
+                cpu,
+                sockets,
+                plan: plan.clone(),
+                stats: stats.clone(),
+                stop: stop.clone(),
+                relay: relay.clone(),
+            };
             let t = std::thread::Builder::new()
                 .name(format!("sip-lb-w{index}"))
                 .spawn(move || fault::run_or_abort(index, || w.run()))?;

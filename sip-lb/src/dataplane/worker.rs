@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::stats::WorkerStats;
 use super::SharedPlan;
+use crate::stream::relay::Relay;
 use sip_lb_proto::proxy::{Action, DropReason, Forwarded};
 use sip_lb_udp::{RecvBatch, SendBatch};
 
@@ -23,6 +24,9 @@ pub struct Worker {
     pub plan: SharedPlan,
     pub stats: Arc<WorkerStats>,
     pub stop: Arc<AtomicBool>,
+    /// With TCP/TLS listeners: hands responses with a flow token to their
+    /// connection.
+    pub relay: Option<Arc<Relay>>,
 }
 
 impl Worker {
@@ -87,7 +91,15 @@ impl Worker {
             }
             crate::fault::inject(self.index, data);
             let out = tx.next_buf();
-            match plan.proxy.handle(&plan.router, data, src, on, out) {
+            let action = plan.proxy.handle(&plan.router, data, src, on, out);
+            if let (Some(relay), Action::Forward { what: Forwarded::Response, .. }) = (&self.relay, action) {
+                // Not sent from here: queued on its connection, or dropped.
+                if relay.take(plan.proxy.keys(), data, out) {
+                    stats.responses_forwarded.add(1);
+                    continue;
+                }
+            }
+            match action {
                 Action::Forward { to, from, what } => {
                     match what {
                         Forwarded::Request => {
