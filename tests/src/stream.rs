@@ -31,6 +31,38 @@ impl StreamClient<TcpStream> {
     }
 }
 
+/// A TLS connection as a rustls client that trusts only the PEM certificate(s) in `ca`.
+pub type TlsClient = StreamClient<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>;
+
+/// Connects to `addr` over TLS (the server's certificate must name `addr`'s IP) and
+/// completes the handshake within `within`.
+#[allow(deprecated)] // ring's provider: the one sip-lb uses (aws-lc-rs needs cmake)
+pub fn tls_connect(addr: SocketAddr, ca: &std::path::Path, within: Duration) -> Result<TlsClient> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("read {}", ca.display()))? {
+        roots.add(c?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::IpAddress(addr.ip().into());
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+    let tcp = TcpStream::connect_timeout(&addr, within).with_context(|| format!("connect {addr}"))?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(within))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).context("TLS handshake")?;
+    }
+    Ok(StreamClient::over(tls, |s: &rustls::StreamOwned<rustls::ClientConnection, TcpStream>, d| {
+        s.sock.set_read_timeout(Some(d))
+    }))
+}
+
 impl<S: Read + Write> StreamClient<S> {
     /// Over any stream (TLS); `set_timeout` bounds each read of the underlying socket.
     pub fn over(stream: S, set_timeout: impl Fn(&S, Duration) -> std::io::Result<()> + Send + 'static) -> Self {
