@@ -51,6 +51,7 @@ pub fn families(e: &mut DescriptorEncoder, s: &StreamStats) -> Result<(), std::f
         ("request_forwarded", s.requests_forwarded.get()),
         ("reply", s.replies.get()),
         ("dropped", s.dropped.get()),
+        ("send_failed", s.send_failed.get()),
         ("worker_queue_full", s.queue_full.get()),
         ("response_delivered", s.responses_delivered.get()),
         ("response_flow_gone", s.responses_flow_gone.get()),

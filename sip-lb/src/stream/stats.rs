@@ -51,6 +51,8 @@ pub struct StreamStats {
     pub replies: Count,
     /// Messages the core dropped.
     pub dropped: Count,
+    /// Datagrams a stream worker could not send to a backend.
+    pub send_failed: Count,
     /// Responses relayed to their connection.
     pub responses_delivered: Count,
     /// Responses for a connection that is gone (or a reused slot).

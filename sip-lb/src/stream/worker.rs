@@ -88,12 +88,15 @@ impl StreamWorker {
                     s.dropped.inc();
                     return;
                 }
-                self.send(out, to, from);
-                s.requests_forwarded.inc();
+                if self.send(out, to, from) {
+                    s.requests_forwarded.inc();
+                }
             }
             // A response from the client (to a request that reached it some
             // other way): where the core says, like a UDP one.
-            Action::Forward { to, from, what: Forwarded::Response } => self.send(out, to, from),
+            Action::Forward { to, from, what: Forwarded::Response } => {
+                self.send(out, to, from);
+            }
             Action::Reply { .. } => {
                 s.replies.inc();
                 self.flows.deliver(m.token, Out::Bytes(out.clone()));
@@ -105,10 +108,17 @@ impl StreamWorker {
         }
     }
 
-    fn send(&self, out: &[u8], to: SocketAddr, from: usize) {
-        let Some(sock) = self.sockets.get(from) else { return };
-        if let Err(e) = sock.send_to(out, to) {
-            tracing::debug!(worker = self.index, %to, "send: {e}");
+    /// One datagram; a failure (a full socket buffer: the sockets are
+    /// non-blocking, like the UDP workers') is counted as `send_failed`.
+    fn send(&self, out: &[u8], to: SocketAddr, from: usize) -> bool {
+        let sent = self.sockets.get(from).map(|sock| sock.send_to(out, to));
+        match sent {
+            Some(Ok(_)) => true,
+            other => {
+                tracing::debug!(worker = self.index, %to, "send: {other:?}");
+                self.stats.send_failed.inc();
+                false
+            }
         }
     }
 }
