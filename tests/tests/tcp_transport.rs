@@ -211,3 +211,15 @@ fn tcp_response_for_a_gone_connection_or_a_forged_token_is_dropped_and_counted()
     ensure!(metric(&lb, "sip_lb_tcp_messages_total", ("outcome", "response_delivered"))? == 0);
     Ok(())
 }
+
+#[test]
+fn tcp_listener_leaves_udp_clients_answered_over_udp() -> Result<()> {
+    let a = Backend::start(true)?;
+    let (lb, _tcp) = start("tcp_udp_too", &[a.addr], "")?;
+    let client = Sink::loopback()?;
+    client.send_to(SipRequest::new("INVITE", client.addr(), "udp@client").bytes(), lb.addr)?;
+    let (r, from) = client.recv_text(WITHIN).context("the UDP client's answer")?;
+    ensure!(r.starts_with("SIP/2.0 200 OK\r\n") && from == lb.addr, "{r} from {from}");
+    ensure!(metric(&lb, "sip_lb_tcp_messages_total", ("outcome", "response_delivered"))? == 0);
+    Ok(())
+}
