@@ -78,3 +78,19 @@ fn stream_listener_errors_say_what_is_missing() {
     let e = err(format!("listen = [\"127.0.0.1:5060\"]\n[tcp]\nmax_conns = 1\n{POOL}"));
     assert!(e.contains("max_conns"), "{e}");
 }
+
+#[test]
+fn a_reload_cannot_change_the_stream_listeners_or_limits() {
+    use sip_lb::control::reload::check_applicable;
+    let with = |extra: &str| {
+        Config::from_toml_str(&format!("listen = [\"127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]\n{extra}\n{POOL}"))
+            .unwrap()
+    };
+    let running = with("");
+    assert!(check_applicable(&with(""), &running).is_ok());
+    let e = check_applicable(&with("[tcp]\nmax_per_ip = 1"), &running).unwrap_err().to_string();
+    assert!(e.contains("need a restart"), "{e}");
+    let other =
+        Config::from_toml_str(&format!("listen = [\"127.0.0.1:5060\", \"tcp:127.0.0.1:5062\"]\n{POOL}")).unwrap();
+    assert!(check_applicable(&other, &running).is_err());
+}
