@@ -93,9 +93,10 @@ impl Worker {
             let out = tx.next_buf();
             let action = plan.proxy.handle(&plan.router, data, src, on, out);
             if let (Some(relay), Action::Forward { what: Forwarded::Response, .. }) = (&self.relay, action) {
-                // Not sent from here: queued on its connection, or dropped.
-                if relay.take(plan.proxy.keys(), data, out) {
-                    stats.responses_forwarded.add(1);
+                // Not sent from here: queued on its connection, or dropped
+                // (counted by the relay).
+                if let Some(queued) = relay.take(plan.proxy.keys(), data, out) {
+                    stats.responses_forwarded.add(u64::from(queued));
                     continue;
                 }
             }

@@ -17,24 +17,26 @@ pub struct Relay {
 
 impl Relay {
     /// `response` is what the backend sent, `out` what the core made of it
-    /// (our Via removed). True when the response belonged to a flow: it was
-    /// queued on its connection or dropped and counted, never sent by UDP.
-    pub fn take(&self, keys: &Keys, response: &[u8], out: &[u8]) -> bool {
+    /// (our Via removed). `None`: not a flow's, send it by UDP as usual.
+    /// `Some(queued)`: a flow's, never sent by UDP; queued on its connection,
+    /// or dropped and counted.
+    pub fn take(&self, keys: &Keys, response: &[u8], out: &[u8]) -> Option<bool> {
         match flow::of_response(keys, response) {
-            FlowCheck::None => false,
+            FlowCheck::None => None,
             FlowCheck::Forged => {
                 self.stats.responses_flow_forged.inc();
-                true
+                Some(false)
             }
             FlowCheck::Token(token) => {
                 // The copy crosses into the connection's writer task.
-                let c = match self.flows.deliver(token, Out::Bytes(out.to_vec())) {
+                let delivery = self.flows.deliver(token, Out::Bytes(out.to_vec()));
+                let c = match delivery {
                     Delivery::Queued => &self.stats.responses_delivered,
                     Delivery::Gone => &self.stats.responses_flow_gone,
                     Delivery::Full => &self.stats.responses_flow_full,
                 };
                 c.inc();
-                true
+                Some(delivery == Delivery::Queued)
             }
         }
     }
