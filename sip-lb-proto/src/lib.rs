@@ -9,9 +9,11 @@
 //! - [`balance`]: backend pools and weighted rendezvous hashing of the Call-ID.
 //! - [`stream`]: framing SIP on TCP/TLS byte streams (RFC 3261 §18.3).
 //! - [`flow`]: the flow token that routes a response back to its connection.
+//! - [`stun`]: answering STUN Binding requests on the SIP UDP port (RFC 5389).
 
 pub mod balance;
 pub mod flow;
 pub mod proxy;
 pub mod sip;
 pub mod stream;
+pub mod stun;
