@@ -109,8 +109,12 @@ fn run(args: RunArgs) -> Result<()> {
         true => None,
         false => Some(sip_lb::stream::Streams::start(streams_bound, &config, &sockets, plan.clone())?),
     };
-    let relay = streams.as_ref().map(|s| Arc::new(s.relay()));
-    let dp = Dataplane::start_with_relay(sockets, &pinned, plan.clone(), relay)?;
+    let extras = dataplane::Extras {
+        relay: streams.as_ref().map(|s| Arc::new(s.relay())),
+        stun: config.stun.then(Arc::default),
+    };
+    let stun = extras.stun.clone();
+    let dp = Dataplane::start_with(sockets, &pinned, plan.clone(), extras)?;
     tracing::info!(
         listen = ?config.listen,
         streams = ?config.streams,
@@ -138,6 +142,7 @@ fn run(args: RunArgs) -> Result<()> {
             Box::new(move || s.counters())
         }),
         streams: streams.as_ref().map(|s| s.stats()),
+        stun,
     };
     let served = rt.block_on(control::run_until_shutdown(setup));
 

@@ -23,6 +23,8 @@ fn example_file_has_a_tcp_listener_and_the_default_limits() {
     assert_eq!(c.streams, [tcp("127.0.0.1:5060")]);
     assert_eq!(c.stream, StreamConfig::default());
     assert_eq!(c.tls, None);
+    assert!(!c.stun);
+    assert!(Config::from_toml_str(&EXAMPLE.replace("# stun = true", "stun = true")).unwrap().stun);
 }
 
 #[test]

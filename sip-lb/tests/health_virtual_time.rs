@@ -62,6 +62,7 @@ impl Lab {
             cpus: vec![],
             xdp: None,
             streams: None,
+            stun: None,
         });
         let epoch = Instant::now();
         Lab { control, plan, file, epoch, now: epoch, in_air: Vec::new() }

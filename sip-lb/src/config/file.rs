@@ -40,6 +40,7 @@ pub(crate) struct Draft {
     pub streams: Vec<StreamListen>,
     pub stream: StreamConfig,
     pub tls: Option<TlsConfig>,
+    pub stun: bool,
 }
 
 /// A listen entry before defaults: its advertise may be left out.
@@ -102,6 +103,7 @@ struct RawConfig {
     security: Option<RawSecurity>,
     tcp: Option<RawTcp>,
     tls: Option<RawTls>,
+    stun: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +361,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
         draft.stream = raw.into_config().map_err(|(field, m)| ConfigError::at(src, None, field, m))?;
     }
     draft.tls = raw.tls.map(|t| t.into_config(base));
+    draft.stun = raw.stun.unwrap_or(false);
 
     for p in raw.pool {
         let name = p.name.get_ref().clone();

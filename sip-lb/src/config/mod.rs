@@ -101,6 +101,9 @@ pub struct Config {
     pub stream: StreamConfig,
     /// Certificate and key for `tls:` listeners (`[tls]`).
     pub tls: Option<TlsConfig>,
+    /// Answer STUN Binding requests on the UDP listen addresses (`stun`,
+    /// default off).
+    pub stun: bool,
 }
 
 /// A socket to receive SIP on and the address sip-lb puts in its Via and

@@ -168,6 +168,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         streams: d.streams,
         stream: d.stream,
         tls: d.tls,
+        stun: d.stun,
     })
 }
 

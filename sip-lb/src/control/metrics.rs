@@ -15,19 +15,29 @@ use sip_lb_common::maps::PassReason;
 
 use super::snapshot::{Snapshot, WorkerSnapshot};
 use super::state::State;
+use crate::dataplane::StunStats;
 use crate::stream::stats::StreamStats;
 use crate::xdp::XdpCounters;
 use std::sync::Arc;
 
 /// The `/metrics` body.
 pub fn render(snapshot: Snapshot, xdp: Option<XdpCounters>) -> String {
-    render_with_streams(snapshot, xdp, None)
+    render_with(snapshot, xdp, Extra::default())
 }
 
-/// [`render`] plus the TCP/TLS layer's families (`super::stream_metrics`).
-pub fn render_with_streams(snapshot: Snapshot, xdp: Option<XdpCounters>, streams: Option<Arc<StreamStats>>) -> String {
+/// Counters of optional parts, present only when they run.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// The TCP/TLS layer (`super::stream_metrics`).
+    pub streams: Option<Arc<StreamStats>>,
+    /// STUN on the UDP port.
+    pub stun: Option<Arc<StunStats>>,
+}
+
+/// [`render`] plus the families of `extra`.
+pub fn render_with(snapshot: Snapshot, xdp: Option<XdpCounters>, extra: Extra) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape { snapshot, xdp, streams }));
+    registry.register_collector(Box::new(Scrape { snapshot, xdp, extra }));
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -38,7 +48,7 @@ pub fn render_with_streams(snapshot: Snapshot, xdp: Option<XdpCounters>, streams
 struct Scrape {
     snapshot: Snapshot,
     xdp: Option<XdpCounters>,
-    streams: Option<Arc<StreamStats>>,
+    extra: Extra,
 }
 
 pub(super) type Labels = Vec<(&'static str, String)>;
@@ -90,8 +100,11 @@ impl Collector for Scrape {
         if let Some(x) = &self.xdp {
             xdp_families(e, x)?;
         }
-        if let Some(st) = &self.streams {
+        if let Some(st) = &self.extra.streams {
             super::stream_metrics::families(e, st)?;
+        }
+        if let Some(st) = &self.extra.stun {
+            super::stream_metrics::stun_family(e, st)?;
         }
         Ok(())
     }

@@ -60,6 +60,8 @@ pub struct Setup {
     pub xdp: Option<XdpReader>,
     /// The TCP/TLS layer's counters, when it runs.
     pub streams: Option<Arc<crate::stream::stats::StreamStats>>,
+    /// STUN counters, when `stun = true`.
+    pub stun: Option<Arc<crate::dataplane::StunStats>>,
 }
 
 /// The control plane's state, shared by signals, the prober and the API.
@@ -70,6 +72,7 @@ pub struct Control {
     cpus: Vec<Option<usize>>,
     xdp: Option<XdpReader>,
     streams: Option<Arc<crate::stream::stats::StreamStats>>,
+    stun: Option<Arc<crate::dataplane::StunStats>>,
     inner: Mutex<Inner>,
     generation: AtomicU64,
     reload_failures: AtomicU64,
@@ -101,7 +104,7 @@ impl std::fmt::Display for UnknownBackend {
 impl Control {
     /// Takes over the running Plan: publishes it again with backend states.
     pub fn new(setup: Setup) -> Arc<Control> {
-        let Setup { args, config, plan, workers, cpus, xdp, streams } = setup;
+        let Setup { args, config, plan, workers, cpus, xdp, streams, stun } = setup;
         // Tokens start at a time-derived value so a restarted sip-lb does not
         // take a late answer to its predecessor's probe for its own.
         let token_seed =
@@ -113,6 +116,7 @@ impl Control {
             cpus,
             xdp,
             streams,
+            stun,
             inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),

@@ -1,5 +1,6 @@
 //! Prometheus families of the TCP/TLS layer (`crate::stream::stats`),
-//! present only when a `tcp:`/`tls:` listener runs.
+//! present only when a `tcp:`/`tls:` listener runs, and of STUN on the UDP
+//! port (with `stun = true`).
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -7,6 +8,7 @@ use prometheus_client::metrics::MetricType;
 use sip_lb_proto::stream::FrameError;
 
 use super::metrics::{family, Labels};
+use crate::dataplane::StunStats;
 use crate::stream::stats::StreamStats;
 
 fn labelled<'a>(
@@ -64,5 +66,21 @@ pub fn families(e: &mut DescriptorEncoder, s: &StreamStats) -> Result<(), std::f
         "Messages to and from TCP/TLS connections, by outcome",
         MetricType::Counter,
         labelled("outcome", &msgs),
+    )
+}
+
+pub fn stun_family(e: &mut DescriptorEncoder, s: &StunStats) -> Result<(), std::fmt::Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let rows = [
+        ("answered", s.answered.load(Relaxed)),
+        ("would_amplify", s.would_amplify.load(Relaxed)),
+        ("malformed", s.malformed.load(Relaxed)),
+    ];
+    family(
+        e,
+        "sip_lb_stun",
+        "STUN Binding requests on the UDP port, by outcome",
+        MetricType::Counter,
+        labelled("outcome", &rows),
     )
 }

@@ -25,6 +25,7 @@ use crate::fault::{self, Fault};
 use crate::stream::relay::Relay;
 use sip_lb_proto::balance::Router;
 use sip_lb_proto::proxy::Proxy;
+pub use stats::StunStats;
 
 pub use stats::{Counters, WorkerStats};
 use worker::Worker;
@@ -38,6 +39,17 @@ pub struct Plan {
 }
 
 pub type SharedPlan = Arc<ArcSwap<Plan>>;
+
+/// What a worker does besides forwarding SIP datagrams; nothing by default,
+/// and then the UDP path is exactly the plain one.
+#[derive(Clone, Default)]
+pub struct Extras {
+    /// The stream layer's relay: responses that carry a flow token go to
+    /// their TCP/TLS connection (`crate::stream`).
+    pub relay: Option<Arc<Relay>>,
+    /// Answer STUN Binding requests (RFC 5389), counted here.
+    pub stun: Option<Arc<StunStats>>,
+}
 
 pub struct Dataplane {
     stop: Arc<AtomicBool>,
@@ -72,16 +84,15 @@ impl Dataplane {
     /// when that is `Some`. A panic in any worker aborts the process
     /// ([`fault::run_or_abort`]).
     pub fn start(sockets: Vec<Vec<UdpSocket>>, cpus: &[Option<usize>], plan: SharedPlan) -> io::Result<Dataplane> {
-        Dataplane::start_with_relay(sockets, cpus, plan, None)
+        Dataplane::start_with(sockets, cpus, plan, Extras::default())
     }
 
-    /// [`Dataplane::start`] with the stream layer's relay: responses that
-    /// carry a flow token go to their TCP/TLS connection (`crate::stream`).
-    pub fn start_with_relay(
+    /// [`Dataplane::start`] with what the workers do besides forwarding SIP.
+    pub fn start_with(
         sockets: Vec<Vec<UdpSocket>>,
         cpus: &[Option<usize>],
         plan: SharedPlan,
-        relay: Option<Arc<Relay>>,
+        extras: Extras,
     ) -> io::Result<Dataplane> {
         // Reads SIP_LB_FAULT now (and says so) rather than on a first datagram.
         fault::armed(Fault::WorkerPanic);
@@ -97,7 +108,8 @@ impl Dataplane {
                 plan: plan.clone(),
                 stats: stats.clone(),
                 stop: stop.clone(),
-                relay: relay.clone(),
+                relay: extras.relay.clone(),
+                stun: extras.stun.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("sip-lb-w{index}"))

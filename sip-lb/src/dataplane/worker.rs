@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::stats::WorkerStats;
+use super::stats::{StunStats, WorkerStats};
 use super::SharedPlan;
 use crate::stream::relay::Relay;
 use sip_lb_proto::proxy::{Action, DropReason, Forwarded};
@@ -27,6 +27,8 @@ pub struct Worker {
     /// With TCP/TLS listeners: hands responses with a flow token to their
     /// connection.
     pub relay: Option<Arc<Relay>>,
+    /// With `stun = true`: answers Binding requests, counts them here.
+    pub stun: Option<Arc<StunStats>>,
 }
 
 impl Worker {
@@ -91,6 +93,15 @@ impl Worker {
             }
             crate::fault::inject(self.index, data);
             let out = tx.next_buf();
+            if let Some(stun) = self.stun.as_ref().filter(|_| sip_lb_proto::stun::is_stun(data)) {
+                let outcome = sip_lb_proto::stun::answer(data, src, out);
+                stun.count(outcome);
+                if outcome == sip_lb_proto::stun::Outcome::Answered {
+                    tx_bytes += out.len() as u64;
+                    tx.commit(src, on);
+                }
+                continue;
+            }
             let action = plan.proxy.handle(&plan.router, data, src, on, out);
             if let (Some(relay), Action::Forward { what: Forwarded::Response, .. }) = (&self.relay, action) {
                 // Not sent from here: queued on its connection, or dropped
