@@ -36,8 +36,18 @@ pub type TlsClient = StreamClient<rustls::StreamOwned<rustls::ClientConnection, 
 
 /// Connects to `addr` over TLS (the server's certificate must name `addr`'s IP) and
 /// completes the handshake within `within`.
-#[allow(deprecated)] // ring's provider: the one sip-lb uses (aws-lc-rs needs cmake)
 pub fn tls_connect(addr: SocketAddr, ca: &std::path::Path, within: Duration) -> Result<TlsClient> {
+    tls_connect_as(addr, ca, None, within)
+}
+
+/// [`tls_connect`] presenting a client certificate: (certificate, key) PEM files.
+#[allow(deprecated)] // ring's provider: the one sip-lb uses (aws-lc-rs needs cmake)
+pub fn tls_connect_as(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+    within: Duration,
+) -> Result<TlsClient> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
@@ -47,8 +57,14 @@ pub fn tls_connect(addr: SocketAddr, ca: &std::path::Path, within: Duration) -> 
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+            config.with_client_auth_cert(chain, rustls::pki_types::PrivateKeyDer::from_pem_file(key)?)?
+        }
+    };
     let name = ServerName::IpAddress(addr.ip().into());
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
     let tcp = TcpStream::connect_timeout(&addr, within).with_context(|| format!("connect {addr}"))?;
