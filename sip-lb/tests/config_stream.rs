@@ -24,6 +24,9 @@ fn example_file_has_a_tcp_listener_and_the_default_limits() {
     assert_eq!(c.stream, StreamConfig::default());
     assert_eq!(c.tls, None);
     assert!(!c.stun);
+    assert_eq!(c.record_route, sip_lb::config::RecordRoute::Auto);
+    let off = Config::from_toml_str(&EXAMPLE.replace("# record_route = \"auto\"", "record_route = \"off\"")).unwrap();
+    assert_eq!(off.record_route, sip_lb::config::RecordRoute::Off);
     assert!(Config::from_toml_str(&EXAMPLE.replace("# stun = true", "stun = true")).unwrap().stun);
 }
 

@@ -223,3 +223,39 @@ fn tcp_listener_leaves_udp_clients_answered_over_udp() -> Result<()> {
     ensure!(metric(&lb, "sip_lb_tcp_messages_total", ("outcome", "response_delivered"))? == 0);
     Ok(())
 }
+
+#[test]
+fn tcp_far_end_request_follows_the_record_route_to_the_clients_connection() -> Result<()> {
+    let backend = Sink::loopback()?;
+    let (lb, tcp) = start("tcp_record_route", &[backend.addr()], "")?;
+    let mut c = StreamClient::connect(tcp)?;
+    let me = c.local_addr();
+    c.send(tcp_request("INVITE", me, "rr@client", 1).as_bytes())?;
+    let (invite, _) = backend.recv_text(WITHIN).context("the INVITE should be forwarded")?;
+    let rr = header(&invite, "Record-Route").context("no Record-Route on a dialog-creating request")?;
+    ensure!(rr.contains(&format!("<sip:{};lr;slb;slb-flow=", lb.addr)), "Record-Route {rr}");
+    // The callee hangs up: its BYE goes to our Record-Route (now its Route), over UDP.
+    let bye = format!(
+        "BYE sip:alice@{me};transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP {b};branch=z9hG4bK-bye-1\r\n\
+         Route: {rr}\r\nMax-Forwards: 70\r\nFrom: Bob <sip:bob@example.com>;tag=be\r\n\
+         To: Alice <sip:alice@example.com>;tag=a1\r\nCall-ID: rr@client\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        b = backend.addr()
+    );
+    backend.send_to(bye.as_bytes(), lb.addr)?;
+    let got = c.read_message(WITHIN).context("the BYE should reach the client on its connection")?;
+    ensure!(got.starts_with("BYE sip:alice@"), "{got}");
+    ensure!(!got.contains("Route:"), "our Route must be removed: {got}");
+    let vias = headers(&got, "Via");
+    ensure!(vias.len() == 2 && vias[1].starts_with(&format!("SIP/2.0/UDP {}", backend.addr())), "Vias {vias:?}");
+    // The client's 200 goes back over the connection and on to the callee over UDP.
+    c.send(response_to(&got).as_bytes())?;
+    let (ok, _) = backend.recv_text(WITHIN).context("the 200 for the BYE should reach the callee")?;
+    ensure!(ok.starts_with("SIP/2.0 200 OK\r\n") && header(&ok, "CSeq").as_deref() == Some("1 BYE"), "{ok}");
+    ensure!(headers(&ok, "Via").len() == 1, "our Via must be removed: {ok}");
+    // A forged token in the Route is not followed.
+    let forged = bye.replacen("slb-flow=", "slb-flow=f", 1).replacen("z9hG4bK-bye-1", "z9hG4bK-bye-2", 1);
+    backend.send_to(forged.as_bytes(), lb.addr)?;
+    wait_metric(&lb, "sip_lb_tcp_messages_total", ("outcome", "request_to_client_flow_forged"), 1)?;
+    ensure!(metric(&lb, "sip_lb_tcp_messages_total", ("outcome", "request_to_client_delivered"))? == 1);
+    Ok(())
+}

@@ -5,7 +5,10 @@
 //! response.
 //!
 //! - [`token`]: the token, its Via parameter, stamping and verifying it.
+//! - [`record_route`]: the token in our Record-Route, for requests from the
+//!   far end of a dialog.
 
+pub mod record_route;
 pub mod token;
 
 pub use token::{of_response, stamp, FlowCheck, FlowToken, StampError, FLOW_PARAM};

@@ -41,6 +41,7 @@ pub(crate) struct Draft {
     pub stream: StreamConfig,
     pub tls: Option<TlsConfig>,
     pub stun: bool,
+    pub record_route: super::stream::RecordRoute,
 }
 
 /// A listen entry before defaults: its advertise may be left out.
@@ -104,6 +105,7 @@ struct RawConfig {
     tcp: Option<RawTcp>,
     tls: Option<RawTls>,
     stun: Option<bool>,
+    record_route: Option<super::stream::RecordRoute>,
 }
 
 #[derive(Deserialize)]
@@ -362,6 +364,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
     }
     draft.tls = raw.tls.map(|t| t.into_config(base));
     draft.stun = raw.stun.unwrap_or(false);
+    draft.record_route = raw.record_route.unwrap_or_default();
 
     for p in raw.pool {
         let name = p.name.get_ref().clone();

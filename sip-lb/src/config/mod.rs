@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
 pub use cli::RunArgs;
 pub use error::ConfigError;
-pub use stream::{parse_listen, ListenArg, StreamConfig, StreamListen, TlsConfig, Transport};
+pub use stream::{parse_listen, ListenArg, RecordRoute, StreamConfig, StreamListen, TlsConfig, Transport};
 
 /// Where the control plane serves `/metrics` and its admin API when the
 /// file and flags name no `metrics` address.
@@ -104,6 +104,9 @@ pub struct Config {
     /// Answer STUN Binding requests on the UDP listen addresses (`stun`,
     /// default off).
     pub stun: bool,
+    /// Record-Route with the flow token on requests from connections
+    /// (`record_route`, default auto: dialog-creating ones).
+    pub record_route: RecordRoute,
 }
 
 /// A socket to receive SIP on and the address sip-lb puts in its Via and

@@ -54,6 +54,22 @@ pub fn parse_listen(s: &str) -> Result<ListenArg, String> {
     })
 }
 
+/// Whether requests from connections get our Record-Route with their flow
+/// token (`record_route`), so the far end of a dialog can reach the client
+/// on its connection (`sip_lb_proto::flow::record_route`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordRoute {
+    /// Never: in-dialog requests from the far end go to the client's Contact.
+    Off,
+    /// Every request from a connection.
+    On,
+    /// Dialog-creating requests from a connection (INVITE, SUBSCRIBE,
+    /// NOTIFY, REFER).
+    #[default]
+    Auto,
+}
+
 /// The `[tcp]` section: limits of the connection layer (TCP and TLS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamConfig {

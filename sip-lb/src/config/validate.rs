@@ -169,6 +169,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         stream: d.stream,
         tls: d.tls,
         stun: d.stun,
+        record_route: d.record_route,
     })
 }
 

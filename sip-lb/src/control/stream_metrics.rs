@@ -55,10 +55,14 @@ pub fn families(e: &mut DescriptorEncoder, s: &StreamStats) -> Result<(), std::f
         ("dropped", s.dropped.get()),
         ("send_failed", s.send_failed.get()),
         ("worker_queue_full", s.queue_full.get()),
-        ("response_delivered", s.responses_delivered.get()),
-        ("response_flow_gone", s.responses_flow_gone.get()),
-        ("response_flow_full", s.responses_flow_full.get()),
-        ("response_flow_forged", s.responses_flow_forged.get()),
+        ("response_delivered", s.responses.delivered.get()),
+        ("response_flow_gone", s.responses.gone.get()),
+        ("response_flow_full", s.responses.full.get()),
+        ("response_flow_forged", s.responses.forged.get()),
+        ("request_to_client_delivered", s.requests.delivered.get()),
+        ("request_to_client_flow_gone", s.requests.gone.get()),
+        ("request_to_client_flow_full", s.requests.full.get()),
+        ("request_to_client_flow_forged", s.requests.forged.get()),
     ];
     family(
         e,

@@ -103,11 +103,19 @@ impl Worker {
                 continue;
             }
             let action = plan.proxy.handle(&plan.router, data, src, on, out);
-            if let (Some(relay), Action::Forward { what: Forwarded::Response, .. }) = (&self.relay, action) {
-                // Not sent from here: queued on its connection, or dropped
-                // (counted by the relay).
-                if let Some(queued) = relay.take(plan.proxy.keys(), data, out) {
-                    stats.responses_forwarded.add(u64::from(queued));
+            if let (Some(relay), Action::Forward { what, .. }) = (&self.relay, action) {
+                // A flow's message is not sent from here: it is queued on its
+                // connection, or dropped (counted by the relay).
+                let taken = match what {
+                    Forwarded::Response => relay.take(plan.proxy.keys(), data, out),
+                    Forwarded::Request => relay.take_request(&plan.proxy, data, out),
+                };
+                if let Some(queued) = taken {
+                    let c = match what {
+                        Forwarded::Response => &stats.responses_forwarded,
+                        Forwarded::Request => &stats.requests_forwarded,
+                    };
+                    c.add(u64::from(queued));
                     continue;
                 }
             }

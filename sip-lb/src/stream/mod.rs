@@ -96,6 +96,7 @@ impl Streams {
                 flows: flows.clone(),
                 stats: stats.clone(),
                 stop: stop.clone(),
+                record_route: config.record_route,
             };
             let t = std::thread::Builder::new()
                 .name(format!("sip-lb-s{index}"))

@@ -4,11 +4,11 @@
 //! it costs responses without a token one `memmem` for the parameter.
 use std::sync::Arc;
 
-use sip_lb_proto::flow::{self, FlowCheck};
-use sip_lb_proto::proxy::Keys;
+use sip_lb_proto::flow::{self, record_route, FlowCheck};
+use sip_lb_proto::proxy::{Keys, Proxy};
 
 use super::flows::{Delivery, Flows, Out};
-use super::stats::StreamStats;
+use super::stats::{FlowCounts, StreamStats};
 
 pub struct Relay {
     pub flows: Arc<Flows>,
@@ -21,19 +21,31 @@ impl Relay {
     /// `Some(queued)`: a flow's, never sent by UDP; queued on its connection,
     /// or dropped and counted.
     pub fn take(&self, keys: &Keys, response: &[u8], out: &[u8]) -> Option<bool> {
-        match flow::of_response(keys, response) {
+        self.route(flow::of_response(keys, response), out, &self.stats.responses)
+    }
+
+    /// A request from the far end of a dialog recorded from a connection
+    /// (its top Route is our Record-Route with a token), as the core
+    /// forwarded it: queued on the client's connection instead of going to
+    /// a backend. Same answer as [`Relay::take`].
+    pub fn take_request(&self, proxy: &Proxy, request: &[u8], out: &[u8]) -> Option<bool> {
+        self.route(record_route::of_request(proxy.identity(), proxy.keys(), request), out, &self.stats.requests)
+    }
+
+    fn route(&self, check: FlowCheck, out: &[u8], counts: &FlowCounts) -> Option<bool> {
+        match check {
             FlowCheck::None => None,
             FlowCheck::Forged => {
-                self.stats.responses_flow_forged.inc();
+                counts.forged.inc();
                 Some(false)
             }
             FlowCheck::Token(token) => {
                 // The copy crosses into the connection's writer task.
                 let delivery = self.flows.deliver(token, Out::Bytes(out.to_vec()));
                 let c = match delivery {
-                    Delivery::Queued => &self.stats.responses_delivered,
-                    Delivery::Gone => &self.stats.responses_flow_gone,
-                    Delivery::Full => &self.stats.responses_flow_full,
+                    Delivery::Queued => &counts.delivered,
+                    Delivery::Gone => &counts.gone,
+                    Delivery::Full => &counts.full,
                 };
                 c.inc();
                 Some(delivery == Delivery::Queued)

@@ -53,14 +53,23 @@ pub struct StreamStats {
     pub dropped: Count,
     /// Datagrams a stream worker could not send to a backend.
     pub send_failed: Count,
-    /// Responses relayed to their connection.
-    pub responses_delivered: Count,
-    /// Responses for a connection that is gone (or a reused slot).
-    pub responses_flow_gone: Count,
-    /// Responses dropped because the connection's write queue was full.
-    pub responses_flow_full: Count,
-    /// Responses whose flow token did not verify.
-    pub responses_flow_forged: Count,
+    /// Backends' responses for connections (flow token in our Via).
+    pub responses: FlowCounts,
+    /// Far-end requests for connections (flow token in our Record-Route).
+    pub requests: FlowCounts,
+}
+
+/// What became of messages the UDP workers relayed towards connections.
+#[derive(Default)]
+pub struct FlowCounts {
+    /// Queued on their connection.
+    pub delivered: Count,
+    /// For a connection that is gone (or a reused slot).
+    pub gone: Count,
+    /// Dropped: the connection's write queue was full.
+    pub full: Count,
+    /// The flow token did not verify.
+    pub forged: Count,
 }
 
 impl std::fmt::Debug for StreamStats {

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 
-use sip_lb_proto::flow::{self, FlowToken};
+use sip_lb_proto::flow::{self, record_route, FlowToken};
 use sip_lb_proto::proxy::{Action, Forwarded, ReplyCode};
 
 use super::flows::{Flows, Out};
 use super::stats::StreamStats;
+use crate::config::RecordRoute;
 use crate::dataplane::SharedPlan;
 
 /// How often an idle stream worker checks `stop`.
@@ -52,6 +53,7 @@ pub struct StreamWorker {
     pub flows: Arc<Flows>,
     pub stats: Arc<StreamStats>,
     pub stop: Arc<AtomicBool>,
+    pub record_route: RecordRoute,
 }
 
 impl StreamWorker {
@@ -87,6 +89,17 @@ impl StreamWorker {
                 if flow::stamp(plan.proxy.keys(), out, m.token, call_id).is_err() {
                     s.dropped.inc();
                     return;
+                }
+                let method = m.bytes.split(|&b| b == b' ').next().unwrap_or(&[]);
+                let record = match self.record_route {
+                    RecordRoute::Off => false,
+                    RecordRoute::On => true,
+                    RecordRoute::Auto => record_route::creates_dialog(method),
+                };
+                // Where the far end's requests reach us: the listener our Via names.
+                let advertise = plan.proxy.identity().listeners.get(from).map(|l| l.advertise);
+                if let (true, Some(adv)) = (record, advertise) {
+                    record_route::insert(plan.proxy.keys(), out, adv, m.token, call_id);
                 }
                 if self.send(out, to, from) {
                     s.requests_forwarded.inc();
