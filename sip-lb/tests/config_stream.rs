@@ -27,6 +27,10 @@ fn example_file_has_a_tcp_listener_and_the_default_limits() {
     assert_eq!(c.record_route, sip_lb::config::RecordRoute::Auto);
     let off = Config::from_toml_str(&EXAMPLE.replace("# record_route = \"auto\"", "record_route = \"off\"")).unwrap();
     assert_eq!(off.record_route, sip_lb::config::RecordRoute::Off);
+    assert_eq!(c.path, sip_lb::config::PathMode::Supported);
+    let force = Config::from_toml_str(&EXAMPLE.replace("# path = \"supported\"", "path = \"force\"")).unwrap();
+    assert_eq!(force.path, sip_lb::config::PathMode::Force);
+    assert!(Config::from_toml_str(&EXAMPLE.replace("# path = \"supported\"", "path = \"require\"")).is_err());
     assert!(Config::from_toml_str(&EXAMPLE.replace("# stun = true", "stun = true")).unwrap().stun);
 }
 

@@ -259,3 +259,38 @@ fn tcp_far_end_request_follows_the_record_route_to_the_clients_connection() -> R
     ensure!(metric(&lb, "sip_lb_tcp_messages_total", ("outcome", "request_to_client_delivered"))? == 1);
     Ok(())
 }
+
+#[test]
+fn tcp_register_gets_a_path_that_leads_a_later_invite_to_the_connection() -> Result<()> {
+    let registrar = Sink::loopback()?;
+    let (lb, tcp) = start("tcp_path", &[registrar.addr()], "")?;
+    let mut c = StreamClient::connect(tcp)?;
+    let me = c.local_addr();
+    // Without `Supported: path`, no Path (RFC 3327 §5.1).
+    c.send(tcp_request("REGISTER", me, "reg-plain@client", 1).as_bytes())?;
+    let (plain, _) = registrar.recv_text(WITHIN).context("REGISTER forwarded")?;
+    ensure!(header(&plain, "Path").is_none(), "{plain}");
+    let reg = tcp_request("REGISTER", me, "reg@client", 1).replacen(
+        "Content-Length:",
+        "Supported: path\r\nContent-Length:",
+        1,
+    );
+    c.send(reg.as_bytes())?;
+    let (fwd, _) = registrar.recv_text(WITHIN).context("REGISTER forwarded")?;
+    let path = header(&fwd, "Path").context("no Path on a REGISTER that supports it")?;
+    ensure!(path.contains(&format!("<sip:{};lr;slb;slb-flow=", lb.addr)), "Path {path}");
+    // Later, a call to the registered UA: a new Call-ID, the Path as its Route.
+    let invite = format!(
+        "INVITE sip:alice@{me};transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP {r};branch=z9hG4bK-inv-1\r\n\
+         Route: {path}\r\nMax-Forwards: 70\r\nFrom: Bob <sip:bob@example.com>;tag=be\r\n\
+         To: Alice <sip:alice@example.com>\r\nCall-ID: later-call@bob\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        r = registrar.addr()
+    );
+    registrar.send_to(invite.as_bytes(), lb.addr)?;
+    let got = c.read_message(WITHIN).context("the INVITE should reach the UA on its connection")?;
+    ensure!(
+        got.starts_with("INVITE sip:alice@") && header(&got, "Call-ID").as_deref() == Some("later-call@bob"),
+        "{got}"
+    );
+    wait_metric(&lb, "sip_lb_tcp_messages_total", ("outcome", "request_to_client_delivered"), 1)
+}

@@ -42,6 +42,7 @@ pub(crate) struct Draft {
     pub tls: Option<TlsConfig>,
     pub stun: bool,
     pub record_route: super::stream::RecordRoute,
+    pub path: super::stream::PathMode,
 }
 
 /// A listen entry before defaults: its advertise may be left out.
@@ -106,6 +107,7 @@ struct RawConfig {
     tls: Option<RawTls>,
     stun: Option<bool>,
     record_route: Option<super::stream::RecordRoute>,
+    path: Option<super::stream::PathMode>,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +367,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
     draft.tls = raw.tls.map(|t| t.into_config(base));
     draft.stun = raw.stun.unwrap_or(false);
     draft.record_route = raw.record_route.unwrap_or_default();
+    draft.path = raw.path.unwrap_or_default();
 
     for p in raw.pool {
         let name = p.name.get_ref().clone();

@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
 pub use cli::RunArgs;
 pub use error::ConfigError;
-pub use stream::{parse_listen, ListenArg, RecordRoute, StreamConfig, StreamListen, TlsConfig, Transport};
+pub use stream::{parse_listen, ListenArg, PathMode, RecordRoute, StreamConfig, StreamListen, TlsConfig, Transport};
 
 /// Where the control plane serves `/metrics` and its admin API when the
 /// file and flags name no `metrics` address.
@@ -107,6 +107,9 @@ pub struct Config {
     /// Record-Route with the flow token on requests from connections
     /// (`record_route`, default auto: dialog-creating ones).
     pub record_route: RecordRoute,
+    /// Path with the flow token on REGISTERs from connections (`path`,
+    /// default supported: when the UA supports it).
+    pub path: PathMode,
 }
 
 /// A socket to receive SIP on and the address sip-lb puts in its Via and

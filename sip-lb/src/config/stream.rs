@@ -70,6 +70,20 @@ pub enum RecordRoute {
     Auto,
 }
 
+/// Whether REGISTERs from connections get our Path with their flow token
+/// (`path`, RFC 3327), so requests to the registered UA reach its connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathMode {
+    /// Never.
+    Off,
+    /// When the UA lists `path` in Supported (RFC 3327 §5.1).
+    #[default]
+    Supported,
+    /// Always, even if the UA did not say it supports Path.
+    Force,
+}
+
 /// The `[tcp]` section: limits of the connection layer (TCP and TLS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamConfig {

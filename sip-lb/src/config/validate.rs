@@ -170,6 +170,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         tls: d.tls,
         stun: d.stun,
         record_route: d.record_route,
+        path: d.path,
     })
 }
 

@@ -97,6 +97,7 @@ impl Streams {
                 stats: stats.clone(),
                 stop: stop.clone(),
                 record_route: config.record_route,
+                path: config.path,
             };
             let t = std::thread::Builder::new()
                 .name(format!("sip-lb-s{index}"))

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 
-use sip_lb_proto::flow::{self, record_route, FlowToken};
+use sip_lb_proto::flow::record_route::{self, Kind};
+use sip_lb_proto::flow::{self, FlowToken};
 use sip_lb_proto::proxy::{Action, Forwarded, ReplyCode};
 
 use super::flows::{Flows, Out};
 use super::stats::StreamStats;
-use crate::config::RecordRoute;
+use crate::config::{PathMode, RecordRoute};
 use crate::dataplane::SharedPlan;
 
 /// How often an idle stream worker checks `stop`.
@@ -54,6 +55,7 @@ pub struct StreamWorker {
     pub stats: Arc<StreamStats>,
     pub stop: Arc<AtomicBool>,
     pub record_route: RecordRoute,
+    pub path: PathMode,
 }
 
 impl StreamWorker {
@@ -99,7 +101,16 @@ impl StreamWorker {
                 // Where the far end's requests reach us: the listener our Via names.
                 let advertise = plan.proxy.identity().listeners.get(from).map(|l| l.advertise);
                 if let (true, Some(adv)) = (record, advertise) {
-                    record_route::insert(plan.proxy.keys(), out, adv, m.token, call_id);
+                    record_route::insert(plan.proxy.keys(), out, Kind::RecordRoute, adv, m.token, call_id);
+                }
+                let path = method == b"REGISTER"
+                    && match self.path {
+                        PathMode::Off => false,
+                        PathMode::Supported => record_route::ua_supports_path(&m.bytes),
+                        PathMode::Force => true,
+                    };
+                if let (true, Some(adv)) = (path, advertise) {
+                    record_route::insert(plan.proxy.keys(), out, Kind::Path, adv, m.token, call_id);
                 }
                 if self.send(out, to, from) {
                     s.requests_forwarded.inc();
