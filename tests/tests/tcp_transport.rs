@@ -294,3 +294,19 @@ fn tcp_register_gets_a_path_that_leads_a_later_invite_to_the_connection() -> Res
     );
     wait_metric(&lb, "sip_lb_tcp_messages_total", ("outcome", "request_to_client_delivered"), 1)
 }
+
+#[test]
+fn tcp_per_ip_limit_refuses_the_next_connection_from_that_address() -> Result<()> {
+    let a = Backend::start(true)?;
+    let (lb, tcp) = start("tcp_per_ip", &[a.addr], "max_per_ip = 1")?;
+    let mut one = StreamClient::connect(tcp)?;
+    one.send(b"\r\n\r\n")?;
+    ensure!(one.read_bytes(2, WITHIN)? == b"\r\n");
+    let mut two = StreamClient::connect(tcp)?;
+    two.wait_closed(WITHIN).context("a second connection from 127.0.0.1 should be closed")?;
+    wait_metric(&lb, "sip_lb_tcp_connections_total", ("event", "refused_max_per_ip"), 1)?;
+    // The first one is unaffected.
+    one.send(b"\r\n\r\n")?;
+    ensure!(one.read_bytes(2, WITHIN)? == b"\r\n");
+    Ok(())
+}
