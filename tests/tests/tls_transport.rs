@@ -80,19 +80,25 @@ fn make_client_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
 /// sip-lb with a UDP and a TLS listener and one backend; returns the TLS address and the
 /// CA certificate clients must trust.
 fn start(label: &str, backend: SocketAddr) -> Result<(SipLb, SocketAddr, PathBuf)> {
-    start_with(label, backend, false).map(|(lb, tls, ca, _)| (lb, tls, ca))
+    // Generous: a real handshake on a loaded machine may take a while.
+    start_with(label, backend, false, 10_000).map(|(lb, tls, ca, _)| (lb, tls, ca))
 }
 
-/// [`start`], optionally requiring client certificates (`client_ca`); also returns the
-/// directory with the certificates.
-fn start_with(label: &str, backend: SocketAddr, client_ca: bool) -> Result<(SipLb, SocketAddr, PathBuf, PathBuf)> {
+/// [`start`], optionally requiring client certificates (`client_ca`), with this
+/// `handshake_timeout_ms`; also returns the directory with the certificates.
+fn start_with(
+    label: &str,
+    backend: SocketAddr,
+    client_ca: bool,
+    handshake_ms: u64,
+) -> Result<(SipLb, SocketAddr, PathBuf, PathBuf)> {
     let dir = sip_lb_tests::process::scratch_dir(&format!("{label}-cert"))?;
     let (ca, cert, key) = make_certs(&dir)?;
     let client_ca = if client_ca { format!("client_ca = \"{}\"\n", ca.display()) } else { String::new() };
     let (udp, tls, control) = (free_udp_addr()?, free_tcp_addr()?, free_tcp_addr()?);
     let text = format!(
         "listen = [\"{udp}\", \"tls:{tls}\"]\nworkers = 2\nmetrics = \"{control}\"\n\n\
-         [tls]\ncert = \"{}\"\nkey = \"{}\"\n{client_ca}\n[tcp]\nhandshake_timeout_ms = 500\n\n\
+         [tls]\ncert = \"{}\"\nkey = \"{}\"\n{client_ca}\n[tcp]\nhandshake_timeout_ms = {handshake_ms}\n\n\
          [[pool]]\nname = \"farm\"\nbackends = [\"{backend}\"]\n",
         cert.display(),
         key.display()
@@ -168,7 +174,7 @@ fn tls_rustls_client_invite_is_answered_on_its_connection() -> Result<()> {
 #[test]
 fn tls_handshake_timeout_closes_a_silent_connection() -> Result<()> {
     let a = Backend::start(true)?;
-    let (lb, tls, _) = start("tls_timeout", a.addr)?;
+    let (lb, tls, _, _) = start_with("tls_timeout", a.addr, false, 500)?;
     let mut c = StreamClient::over(TcpStream::connect(tls)?, |s: &TcpStream, d| s.set_read_timeout(Some(d)));
     c.wait_closed(WITHIN).context("sip-lb should close a connection without a handshake")?;
     lb.control.wait_metrics(WITHIN, "one handshake timeout", |m| {
@@ -180,7 +186,7 @@ fn tls_handshake_timeout_closes_a_silent_connection() -> Result<()> {
 #[test]
 fn tls_client_ca_admits_only_clients_with_a_certificate_it_signed() -> Result<()> {
     let a = Backend::start(true)?;
-    let (lb, tls, ca, dir) = start_with("tls_client_ca", a.addr, true)?;
+    let (lb, tls, ca, dir) = start_with("tls_client_ca", a.addr, true, 10_000)?;
     let (cert, key) = make_client_cert(&dir)?;
     let mut c = tls_connect_as(tls, &ca, Some((&cert, &key)), WITHIN)?;
     let me = c.stream.sock.local_addr()?;
