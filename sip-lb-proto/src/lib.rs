@@ -9,8 +9,14 @@
 //! - [`balance`]: backend pools and weighted rendezvous hashing of the Call-ID.
 //! - [`shield`]: block/allow lists and per-source rate limits (the verdict
 //!   before the forwarding step).
+//! - [`stream`]: framing SIP on TCP/TLS byte streams (RFC 3261 §18.3).
+//! - [`flow`]: the flow token that routes a response back to its connection.
+//! - [`stun`]: answering STUN Binding requests on the SIP UDP port (RFC 5389).
 
 pub mod balance;
+pub mod flow;
 pub mod proxy;
 pub mod shield;
 pub mod sip;
+pub mod stream;
+pub mod stun;

@@ -4,6 +4,7 @@
 //! - [`config`]: the TOML file and command-line flags, validated.
 //! - [`dataplane`]: per-core workers moving datagrams with recvmmsg/sendmmsg.
 //! - [`control`]: the tokio control plane (reload, health, metrics, API).
+//! - [`stream`]: SIP over TCP and TLS: connections, framing, flow tokens.
 //! - [`xdp`]: loading and attaching the XDP steering program.
 //! - [`fault`]: failure containment (a panic aborts the process) and the
 //!   debug-only fault injection the end-to-end tests use.
@@ -12,4 +13,5 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod fault;
+pub mod stream;
 pub mod xdp;

@@ -121,6 +121,8 @@ fn run(args: RunArgs) -> Result<()> {
     let allowed = affinity::allowed_cpus();
     let (cpus, pinned) = worker_cpus(config.pin, config.workers, &allowed);
 
+    let streams_bound = sip_lb::stream::bind(&config)?;
+
     // Steering first: its programs load before the AF_XDP threads exist
     // (a signal arriving during verification makes BPF_PROG_LOAD fail).
     let selected = dataplane::afxdp::selected(&config);
@@ -133,9 +135,19 @@ fn run(args: RunArgs) -> Result<()> {
         steering = attach_steering(&config, &sockets, &cpus, false)?;
     }
 
-    let dp = Dataplane::start(sockets, &pinned, plan.clone(), shield.clone())?;
+    let streams = match streams_bound.is_empty() {
+        true => None,
+        false => Some(sip_lb::stream::Streams::start(streams_bound, &config, &sockets, plan.clone())?),
+    };
+    let extras = dataplane::Extras {
+        relay: streams.as_ref().map(|s| Arc::new(s.relay())),
+        stun: config.stun.then(Arc::default),
+    };
+    let stun = extras.stun.clone();
+    let dp = Dataplane::start(sockets, &pinned, plan.clone(), shield.clone(), extras)?;
     tracing::info!(
         listen = ?config.listen,
+        streams = ?config.streams,
         workers = config.workers,
         ?cpus,
         "sip-lb forwarding"
@@ -167,11 +179,16 @@ fn run(args: RunArgs) -> Result<()> {
             let s = s.clone();
             Box::new(move || s.counters())
         }),
+        streams: streams.as_ref().map(|s| s.stats()),
+        stun,
     };
     let served = rt.block_on(control::run_until_shutdown(setup));
 
     if let Some(x) = afxdp.as_mut() {
         x.stop();
+    }
+    if let Some(s) = streams {
+        s.stop();
     }
     let stats = dp.stop();
     let xsk_stats = afxdp.iter().flat_map(|x| x.stats.iter());

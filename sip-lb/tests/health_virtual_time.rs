@@ -65,6 +65,8 @@ impl Lab {
             afxdp: None,
             shield,
             offenders,
+            streams: None,
+            stun: None,
         });
         let epoch = Instant::now();
         Lab { control, plan, file, epoch, now: epoch, in_air: Vec::new() }

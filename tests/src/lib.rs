@@ -3,7 +3,8 @@
 //! - [`control`] and [`metrics`]: the control-API client (`/stats`, `/backends`, `/metrics`);
 //! - [`sip`]: SIP messages built and read; [`sink`]: UDP endpoints that count and record;
 //! - [`rounds`]: paced rounds over a fixed set of Call-IDs; [`rng`]: the seeded generator; [`ports`], [`process`], [`netns`]: ports, child
-//!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab.
+//!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab;
+//! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages.
 
 pub mod afxdp;
 pub mod control;
@@ -18,5 +19,6 @@ pub mod rounds;
 pub mod sink;
 pub mod sip;
 pub mod sipp;
+pub mod stream;
 
 pub use process::sip_lb_binary;

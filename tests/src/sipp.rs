@@ -241,6 +241,8 @@ pub struct UacOptions {
     pub max_concurrent: Option<u64>,
     /// Also write the full `-trace_msg` log (large for long runs).
     pub full_messages: bool,
+    /// SIPp's `-t` transport mode (`t1`: one TCP connection for all calls); UDP when unset.
+    pub transport: Option<String>,
 }
 
 impl UacOptions {
@@ -258,6 +260,7 @@ impl UacOptions {
             recv_timeout: Duration::from_secs(5),
             max_concurrent: None,
             full_messages: true,
+            transport: None,
         }
     }
 }
@@ -291,6 +294,9 @@ impl Uac {
             .args(["-buff_size", BUFF_SIZE])
             .args(["-trace_screen", "-screen_file", &p("screen.log")])
             .args(log_args(name, dir, opts.full_messages));
+        if let Some(t) = &opts.transport {
+            cmd.args(["-t", t]);
+        }
         if let Some(l) = opts.max_concurrent {
             cmd.args(["-l", &l.to_string()]);
         }

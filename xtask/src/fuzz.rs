@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// The targets, in the order they run.
-pub const TARGETS: &[&str] = &["parse", "forward", "callid_diff"];
+pub const TARGETS: &[&str] = &["parse", "forward", "callid_diff", "stream_framer"];
 
 /// Installs cargo-fuzz if it is missing, then runs every target for
 /// `seconds_per_target` seconds from its committed seed corpus. New inputs go

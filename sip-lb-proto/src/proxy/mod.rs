@@ -14,6 +14,7 @@
 //! - [`mac`]: the keyed MAC in our branch that authenticates responses.
 //! - [`policy`]: accepted URI schemes and Proxy-Require options.
 //! - `splice`: emitting a datagram with a few edits.
+//! - `refuse`: replies to what the stream framer refused; the keys for flow tokens.
 
 pub mod action;
 pub mod branch;
@@ -22,6 +23,7 @@ pub mod identity;
 pub mod mac;
 pub mod policy;
 mod received;
+mod refuse;
 mod reply;
 mod request;
 mod response;

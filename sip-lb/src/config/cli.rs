@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::addr::parse_sip_addr;
+use super::stream::{parse_listen, ListenArg};
 
 /// Flags of the `run` command. Addresses are `ip:port`, `[v6]:port`, or a
 /// bare IP meaning port 5060; a bad one is rejected by clap with an error
@@ -16,8 +17,9 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
 
     /// Address to receive SIP on (repeatable); replaces the file's `listen`.
-    #[arg(long, value_name = "ADDR", value_parser = parse_sip_addr)]
-    pub listen: Vec<SocketAddr>,
+    /// `IP:PORT` is UDP; `tcp:IP:PORT` and `tls:IP:PORT` accept connections.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Vec<ListenArg>,
 
     /// Backend for the default pool (repeatable); added to the file's.
     #[arg(long, value_name = "ADDR", value_parser = parse_sip_addr)]

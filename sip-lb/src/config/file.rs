@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::addr::parse_sip_addr;
 use super::error::ConfigError;
+use super::stream::{parse_listen, ListenArg, RawTcp, RawTls, StreamConfig, StreamListen, TlsConfig};
 use super::{secret, sip};
 use super::{BackendConfig, HealthConfig, PoolConfig, SecurityConfig, SipConfig};
 
@@ -37,6 +38,13 @@ pub(crate) struct Draft {
     pub sip: SipConfig,
     pub security: SecurityConfig,
     pub shield: super::ShieldConfig,
+    /// `tcp:`/`tls:` entries of `listen` (or `--listen`).
+    pub streams: Vec<StreamListen>,
+    pub stream: StreamConfig,
+    pub tls: Option<TlsConfig>,
+    pub stun: bool,
+    pub record_route: super::stream::RecordRoute,
+    pub path: super::stream::PathMode,
 }
 
 /// A listen entry before defaults: its advertise may be left out.
@@ -99,6 +107,11 @@ struct RawConfig {
     sip: Option<RawSip>,
     security: Option<RawSecurity>,
     shield: Option<super::shield::RawShield>,
+    tcp: Option<RawTcp>,
+    tls: Option<RawTls>,
+    stun: Option<bool>,
+    record_route: Option<super::stream::RecordRoute>,
+    path: Option<super::stream::PathMode>,
 }
 
 #[derive(Deserialize)]
@@ -253,7 +266,20 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
         let span = l.span();
         let l = l.into_inner();
         let addr_span = l.addr_span.unwrap_or(span);
-        let a = parse_sip_addr(&l.addr).map_err(|m| ConfigError::at(src, Some(addr_span.clone()), "listen", m))?;
+        let listen_err = |m| ConfigError::at(src, Some(addr_span.clone()), "listen", m);
+        if let ListenArg::Stream(s) = parse_listen(&l.addr).map_err(listen_err)? {
+            if l.advertise.is_some() {
+                return Err(listen_err(format!(
+                    "{}:{}: advertise is not supported on a stream listener yet (our Via names a UDP listen address)",
+                    s.transport.as_str(),
+                    s.addr
+                )));
+            }
+            draft.streams.push(s);
+            continue;
+        }
+        let a = parse_sip_addr(l.addr.strip_prefix("udp:").unwrap_or(&l.addr))
+            .map_err(|m| ConfigError::at(src, Some(addr_span.clone()), "listen", m))?;
         let advertise = match &l.advertise {
             Some(adv) => Some(addr(adv, format!("listen \"{a}\": advertise"))?),
             None => None,
@@ -343,6 +369,13 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
     if let Some(raw) = raw.security {
         draft.security = parse_security(src, raw, base)?;
     }
+    if let Some(raw) = raw.tcp {
+        draft.stream = raw.into_config().map_err(|(field, m)| ConfigError::at(src, None, field, m))?;
+    }
+    draft.tls = raw.tls.map(|t| t.into_config(base));
+    draft.stun = raw.stun.unwrap_or(false);
+    draft.record_route = raw.record_route.unwrap_or_default();
+    draft.path = raw.path.unwrap_or_default();
 
     for p in raw.pool {
         let name = p.name.get_ref().clone();

@@ -15,6 +15,7 @@ mod file;
 mod secret;
 mod shield;
 mod sip;
+mod stream;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,6 +24,7 @@ pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
 pub use cli::RunArgs;
 pub use error::ConfigError;
 pub use shield::{ShieldConfig, DEFAULT_REPLY_RATE, DEFAULT_TRACKED_SOURCES};
+pub use stream::{parse_listen, ListenArg, PathMode, RecordRoute, StreamConfig, StreamListen, TlsConfig, Transport};
 
 /// Where the control plane serves `/metrics` and its admin API when the
 /// file and flags name no `metrics` address.
@@ -110,6 +112,22 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Block/allow lists and per-source limits (`[shield]`).
     pub shield: ShieldConfig,
+    /// TCP and TLS addresses to accept connections on (`tcp:`/`tls:` in
+    /// `listen`); each has a UDP listen address of its family.
+    pub streams: Vec<StreamListen>,
+    /// Limits of the connection layer (`[tcp]`).
+    pub stream: StreamConfig,
+    /// Certificate and key for `tls:` listeners (`[tls]`).
+    pub tls: Option<TlsConfig>,
+    /// Answer STUN Binding requests on the UDP listen addresses (`stun`,
+    /// default off).
+    pub stun: bool,
+    /// Record-Route with the flow token on requests from connections
+    /// (`record_route`, default auto: dialog-creating ones).
+    pub record_route: RecordRoute,
+    /// Path with the flow token on REGISTERs from connections (`path`,
+    /// default supported: when the UA supports it).
+    pub path: PathMode,
 }
 
 /// A socket to receive SIP on and the address sip-lb puts in its Via and

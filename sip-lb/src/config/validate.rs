@@ -8,6 +8,7 @@ use std::ops::Range;
 use super::error::ConfigError;
 use super::file::{Draft, DraftListen, PoolSpans, Spans};
 use super::sip::is_token_byte;
+use super::stream::{ListenArg, StreamListen, Transport};
 use super::{
     default_workers, BackendConfig, Config, Listen, PoolConfig, RunArgs, DEFAULT_POOL, FOLLOW_INVITE, INVITE, REGISTER,
     REGISTRAR_POOL,
@@ -17,7 +18,19 @@ use super::{
 /// spans, so later errors about them name the flag instead of a line.
 pub(crate) fn apply_flags(d: &mut Draft, spans: &mut Spans, a: &RunArgs) -> Result<(), ConfigError> {
     if !a.listen.is_empty() {
-        d.listen = a.listen.iter().map(|&addr| DraftListen { addr, advertise: None }).collect();
+        let udp = |l: &ListenArg| match *l {
+            ListenArg::Udp(addr) => Some(DraftListen { addr, advertise: None }),
+            ListenArg::Stream(_) => None,
+        };
+        d.listen = a.listen.iter().filter_map(udp).collect();
+        d.streams = a
+            .listen
+            .iter()
+            .filter_map(|l| match *l {
+                ListenArg::Stream(s) => Some(s),
+                ListenArg::Udp(_) => None,
+            })
+            .collect();
         spans.listen.clear();
     }
     if let Some(adv) = a.advertise {
@@ -147,6 +160,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
     }
     check_pools(&d.pools, &loc)?;
     check_families(&d.pools, &listen, &loc)?;
+    check_streams(&d.streams, &listen, d.tls.is_some())?;
 
     Ok(Config {
         listen,
@@ -162,7 +176,36 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         sip: d.sip,
         security: d.security,
         shield: d.shield,
+        streams: d.streams,
+        stream: d.stream,
+        tls: d.tls,
+        stun: d.stun,
+        record_route: d.record_route,
+        path: d.path,
     })
+}
+
+/// Stream listeners: unique, TLS ones with a `[tls]` section, and each with
+/// a UDP listen address of its family, which our Via names (backends answer
+/// over UDP, the flow token leads the response to the connection).
+fn check_streams(streams: &[StreamListen], udp: &[Listen], tls: bool) -> Result<(), ConfigError> {
+    let v4 = |a: SocketAddr| a.ip().to_canonical().is_ipv4();
+    for (i, s) in streams.iter().enumerate() {
+        let name = format!("{}:{}", s.transport.as_str(), s.addr);
+        if streams[..i].iter().any(|o| o.addr == s.addr) {
+            return Err(ConfigError::new("listen", format!("{name}: {} is listed twice", s.addr)));
+        }
+        if s.transport == Transport::Tls && !tls {
+            return Err(ConfigError::new("listen", format!("{name} needs a [tls] section with cert and key")));
+        }
+        if !udp.iter().any(|l| v4(l.addr) == v4(s.addr)) {
+            return Err(ConfigError::new(
+                "listen",
+                format!("{name} needs a UDP listen address of its family: backends answer to it"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Defaults and checks for the listen addresses and what each advertises.

@@ -103,7 +103,11 @@ async fn handle(control: &Control, req: Request<Incoming>, peer: SocketAddr) -> 
         (&Method::GET, ["metrics"]) => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            super::metrics::render(control.snapshot(), control.xdp_counters()),
+            super::metrics::render_with(
+                control.snapshot(),
+                control.xdp_counters(),
+                super::metrics::Extra { streams: control.streams(), stun: control.stun() },
+            ),
         ),
         (&Method::GET, ["stats"]) => json(StatusCode::OK, &control.snapshot()),
         (&Method::GET, ["backends"]) => json(StatusCode::OK, &control.snapshot().backends),

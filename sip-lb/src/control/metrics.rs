@@ -15,12 +15,29 @@ use sip_lb_common::maps::PassReason;
 
 use super::snapshot::{AfxdpQueueSnapshot, AfxdpSnapshot, AfxdpWorkerSnapshot, Snapshot, WorkerSnapshot};
 use super::state::State;
+use crate::dataplane::StunStats;
+use crate::stream::stats::StreamStats;
 use crate::xdp::XdpCounters;
+use std::sync::Arc;
 
 /// The `/metrics` body.
 pub fn render(snapshot: Snapshot, xdp: Option<XdpCounters>) -> String {
+    render_with(snapshot, xdp, Extra::default())
+}
+
+/// Counters of optional parts, present only when they run.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// The TCP/TLS layer (`super::stream_metrics`).
+    pub streams: Option<Arc<StreamStats>>,
+    /// STUN on the UDP port.
+    pub stun: Option<Arc<StunStats>>,
+}
+
+/// [`render`] plus the families of `extra`.
+pub fn render_with(snapshot: Snapshot, xdp: Option<XdpCounters>, extra: Extra) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape { snapshot, xdp }));
+    registry.register_collector(Box::new(Scrape { snapshot, xdp, extra }));
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -31,12 +48,13 @@ pub fn render(snapshot: Snapshot, xdp: Option<XdpCounters>) -> String {
 struct Scrape {
     snapshot: Snapshot,
     xdp: Option<XdpCounters>,
+    extra: Extra,
 }
 
-type Labels = Vec<(&'static str, String)>;
+pub(super) type Labels = Vec<(&'static str, String)>;
 
 /// One family: name, help, type, and (labels, value) samples.
-fn family<M: EncodeMetric>(
+pub(super) fn family<M: EncodeMetric>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -85,6 +103,12 @@ impl Collector for Scrape {
         // XDP / reuseport steering programs: per-CPU counters from their maps.
         if let Some(x) = &self.xdp {
             xdp_families(e, x)?;
+        }
+        if let Some(st) = &self.extra.streams {
+            super::stream_metrics::families(e, st)?;
+        }
+        if let Some(st) = &self.extra.stun {
+            super::stream_metrics::stun_family(e, st)?;
         }
         Ok(())
     }

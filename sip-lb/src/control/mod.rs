@@ -11,6 +11,7 @@
 //! - [`reload`]: config -> Plan, and what a reload may change.
 //! - [`snapshot`]: counters and states read out for metrics and the API.
 //! - [`metrics`]: Prometheus exposition of a snapshot.
+//! - [`stream_metrics`]: the TCP/TLS layer's families.
 //! - [`api`]: the HTTP server (`/metrics` and the admin endpoints).
 //! - [`client`]: the CLI side (`sip-lb backends|drain|enable|reload|top`).
 //! - [`top`]: the live terminal view.
@@ -25,6 +26,7 @@ pub mod probing;
 pub mod reload;
 pub mod snapshot;
 pub mod state;
+pub mod stream_metrics;
 pub mod top;
 
 use std::net::SocketAddr;
@@ -66,6 +68,10 @@ pub struct Setup {
     /// sources they report.
     pub shield: SharedShield,
     pub offenders: crossbeam::channel::Receiver<std::net::IpAddr>,
+    /// The TCP/TLS layer's counters, when it runs.
+    pub streams: Option<Arc<crate::stream::stats::StreamStats>>,
+    /// STUN counters, when `stun = true`.
+    pub stun: Option<Arc<crate::dataplane::StunStats>>,
 }
 
 /// The control plane's state, shared by signals, the prober and the API.
@@ -80,6 +86,8 @@ pub struct Control {
     offenders: crossbeam::channel::Receiver<std::net::IpAddr>,
     /// Runtime bans, kept across reloads.
     bans: Mutex<bans::Bans>,
+    streams: Option<Arc<crate::stream::stats::StreamStats>>,
+    stun: Option<Arc<crate::dataplane::StunStats>>,
     inner: Mutex<Inner>,
     generation: AtomicU64,
     reload_failures: AtomicU64,
@@ -111,7 +119,7 @@ impl std::fmt::Display for UnknownBackend {
 impl Control {
     /// Takes over the running Plan: publishes it again with backend states.
     pub fn new(setup: Setup) -> Arc<Control> {
-        let Setup { args, config, plan, workers, cpus, xdp, afxdp, shield, offenders } = setup;
+        let Setup { args, config, plan, workers, cpus, xdp, afxdp, shield, offenders, streams, stun } = setup;
         // Tokens start at a time-derived value so a restarted sip-lb does not
         // take a late answer to its predecessor's probe for its own.
         let token_seed =
@@ -126,6 +134,8 @@ impl Control {
             shield,
             offenders,
             bans: Mutex::new(bans::Bans::default()),
+            streams,
+            stun,
             inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),

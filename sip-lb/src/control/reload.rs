@@ -115,6 +115,10 @@ pub fn check_applicable(next: &Config, running: &Config) -> Result<()> {
             next.datapath
         );
     }
+    // The connection layer is built once at start (sockets, limits, certificate).
+    if (&next.streams, &next.stream, &next.tls) != (&running.streams, &running.stream, &running.tls) {
+        bail!("tcp:/tls: listen addresses, [tcp] and [tls] need a restart");
+    }
     if next.metrics != running.metrics {
         tracing::warn!(
             "the control/metrics address changed ({:?} -> {:?}): it takes effect at the next restart",

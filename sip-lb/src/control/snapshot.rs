@@ -136,6 +136,16 @@ impl Control {
         }
     }
 
+    /// STUN counters, when `stun = true`.
+    pub fn stun(&self) -> Option<std::sync::Arc<crate::dataplane::StunStats>> {
+        self.stun.clone()
+    }
+
+    /// The TCP/TLS layer's counters, when it runs.
+    pub fn streams(&self) -> Option<std::sync::Arc<crate::stream::stats::StreamStats>> {
+        self.streams.clone()
+    }
+
     /// XDP counters if steering is attached and readable.
     pub fn xdp_counters(&self) -> Option<crate::xdp::XdpCounters> {
         let read = self.xdp.as_ref()?;

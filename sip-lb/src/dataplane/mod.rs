@@ -23,9 +23,11 @@ use std::thread::JoinHandle;
 use arc_swap::ArcSwap;
 
 use crate::fault::{self, Fault};
+use crate::stream::relay::Relay;
 use sip_lb_proto::balance::Router;
 use sip_lb_proto::proxy::Proxy;
 use sip_lb_proto::shield::{PrefixSet, Shield, ShieldPolicy};
+pub use stats::StunStats;
 
 pub use stats::{Counters, WorkerStats};
 use worker::Worker;
@@ -84,6 +86,17 @@ impl SharedShield {
     }
 }
 
+/// What a worker does besides forwarding SIP datagrams; nothing by default,
+/// and then the UDP path is exactly the plain one.
+#[derive(Clone, Default)]
+pub struct Extras {
+    /// The stream layer's relay: responses that carry a flow token go to
+    /// their TCP/TLS connection (`crate::stream`).
+    pub relay: Option<Arc<Relay>>,
+    /// Answer STUN Binding requests (RFC 5389), counted here.
+    pub stun: Option<Arc<StunStats>>,
+}
+
 pub struct Dataplane {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -116,12 +129,14 @@ impl Dataplane {
     /// Starts one worker per socket set; worker i is pinned to `cpus[i]`
     /// when that is `Some`. A panic in any worker aborts the process
     /// ([`fault::run_or_abort`]).
-    /// `shield` holds the per-source buckets every worker shares.
+    /// `shield` holds the per-source buckets every worker shares; `extras`
+    /// is what the workers do besides forwarding SIP.
     pub fn start(
         sockets: Vec<Vec<UdpSocket>>,
         cpus: &[Option<usize>],
         plan: SharedPlan,
         shield: SharedShield,
+        extras: Extras,
     ) -> io::Result<Dataplane> {
         // Reads SIP_LB_FAULT now (and says so) rather than on a first datagram.
         fault::armed(Fault::WorkerPanic);
@@ -138,6 +153,8 @@ impl Dataplane {
                 shield: shield.clone(),
                 stats: stats.clone(),
                 stop: stop.clone(),
+                relay: extras.relay.clone(),
+                stun: extras.stun.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("sip-lb-w{index}"))

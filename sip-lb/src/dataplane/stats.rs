@@ -73,6 +73,27 @@ impl Default for Counters {
     }
 }
 
+/// STUN Binding requests by outcome (`sip_lb_proto::stun::Outcome`); all
+/// workers write them (`fetch_add`), and only with `stun = true`.
+#[derive(Default, Debug)]
+pub struct StunStats {
+    pub answered: AtomicU64,
+    pub would_amplify: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+impl StunStats {
+    pub fn count(&self, o: sip_lb_proto::stun::Outcome) {
+        use sip_lb_proto::stun::Outcome;
+        let c = match o {
+            Outcome::Answered => &self.answered,
+            Outcome::WouldAmplify => &self.would_amplify,
+            Outcome::Malformed => &self.malformed,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+}
+
 /// Backend address -> counter slot, sorted by address for a branch-light
 /// binary search on the hot path. Built by the control plane, which keeps a
 /// backend's slot across reloads so its counters stay monotonic.

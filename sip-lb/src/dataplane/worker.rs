@@ -6,8 +6,9 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::stats::WorkerStats;
+use super::stats::{StunStats, WorkerStats};
 use super::{SharedPlan, SharedShield};
+use crate::stream::relay::Relay;
 use sip_lb_proto::proxy::{Action, DropReason, Forwarded};
 use sip_lb_proto::shield::ShieldDrop;
 use sip_lb_udp::{RecvBatch, SendBatch};
@@ -26,6 +27,11 @@ pub struct Worker {
     pub shield: SharedShield,
     pub stats: Arc<WorkerStats>,
     pub stop: Arc<AtomicBool>,
+    /// With TCP/TLS listeners: hands responses with a flow token to their
+    /// connection.
+    pub relay: Option<Arc<Relay>>,
+    /// With `stun = true`: answers Binding requests, counts them here.
+    pub stun: Option<Arc<StunStats>>,
 }
 
 impl Worker {
@@ -100,7 +106,38 @@ impl Worker {
                 continue;
             }
             let out = tx.next_buf();
-            match plan.proxy.handle(&plan.router, data, src, on, out) {
+            if let Some(stun) = self.stun.as_ref().filter(|_| sip_lb_proto::stun::is_stun(data)) {
+                let outcome = sip_lb_proto::stun::answer(data, src, out);
+                stun.count(outcome);
+                if outcome == sip_lb_proto::stun::Outcome::Answered {
+                    // A STUN answer is a stateless reply like any other.
+                    if shield.may_reply(&plan.shield, src.ip(), now_ns) {
+                        tx_bytes += out.len() as u64;
+                        tx.commit(src, on);
+                    } else {
+                        stats.shield_drops[ShieldDrop::ReplyLimited.index()].add(1);
+                    }
+                }
+                continue;
+            }
+            let action = plan.proxy.handle(&plan.router, data, src, on, out);
+            if let (Some(relay), Action::Forward { what, .. }) = (&self.relay, action) {
+                // A flow's message is not sent from here: it is queued on its
+                // connection, or dropped (counted by the relay).
+                let taken = match what {
+                    Forwarded::Response => relay.take(plan.proxy.keys(), data, out),
+                    Forwarded::Request => relay.take_request(&plan.proxy, data, out),
+                };
+                if let Some(queued) = taken {
+                    let c = match what {
+                        Forwarded::Response => &stats.responses_forwarded,
+                        Forwarded::Request => &stats.requests_forwarded,
+                    };
+                    c.add(u64::from(queued));
+                    continue;
+                }
+            }
+            match action {
                 Action::Forward { to, from, what } => {
                     match what {
                         Forwarded::Request => {

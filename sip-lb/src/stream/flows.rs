@@ -1,0 +1,159 @@
+//! The table of open connections that flow tokens name: a fixed array of
+//! slots, each holding the connection's write queue behind an `ArcSwap`.
+//! Relaying a response (`deliver`) is one atomic load and a `try_send`: no
+//! lock, no wait, so a UDP worker can do it. Opening and closing take a
+//! mutex, on the accept path only.
+//!
+//! A slot's generation changes every time it is reused: a token names one
+//! connection, never its successor in the slot.
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::mpsc;
+
+use sip_lb_proto::flow::FlowToken;
+
+/// What a connection's writer is sent.
+#[derive(Debug)]
+pub enum Out {
+    /// Bytes to write.
+    Bytes(Vec<u8>),
+    /// Write what came before, then close (framing was lost).
+    Close,
+}
+
+/// Bytes queued per connection at most; beyond, responses are dropped
+/// (counted) rather than waited for.
+pub const WRITE_QUEUE: usize = 256;
+
+struct Conn {
+    token: FlowToken,
+    tx: mpsc::Sender<Out>,
+}
+
+/// Why a connection was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// `max_connections` are open.
+    Full,
+    /// `max_per_ip` are open from this source address.
+    PerIp,
+}
+
+/// What became of a message for a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// Closed, or the slot belongs to another connection now.
+    Gone,
+    /// Its write queue is full.
+    Full,
+}
+
+struct Book {
+    free: Vec<u32>,
+    generations: Vec<u32>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+pub struct Flows {
+    slots: Box<[ArcSwapOption<Conn>]>,
+    book: Mutex<Book>,
+    max_per_ip: usize,
+}
+
+impl Flows {
+    pub fn new(max_connections: usize, max_per_ip: usize) -> Flows {
+        Flows {
+            slots: (0..max_connections).map(|_| ArcSwapOption::empty()).collect(),
+            book: Mutex::new(Book {
+                // Pop from the end: slot 0 first.
+                free: (0..max_connections as u32).rev().collect(),
+                generations: vec![0; max_connections],
+                per_ip: HashMap::new(),
+            }),
+            max_per_ip,
+        }
+    }
+
+    /// Takes a slot for a connection from `peer` whose writer reads `tx`.
+    pub fn open(&self, peer: SocketAddr, tx: mpsc::Sender<Out>) -> Result<FlowToken, Refused> {
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let ip = peer.ip().to_canonical();
+        let n = book.per_ip.get(&ip).copied().unwrap_or(0);
+        if n >= self.max_per_ip {
+            return Err(Refused::PerIp);
+        }
+        let slot = book.free.pop().ok_or(Refused::Full)?;
+        let generation = book.generations[slot as usize].wrapping_add(1);
+        book.generations[slot as usize] = generation;
+        *book.per_ip.entry(ip).or_insert(0) += 1;
+        let token = FlowToken { slot, generation };
+        self.slots[slot as usize].store(Some(Arc::new(Conn { token, tx })));
+        Ok(token)
+    }
+
+    /// Frees the connection's slot; later responses for it are `Gone`.
+    pub fn close(&self, token: FlowToken, peer: SocketAddr) {
+        let Some(slot) = self.slots.get(token.slot as usize) else { return };
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.load().as_ref().is_none_or(|c| c.token != token) {
+            return;
+        }
+        slot.store(None);
+        book.free.push(token.slot);
+        let ip = peer.ip().to_canonical();
+        if let Some(n) = book.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                book.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Queues `out` for the connection `token` names, without waiting.
+    pub fn deliver(&self, token: FlowToken, out: Out) -> Delivery {
+        let Some(slot) = self.slots.get(token.slot as usize) else { return Delivery::Gone };
+        let guard = slot.load();
+        let Some(conn) = guard.as_ref().filter(|c| c.token == token) else { return Delivery::Gone };
+        match conn.tx.try_send(out) {
+            Ok(()) => Delivery::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_generations_and_gone_connections() {
+        let flows = Flows::new(2, 1);
+        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:1000".parse().unwrap();
+        let c: SocketAddr = "192.0.2.3:1000".parse().unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let ta = flows.open(a, tx.clone()).unwrap();
+        assert_eq!(flows.open("192.0.2.1:1001".parse().unwrap(), tx.clone()), Err(Refused::PerIp));
+        let tb = flows.open(b, tx.clone()).unwrap();
+        assert_eq!(flows.open(c, tx.clone()), Err(Refused::Full));
+        assert_eq!(flows.deliver(ta, Out::Bytes(b"x".to_vec())), Delivery::Queued);
+        assert_eq!(flows.deliver(tb, Out::Bytes(b"y".to_vec())), Delivery::Full);
+        assert!(matches!(rx.try_recv(), Ok(Out::Bytes(v)) if v == b"x"));
+        flows.close(ta, a);
+        assert_eq!(flows.deliver(ta, Out::Close), Delivery::Gone);
+        // The slot is reused with a new generation; the old token stays gone.
+        let tc = flows.open(c, tx.clone()).unwrap();
+        assert_eq!(tc.slot, ta.slot);
+        assert_ne!(tc.generation, ta.generation);
+        assert_eq!(flows.deliver(ta, Out::Close), Delivery::Gone);
+        assert_eq!(flows.deliver(FlowToken { slot: 99, generation: 1 }, Out::Close), Delivery::Gone);
+        // Closing a stale token does not free the new connection's slot.
+        flows.close(ta, a);
+        assert_eq!(flows.deliver(tc, Out::Close), Delivery::Queued);
+    }
+}

@@ -1,0 +1,209 @@
+//! SIP over TCP and TLS (`docs/transports.md`). Three parts, each moving
+//! bytes one way:
+//!
+//! - the connection layer ([`conn`]), a small tokio runtime of its own:
+//!   accepts (with the `[tcp]` limits), frames with the core's
+//!   [`sip_lb_proto::stream::Framer`], hands each message to a stream
+//!   worker, writes what is queued for the connection;
+//! - the stream workers ([`worker`]), one thread per UDP worker: the core
+//!   decides, requests leave over UDP with a flow token in our Via;
+//! - the UDP workers ([`relay`]): a backend's response whose Via carries a
+//!   verified token is queued on that connection ([`flows`]).
+//!
+//! Counters: [`stats`]; TLS: [`tls`].
+pub mod conn;
+pub mod flows;
+pub mod relay;
+pub mod stats;
+pub mod tls;
+pub mod worker;
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, StreamConfig, Transport};
+use crate::dataplane::SharedPlan;
+use flows::{Flows, Refused};
+use stats::StreamStats;
+use worker::StreamWorker;
+
+/// Messages waiting for one stream worker at most.
+const WORKER_QUEUE: usize = 4096;
+
+/// The running stream layer.
+pub struct Streams {
+    runtime: Option<tokio::runtime::Runtime>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<StreamStats>,
+    flows: Arc<Flows>,
+}
+
+/// A bound stream listener, before the layer starts.
+pub struct Bound {
+    listener: TcpListener,
+    transport: Transport,
+    /// The UDP listener (index into `Config::listen`) our Via names for
+    /// requests from this listener: the first of the same family.
+    on: usize,
+}
+
+/// Binds every `tcp:`/`tls:` address of the config (a busy port fails
+/// start-up, as for UDP).
+pub fn bind(config: &Config) -> Result<Vec<Bound>> {
+    let v4 = |a: SocketAddr| a.ip().to_canonical().is_ipv4();
+    let mut out = Vec::new();
+    for s in &config.streams {
+        let listener =
+            TcpListener::bind(s.addr).with_context(|| format!("binding {}:{}", s.transport.as_str(), s.addr))?;
+        listener.set_nonblocking(true)?;
+        // The validator guarantees a UDP listen address of the family.
+        let on = config.listen.iter().position(|l| v4(l.addr) == v4(s.addr)).unwrap_or(0);
+        out.push(Bound { listener, transport: s.transport, on });
+    }
+    Ok(out)
+}
+
+impl Streams {
+    /// Starts the stream workers (sending from clones of the UDP workers'
+    /// sockets, `udp[w][l]`) and the connection layer.
+    pub fn start(bound: Vec<Bound>, config: &Config, udp: &[Vec<UdpSocket>], plan: SharedPlan) -> Result<Streams> {
+        let limits: StreamConfig = config.stream;
+        let tls = match &config.tls {
+            Some(t) if bound.iter().any(|b| b.transport == Transport::Tls) => Some(tls::acceptor(t)?),
+            _ => None,
+        };
+        let stats = Arc::new(StreamStats::default());
+        let flows = Arc::new(Flows::new(limits.max_connections, limits.max_per_ip));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let mut queues = Vec::new();
+        for (index, socks) in udp.iter().enumerate() {
+            let (tx, rx) = crossbeam::channel::bounded(WORKER_QUEUE);
+            queues.push(tx);
+            let sockets = socks.iter().map(|s| s.try_clone()).collect::<std::io::Result<Vec<_>>>()?;
+            let w = StreamWorker {
+                index,
+                rx,
+                sockets,
+                plan: plan.clone(),
+                flows: flows.clone(),
+                stats: stats.clone(),
+                stop: stop.clone(),
+                record_route: config.record_route,
+                path: config.path,
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("sip-lb-s{index}"))
+                .spawn(move || crate::fault::run_or_abort(index, || w.run()))?;
+            threads.push(t);
+        }
+        let shared = Arc::new(conn::Shared {
+            workers: queues,
+            flows: flows.clone(),
+            stats: stats.clone(),
+            idle: Duration::from_millis(limits.idle_timeout_ms),
+            max_message: limits.max_message_bytes,
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sip-lb-conn")
+            .enable_all()
+            .build()?;
+        let handshake = Duration::from_millis(limits.handshake_timeout_ms);
+        for b in bound {
+            let local = b.listener.local_addr()?;
+            let tls = match b.transport {
+                Transport::Tcp => None,
+                Transport::Tls => tls.clone(),
+            };
+            let sh = shared.clone();
+            let _guard = runtime.enter();
+            let listener = tokio::net::TcpListener::from_std(b.listener)?;
+            tracing::info!(addr = %local, transport = b.transport.as_str(), "accepting connections");
+            runtime.spawn(accept_loop(listener, b.on, tls, handshake, sh));
+        }
+        Ok(Streams { runtime: Some(runtime), threads, stop, stats, flows })
+    }
+
+    pub fn stats(&self) -> Arc<StreamStats> {
+        self.stats.clone()
+    }
+
+    /// What the UDP workers need to relay responses to connections.
+    pub fn relay(&self) -> relay::Relay {
+        relay::Relay { flows: self.flows.clone(), stats: self.stats.clone() }
+    }
+
+    /// Closes every connection and stops the stream workers.
+    pub fn stop(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    on: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshake: Duration,
+    sh: Arc<conn::Shared>,
+) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (tx, rx) = mpsc::channel(flows::WRITE_QUEUE);
+        let token = match sh.flows.open(peer, tx.clone()) {
+            Ok(t) => t,
+            Err(Refused::Full) => {
+                sh.stats.refused_max.inc();
+                continue;
+            }
+            Err(Refused::PerIp) => {
+                sh.stats.refused_per_ip.inc();
+                continue;
+            }
+        };
+        sh.stats.accepted.inc();
+        let _ = sock.set_nodelay(true);
+        let sh = sh.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let Some(acceptor) = tls else {
+                return conn::serve(sock, peer, on, token, rx, tx, sh).await;
+            };
+            match tokio::time::timeout(handshake, acceptor.accept(sock)).await {
+                Ok(Ok(s)) => conn::serve(s, peer, on, token, rx, tx, sh).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake: {e}");
+                    sh.stats.tls_handshake_failed.inc();
+                    sh.flows.close(token, peer);
+                    sh.stats.closed.inc();
+                }
+                Err(_) => {
+                    sh.stats.tls_handshake_timeout.inc();
+                    sh.flows.close(token, peer);
+                    sh.stats.closed.inc();
+                }
+            }
+        });
+    }
+}

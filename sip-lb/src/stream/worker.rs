@@ -1,0 +1,148 @@
+//! A stream worker: the thread that runs the core over the messages the
+//! connections framed. Each call's messages reach the same stream worker
+//! (the Call-ID hash picks it, as XDP picks the UDP worker), in order,
+//! through a bounded channel. Requests leave over UDP from the sockets of
+//! the UDP worker of the same index, with the flow token in our Via;
+//! replies go back to the connection's write queue.
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam::channel::{Receiver, RecvTimeoutError};
+
+use sip_lb_proto::flow::record_route::{self, Kind};
+use sip_lb_proto::flow::{self, FlowToken};
+use sip_lb_proto::proxy::{Action, Forwarded, ReplyCode};
+
+use super::flows::{Flows, Out};
+use super::stats::StreamStats;
+use crate::config::{PathMode, RecordRoute};
+use crate::dataplane::SharedPlan;
+
+/// How often an idle stream worker checks `stop`.
+const IDLE: Duration = Duration::from_millis(100);
+
+/// A framed message from a connection.
+pub struct StreamIn {
+    pub token: FlowToken,
+    pub peer: SocketAddr,
+    /// The UDP listener the message counts as arriving on: our Via names it,
+    /// so the backend's response comes back there.
+    pub on: usize,
+    pub what: What,
+    pub bytes: Vec<u8>,
+    /// The Call-ID value in `bytes`, from the framer.
+    pub call_id: Option<(usize, usize)>,
+}
+
+/// What to do with a [`StreamIn`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    /// A whole message: through the core.
+    Message,
+    /// A head the framer refused: answer `code`, then close if asked.
+    Refuse { code: ReplyCode, close: bool },
+}
+
+pub struct StreamWorker {
+    pub index: usize,
+    pub rx: Receiver<StreamIn>,
+    /// Clones of UDP worker `index`'s sockets, one per UDP listen address.
+    pub sockets: Vec<UdpSocket>,
+    pub plan: SharedPlan,
+    pub flows: Arc<Flows>,
+    pub stats: Arc<StreamStats>,
+    pub stop: Arc<AtomicBool>,
+    pub record_route: RecordRoute,
+    pub path: PathMode,
+}
+
+impl StreamWorker {
+    pub fn run(self) {
+        // Room for the largest UDP datagram plus the flow parameter: no
+        // reallocation when the token is spliced in.
+        let mut out = Vec::with_capacity(65_536 + 128);
+        loop {
+            match self.rx.recv_timeout(IDLE) {
+                Ok(m) => self.handle(m, &mut out),
+                Err(RecvTimeoutError::Timeout) if !self.stop.load(Ordering::Relaxed) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn handle(&self, m: StreamIn, out: &mut Vec<u8>) {
+        let plan = self.plan.load();
+        let s = &self.stats;
+        if let What::Refuse { code, close } = m.what {
+            if plan.proxy.refuse(&m.bytes, m.peer, code, out) {
+                s.replies.inc();
+                self.flows.deliver(m.token, Out::Bytes(out.clone()));
+            }
+            if close {
+                self.flows.deliver(m.token, Out::Close);
+            }
+            return;
+        }
+        match plan.proxy.handle(&plan.router, &m.bytes, m.peer, m.on, out) {
+            Action::Forward { to, from, what: Forwarded::Request } => {
+                let call_id = m.call_id.and_then(|(a, b)| m.bytes.get(a..b)).unwrap_or(&[]);
+                if flow::stamp(plan.proxy.keys(), out, m.token, call_id).is_err() {
+                    s.dropped.inc();
+                    return;
+                }
+                let method = m.bytes.split(|&b| b == b' ').next().unwrap_or(&[]);
+                let record = match self.record_route {
+                    RecordRoute::Off => false,
+                    RecordRoute::On => true,
+                    RecordRoute::Auto => record_route::creates_dialog(method),
+                };
+                // Where the far end's requests reach us: the listener our Via names.
+                let advertise = plan.proxy.identity().listeners.get(from).map(|l| l.advertise);
+                if let (true, Some(adv)) = (record, advertise) {
+                    record_route::insert(plan.proxy.keys(), out, Kind::RecordRoute, adv, m.token, call_id);
+                }
+                let path = method == b"REGISTER"
+                    && match self.path {
+                        PathMode::Off => false,
+                        PathMode::Supported => record_route::ua_supports_path(&m.bytes),
+                        PathMode::Force => true,
+                    };
+                if let (true, Some(adv)) = (path, advertise) {
+                    record_route::insert(plan.proxy.keys(), out, Kind::Path, adv, m.token, call_id);
+                }
+                if self.send(out, to, from) {
+                    s.requests_forwarded.inc();
+                }
+            }
+            // A response from the client (to a request that reached it some
+            // other way): where the core says, like a UDP one.
+            Action::Forward { to, from, what: Forwarded::Response } => {
+                self.send(out, to, from);
+            }
+            Action::Reply { .. } => {
+                s.replies.inc();
+                self.flows.deliver(m.token, Out::Bytes(out.clone()));
+            }
+            Action::Drop(reason) => {
+                tracing::debug!(worker = self.index, ?reason, "stream message dropped");
+                s.dropped.inc();
+            }
+        }
+    }
+
+    /// One datagram; a failure (a full socket buffer: the sockets are
+    /// non-blocking, like the UDP workers') is counted as `send_failed`.
+    fn send(&self, out: &[u8], to: SocketAddr, from: usize) -> bool {
+        let sent = self.sockets.get(from).map(|sock| sock.send_to(out, to));
+        match sent {
+            Some(Ok(_)) => true,
+            other => {
+                tracing::debug!(worker = self.index, %to, "send: {other:?}");
+                self.stats.send_failed.inc();
+                false
+            }
+        }
+    }
+}
