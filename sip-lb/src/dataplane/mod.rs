@@ -80,9 +80,28 @@ impl SharedShield {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// A worker saw `src` misbehave (a scanner): never blocks.
-    pub fn report(&self, src: IpAddr) {
-        let _ = self.offenders.try_send(src);
+    /// The shield's verdict on a datagram from `src`: true if it may go on
+    /// to the core. A drop is counted in `stats` by reason, and a scanner's
+    /// source is reported to the control plane for a ban (never blocking).
+    pub fn admit(
+        &self,
+        policy: &ShieldPolicy,
+        bans: &PrefixSet,
+        src: SocketAddr,
+        datagram: &[u8],
+        now_ns: u64,
+        stats: &Counters,
+    ) -> bool {
+        match self.buckets.check(policy, bans, src.ip(), datagram, now_ns) {
+            Ok(()) => true,
+            Err(why) => {
+                stats.shield_drops[why.index()].add(1);
+                if why == sip_lb_proto::shield::ShieldDrop::Scanner {
+                    let _ = self.offenders.try_send(src.ip());
+                }
+                false
+            }
+        }
     }
 }
 

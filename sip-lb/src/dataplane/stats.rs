@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam::utils::CachePadded;
 
-use sip_lb_proto::proxy::{DropReason, ReplyCode};
+use sip_lb_proto::proxy::{DropReason, Forwarded, ReplyCode};
 use sip_lb_proto::shield::ShieldDrop;
 
 /// Per-backend counter slots in each worker. Slots are handed out by the
@@ -132,6 +132,19 @@ impl Counters {
 
     pub fn drops_total(&self) -> u64 {
         self.drops.iter().map(Counter::get).sum()
+    }
+
+    /// Counts a forwarded message: per worker and, by slot, per backend (a
+    /// request's destination, a response's source).
+    pub fn forwarded(&self, slots: &BackendSlots, what: Forwarded, to: SocketAddr, src: SocketAddr) {
+        let (count, per_backend, backend) = match what {
+            Forwarded::Request => (&self.requests_forwarded, &self.backend_requests, to),
+            Forwarded::Response => (&self.responses_forwarded, &self.backend_responses, src),
+        };
+        count.add(1);
+        if let Some(b) = slots.slot(backend) {
+            per_backend[b].add(1);
+        }
     }
 
     pub fn shield_drops_total(&self) -> u64 {

@@ -98,11 +98,7 @@ impl Worker {
                 continue;
             }
             crate::fault::inject(self.index, data);
-            if let Err(why) = shield.check(&plan.shield, &bans, src.ip(), data, now_ns) {
-                stats.shield_drops[why.index()].add(1);
-                if why == ShieldDrop::Scanner {
-                    self.shield.report(src.ip());
-                }
+            if !self.shield.admit(&plan.shield, &bans, src, data, now_ns, stats) {
                 continue;
             }
             let out = tx.next_buf();
@@ -139,21 +135,7 @@ impl Worker {
             }
             match action {
                 Action::Forward { to, from, what } => {
-                    match what {
-                        Forwarded::Request => {
-                            stats.requests_forwarded.add(1);
-                            if let Some(b) = plan.backends.slot(to) {
-                                stats.backend_requests[b].add(1);
-                            }
-                        }
-                        Forwarded::Response => {
-                            stats.responses_forwarded.add(1);
-                            // A response's source is the backend that sent it.
-                            if let Some(b) = plan.backends.slot(src) {
-                                stats.backend_responses[b].add(1);
-                            }
-                        }
-                    }
+                    stats.forwarded(&plan.backends, what, to, src);
                     tx_bytes += out.len() as u64;
                     tx.commit(to, from);
                 }

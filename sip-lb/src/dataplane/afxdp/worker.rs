@@ -15,7 +15,7 @@ use std::time::Duration;
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 use sip_lb_afxdp::frame::{self, L2};
 use sip_lb_afxdp::{Queue, RxFrame};
-use sip_lb_proto::proxy::{Action, Forwarded};
+use sip_lb_proto::proxy::Action;
 
 use super::io::Job;
 use super::stats::XskWorkerStats;
@@ -133,30 +133,13 @@ impl XskWorker {
         crate::fault::inject(self.index, payload);
         let src = udp.src;
         let shield = &self.shield.buckets;
-        if let Err(why) = shield.check(&plan.shield, bans, src.ip(), payload, now_ns) {
-            stats.shield_drops[why.index()].add(1);
-            if why == ShieldDrop::Scanner {
-                self.shield.report(src.ip());
-            }
+        if !self.shield.admit(&plan.shield, bans, src, payload, now_ns, stats) {
             q.release(f);
             return false;
         }
         let (to, from) = match plan.proxy.handle(&plan.router, payload, src, on, out) {
             Action::Forward { to, from, what } => {
-                match what {
-                    Forwarded::Request => {
-                        stats.requests_forwarded.add(1);
-                        if let Some(b) = plan.backends.slot(to) {
-                            stats.backend_requests[b].add(1);
-                        }
-                    }
-                    Forwarded::Response => {
-                        stats.responses_forwarded.add(1);
-                        if let Some(b) = plan.backends.slot(src) {
-                            stats.backend_responses[b].add(1);
-                        }
-                    }
-                }
+                stats.forwarded(&plan.backends, what, to, src);
                 (to, from)
             }
             Action::Reply { to, .. } if !shield.may_reply(&plan.shield, to.ip(), now_ns) => {
