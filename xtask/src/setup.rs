@@ -17,6 +17,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "network namespaces and veth pairs for XDP tests"),
     ("ethtool", "turns off veth checksum offload in XDP tests"),
     ("bpftool", "required by the fault tests: checks that no XDP program is left on an interface"),
+    ("openssl", "makes the TLS tests' certificates and checks handshakes with s_client"),
 ];
 
 pub fn ensure_all() -> Result<()> {
