@@ -17,14 +17,29 @@ use sip_lb_udp::affinity;
 #[derive(Parser)]
 #[command(name = "sip-lb", version, about = "Stateless SIP load balancer")]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the balancer until SIGINT/SIGTERM (SIGHUP reloads the config).
     Run(RunArgs),
+    /// Validate a config file without starting: exit 0 if it would start,
+    /// else 2 with the error and the line it is on.
+    CheckConfig {
+        /// The TOML config file.
+        file: std::path::PathBuf,
+    },
     /// List a running instance's backends: state, weight, counters.
     Backends(ControlArgs),
     /// Take a backend out of rotation (its Call-IDs move to the others).
@@ -71,6 +86,22 @@ struct TopArgs {
     control: ControlArgs,
 }
 
+/// `sip-lb check-config FILE`: what `run --config FILE` would load, without
+/// binding or attaching anything.
+fn check_config(file: std::path::PathBuf) -> Result<()> {
+    let args = RunArgs { config: Some(file.clone()), ..RunArgs::default() };
+    let config = Config::load(&args)?;
+    let backends: usize = config.pools.iter().map(|p| p.backends.len()).sum();
+    println!(
+        "{}: OK ({} listen address(es), {} pool(s), {backends} backend(s), {} worker(s))",
+        file.display(),
+        config.listen.len() + config.streams.len(),
+        config.pools.len(),
+        config.workers
+    );
+    Ok(())
+}
+
 /// Runs one control-API client command on a small runtime.
 fn client<F: std::future::Future<Output = Result<String>>>(f: impl FnOnce() -> F) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -80,13 +111,17 @@ fn client<F: std::future::Future<Output = Result<String>>>(f: impl FnOnce() -> F
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SIP_LB_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    let result = match Cli::parse().command {
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SIP_LB_LOG").unwrap_or_else(|_| "info".into()));
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
+    let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::CheckConfig { file } => check_config(file),
         Command::Backends(c) => client(|| control::client::backends(c.control)),
         Command::Drain(b) => client(|| control::client::set_drained(b.control.control, &b.addr, true)),
         Command::Enable(b) => client(|| control::client::set_drained(b.control.control, &b.addr, false)),
