@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod netns;
 pub mod ports;
 pub mod process;
+pub mod prometheus;
 pub mod rng;
 pub mod rounds;
 pub mod sink;

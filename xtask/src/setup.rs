@@ -18,6 +18,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "turns off veth checksum offload in XDP tests"),
     ("bpftool", "required by the fault tests: checks that no XDP program is left on an interface"),
     ("openssl", "makes the TLS tests' certificates and checks handshakes with s_client"),
+    ("prometheus", "evaluates the dashboard's expressions and tests the alert rules (promtool)"),
 ];
 
 pub fn ensure_all() -> Result<()> {
