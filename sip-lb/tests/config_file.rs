@@ -973,4 +973,7 @@ fn shield_section() {
     assert_err(&bad("bans = 1"), Some(3), None, "shield.bans", "unknown field");
     assert_err(&bad("ban_seconds = 0"), Some(3), None, "shield.ban_seconds", "at least 1");
     assert_eq!(Config::from_toml_str(&bad("ban_seconds = 30")).unwrap().shield.ban_seconds, 30);
+    let auto = Config::from_toml_str(&bad("ban_after_over_rate_seconds = 0\nban_after_failures = 20")).unwrap().shield;
+    assert_eq!((auto.ban_after_over_rate_seconds, auto.ban_after_failures), (0, 20));
+    assert_eq!((d.ban_after_over_rate_seconds, d.ban_after_failures), (10, 0), "defaults");
 }

@@ -80,3 +80,63 @@ fn scanners_are_banned_and_bans_are_managed_at_runtime() -> Result<()> {
     eprintln!("scanner banned {banned_after:?} after its request");
     Ok(())
 }
+
+/// A source that keeps exceeding its rate, and one the farm keeps refusing
+/// (403), are banned; a source that stays within its rate is not.
+#[test]
+fn sustained_floods_and_failing_sources_are_banned() -> Result<()> {
+    use sip_lb_tests::sink::Responder;
+    // The backend refuses the Call-IDs that start with "fail-" and accepts the rest.
+    let responder: Responder = Box::new(|bytes, _| {
+        let msg = String::from_utf8_lossy(bytes);
+        if msg.starts_with("SIP/") {
+            return None;
+        }
+        let ok = sip_lb_tests::sip::response_to(&msg);
+        let refuse = sip_lb_tests::sip::header(&msg, "Call-ID").is_some_and(|c| c.starts_with("fail-"));
+        Some(if refuse { ok.replacen("200 OK", "403 Forbidden", 1) } else { ok }.into_bytes())
+    });
+    let backend = Sink::start("127.0.0.1:0", false, Some(responder))?;
+    let (listen, control) = (free_udp_addr()?, free_tcp_addr()?);
+    let config = format!(
+        "listen = [\"{listen}\"]\nworkers = 2\nmetrics = \"{control}\"\n\n[[pool]]\nname = \"farm\"\nbackends = [\"{}\"]\n\n\
+         [shield]\nrate = 20\nburst = 5\nban_after_over_rate_seconds = 1\nban_after_failures = 3\n",
+        backend.addr()
+    );
+    let mut lb = Launch::config("shield-autoban", &config, &[listen], control).start()?;
+    let bans =
+        || -> String { lb.cli(&["bans"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default() };
+
+    // Three refused calls, well within the rate.
+    let failing = client("127.0.0.10")?;
+    for i in 0..3 {
+        failing.send_to(failing.request("INVITE", &format!("fail-{i}"), 1).build(), listen)?;
+        wait_until(Duration::from_secs(2), || failing.count() > i)?;
+    }
+    wait_until(Duration::from_secs(1), || bans().contains("127.0.0.10/32"))
+        .context("three 403s did not get the source banned")?;
+    ensure!(bans().contains("failures"), "{}", bans());
+
+    // A flood at 200/s against 20/s, bounded to 5 s: banned after a second over.
+    let flood = client("127.0.0.11")?;
+    let calm = client("127.0.0.12")?;
+    let t0 = Instant::now();
+    let mut n = 0;
+    while !bans().contains("127.0.0.11/32") && t0.elapsed() < Duration::from_secs(5) {
+        for _ in 0..20 {
+            flood.send_to(flood.request("INVITE", &format!("flood-{n}"), 1).build(), listen)?;
+            n += 1;
+        }
+        // The calm source: one request per 100 ms, within its rate.
+        calm.send_to(calm.request("INVITE", &format!("calm-{n}"), 1).build(), listen)?;
+        std::thread::sleep(Duration::from_millis(100)); // pacing, not synchronisation
+    }
+    let took = t0.elapsed();
+    let list = bans();
+    ensure!(list.contains("127.0.0.11/32") && list.contains(" rate "), "not banned after {took:?}: {list}");
+    ensure!(took >= Duration::from_secs(1), "banned after {took:?}, before a second over the rate");
+    ensure!(!list.contains("127.0.0.12"), "the calm source was banned: {list}");
+    lb.stop()?;
+    eprintln!("flood banned after {took:?} ({n} datagrams)");
+    Ok(())
+}

@@ -29,9 +29,17 @@ pub struct ShieldConfig {
     /// User-Agent fragments of scanners, lower case.
     pub scanners: Vec<String>,
     pub tracked_sources: usize,
-    /// How long a source that sent a scanner's request stays banned.
+    /// How long a banned source stays banned.
     pub ban_seconds: u64,
+    /// Ban a source that stays over `rate` this long (0: never).
+    pub ban_after_over_rate_seconds: u64,
+    /// Ban a source that got this many final 4xx (not 401/407) from the farm
+    /// within a minute (0: never).
+    pub ban_after_failures: u32,
 }
+
+/// Default `ban_after_over_rate_seconds`.
+pub const DEFAULT_BAN_AFTER_OVER_RATE_SECONDS: u64 = 10;
 
 /// Default `ban_seconds`: long enough that a scanner moves on.
 pub const DEFAULT_BAN_SECONDS: u64 = 600;
@@ -46,6 +54,8 @@ impl Default for ShieldConfig {
             scanners: DEFAULT_SCANNERS.iter().map(|s| s.to_string()).collect(),
             tracked_sources: DEFAULT_TRACKED_SOURCES,
             ban_seconds: DEFAULT_BAN_SECONDS,
+            ban_after_over_rate_seconds: DEFAULT_BAN_AFTER_OVER_RATE_SECONDS,
+            ban_after_failures: 0,
         }
     }
 }
@@ -64,6 +74,8 @@ pub(super) struct RawShield {
     scanners: Option<Vec<Spanned<String>>>,
     tracked_sources: Option<Spanned<usize>>,
     ban_seconds: Option<Spanned<u64>>,
+    ban_after_over_rate_seconds: Option<u64>,
+    ban_after_failures: Option<u32>,
 }
 
 pub(super) fn parse(src: &str, raw: RawShield) -> Result<ShieldConfig, ConfigError> {
@@ -113,6 +125,8 @@ pub(super) fn parse(src: &str, raw: RawShield) -> Result<ShieldConfig, ConfigErr
             Some(b) => *b.get_ref(),
             None => DEFAULT_BAN_SECONDS,
         },
+        ban_after_over_rate_seconds: raw.ban_after_over_rate_seconds.unwrap_or(DEFAULT_BAN_AFTER_OVER_RATE_SECONDS),
+        ban_after_failures: raw.ban_after_failures.unwrap_or(0),
     })
 }
 

@@ -3,7 +3,8 @@
 //! lifted. Pure: the time is passed in. The control plane keeps them across
 //! reloads and publishes the set to the workers' shield when it changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,40 @@ pub enum BanReason {
     Operator,
     /// Sent a request with a known scanner's User-Agent.
     Scanner,
+    /// Stayed over its rate limit for `ban_after_over_rate_seconds`.
+    Rate,
+    /// Got `ban_after_failures` final 4xx from the farm within a minute.
+    Failures,
 }
+
+/// When reported sources are banned, and for how long (`[shield]`).
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    pub ban: Duration,
+    /// `None`: never for being over the rate.
+    pub over_rate_for: Option<Duration>,
+    /// `None`: never for failures.
+    pub failures: Option<u32>,
+}
+
+impl From<&crate::config::ShieldConfig> for Rules {
+    fn from(s: &crate::config::ShieldConfig) -> Rules {
+        Rules {
+            ban: Duration::from_secs(s.ban_seconds),
+            over_rate_for: (s.ban_after_over_rate_seconds > 0)
+                .then(|| Duration::from_secs(s.ban_after_over_rate_seconds)),
+            failures: (s.ban_after_failures > 0).then_some(s.ban_after_failures),
+        }
+    }
+}
+
+/// A gap longer than this ends an over-rate spell.
+const OVER_RATE_GAP: Duration = Duration::from_secs(1);
+/// Failures are counted over this window.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Sources followed for the rate and failure rules; beyond, the oldest
+/// records are forgotten (a spoofed flood must not grow memory).
+const TRACKED: usize = 65_536;
 
 #[derive(Clone, Copy, Debug)]
 struct Ban {
@@ -40,6 +74,10 @@ pub struct BanView {
 #[derive(Debug, Default)]
 pub struct Bans {
     by_prefix: BTreeMap<Prefix, Ban>,
+    /// Over-rate spells: (first, last) report.
+    over_rate: HashMap<IpAddr, (Instant, Instant)>,
+    /// Failures in the current window: (window start, count).
+    failures: HashMap<IpAddr, (Instant, u32)>,
 }
 
 impl Bans {
@@ -64,6 +102,44 @@ impl Bans {
                 true
             }
         }
+    }
+
+    /// A worker's report about `src`; the reason if it is banned now.
+    pub fn offence(
+        &mut self,
+        src: IpAddr,
+        what: crate::dataplane::Offence,
+        rules: &Rules,
+        now: Instant,
+    ) -> Option<BanReason> {
+        use crate::dataplane::Offence;
+        let reason = match what {
+            Offence::Scanner => Some(BanReason::Scanner),
+            Offence::OverRate => {
+                let sustain = rules.over_rate_for?;
+                forget_if_full(&mut self.over_rate);
+                let spell = self.over_rate.entry(src).or_insert((now, now));
+                if now.saturating_duration_since(spell.1) > OVER_RATE_GAP {
+                    *spell = (now, now);
+                }
+                spell.1 = now;
+                (now.saturating_duration_since(spell.0) >= sustain).then_some(BanReason::Rate)
+            }
+            Offence::Failure => {
+                let limit = rules.failures?;
+                forget_if_full(&mut self.failures);
+                let w = self.failures.entry(src).or_insert((now, 0));
+                if now.saturating_duration_since(w.0) > FAILURE_WINDOW {
+                    *w = (now, 0);
+                }
+                w.1 += 1;
+                (w.1 >= limit).then_some(BanReason::Failures)
+            }
+        }?;
+        self.over_rate.remove(&src);
+        self.failures.remove(&src);
+        let prefix = Prefix::new(src, if src.is_ipv4() { 32 } else { 128 })?;
+        self.add(prefix, reason, Some(rules.ban), now).then_some(reason)
     }
 
     /// Lifts the ban of exactly `prefix`; true if there was one.
@@ -104,9 +180,52 @@ impl Bans {
     }
 }
 
+fn forget_if_full<V>(m: &mut HashMap<IpAddr, V>) {
+    if m.len() >= TRACKED {
+        m.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::Offence;
+
+    #[test]
+    fn sustained_over_rate_and_repeated_failures_are_banned() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_millis(n);
+        let rules =
+            Rules { ban: Duration::from_secs(60), over_rate_for: Some(Duration::from_secs(2)), failures: Some(3) };
+        let mut b = Bans::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        // Over the rate every 100 ms: banned once the spell lasts 2 s.
+        for ms in (0..2000).step_by(100) {
+            assert_eq!(b.offence(a, Offence::OverRate, &rules, s(ms)), None, "{ms} ms");
+        }
+        assert_eq!(b.offence(a, Offence::OverRate, &rules, s(2000)), Some(BanReason::Rate));
+        // A gap over a second starts the spell again.
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        assert_eq!(b.offence(c, Offence::OverRate, &rules, s(0)), None);
+        assert_eq!(b.offence(c, Offence::OverRate, &rules, s(1500)), None);
+        assert_eq!(b.offence(c, Offence::OverRate, &rules, s(3400)), None);
+        assert_eq!(b.offence(c, Offence::OverRate, &rules, s(3500)), None, "spell restarted at 1.5 s");
+        // Failures: the third within a minute bans; an old one does not count.
+        let f: IpAddr = "2001:db8::9".parse().unwrap();
+        assert_eq!(b.offence(f, Offence::Failure, &rules, s(0)), None);
+        assert_eq!(b.offence(f, Offence::Failure, &rules, s(61_000)), None, "window restarted");
+        assert_eq!(b.offence(f, Offence::Failure, &rules, s(62_000)), None);
+        assert_eq!(b.offence(f, Offence::Failure, &rules, s(63_000)), Some(BanReason::Failures));
+        assert!(b.set().contains(f) && b.set().contains(a) && !b.set().contains(c));
+        // Rules off: only scanners are banned.
+        let off = Rules { over_rate_for: None, failures: None, ..rules };
+        let d: IpAddr = "198.51.100.4".parse().unwrap();
+        for ms in 0..100 {
+            assert_eq!(b.offence(d, Offence::OverRate, &off, s(ms * 100)), None);
+            assert_eq!(b.offence(d, Offence::Failure, &off, s(ms * 100)), None);
+        }
+        assert_eq!(b.offence(d, Offence::Scanner, &off, s(0)), Some(BanReason::Scanner));
+    }
 
     fn p(s: &str) -> Prefix {
         Prefix::parse(s).unwrap()

@@ -67,7 +67,7 @@ pub struct Setup {
     /// The workers' shield (its runtime bans are published here) and the
     /// sources they report.
     pub shield: SharedShield,
-    pub offenders: crossbeam::channel::Receiver<std::net::IpAddr>,
+    pub offenders: crossbeam::channel::Receiver<(std::net::IpAddr, crate::dataplane::Offence)>,
     /// The TCP/TLS layer's counters, when it runs.
     pub streams: Option<Arc<crate::stream::stats::StreamStats>>,
     /// STUN counters, when `stun = true`.
@@ -83,7 +83,7 @@ pub struct Control {
     xdp: Option<XdpReader>,
     afxdp: Option<AfxdpReader>,
     shield: SharedShield,
-    offenders: crossbeam::channel::Receiver<std::net::IpAddr>,
+    offenders: crossbeam::channel::Receiver<(std::net::IpAddr, crate::dataplane::Offence)>,
     /// Runtime bans, kept across reloads.
     bans: Mutex<bans::Bans>,
     streams: Option<Arc<crate::stream::stats::StreamStats>>,
@@ -164,20 +164,19 @@ impl Control {
         self.bans.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bans what the workers reported (for `[shield] ban_seconds`), lifts
-    /// expired bans, and publishes the set if it changed.
+    /// Bans what the workers reported (for `[shield] ban_seconds`): a
+    /// scanner at once, a source over its rate for `ban_after_over_rate_seconds`,
+    /// one with `ban_after_failures` final 4xx within a minute. Lifts expired
+    /// bans and publishes the set if it changed.
     pub fn ban_offenders(&self) {
         let now = Instant::now();
-        let duration = std::time::Duration::from_secs(self.lock().config.shield.ban_seconds);
+        let rules = bans::Rules::from(&self.lock().config.shield);
         let mut bans = self.lock_bans();
         let mut changed = bans.expire(now);
-        while let Ok(src) = self.offenders.try_recv() {
-            let host = if src.is_ipv4() { 32 } else { 128 };
-            if let Some(p) = sip_lb_proto::shield::Prefix::new(src, host) {
-                if bans.add(p, bans::BanReason::Scanner, Some(duration), now) {
-                    tracing::warn!(source = %src, seconds = duration.as_secs(), "shield: banned a scanner");
-                    changed = true;
-                }
+        while let Ok((src, what)) = self.offenders.try_recv() {
+            if let Some(reason) = bans.offence(src, what, &rules, now) {
+                tracing::warn!(source = %src, ?reason, seconds = rules.ban.as_secs(), "shield: banned");
+                changed = true;
             }
         }
         if changed {

@@ -53,18 +53,30 @@ pub type SharedPlan = Arc<ArcSwap<Plan>>;
 pub struct SharedShield {
     pub buckets: Arc<Shield>,
     pub bans: Arc<ArcSwap<PrefixSet>>,
-    offenders: crossbeam::channel::Sender<IpAddr>,
+    offenders: crossbeam::channel::Sender<(IpAddr, Offence)>,
     epoch: std::time::Instant,
 }
 
 /// Sources reported and not yet taken by the control plane; more are
-/// dropped (the same scanner keeps sending, and is banned within a tick).
+/// dropped (an offender keeps offending, and is seen again next tick).
 const OFFENDER_QUEUE: usize = 1024;
+
+/// What a worker saw a source do that may get it banned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offence {
+    /// A request with a known scanner's User-Agent: banned at once.
+    Scanner,
+    /// A datagram over its rate limit: banned when it keeps at it.
+    OverRate,
+    /// A final 4xx from the farm was relayed to it (not 401/407, the
+    /// normal challenges): banned after too many.
+    Failure,
+}
 
 impl SharedShield {
     /// The shared state and the receiving end of the offender queue (for
     /// the control plane).
-    pub fn new(buckets: Shield) -> (SharedShield, crossbeam::channel::Receiver<IpAddr>) {
+    pub fn new(buckets: Shield) -> (SharedShield, crossbeam::channel::Receiver<(IpAddr, Offence)>) {
         let (offenders, rx) = crossbeam::channel::bounded(OFFENDER_QUEUE);
         let s = SharedShield {
             buckets: Arc::new(buckets),
@@ -96,11 +108,29 @@ impl SharedShield {
             Ok(()) => true,
             Err(why) => {
                 stats.shield_drops[why.index()].add(1);
-                if why == sip_lb_proto::shield::ShieldDrop::Scanner {
-                    let _ = self.offenders.try_send(src.ip());
+                use sip_lb_proto::shield::ShieldDrop;
+                match why {
+                    ShieldDrop::Scanner => self.report(src.ip(), Offence::Scanner),
+                    ShieldDrop::RateLimited => self.report(src.ip(), Offence::OverRate),
+                    _ => {}
                 }
                 false
             }
+        }
+    }
+
+    /// Reports `src` to the control plane (never blocks; dropped when full).
+    pub fn report(&self, src: IpAddr, what: Offence) {
+        let _ = self.offenders.try_send((src, what));
+    }
+
+    /// A response about to be relayed to `to`: a final failure (4xx but the
+    /// 401/407 challenges) counts against the client it goes to.
+    pub fn relayed(&self, response: &[u8], to: SocketAddr) {
+        let failure =
+            response.len() > 11 && response.starts_with(b"SIP/2.0 4") && !matches!(&response[8..11], b"401" | b"407");
+        if failure {
+            self.report(to.ip(), Offence::Failure);
         }
     }
 }

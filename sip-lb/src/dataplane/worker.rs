@@ -136,6 +136,9 @@ impl Worker {
             match action {
                 Action::Forward { to, from, what } => {
                     stats.forwarded(&plan.backends, what, to, src);
+                    if what == Forwarded::Response {
+                        self.shield.relayed(data, to);
+                    }
                     tx_bytes += out.len() as u64;
                     tx.commit(to, from);
                 }

@@ -140,6 +140,9 @@ impl XskWorker {
         let (to, from) = match plan.proxy.handle(&plan.router, payload, src, on, out) {
             Action::Forward { to, from, what } => {
                 stats.forwarded(&plan.backends, what, to, src);
+                if what == sip_lb_proto::proxy::Forwarded::Response {
+                    self.shield.relayed(payload, to);
+                }
                 (to, from)
             }
             Action::Reply { to, .. } if !shield.may_reply(&plan.shield, to.ip(), now_ns) => {
