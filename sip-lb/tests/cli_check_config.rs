@@ -49,6 +49,12 @@ fn json_logs_are_one_object_per_line() {
             break;
         }
     }
+    // SIGTERM is handled once the control plane runs (its API answers);
+    // before that it ends the process like any other.
+    let up = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(control).is_err() && Instant::now() < up {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SAFETY: signalling our own child by PID.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
