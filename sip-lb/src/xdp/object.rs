@@ -4,11 +4,17 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use anyhow::{bail, ensure, Context as _};
 use aya::{
-    maps::{Array, CpuMap, ReusePortSockArray},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, CpuMap, ReusePortSockArray,
+    },
     programs::{SkReuseport, Xdp},
     Ebpf,
 };
-use sip_lb_common::maps::{names, SteerConfig, CPU_MAP_QUEUE_SIZE, MAX_CPUS, MAX_WORKERS};
+use sip_lb_common::maps::{
+    names, ShieldConfig, SteerConfig, CPU_MAP_QUEUE_SIZE, MAX_CPUS, MAX_WORKERS, SHIELD_MAX_PREFIXES,
+};
+use sip_lb_proto::shield::{PrefixSet, ShieldPolicy};
 
 /// sip-lb-ebpf, built by `build.rs` into OUT_DIR.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-lb"));
@@ -100,6 +106,56 @@ pub(crate) fn configure_sockets(ebpf: &mut Ebpf, sockets: &[BorrowedFd<'_>]) -> 
                 fd.as_raw_fd()
             )
         })?;
+    }
+    Ok(())
+}
+
+/// Writes the shield's XDP stage from `policy` (both programs read the same
+/// maps): the block and allow prefixes per family and the rate. The stage is
+/// off (no lookups) without block prefixes and rate. Written once: reloads
+/// and runtime bans apply in the workers only (`docs/shield.md`).
+pub(crate) fn configure_shield(ebpf: &mut Ebpf, policy: &ShieldPolicy) -> anyhow::Result<()> {
+    for (set, v4, v6) in [
+        (&policy.block, names::SHIELD_BLOCK_V4, names::SHIELD_BLOCK_V6),
+        (&policy.allow, names::SHIELD_ALLOW_V4, names::SHIELD_ALLOW_V6),
+    ] {
+        write_prefixes(ebpf, set, v4, v6)?;
+    }
+    let mut cfg = ShieldConfig::zeroed();
+    cfg.enabled = u32::from(!policy.block.is_empty() || policy.rate.is_some());
+    if let Some(rate) = policy.rate {
+        cfg.interval_ns = rate.interval_ns();
+        cfg.tolerance_ns = rate.tolerance_ns();
+    }
+    let mut config: Array<_, ShieldConfig> =
+        Array::try_from(ebpf.map_mut(names::SHIELD_CONFIG).context("SHIELD_CONFIG map")?)?;
+    config.set(0, cfg, 0).context("writing SHIELD_CONFIG")?;
+    Ok(())
+}
+
+fn write_prefixes(ebpf: &mut Ebpf, set: &PrefixSet, v4: &str, v6: &str) -> anyhow::Result<()> {
+    use std::net::IpAddr;
+    let (n4, n6) = set.prefixes().iter().fold((0, 0), |(a, b), p| match p.addr() {
+        IpAddr::V4(_) => (a + 1, b),
+        IpAddr::V6(_) => (a, b + 1),
+    });
+    ensure!(
+        n4 <= SHIELD_MAX_PREFIXES && n6 <= SHIELD_MAX_PREFIXES,
+        "the shield's XDP stage holds {SHIELD_MAX_PREFIXES} prefixes per list and family ({n4} IPv4, {n6} IPv6 given)"
+    );
+    let mut t4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(ebpf.map_mut(v4).with_context(|| format!("{v4} map"))?)?;
+    for p in set.prefixes() {
+        if let IpAddr::V4(a) = p.addr() {
+            t4.insert(&Key::new(u32::from(p.bits()), a.octets()), 1, 0)
+                .with_context(|| format!("adding {p} to {v4}"))?;
+        }
+    }
+    let mut t6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(ebpf.map_mut(v6).with_context(|| format!("{v6} map"))?)?;
+    for p in set.prefixes() {
+        if let IpAddr::V6(a) = p.addr() {
+            t6.insert(&Key::new(u32::from(p.bits()), a.octets()), 1, 0)
+                .with_context(|| format!("adding {p} to {v6}"))?;
+        }
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use aya::{
     Ebpf,
 };
 use sip_lb_common::maps::{names, XskAddr, XskCounters};
+use sip_lb_proto::shield::ShieldPolicy;
 
 use super::object;
 
@@ -42,10 +43,12 @@ impl std::fmt::Display for XskAttach {
 
 impl XskProgram {
     /// Loads the program for `workers` workers, redirecting datagrams to
-    /// `ports` at `addrs` (an unspecified address: any of its family).
-    pub fn load(workers: usize, ports: &[u16], addrs: &[IpAddr]) -> anyhow::Result<XskProgram> {
+    /// `ports` at `addrs` (an unspecified address: any of its family),
+    /// dropping what `shield` blocks or rate-limits (its state at load).
+    pub fn load(workers: usize, ports: &[u16], addrs: &[IpAddr], shield: &ShieldPolicy) -> anyhow::Result<XskProgram> {
         let mut ebpf = object::open()?;
         object::configure(&mut ebpf, &vec![0; workers], ports)?;
+        object::configure_shield(&mut ebpf, shield)?;
         let mut map: HashMap<_, XskAddr, u8> =
             HashMap::try_from(ebpf.map_mut(names::XSK_ADDRS).context("XSK_ADDRS map")?)?;
         for a in addrs {
