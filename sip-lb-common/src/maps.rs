@@ -63,14 +63,11 @@ pub mod names {
     pub const RX_RATE: &str = "RX_RATE";
     /// `Array<ShieldConfig>`, one entry: the XDP stage of the shield.
     pub const SHIELD_CONFIG: &str = "SHIELD_CONFIG";
-    /// `LpmTrie<[u8; 4], u8>`: `[shield] block`, IPv4.
-    pub const SHIELD_BLOCK_V4: &str = "SHIELD_BLOCK_V4";
-    /// `LpmTrie<[u8; 16], u8>`: `[shield] block`, IPv6.
-    pub const SHIELD_BLOCK_V6: &str = "SHIELD_BLOCK_V6";
-    /// `LpmTrie<[u8; 4], u8>`: `[shield] allow` plus the backends, IPv4.
-    pub const SHIELD_ALLOW_V4: &str = "SHIELD_ALLOW_V4";
-    /// `LpmTrie<[u8; 16], u8>`: `[shield] allow` plus the backends, IPv6.
-    pub const SHIELD_ALLOW_V6: &str = "SHIELD_ALLOW_V6";
+    /// `LpmTrie<[u8; 4], u8>`: `[shield] block` and `allow` (plus the
+    /// backends), IPv4, value [`SHIELD_BLOCK`] or [`SHIELD_ALLOW`].
+    pub const SHIELD_PREFIXES_V4: &str = "SHIELD_PREFIXES_V4";
+    /// `LpmTrie<[u8; 16], u8>`: the same, IPv6.
+    pub const SHIELD_PREFIXES_V6: &str = "SHIELD_PREFIXES_V6";
     /// `LruHashMap<ShieldSource, u64>`: GCRA theoretical arrival time per source.
     pub const SHIELD_BUCKETS: &str = "SHIELD_BUCKETS";
     /// Program names.
@@ -337,8 +334,19 @@ impl XskCounters {
 
 // ---- The shield's XDP stage (both XDP programs; `docs/shield.md`) ----
 
-/// Entries of each prefix trie (block/allow, per family).
+/// Entries of each prefix trie (block and allow together, per family).
 pub const SHIELD_MAX_PREFIXES: u32 = 16_384;
+
+/// Value of a `SHIELD_PREFIXES_*` entry: a blocked prefix.
+pub const SHIELD_BLOCK: u8 = 1;
+/// Value of a `SHIELD_PREFIXES_*` entry: an allowed prefix.
+///
+/// Block and allow share one trie per family so that a datagram costs one
+/// longest-prefix lookup: the longest match decides. Allow wins over block
+/// in the policy (checked first), so the loader leaves out every blocked
+/// prefix that an allowed one covers; an allowed prefix inside a blocked one
+/// is the longer match and wins by itself.
+pub const SHIELD_ALLOW: u8 = 2;
 
 /// Sources whose rate the XDP stage tracks at once (LRU: a spoofed flood
 /// recycles entries instead of growing memory).

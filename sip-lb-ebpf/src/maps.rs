@@ -60,21 +60,14 @@ pub static RX_RATE: PerCpuArray<RxRate> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "SHIELD_CONFIG")]
 pub static SHIELD_CONFIG: Array<ShieldConfig> = Array::with_max_entries(1, 0);
 
-/// `[shield] block`, IPv4 prefixes (value unused).
-#[map(name = "SHIELD_BLOCK_V4")]
-pub static SHIELD_BLOCK_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
+/// `[shield] block` and `allow` (and the backends), IPv4 prefixes; value
+/// `SHIELD_BLOCK` or `SHIELD_ALLOW` (one lookup decides: the longest match).
+#[map(name = "SHIELD_PREFIXES_V4")]
+pub static SHIELD_PREFIXES_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
 
-/// `[shield] block`, IPv6 prefixes (value unused).
-#[map(name = "SHIELD_BLOCK_V6")]
-pub static SHIELD_BLOCK_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
-
-/// `[shield] allow` and the backends, IPv4 prefixes (value unused).
-#[map(name = "SHIELD_ALLOW_V4")]
-pub static SHIELD_ALLOW_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
-
-/// `[shield] allow` and the backends, IPv6 prefixes (value unused).
-#[map(name = "SHIELD_ALLOW_V6")]
-pub static SHIELD_ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
+/// The same, IPv6.
+#[map(name = "SHIELD_PREFIXES_V6")]
+pub static SHIELD_PREFIXES_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
 
 /// Source -> GCRA theoretical arrival time (ns, `bpf_ktime_get_ns`).
 #[map(name = "SHIELD_BUCKETS")]

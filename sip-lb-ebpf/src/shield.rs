@@ -18,15 +18,12 @@
 //! The maps are written once, at load, from the policy the process started
 //! with; reloads and runtime bans apply in the workers only.
 
-use aya_ebpf::{
-    helpers::generated::bpf_ktime_get_ns,
-    maps::{lpm_trie::Key, LpmTrie},
-};
-use sip_lb_common::maps::ShieldSource;
+use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use sip_lb_common::maps::{ShieldSource, SHIELD_ALLOW};
 
 use crate::{
     headers::Source,
-    maps::{SHIELD_ALLOW_V4, SHIELD_ALLOW_V6, SHIELD_BLOCK_V4, SHIELD_BLOCK_V6, SHIELD_BUCKETS, SHIELD_CONFIG},
+    maps::{SHIELD_BUCKETS, SHIELD_CONFIG, SHIELD_PREFIXES_V4, SHIELD_PREFIXES_V6},
 };
 
 /// Why the shield dropped a datagram.
@@ -42,11 +39,12 @@ pub fn check(src: &Source) -> Result<(), Drop> {
     if cfg.enabled == 0 {
         return Ok(());
     }
-    if listed(src, &SHIELD_ALLOW_V4, &SHIELD_ALLOW_V6) {
-        return Ok(());
-    }
-    if listed(src, &SHIELD_BLOCK_V4, &SHIELD_BLOCK_V6) {
-        return Err(Drop::Blocked);
+    // Allow and block share one trie per family: one lookup, the longest
+    // match decides (the loader resolved allow-over-block already).
+    // Only "no match" goes on to the rate (any other value is a block): one
+    // path into the Call-ID scan for the verifier, not one per value.
+    if let Some(v) = listed(src) {
+        return if v == SHIELD_ALLOW { Ok(()) } else { Err(Drop::Blocked) };
     }
     let interval = cfg.interval_ns;
     if interval == 0 {
@@ -55,15 +53,17 @@ pub fn check(src: &Source) -> Result<(), Drop> {
     rate(src, interval, cfg.tolerance_ns)
 }
 
-/// Whether `src` is in the family's trie (longest-prefix match).
+/// The value of `src`'s longest matching prefix (`SHIELD_ALLOW` or
+/// `SHIELD_BLOCK`), if any.
 #[inline(always)]
-fn listed(src: &Source, v4: &LpmTrie<[u8; 4], u8>, v6: &LpmTrie<[u8; 16], u8>) -> bool {
-    if src.v4 {
+fn listed(src: &Source) -> Option<u8> {
+    let v = if src.v4 {
         let a = &src.addr;
-        v4.get(Key::new(32, [a[12], a[13], a[14], a[15]])).is_some()
+        SHIELD_PREFIXES_V4.get(Key::new(32, [a[12], a[13], a[14], a[15]]))
     } else {
-        v6.get(Key::new(128, src.addr)).is_some()
-    }
+        SHIELD_PREFIXES_V6.get(Key::new(128, src.addr))
+    };
+    v.copied()
 }
 
 /// GCRA: a source may run `tolerance` ahead of now; each datagram moves its

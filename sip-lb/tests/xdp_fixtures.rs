@@ -388,7 +388,8 @@ fn v6(src: &str) -> Frame {
 
 fn block_policy() -> ShieldPolicy {
     ShieldPolicy {
-        block: prefixes(&["192.0.2.0/24", "2001:db8:bad::/48"]),
+        // The last block prefix lies inside an allowed one: allow wins.
+        block: prefixes(&["192.0.2.0/24", "2001:db8:bad::/48", "192.0.2.192/26"]),
         allow: prefixes(&["192.0.2.128/25", "2001:db8:bad:1::/64"]),
         ..ShieldPolicy::default()
     }
@@ -413,8 +414,10 @@ fn shield_blocked_ipv4_and_ipv6_prefixes_dropped() {
 fn shield_allowed_prefix_inside_a_blocked_one_steered() {
     let p = shielded(&block_policy());
     let m = invite("Call-ID: allowed@x", 0);
-    expect_steered(&p, &v4("192.0.2.200").build(&m), b"allowed@x", 2);
+    expect_steered(&p, &v4("192.0.2.130").build(&m), b"allowed@x", 2);
     expect_steered(&p, &v6("2001:db8:bad:1::9").build(&m), b"allowed@x", 2);
+    // Blocked inside allowed: allow is checked first.
+    expect_steered(&p, &v4("192.0.2.200").build(&m), b"allowed@x", 2);
     assert_eq!(p.counters().unwrap().total.shield_blocked, 0);
 }
 

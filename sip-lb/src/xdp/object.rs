@@ -12,9 +12,10 @@ use aya::{
     Ebpf,
 };
 use sip_lb_common::maps::{
-    names, ShieldConfig, SteerConfig, CPU_MAP_QUEUE_SIZE, MAX_CPUS, MAX_WORKERS, SHIELD_MAX_PREFIXES,
+    names, ShieldConfig, SteerConfig, CPU_MAP_QUEUE_SIZE, MAX_CPUS, MAX_WORKERS, SHIELD_ALLOW, SHIELD_BLOCK,
+    SHIELD_MAX_PREFIXES,
 };
-use sip_lb_proto::shield::{PrefixSet, ShieldPolicy};
+use sip_lb_proto::shield::{Prefix, ShieldPolicy};
 
 /// sip-lb-ebpf, built by `build.rs` into OUT_DIR.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-lb"));
@@ -115,12 +116,7 @@ pub(crate) fn configure_sockets(ebpf: &mut Ebpf, sockets: &[BorrowedFd<'_>]) -> 
 /// off (no lookups) without block prefixes and rate. Written once: reloads
 /// and runtime bans apply in the workers only (`docs/shield.md`).
 pub(crate) fn configure_shield(ebpf: &mut Ebpf, policy: &ShieldPolicy) -> anyhow::Result<()> {
-    for (set, v4, v6) in [
-        (&policy.block, names::SHIELD_BLOCK_V4, names::SHIELD_BLOCK_V6),
-        (&policy.allow, names::SHIELD_ALLOW_V4, names::SHIELD_ALLOW_V6),
-    ] {
-        write_prefixes(ebpf, set, v4, v6)?;
-    }
+    write_prefixes(ebpf, &shield_prefixes(policy))?;
     let mut cfg = ShieldConfig::zeroed();
     cfg.enabled = u32::from(!policy.block.is_empty() || policy.rate.is_some());
     if let Some(rate) = policy.rate {
@@ -133,27 +129,40 @@ pub(crate) fn configure_shield(ebpf: &mut Ebpf, policy: &ShieldPolicy) -> anyhow
     Ok(())
 }
 
-fn write_prefixes(ebpf: &mut Ebpf, set: &PrefixSet, v4: &str, v6: &str) -> anyhow::Result<()> {
+/// Block and allow as one list of (prefix, `SHIELD_BLOCK`/`SHIELD_ALLOW`)
+/// whose longest match gives the policy's verdict: allow is checked first
+/// in the policy, so a blocked prefix covered by an allowed one (the same or
+/// a shorter prefix containing it) is left out; an allowed prefix inside a
+/// blocked one is the longer match anyway.
+pub(crate) fn shield_prefixes(policy: &ShieldPolicy) -> Vec<(Prefix, u8)> {
+    let allow = policy.allow.prefixes();
+    let covered = |b: &Prefix| allow.iter().any(|a| a.bits() <= b.bits() && a.contains(b.addr()));
+    let blocks = policy.block.prefixes().iter().filter(|b| !covered(b)).map(|b| (*b, SHIELD_BLOCK));
+    allow.iter().map(|a| (*a, SHIELD_ALLOW)).chain(blocks).collect()
+}
+
+fn write_prefixes(ebpf: &mut Ebpf, list: &[(Prefix, u8)]) -> anyhow::Result<()> {
     use std::net::IpAddr;
-    let (n4, n6) = set.prefixes().iter().fold((0, 0), |(a, b), p| match p.addr() {
+    let (v4, v6) = (names::SHIELD_PREFIXES_V4, names::SHIELD_PREFIXES_V6);
+    let (n4, n6) = list.iter().fold((0, 0), |(a, b), (p, _)| match p.addr() {
         IpAddr::V4(_) => (a + 1, b),
         IpAddr::V6(_) => (a, b + 1),
     });
     ensure!(
         n4 <= SHIELD_MAX_PREFIXES && n6 <= SHIELD_MAX_PREFIXES,
-        "the shield's XDP stage holds {SHIELD_MAX_PREFIXES} prefixes per list and family ({n4} IPv4, {n6} IPv6 given)"
+        "the shield's XDP stage holds {SHIELD_MAX_PREFIXES} prefixes per family ({n4} IPv4, {n6} IPv6 given)"
     );
     let mut t4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(ebpf.map_mut(v4).with_context(|| format!("{v4} map"))?)?;
-    for p in set.prefixes() {
+    for (p, v) in list {
         if let IpAddr::V4(a) = p.addr() {
-            t4.insert(&Key::new(u32::from(p.bits()), a.octets()), 1, 0)
+            t4.insert(&Key::new(u32::from(p.bits()), a.octets()), v, 0)
                 .with_context(|| format!("adding {p} to {v4}"))?;
         }
     }
     let mut t6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(ebpf.map_mut(v6).with_context(|| format!("{v6} map"))?)?;
-    for p in set.prefixes() {
+    for (p, v) in list {
         if let IpAddr::V6(a) = p.addr() {
-            t6.insert(&Key::new(u32::from(p.bits()), a.octets()), 1, 0)
+            t6.insert(&Key::new(u32::from(p.bits()), a.octets()), v, 0)
                 .with_context(|| format!("adding {p} to {v6}"))?;
         }
     }
