@@ -467,3 +467,26 @@ fn shield_rate_limit_passes_exactly_the_burst() {
     assert_eq!(after.steered.iter().sum::<u64>() - before.steered.iter().sum::<u64>(), u64::from(RUNS));
     assert_eq!((after.shield_rate_limited, after.shield_blocked), (limited, 0));
 }
+
+/// The AF_XDP program (`sip_lb_xsk`) has the same stage: blocked -> XDP_DROP
+/// (counted), an allowed source inside the blocked prefix goes on (here
+/// XDP_PASS: no AF_XDP socket is registered in the test).
+#[test]
+fn shield_xsk_program_drops_blocked_sources() {
+    use sip_lb::xdp::xsk::XskProgram;
+    require_root();
+    let p =
+        XskProgram::load(2, &[SIP_PORT], &["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()], &block_policy())
+            .expect("load the AF_XDP program");
+    let m = invite("Call-ID: xsk@x", 0);
+    const XDP_DROP: u32 = 1;
+    const XDP_PASS: u32 = 2;
+    assert_eq!(p.test_run(&v4("192.0.2.7").build(&m)).unwrap(), XDP_DROP);
+    assert_eq!(p.test_run(&v6("2001:db8:bad:2::7").build(&m)).unwrap(), XDP_DROP);
+    assert_eq!(p.test_run(&v4("192.0.2.130").build(&m)).unwrap(), XDP_PASS);
+    assert_eq!(p.test_run(&v4("192.0.3.7").build(&m)).unwrap(), XDP_PASS);
+    let c = p.counters().unwrap();
+    let sum = |f: fn(&sip_lb_common::maps::XskCounters) -> u64| c.iter().map(f).sum::<u64>();
+    assert_eq!((sum(|c| c.shield_blocked), sum(|c| c.shield_rate_limited)), (2, 0));
+    assert_eq!(sum(|c| c.passed[PassReason::NoSocket as usize]), 2);
+}

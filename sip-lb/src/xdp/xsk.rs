@@ -85,6 +85,15 @@ impl XskProgram {
         }
     }
 
+    /// Runs `frame` once with BPF_PROG_TEST_RUN (not attached; tests):
+    /// the raw XDP action.
+    pub fn test_run(&self, frame: &[u8]) -> anyhow::Result<u32> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let prog: &Xdp = self.ebpf.program(names::XSK_PROG).context("AF_XDP program")?.try_into()?;
+        let opts = TestRunOptions { data_in: Some(frame), repeat: 1, ..TestRunOptions::new() };
+        Ok(prog.test_run(opts).context("BPF_PROG_TEST_RUN")?.return_value)
+    }
+
     /// The program's counters, per CPU.
     pub fn counters(&self) -> anyhow::Result<Vec<XskCounters>> {
         let array: PerCpuArray<_, XskCounters> =
