@@ -61,6 +61,15 @@ pub mod names {
     pub const XSK_PROG: &str = "sip_lb_xsk";
     /// `PerCpuArray<RxRate>`, one entry: this CPU's recent SIP datagram rate.
     pub const RX_RATE: &str = "RX_RATE";
+    /// `Array<ShieldConfig>`, one entry: the XDP stage of the shield.
+    pub const SHIELD_CONFIG: &str = "SHIELD_CONFIG";
+    /// `LpmTrie<[u8; 4], u8>`: `[shield] block` and `allow` (plus the
+    /// backends), IPv4, value [`SHIELD_BLOCK`] or [`SHIELD_ALLOW`].
+    pub const SHIELD_PREFIXES_V4: &str = "SHIELD_PREFIXES_V4";
+    /// `LpmTrie<[u8; 16], u8>`: the same, IPv6.
+    pub const SHIELD_PREFIXES_V6: &str = "SHIELD_PREFIXES_V6";
+    /// `LruHashMap<ShieldSource, u64>`: GCRA theoretical arrival time per source.
+    pub const SHIELD_BUCKETS: &str = "SHIELD_BUCKETS";
     /// Program names.
     pub const XDP_PROG: &str = "sip_lb";
     pub const REUSEPORT_PROG: &str = "sip_lb_reuseport";
@@ -194,6 +203,10 @@ pub struct Counters {
     /// below `SteerConfig::redirect_above` (not part of `steered` or
     /// `passed`); the reuseport program still picks the owner's socket.
     pub below_threshold: u64,
+    /// XDP: SIP datagrams dropped (XDP_DROP) by the shield's block list.
+    pub shield_blocked: u64,
+    /// XDP: SIP datagrams dropped (XDP_DROP) over their source's rate.
+    pub shield_rate_limited: u64,
 }
 
 impl Counters {
@@ -206,6 +219,8 @@ impl Counters {
             last_hash: 0,
             kept_local: 0,
             below_threshold: 0,
+            shield_blocked: 0,
+            shield_rate_limited: 0,
         }
     }
 }
@@ -297,12 +312,73 @@ pub struct XskCounters {
     pub redirected: [u64; MAX_WORKERS],
     /// Call-ID hash of the last redirected frame on this CPU (tests).
     pub last_hash: u64,
+    /// Dropped (XDP_DROP) by the shield's block list.
+    pub shield_blocked: u64,
+    /// Dropped (XDP_DROP) over their source's rate.
+    pub shield_rate_limited: u64,
 }
 
 impl XskCounters {
     pub const fn zeroed() -> Self {
-        Self { packets: 0, bytes: 0, passed: [0; XSK_PASS_SLOTS], redirected: [0; MAX_WORKERS], last_hash: 0 }
+        Self {
+            packets: 0,
+            bytes: 0,
+            passed: [0; XSK_PASS_SLOTS],
+            redirected: [0; MAX_WORKERS],
+            last_hash: 0,
+            shield_blocked: 0,
+            shield_rate_limited: 0,
+        }
     }
+}
+
+// ---- The shield's XDP stage (both XDP programs; `docs/shield.md`) ----
+
+/// Entries of each prefix trie (block and allow together, per family).
+pub const SHIELD_MAX_PREFIXES: u32 = 16_384;
+
+/// Value of a `SHIELD_PREFIXES_*` entry: a blocked prefix.
+pub const SHIELD_BLOCK: u8 = 1;
+/// Value of a `SHIELD_PREFIXES_*` entry: an allowed prefix.
+///
+/// Block and allow share one trie per family so that a datagram costs one
+/// longest-prefix lookup: the longest match decides. Allow wins over block
+/// in the policy (checked first), so the loader leaves out every blocked
+/// prefix that an allowed one covers; an allowed prefix inside a blocked one
+/// is the longer match and wins by itself.
+pub const SHIELD_ALLOW: u8 = 2;
+
+/// Sources whose rate the XDP stage tracks at once (LRU: a spoofed flood
+/// recycles entries instead of growing memory).
+pub const SHIELD_MAX_SOURCES: u32 = 65_536;
+
+/// The XDP stage's configuration, written at load from the `ShieldPolicy`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShieldConfig {
+    /// GCRA: nanoseconds between datagrams at the sustained rate; 0: no
+    /// rate limit.
+    pub interval_ns: u64,
+    /// GCRA: how far ahead of now a source may run (`(burst - 1) * interval`).
+    pub tolerance_ns: u64,
+    /// 0: the stage is off (no lookups at all); 1: lists (and the rate, if
+    /// `interval_ns != 0`) are checked.
+    pub enabled: u32,
+    pub _pad: u32,
+}
+
+impl ShieldConfig {
+    pub const fn zeroed() -> Self {
+        Self { interval_ns: 0, tolerance_ns: 0, enabled: 0, _pad: 0 }
+    }
+}
+
+/// Key of `SHIELD_BUCKETS`: the source address, IPv6, or IPv4 in its mapped
+/// form (`::ffff:a.b.c.d`; a mapped source never occurs on the wire).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShieldSource {
+    pub addr: [u8; 16],
 }
 
 #[cfg(feature = "user")]
@@ -311,6 +387,10 @@ mod pod {
     unsafe impl aya::Pod for super::XskCounters {}
     // SAFETY: 16 bytes, valid for any bit pattern.
     unsafe impl aya::Pod for super::XskAddr {}
+    // SAFETY: 16 bytes, valid for any bit pattern.
+    unsafe impl aya::Pod for super::ShieldSource {}
+    // SAFETY: integers with an explicit pad, valid for any bit pattern.
+    unsafe impl aya::Pod for super::ShieldConfig {}
     // SAFETY: plain #[repr(C)] integers and arrays, no padding
     // holes with uninitialised bytes (explicit `_pad`), valid for any bit
     // pattern.

@@ -16,10 +16,19 @@ const IPPROTO_UDP: u8 = 17;
 const IPV6_FRAGMENT: u8 = 44;
 const UDP_HLEN: usize = 8;
 
-/// Where the SIP payload is, in bytes from the start of the frame.
+/// Where the SIP payload is, in bytes from the start of the frame, and who
+/// sent it.
 pub struct Payload {
     pub offset: usize,
     pub len: usize,
+    pub src: Source,
+}
+
+/// The datagram's source address: IPv6, or IPv4 in its mapped form
+/// (`::ffff:a.b.c.d`, bytes 12..16 the address) with `v4` set.
+pub struct Source {
+    pub v4: bool,
+    pub addr: [u8; 16],
 }
 
 /// Bounds-checked pointer to `len` bytes at `off` (the check the verifier wants).
@@ -57,11 +66,16 @@ pub fn udp_payload(ctx: &XdpContext, frame_len: usize) -> Result<Payload, PassRe
         }
     }
 
+    let mut src = Source { v4: false, addr: [0; 16] };
     let l4_off = match proto {
         ETH_P_IP => {
             let ip = at(ctx, off, 20)?;
             // SAFETY: 20 bytes checked above.
             let (vihl, frag, l4) = unsafe { (*ip, be16(ip, 6), *ip.add(9)) };
+            // SAFETY: the source address is bytes 12..16 of the 20 checked.
+            let a = unsafe { core::ptr::read_unaligned(ip.add(12) as *const [u8; 4]) };
+            src.v4 = true;
+            src.addr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]];
             let ihl = ((vihl & 0x0f) as usize) * 4;
             if ihl < 20 {
                 return Err(PassReason::Truncated);
@@ -84,6 +98,8 @@ pub fn udp_payload(ctx: &XdpContext, frame_len: usize) -> Result<Payload, PassRe
             if next != IPPROTO_UDP {
                 return Err(PassReason::NotIpUdp);
             }
+            // SAFETY: the source address is bytes 8..24 of the 40 checked.
+            src.addr = unsafe { core::ptr::read_unaligned(ip.add(8) as *const [u8; 16]) };
             off + 40
         }
         _ => return Err(PassReason::NotIpUdp),
@@ -104,7 +120,7 @@ pub fn udp_payload(ctx: &XdpContext, frame_len: usize) -> Result<Payload, PassRe
     if offset + len > frame_len {
         return Err(PassReason::Truncated);
     }
-    Ok(Payload { offset, len })
+    Ok(Payload { offset, len, src })
 }
 
 /// Length of the whole frame, including the fragments of a multi-buffer

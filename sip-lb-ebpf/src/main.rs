@@ -15,6 +15,7 @@
 mod callid;
 mod headers;
 mod maps;
+mod shield;
 mod xsk;
 
 use core::ffi::c_void;
@@ -90,6 +91,8 @@ enum Steered {
     KeptLocal { worker: usize, hash: u64 },
     /// This CPU is below the redirect threshold: up the stack here unscanned.
     BelowThreshold,
+    /// Dropped by the shield's XDP stage.
+    Shielded(shield::Drop),
 }
 
 #[xdp(frags)]
@@ -116,6 +119,14 @@ pub fn sip_lb(ctx: XdpContext) -> u32 {
             c.below_threshold += 1;
             xdp_action::XDP_PASS
         }
+        Ok(Steered::Shielded(shield::Drop::Blocked)) => {
+            c.shield_blocked += 1;
+            xdp_action::XDP_DROP
+        }
+        Ok(Steered::Shielded(shield::Drop::RateLimited)) => {
+            c.shield_rate_limited += 1;
+            xdp_action::XDP_DROP
+        }
         Err(reason) => {
             count_pass(c, reason);
             xdp_action::XDP_PASS
@@ -126,6 +137,9 @@ pub fn sip_lb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn xdp_steer(ctx: &XdpContext, frame_len: usize) -> Result<Steered, PassReason> {
     let payload = headers::udp_payload(ctx, frame_len)?;
+    if let Err(d) = shield::check(&payload.src) {
+        return Ok(Steered::Shielded(d));
+    }
     let (len, cut) = window(payload.len)?;
     let cfg = config()?;
     if !busy(cfg.redirect_above) {

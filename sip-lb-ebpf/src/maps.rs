@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, CpuMap, HashMap, PerCpuArray, ReusePortSockArray, XskMap},
+    maps::{Array, CpuMap, HashMap, LpmTrie, LruHashMap, PerCpuArray, ReusePortSockArray, XskMap},
 };
 use sip_lb_common::maps::{
-    Counters, RxRate, ScanBuf, SteerConfig, XskAddr, XskCounters, MAX_CPUS, MAX_QUEUES, MAX_WORKERS, MAX_XSK_ADDRS,
-    PORT_WORDS,
+    Counters, RxRate, ScanBuf, ShieldConfig, ShieldSource, SteerConfig, XskAddr, XskCounters, MAX_CPUS, MAX_QUEUES,
+    MAX_WORKERS, MAX_XSK_ADDRS, PORT_WORDS, SHIELD_MAX_PREFIXES, SHIELD_MAX_SOURCES,
 };
 
 /// Worker count and worker -> CPU table (one entry).
@@ -55,3 +55,20 @@ pub static XSK_COUNTERS: PerCpuArray<XskCounters> = PerCpuArray::with_max_entrie
 /// Per-CPU SIP datagram rate: whether redirecting is worth it on this CPU.
 #[map(name = "RX_RATE")]
 pub static RX_RATE: PerCpuArray<RxRate> = PerCpuArray::with_max_entries(1, 0);
+
+/// The shield's XDP stage: rate and on/off (one entry; see [`crate::shield`]).
+#[map(name = "SHIELD_CONFIG")]
+pub static SHIELD_CONFIG: Array<ShieldConfig> = Array::with_max_entries(1, 0);
+
+/// `[shield] block` and `allow` (and the backends), IPv4 prefixes; value
+/// `SHIELD_BLOCK` or `SHIELD_ALLOW` (one lookup decides: the longest match).
+#[map(name = "SHIELD_PREFIXES_V4")]
+pub static SHIELD_PREFIXES_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
+
+/// The same, IPv6.
+#[map(name = "SHIELD_PREFIXES_V6")]
+pub static SHIELD_PREFIXES_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
+
+/// Source -> GCRA theoretical arrival time (ns, `bpf_ktime_get_ns`).
+#[map(name = "SHIELD_BUCKETS")]
+pub static SHIELD_BUCKETS: LruHashMap<ShieldSource, u64> = LruHashMap::with_max_entries(SHIELD_MAX_SOURCES, 0);

@@ -25,6 +25,7 @@ use sip_lb_common::{
 use crate::{
     callid, headers,
     maps::{CONFIG, XSK_ADDRS, XSK_COUNTERS, XSK_MAP},
+    shield::{self, Drop},
 };
 
 const ETH_HLEN: usize = 14;
@@ -48,7 +49,15 @@ pub fn sip_lb_xsk(ctx: XdpContext) -> u32 {
     c.packets += 1;
     c.bytes += frame_len;
     match redirect(&ctx, frame_len as usize) {
-        Ok((action, worker, hash)) => {
+        Ok(Redirect::Shielded(Drop::Blocked)) => {
+            c.shield_blocked += 1;
+            xdp_action::XDP_DROP
+        }
+        Ok(Redirect::Shielded(Drop::RateLimited)) => {
+            c.shield_rate_limited += 1;
+            xdp_action::XDP_DROP
+        }
+        Ok(Redirect::Socket { action, worker, hash }) => {
             // SAFETY: masked index into an array of MAX_WORKERS (a power of two).
             unsafe { *c.redirected.get_unchecked_mut(worker & (MAX_WORKERS - 1)) += 1 };
             c.last_hash = hash;
@@ -65,9 +74,20 @@ pub fn sip_lb_xsk(ctx: XdpContext) -> u32 {
     }
 }
 
+/// What `sip_lb_xsk` did with a frame it did not pass for a reason.
+enum Redirect {
+    /// Into the queue's AF_XDP socket (`action`), for `worker`.
+    Socket { action: u32, worker: usize, hash: u64 },
+    /// Dropped by the shield's XDP stage.
+    Shielded(Drop),
+}
+
 #[inline(always)]
-fn redirect(ctx: &XdpContext, frame_len: usize) -> Result<(u32, usize, u64), PassReason> {
+fn redirect(ctx: &XdpContext, frame_len: usize) -> Result<Redirect, PassReason> {
     let payload = headers::udp_payload(ctx, frame_len)?;
+    if let Err(d) = shield::check(&payload.src) {
+        return Ok(Redirect::Shielded(d));
+    }
     // One buffer (no fragments of a jumbo frame), small enough for a chunk.
     if ctx.data_end() - ctx.data() != frame_len || frame_len > XSK_MAX_FRAME {
         return Err(PassReason::TooLong);
@@ -89,7 +109,7 @@ fn redirect(ctx: &XdpContext, frame_len: usize) -> Result<(u32, usize, u64), Pas
     write_meta(ctx, hash, worker as u32)?;
     // No socket at this queue: the XDP_PASS flag makes the helper pass.
     match XSK_MAP.redirect(ctx.rx_queue_index(), xdp_action::XDP_PASS as u64) {
-        Ok(action) => Ok((action, worker, hash)),
+        Ok(action) => Ok(Redirect::Socket { action, worker, hash }),
         Err(_) => {
             strip_meta(ctx);
             Err(PassReason::NoSocket)

@@ -161,13 +161,13 @@ fn run(args: RunArgs) -> Result<()> {
     // Steering first: its programs load before the AF_XDP threads exist
     // (a signal arriving during verification makes BPF_PROG_LOAD fail).
     let selected = dataplane::afxdp::selected(&config);
-    let mut steering = attach_steering(&config, &sockets, &cpus, selected)?;
+    let mut steering = attach_steering(&config, &sockets, &cpus, selected, &plan.load().shield)?;
     let (shield, offenders) = dataplane::SharedShield::new(control::reload::shield_state(&config));
     let mut afxdp = dataplane::afxdp::start_if_selected(&config, &sockets, &pinned, &plan, &shield)?;
     if selected && afxdp.is_none() {
         // Fell back to the socket path: the XDP CPU-map steering takes the interface.
         drop(std::mem::take(&mut steering));
-        steering = attach_steering(&config, &sockets, &cpus, false)?;
+        steering = attach_steering(&config, &sockets, &cpus, false, &plan.load().shield)?;
     }
 
     let streams = match streams_bound.is_empty() {
@@ -279,12 +279,15 @@ fn worker_cpus(pin: PinMode, workers: usize, allowed: &[usize]) -> (Vec<usize>, 
 /// root (and no `--iface`) there is no eBPF: the kernel's 4-tuple hash picks
 /// the worker, which forwards just as correctly but without per-call affinity.
 /// With the AF_XDP data path (`afxdp`), its program owns the interface and
-/// the socket path keeps only the reuseport selector.
+/// the socket path keeps only the reuseport selector. The XDP program's
+/// shield stage gets `shield` (the policy at start; reloads and runtime bans
+/// apply in the workers only: docs/shield.md).
 fn attach_steering(
     config: &Config,
     sockets: &[Vec<std::net::UdpSocket>],
     cpus: &[usize],
     afxdp: bool,
+    shield: &sip_lb_proto::shield::ShieldPolicy,
 ) -> Result<Vec<Arc<xdp::Steering>>> {
     use std::os::fd::AsFd;
     // SAFETY: geteuid has no preconditions.
@@ -299,7 +302,7 @@ fn attach_steering(
         let fds: Vec<_> = sockets.iter().map(|w| w[l].as_fd()).collect();
         // One XDP program per interface: attach it with the first address.
         let iface = if l == 0 && !afxdp { config.iface.as_deref() } else { None };
-        let s = xdp::Steering::attach(iface, &fds, &worker_cpus, &ports, config.xdp_redirect_above_pps)
+        let s = xdp::Steering::attach(iface, &fds, &worker_cpus, &ports, config.xdp_redirect_above_pps, shield)
             .with_context(|| format!("attaching Call-ID steering for {addr}"))?;
         tracing::info!(%addr, "steering: {}", s.mode());
         all.push(Arc::new(s));

@@ -301,6 +301,7 @@ fn xdp_program_model_and_userspace_agree() {
             }
             // The program is loaded with threshold 0 (always steer).
             (Verdict::BelowThreshold, _) => panic!("below the redirect threshold with none set, {}", show()),
+            (Verdict::Blocked | Verdict::RateLimited, _) => panic!("dropped by the shield with none set, {}", show()),
         }
     }
     let reasons: Vec<String> = PassReason::ALL

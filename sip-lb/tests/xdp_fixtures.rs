@@ -355,3 +355,138 @@ fn above_the_redirect_threshold_datagrams_are_steered() {
     assert_eq!(after.steered(w) - before.steered(w), steered);
     assert!(after.per_cpu.iter().any(|c| c.last_hash == call_id_hash(id)), "no CPU hashed the Call-ID");
 }
+
+// ---- The shield's XDP stage ---------------------------------------------------
+
+use std::net::IpAddr;
+
+use sip_lb_proto::shield::{Prefix, PrefixSet, Rate, ShieldPolicy};
+
+fn prefixes(list: &[&str]) -> PrefixSet {
+    PrefixSet::new(list.iter().map(|p| Prefix::parse(p).expect("prefix")))
+}
+
+/// A 2-worker program of its own with `policy` (the buckets and counters
+/// are the program's, so tests do not share them).
+fn shielded(policy: &ShieldPolicy) -> XdpTestProgram {
+    let mut p = program(2);
+    p.set_shield(policy).expect("write the shield maps");
+    p
+}
+
+fn from(src: &str, ip: Ip) -> Frame {
+    Frame { ip, src: Some(src.parse::<IpAddr>().unwrap()), ..Frame::default() }
+}
+
+fn v4(src: &str) -> Frame {
+    from(src, Ip::V4 { options: 0, frag: 0 })
+}
+
+fn v6(src: &str) -> Frame {
+    from(src, Ip::V6)
+}
+
+fn block_policy() -> ShieldPolicy {
+    ShieldPolicy {
+        // The last block prefix lies inside an allowed one: allow wins.
+        block: prefixes(&["192.0.2.0/24", "2001:db8:bad::/48", "192.0.2.192/26"]),
+        allow: prefixes(&["192.0.2.128/25", "2001:db8:bad:1::/64"]),
+        ..ShieldPolicy::default()
+    }
+}
+
+#[test]
+fn shield_blocked_ipv4_and_ipv6_prefixes_dropped() {
+    let p = shielded(&block_policy());
+    let m = invite("Call-ID: blocked@x", 0);
+    assert_eq!(p.run(&v4("192.0.2.7").build(&m)).unwrap(), Verdict::Blocked);
+    assert_eq!(p.run(&v6("2001:db8:bad:2::7").build(&m)).unwrap(), Verdict::Blocked);
+    // A keep-alive from a blocked source is dropped too (before the SIP check).
+    assert_eq!(p.run(&v4("192.0.2.8").build(b"\r\n\r\n")).unwrap(), Verdict::Blocked);
+    let c = p.counters().unwrap();
+    assert_eq!((c.total.shield_blocked, c.total.shield_rate_limited), (3, 0));
+    // Outside the prefixes: steered as without the shield.
+    expect_steered(&p, &v4("192.0.3.7").build(&m), b"blocked@x", 2);
+    expect_steered(&p, &v6("2001:db8:bae::7").build(&m), b"blocked@x", 2);
+}
+
+#[test]
+fn shield_allowed_prefix_inside_a_blocked_one_steered() {
+    let p = shielded(&block_policy());
+    let m = invite("Call-ID: allowed@x", 0);
+    expect_steered(&p, &v4("192.0.2.130").build(&m), b"allowed@x", 2);
+    expect_steered(&p, &v6("2001:db8:bad:1::9").build(&m), b"allowed@x", 2);
+    // Blocked inside allowed: allow is checked first.
+    expect_steered(&p, &v4("192.0.2.200").build(&m), b"allowed@x", 2);
+    assert_eq!(p.counters().unwrap().total.shield_blocked, 0);
+}
+
+#[test]
+fn shield_other_ports_and_non_udp_unaffected() {
+    let p = shielded(&block_policy());
+    let m = invite("Call-ID: x@x", 0);
+    let other_port = Frame { dport: 53, ..v4("192.0.2.7") };
+    assert_eq!(p.run(&other_port.build(&m)).unwrap(), Verdict::Passed(PassReason::OtherPort));
+    let tcp = Frame { l4: 6, ..v4("192.0.2.7") };
+    assert_eq!(p.run(&tcp.build(&m)).unwrap(), Verdict::Passed(PassReason::NotIpUdp));
+    let tcp6 = Frame { l4: 6, ..v6("2001:db8:bad::1") };
+    assert_eq!(p.run(&tcp6.build(&m)).unwrap(), Verdict::Passed(PassReason::NotIpUdp));
+    assert_eq!(p.counters().unwrap().total.shield_blocked, 0);
+}
+
+/// GCRA with repeat runs: in one window (10/s: the 1,000 runs take far less
+/// than the 100 ms interval) exactly `burst` datagrams pass, the rest drop;
+/// per source and per family; an allowed source is not limited.
+#[test]
+fn shield_rate_limit_passes_exactly_the_burst() {
+    const BURST: u64 = 5;
+    const RUNS: u32 = 1000;
+    let policy = ShieldPolicy {
+        allow: prefixes(&["198.51.100.1"]),
+        rate: Some(Rate { per_sec: 10, burst: BURST as u32 }),
+        ..ShieldPolicy::default()
+    };
+    let p = shielded(&policy);
+    let m = invite("Call-ID: flood@x", 0);
+    let mut limited = 0;
+    for (i, f) in [v4("203.0.113.9"), v6("2001:db8::9"), v4("203.0.113.10")].iter().enumerate() {
+        let before = p.counters().unwrap().total;
+        p.bench(&f.build(&m), RUNS).expect("repeat run");
+        let after = p.counters().unwrap().total;
+        let steered: u64 = after.steered.iter().sum::<u64>() - before.steered.iter().sum::<u64>();
+        assert_eq!(steered, BURST, "source {i}: the burst passes");
+        assert_eq!(after.shield_rate_limited - before.shield_rate_limited, u64::from(RUNS) - BURST, "source {i}");
+        limited += u64::from(RUNS) - BURST;
+        // The next one is over too.
+        assert_eq!(p.run(&f.build(&m)).unwrap(), Verdict::RateLimited);
+        limited += 1;
+    }
+    let before = p.counters().unwrap().total;
+    p.bench(&v4("198.51.100.1").build(&m), RUNS).expect("repeat run");
+    let after = p.counters().unwrap().total;
+    assert_eq!(after.steered.iter().sum::<u64>() - before.steered.iter().sum::<u64>(), u64::from(RUNS));
+    assert_eq!((after.shield_rate_limited, after.shield_blocked), (limited, 0));
+}
+
+/// The AF_XDP program (`sip_lb_xsk`) has the same stage: blocked -> XDP_DROP
+/// (counted), an allowed source inside the blocked prefix goes on (here
+/// XDP_PASS: no AF_XDP socket is registered in the test).
+#[test]
+fn shield_xsk_program_drops_blocked_sources() {
+    use sip_lb::xdp::xsk::XskProgram;
+    require_root();
+    let p =
+        XskProgram::load(2, &[SIP_PORT], &["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()], &block_policy())
+            .expect("load the AF_XDP program");
+    let m = invite("Call-ID: xsk@x", 0);
+    const XDP_DROP: u32 = 1;
+    const XDP_PASS: u32 = 2;
+    assert_eq!(p.test_run(&v4("192.0.2.7").build(&m)).unwrap(), XDP_DROP);
+    assert_eq!(p.test_run(&v6("2001:db8:bad:2::7").build(&m)).unwrap(), XDP_DROP);
+    assert_eq!(p.test_run(&v4("192.0.2.130").build(&m)).unwrap(), XDP_PASS);
+    assert_eq!(p.test_run(&v4("192.0.3.7").build(&m)).unwrap(), XDP_PASS);
+    let c = p.counters().unwrap();
+    let sum = |f: fn(&sip_lb_common::maps::XskCounters) -> u64| c.iter().map(f).sum::<u64>();
+    assert_eq!((sum(|c| c.shield_blocked), sum(|c| c.shield_rate_limited)), (2, 0));
+    assert_eq!(sum(|c| c.passed[PassReason::NoSocket as usize]), 2);
+}

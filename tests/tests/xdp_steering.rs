@@ -24,6 +24,7 @@ use std::{
 
 use sip_lb::xdp::{Steering, SteeringMode};
 use sip_lb_common::{call_id_hash, worker_for_hash};
+use sip_lb_proto::shield::ShieldPolicy;
 use sip_lb_tests::netns::{self, NetNs, Veth};
 
 const WORKERS: usize = 2;
@@ -177,7 +178,8 @@ fn veth_steering(redirect_above_pps: u32) -> (sip_lb::xdp::XdpCounters, Vec<u32>
             let sockets: Vec<UdpSocket> = (0..WORKERS).map(|_| reuseport_socket(addr)).collect();
             let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|s| s.as_fd()).collect();
             let steering =
-                Steering::attach(Some("slb0"), &fds, &cpus, &[PORT], redirect_above_pps).expect("attach steering");
+                Steering::attach(Some("slb0"), &fds, &cpus, &[PORT], redirect_above_pps, &ShieldPolicy::default())
+                    .expect("attach steering");
             let (received, workers) = start_workers(sockets, &cpus, stop.clone());
             tx.send((steering.mode(), received.clone())).unwrap();
             for w in workers {
@@ -254,7 +256,8 @@ fn loopback_reuseport_steering() {
             let addr: SocketAddr = format!("127.0.0.1:{PORT}").parse().unwrap();
             let sockets: Vec<UdpSocket> = (0..WORKERS).map(|_| reuseport_socket(addr)).collect();
             let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|s| s.as_fd()).collect();
-            let steering = Steering::attach(None, &fds, &cpus, &[PORT], 0).expect("attach steering");
+            let steering =
+                Steering::attach(None, &fds, &cpus, &[PORT], 0, &ShieldPolicy::default()).expect("attach steering");
             let (received, workers) = start_workers(sockets, &cpus, stop.clone());
             tx.send((steering.mode(), received.clone())).unwrap();
             for w in workers {
@@ -281,6 +284,8 @@ fn loopback_reuseport_steering() {
 fn missing_interface_is_an_error() {
     require_root();
     let s = reuseport_socket("127.0.0.1:0".parse().unwrap());
-    let err = Steering::attach(Some("no-such-if0"), &[s.as_fd()], &[0], &[PORT], 0).err().expect("must fail");
+    let err = Steering::attach(Some("no-such-if0"), &[s.as_fd()], &[0], &[PORT], 0, &ShieldPolicy::default())
+        .err()
+        .expect("must fail");
     assert!(err.to_string().contains("does not exist"), "{err:#}");
 }

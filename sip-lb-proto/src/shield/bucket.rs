@@ -26,12 +26,12 @@ pub struct Rate {
 
 impl Rate {
     /// Nanoseconds between datagrams at the sustained rate.
-    fn interval_ns(self) -> u64 {
+    pub fn interval_ns(self) -> u64 {
         1_000_000_000 / u64::from(self.per_sec.max(1))
     }
 
     /// How far ahead of now a source's allowance may run: `burst - 1` intervals.
-    fn tolerance_ns(self) -> u64 {
+    pub fn tolerance_ns(self) -> u64 {
         self.interval_ns() * u64::from(self.burst.max(1) - 1)
     }
 }

@@ -50,6 +50,15 @@ impl Prefix {
         self.len
     }
 
+    /// The network address (host bits clear); IPv4 for an IPv4-mapped one.
+    pub fn addr(&self) -> IpAddr {
+        if self.v6 {
+            std::net::Ipv6Addr::from(self.net).into()
+        } else {
+            std::net::Ipv4Addr::from(self.net as u32).into()
+        }
+    }
+
     pub fn contains(&self, addr: IpAddr) -> bool {
         let (bits, v6, width) = key(addr);
         v6 == self.v6 && bits & mask(self.len, width) == self.net
@@ -58,12 +67,7 @@ impl Prefix {
 
 impl fmt::Display for Prefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ip: IpAddr = if self.v6 {
-            std::net::Ipv6Addr::from(self.net).into()
-        } else {
-            std::net::Ipv4Addr::from(self.net as u32).into()
-        };
-        write!(f, "{ip}/{}", self.len)
+        write!(f, "{}/{}", self.addr(), self.len)
     }
 }
 

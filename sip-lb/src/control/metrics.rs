@@ -92,7 +92,7 @@ impl Collector for Scrape {
         let e = &mut enc;
         config_families(e, s)?;
         worker_traffic(e, s)?;
-        worker_replies_and_drops(e, s)?;
+        worker_replies_and_drops(e, s, xdp_shield_drops(s, self.xdp.as_ref()))?;
         backend_traffic(e, s)?;
         backend_state(e, s)?;
         backend_probes(e, s)?;
@@ -154,8 +154,29 @@ fn worker_traffic(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fm
     })
 }
 
-/// Per-worker stateless replies (by code) and drops (by reason).
-fn worker_replies_and_drops(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fmt::Error> {
+/// The shield's XDP stage drops, (blocked, rate limited), summed over CPUs
+/// and both XDP programs; `None` when no XDP program runs.
+fn xdp_shield_drops(s: &Snapshot, xdp: Option<&XdpCounters>) -> Option<(u64, u64)> {
+    let steering = xdp
+        .and_then(|x| x.xdp.as_ref())
+        .map(|p| p.per_cpu.iter().fold((0, 0), |(b, r), c| (b + c.shield_blocked, r + c.shield_rate_limited)));
+    let afxdp = s.afxdp.as_ref().map(|a| (a.shield_blocked, a.shield_rate_limited));
+    match (steering, afxdp) {
+        (None, None) => None,
+        (a, b) => {
+            let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
+            Some((a.0 + b.0, a.1 + b.1))
+        }
+    }
+}
+
+/// Per-worker stateless replies (by code) and drops (by reason); the
+/// shield's drops also by the XDP stage (`xdp_drops`, when XDP runs).
+fn worker_replies_and_drops(
+    e: &mut DescriptorEncoder,
+    s: &Snapshot,
+    xdp_drops: Option<(u64, u64)>,
+) -> Result<(), std::fmt::Error> {
     family(
         e,
         "sip_lb_worker_replies",
@@ -187,14 +208,21 @@ fn worker_replies_and_drops(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(
         "sip_lb_shield_dropped",
         "Datagrams (and stateless replies) the shield dropped, by stage and reason",
         MetricType::Counter,
-        s.workers.iter().flat_map(|w| {
-            w.shield_drops.iter().map(move |(reason, n)| {
-                let mut l = worker_labels(w);
-                l.push(("stage", "worker".to_owned()));
-                l.push(("reason", reason.clone()));
-                (l, ConstCounter::new(*n))
+        s.workers
+            .iter()
+            .flat_map(|w| {
+                w.shield_drops.iter().map(move |(reason, n)| {
+                    let mut l = worker_labels(w);
+                    l.push(("stage", "worker".to_owned()));
+                    l.push(("reason", reason.clone()));
+                    (l, ConstCounter::new(*n))
+                })
             })
-        }),
+            .chain(xdp_drops.into_iter().flat_map(|(blocked, rate_limited)| {
+                [("blocked", blocked), ("rate_limited", rate_limited)].map(|(reason, n)| {
+                    (vec![("stage", "xdp".to_owned()), ("reason", reason.to_owned())], ConstCounter::new(n))
+                })
+            })),
     )
 }
 
@@ -539,6 +567,8 @@ mod tests {
             seen: 901,
             redirected: 902,
             passed: vec![("fragment".into(), 903), ("no_socket".into(), 904)],
+            shield_blocked: 905,
+            shield_rate_limited: 906,
         }
     }
 
@@ -553,6 +583,8 @@ mod tests {
         c.steered[1] = base + 4;
         c.kept_local = base + 5;
         c.below_threshold = base + 6;
+        c.shield_blocked = base + 7;
+        c.shield_rate_limited = base + 8;
         c
     }
 
@@ -582,6 +614,11 @@ mod tests {
         let got = render(snapshot(), None);
         let want = include_str!("metrics.prom");
         let cut = want.find("# HELP sip_lb_xdp_packets").unwrap();
-        assert_eq!(got, format!("{}# EOF\n", &want[..cut]));
+        // The shield's XDP-stage samples then count the AF_XDP program's alone.
+        let no_xdp_stage = |s: &str| -> String {
+            s.lines().filter(|l| !l.contains("stage=\"xdp\"")).map(|l| format!("{l}\n")).collect()
+        };
+        assert_eq!(no_xdp_stage(&got), format!("{}# EOF\n", no_xdp_stage(&want[..cut])));
+        assert!(got.contains("sip_lb_shield_dropped_total{stage=\"xdp\",reason=\"blocked\"} 905\n"), "{got}");
     }
 }

@@ -223,6 +223,7 @@ mod tests {
             seen: rx,
             redirected: rx,
             passed: vec![],
+            ..Default::default()
         };
         let prev = Snapshot { afxdp: Some(a(100, 0)), ..Default::default() };
         let now = Snapshot { afxdp: Some(a(300, 20)), ..Default::default() };

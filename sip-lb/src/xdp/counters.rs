@@ -26,6 +26,8 @@ impl ProgramCounters {
             total.bytes += c.bytes;
             total.kept_local += c.kept_local;
             total.below_threshold += c.below_threshold;
+            total.shield_blocked += c.shield_blocked;
+            total.shield_rate_limited += c.shield_rate_limited;
             for (t, v) in total.passed.iter_mut().zip(c.passed) {
                 *t += v;
             }
@@ -55,7 +57,12 @@ impl ProgramCounters {
 impl fmt::Display for ProgramCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "packets={} bytes={} steered={}", self.total.packets, self.total.bytes, self.steered_total())?;
-        for (name, n) in [("kept_local", self.total.kept_local), ("below_threshold", self.total.below_threshold)] {
+        for (name, n) in [
+            ("kept_local", self.total.kept_local),
+            ("below_threshold", self.total.below_threshold),
+            ("shield_blocked", self.total.shield_blocked),
+            ("shield_rate_limited", self.total.shield_rate_limited),
+        ] {
             if n != 0 {
                 write!(f, " {name}={n}")?;
             }

@@ -23,11 +23,13 @@ pub struct Frame {
     pub l4: u8,
     /// UDP destination port.
     pub dport: u16,
+    /// Source address (of the frame's IP family); `None`: 10.0.0.1 / fd00::1.
+    pub src: Option<std::net::IpAddr>,
 }
 
 impl Default for Frame {
     fn default() -> Self {
-        Frame { vlans: vec![], ip: Ip::V4 { options: 0, frag: 0 }, l4: 17, dport: 5060 }
+        Frame { vlans: vec![], ip: Ip::V4 { options: 0, frag: 0 }, l4: 17, dport: 5060, src: None }
     }
 }
 
@@ -52,7 +54,13 @@ impl Frame {
                 f.extend_from_slice(&[0x12, 0x34]);
                 f.extend_from_slice(&frag.to_be_bytes());
                 f.extend_from_slice(&[64, self.l4, 0, 0]);
-                f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+                let src = match self.src {
+                    None => [10, 0, 0, 1],
+                    Some(std::net::IpAddr::V4(a)) => a.octets(),
+                    Some(a) => panic!("IPv4 frame from {a}"),
+                };
+                f.extend_from_slice(&src);
+                f.extend_from_slice(&[10, 0, 0, 2]);
                 f.extend(std::iter::repeat_n(1u8, options)); // NOP options
             }
             Ip::V6 => {
@@ -60,7 +68,12 @@ impl Frame {
                 f.extend_from_slice(&[0x60, 0, 0, 0]);
                 f.extend_from_slice(&udp_len.to_be_bytes());
                 f.extend_from_slice(&[self.l4, 64]);
-                f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+                let src = match self.src {
+                    None => [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                    Some(std::net::IpAddr::V6(a)) => a.octets(),
+                    Some(a) => panic!("IPv6 frame from {a}"),
+                };
+                f.extend_from_slice(&src);
                 f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
             }
         }

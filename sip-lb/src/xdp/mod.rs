@@ -17,7 +17,8 @@
 //! // main thread: bind one SO_REUSEPORT UDP socket per worker, in worker
 //! // order (group index == worker index), for one listen address; then:
 //! let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|s| s.as_fd()).collect();
-//! let steering = xdp::Steering::attach(iface /* Option<&str> */, &fds, &worker_cpus, &[5060], redirect_above_pps)?;
+//! let steering =
+//!     xdp::Steering::attach(iface /* Option<&str> */, &fds, &worker_cpus, &[5060], redirect_above_pps, &policy)?;
 //! tracing::info!("steering: {}", steering.mode());
 //! // start the workers (worker i pinned to worker_cpus[i]); keep `steering`
 //! // alive until they stop: dropping it detaches both programs.
@@ -43,6 +44,7 @@ use aya::{
     Ebpf,
 };
 use sip_lb_common::maps::names;
+use sip_lb_proto::shield::ShieldPolicy;
 
 pub use counters::{ProgramCounters, XdpCounters};
 pub use mode::SteeringMode;
@@ -69,12 +71,15 @@ impl Steering {
     /// - `redirect_above_pps`: XDP redirects only while the receiving CPU
     ///   sees more SIP datagrams per second than this (0: always); below it
     ///   the reuseport program alone keeps the affinity (`docs/xdp-steering.md`).
+    /// - `shield`: the policy the XDP program's shield stage applies (block,
+    ///   allow, rate; written once: reloads apply in the workers only).
     pub fn attach(
         iface: Option<&str>,
         sockets: &[BorrowedFd<'_>],
         worker_cpus: &[u32],
         sip_ports: &[u16],
         redirect_above_pps: u32,
+        shield: &ShieldPolicy,
     ) -> anyhow::Result<Steering> {
         object::require_root()?;
         ensure!(
@@ -94,6 +99,7 @@ impl Steering {
         let mut ebpf = object::open()?;
         object::configure(&mut ebpf, worker_cpus, sip_ports)?;
         object::set_redirect_above(&mut ebpf, per_window(redirect_above_pps))?;
+        object::configure_shield(&mut ebpf, shield)?;
         object::configure_sockets(&mut ebpf, sockets)?;
         let group = sockets[0].try_clone_to_owned().context("dup of worker 0's socket")?;
         object::load_reuseport(&mut ebpf)?.attach(&group).context("SO_ATTACH_REUSEPORT_EBPF on the workers' group")?;

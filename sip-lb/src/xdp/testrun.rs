@@ -9,9 +9,11 @@ use aya::{
     Ebpf,
 };
 use sip_lb_common::maps::{names, Counters, PassReason};
+use sip_lb_proto::shield::ShieldPolicy;
 
 use super::{counters::ProgramCounters, object};
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
@@ -26,6 +28,10 @@ pub enum Verdict {
     Passed(PassReason),
     /// XDP_PASS unscanned: this CPU was below the redirect threshold.
     BelowThreshold,
+    /// XDP_DROP by the shield: the source is in the block list.
+    Blocked,
+    /// XDP_DROP by the shield: the source is over its rate.
+    RateLimited,
 }
 
 /// The XDP program loaded and configured, but not attached.
@@ -47,6 +53,12 @@ impl XdpTestProgram {
     /// 0, the default here, redirects always).
     pub fn set_redirect_above(&mut self, per_window: u32) -> anyhow::Result<()> {
         object::set_redirect_above(&mut self.ebpf, per_window)
+    }
+
+    /// Writes the shield's XDP stage from `policy` (as `Steering::attach`
+    /// does; once per loaded program: the tries are only added to).
+    pub fn set_shield(&mut self, policy: &ShieldPolicy) -> anyhow::Result<()> {
+        object::configure_shield(&mut self.ebpf, policy)
     }
 
     fn prog(&self) -> anyhow::Result<&Xdp> {
@@ -89,7 +101,11 @@ impl XdpTestProgram {
         let passed = delta(|c| &c.passed);
         let kept_local = after.total.kept_local != before.total.kept_local;
         let below = after.total.below_threshold != before.total.below_threshold;
+        let blocked = after.total.shield_blocked != before.total.shield_blocked;
+        let limited = after.total.shield_rate_limited != before.total.shield_rate_limited;
         match (action, steered.as_slice(), passed.as_slice()) {
+            (XDP_DROP, [], []) if blocked && !limited => Ok(Verdict::Blocked),
+            (XDP_DROP, [], []) if limited && !blocked => Ok(Verdict::RateLimited),
             (XDP_PASS, [], []) if below => Ok(Verdict::BelowThreshold),
             (XDP_REDIRECT, [w], []) | (XDP_PASS, [w], []) if (action == XDP_PASS) == kept_local => {
                 // The CPU that ran it is the one whose packet count moved.

@@ -14,6 +14,7 @@ use aya::{
     Ebpf,
 };
 use sip_lb_common::maps::{names, XskAddr, XskCounters};
+use sip_lb_proto::shield::ShieldPolicy;
 
 use super::object;
 
@@ -42,10 +43,12 @@ impl std::fmt::Display for XskAttach {
 
 impl XskProgram {
     /// Loads the program for `workers` workers, redirecting datagrams to
-    /// `ports` at `addrs` (an unspecified address: any of its family).
-    pub fn load(workers: usize, ports: &[u16], addrs: &[IpAddr]) -> anyhow::Result<XskProgram> {
+    /// `ports` at `addrs` (an unspecified address: any of its family),
+    /// dropping what `shield` blocks or rate-limits (its state at load).
+    pub fn load(workers: usize, ports: &[u16], addrs: &[IpAddr], shield: &ShieldPolicy) -> anyhow::Result<XskProgram> {
         let mut ebpf = object::open()?;
         object::configure(&mut ebpf, &vec![0; workers], ports)?;
+        object::configure_shield(&mut ebpf, shield)?;
         let mut map: HashMap<_, XskAddr, u8> =
             HashMap::try_from(ebpf.map_mut(names::XSK_ADDRS).context("XSK_ADDRS map")?)?;
         for a in addrs {
@@ -80,6 +83,15 @@ impl XskProgram {
                 Ok(XskAttach::Generic)
             }
         }
+    }
+
+    /// Runs `frame` once with BPF_PROG_TEST_RUN (not attached; tests):
+    /// the raw XDP action.
+    pub fn test_run(&self, frame: &[u8]) -> anyhow::Result<u32> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let prog: &Xdp = self.ebpf.program(names::XSK_PROG).context("AF_XDP program")?.try_into()?;
+        let opts = TestRunOptions { data_in: Some(frame), repeat: 1, ..TestRunOptions::new() };
+        Ok(prog.test_run(opts).context("BPF_PROG_TEST_RUN")?.return_value)
     }
 
     /// The program's counters, per CPU.

@@ -94,7 +94,9 @@ impl AfXdp {
         let mtu = sip_lb_afxdp::mtu(p.iface).with_context(|| format!("MTU of {}", p.iface))?;
         let ports: Vec<u16> = p.listen.iter().map(|l| l.addr.port()).collect();
         let addrs: Vec<_> = p.listen.iter().map(|l| l.addr.ip()).collect();
-        let mut program = XskProgram::load(workers, &ports, &addrs)?;
+        // The shield's XDP stage gets the policy at start; reloads and
+        // runtime bans apply in the workers.
+        let mut program = XskProgram::load(workers, &ports, &addrs, &p.plan.load().shield)?;
         let cfg = QueueConfig { mode: p.mode, ..QueueConfig::default() };
         let mut queues = Vec::new();
         for q in 0..nq {
@@ -242,7 +244,12 @@ pub fn print_summary(x: &AfXdp) {
     if let Ok(per_cpu) = x.program_counters() {
         let seen: u64 = per_cpu.iter().map(|c| c.packets).sum();
         let redirected: u64 = per_cpu.iter().flat_map(|c| c.redirected.iter()).sum();
-        let mut line = format!("afxdp program: seen {seen} redirected {redirected}");
+        let blocked: u64 = per_cpu.iter().map(|c| c.shield_blocked).sum();
+        let rate_limited: u64 = per_cpu.iter().map(|c| c.shield_rate_limited).sum();
+        let mut line = format!(
+            "afxdp program: seen {seen} redirected {redirected} shield_blocked={blocked} \
+             shield_rate_limited={rate_limited}"
+        );
         for r in sip_lb_common::maps::PassReason::XSK_ALL {
             let n: u64 = per_cpu.iter().map(|c| c.passed[r as usize]).sum();
             line += &format!(" {}={n}", r.name());
@@ -293,6 +300,8 @@ fn snapshot(
             .collect(),
         seen: per_cpu.iter().map(|c| c.packets).sum(),
         redirected: per_cpu.iter().flat_map(|c| c.redirected.iter()).sum(),
+        shield_blocked: per_cpu.iter().map(|c| c.shield_blocked).sum(),
+        shield_rate_limited: per_cpu.iter().map(|c| c.shield_rate_limited).sum(),
         passed: PassReason::XSK_ALL
             .iter()
             .map(|r| (r.name().to_owned(), per_cpu.iter().map(|c| c.passed[*r as usize]).sum()))

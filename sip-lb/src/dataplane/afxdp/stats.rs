@@ -93,6 +93,12 @@ pub struct AfxdpSnapshot {
     pub redirected: u64,
     /// ... passed to the kernel, by reason (every reason listed).
     pub passed: Vec<(String, u64)>,
+    /// ... dropped by the shield's XDP stage (block list).
+    #[serde(default)]
+    pub shield_blocked: u64,
+    /// ... dropped by the shield's XDP stage (over the source's rate).
+    #[serde(default)]
+    pub shield_rate_limited: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
