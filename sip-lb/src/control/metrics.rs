@@ -136,6 +136,13 @@ fn config_families(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::f
         "Runtime bans in force (operator's and automatic)",
         MetricType::Gauge,
         [(Labels::new(), ConstGauge::new(s.shield_bans as i64))],
+    )?;
+    family(
+        e,
+        "sip_lb_kernel_udp_in_csum_errors",
+        "The kernel's UDP datagrams dropped for bad checksums in sip-lb's namespace (veth checksum trap: docs/shield.md)",
+        MetricType::Counter,
+        [(Labels::new(), ConstCounter::new(s.udp_in_csum_errors))],
     )
 }
 
@@ -532,6 +539,7 @@ mod tests {
             ],
             afxdp: Some(afxdp()),
             shield_bans: 4,
+            udp_in_csum_errors: 5,
         }
     }
 

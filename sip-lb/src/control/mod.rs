@@ -18,6 +18,7 @@
 pub mod api;
 pub mod bans;
 pub mod client;
+pub mod csum;
 pub mod health;
 pub mod metrics;
 pub mod probe;
@@ -86,6 +87,8 @@ pub struct Control {
     offenders: crossbeam::channel::Receiver<(std::net::IpAddr, crate::dataplane::Offence)>,
     /// Runtime bans, kept across reloads.
     bans: Mutex<bans::Bans>,
+    /// The kernel's UDP checksum errors, watched while XDP is attached.
+    csum: Mutex<csum::CsumWatch>,
     streams: Option<Arc<crate::stream::stats::StreamStats>>,
     stun: Option<Arc<crate::dataplane::StunStats>>,
     inner: Mutex<Inner>,
@@ -134,6 +137,7 @@ impl Control {
             shield,
             offenders,
             bans: Mutex::new(bans::Bans::default()),
+            csum: Mutex::new(csum::CsumWatch::default()),
             streams,
             stun,
             inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
@@ -197,6 +201,22 @@ impl Control {
         let lifted = bans.remove(prefix);
         self.shield.bans.store(Arc::new(bans.set()));
         lifted
+    }
+
+    fn csum_errors(&self) -> u64 {
+        self.csum.lock().unwrap_or_else(|e| e.into_inner()).last()
+    }
+
+    /// One reading of the kernel's UDP checksum errors (this namespace).
+    pub fn watch_checksums(&self) {
+        let Some(n) = std::fs::read_to_string("/proc/net/snmp").ok().and_then(|s| csum::udp_in_csum_errors(&s)) else {
+            return;
+        };
+        let xdp = self.lock().config.iface.is_some();
+        let mut w = self.csum.lock().unwrap_or_else(|e| e.into_inner());
+        if w.observe(n, xdp) {
+            tracing::warn!(in_csum_errors = n, "{}", csum::WARNING);
+        }
     }
 
     pub fn bans(&self) -> Vec<bans::BanView> {
@@ -371,6 +391,7 @@ pub async fn run_until_shutdown(setup: Setup) -> Result<()> {
     api::start(control.clone()).await?;
     tokio::spawn(prober::run(control.clone()));
     tokio::spawn(bans_ticker(control.clone()));
+    tokio::spawn(csum_ticker(control.clone()));
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -397,6 +418,16 @@ async fn bans_ticker(control: Arc<Control>) {
     loop {
         tick.tick().await;
         control.ban_offenders();
+    }
+}
+
+/// Reads the kernel's `Udp: InCsumErrors` every second and explains, once,
+/// a rise while XDP is attached to `iface` (`csum.rs`).
+async fn csum_ticker(control: Arc<Control>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        control.watch_checksums();
     }
 }
 

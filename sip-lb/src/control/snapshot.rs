@@ -22,6 +22,9 @@ pub struct Snapshot {
     /// Runtime bans in force (`GET /bans` lists them).
     #[serde(default)]
     pub shield_bans: u64,
+    /// The kernel's `Udp: InCsumErrors` at the last reading (this namespace).
+    #[serde(default)]
+    pub udp_in_csum_errors: u64,
 }
 
 pub use crate::dataplane::afxdp::stats::{AfxdpQueueSnapshot, AfxdpSnapshot, AfxdpWorkerSnapshot};
@@ -133,6 +136,7 @@ impl Control {
             backends,
             afxdp: self.afxdp.as_ref().map(|read| read()),
             shield_bans: self.lock_bans().len() as u64,
+            udp_in_csum_errors: self.csum_errors(),
         }
     }
 
