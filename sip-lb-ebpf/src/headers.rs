@@ -33,7 +33,7 @@ pub struct Source {
 
 /// Bounds-checked pointer to `len` bytes at `off` (the check the verifier wants).
 #[inline(always)]
-fn at(ctx: &XdpContext, off: usize, len: usize) -> Result<*const u8, PassReason> {
+pub fn at(ctx: &XdpContext, off: usize, len: usize) -> Result<*const u8, PassReason> {
     let start = ctx.data() + off;
     if start + len > ctx.data_end() {
         return Err(PassReason::Truncated);
@@ -42,7 +42,7 @@ fn at(ctx: &XdpContext, off: usize, len: usize) -> Result<*const u8, PassReason>
 }
 
 #[inline(always)]
-fn be16(p: *const u8, i: usize) -> u16 {
+pub fn be16(p: *const u8, i: usize) -> u16 {
     // SAFETY: callers checked `p .. p + i + 2` against data_end.
     unsafe { ((*p.add(i) as u16) << 8) | *p.add(i + 1) as u16 }
 }

@@ -128,7 +128,7 @@ fn write_meta(ctx: &XdpContext, hash: u64, worker: u32) -> Result<(), PassReason
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(size as i32)) } != 0 {
         return Err(PassReason::SteerFailed);
     }
-    let m = at(ctx, 0, size).map_err(|_| PassReason::SteerFailed)? as *mut u8;
+    let m = headers::at(ctx, 0, size).map_err(|_| PassReason::SteerFailed)? as *mut u8;
     // SAFETY: `size` bytes at the frame's start, checked against data_end.
     unsafe {
         core::ptr::write_unaligned(m as *mut u64, hash);
@@ -145,43 +145,28 @@ fn strip_meta(ctx: &XdpContext) {
     unsafe { bpf_xdp_adjust_head(ctx.ctx, size_of::<XskMeta>() as i32) };
 }
 
-#[inline(always)]
-fn at(ctx: &XdpContext, off: usize, len: usize) -> Result<*const u8, PassReason> {
-    let start = ctx.data() + off;
-    if start + len > ctx.data_end() {
-        return Err(PassReason::Truncated);
-    }
-    Ok(start as *const u8)
-}
-
-#[inline(always)]
-fn be16(p: *const u8) -> u16 {
-    // SAFETY: callers checked 2 bytes at `p` against data_end.
-    unsafe { ((*p as u16) << 8) | *p.add(1) as u16 }
-}
-
 /// Whether the destination address is one of ours (`XSK_ADDRS`, exact or
 /// the family's wildcard). `udp_payload` already accepted the frame as
 /// IPv4/IPv6 UDP, so only the L3 offset is found again here.
 #[inline(always)]
 fn to_us(ctx: &XdpContext) -> Result<bool, PassReason> {
     let mut off = ETH_HLEN;
-    let mut proto = be16(at(ctx, 12, 2)?);
+    let mut proto = headers::be16(headers::at(ctx, 12, 2)?, 0);
     if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
-        proto = be16(at(ctx, off + 2, 2)?);
+        proto = headers::be16(headers::at(ctx, off + 2, 2)?, 0);
         off += 4;
         if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
-            proto = be16(at(ctx, off + 2, 2)?);
+            proto = headers::be16(headers::at(ctx, off + 2, 2)?, 0);
             off += 4;
         }
     }
     let (key, any) = if proto == ETH_P_IP {
-        let p = at(ctx, off + 16, 4)?;
+        let p = headers::at(ctx, off + 16, 4)?;
         // SAFETY: 4 bytes checked above.
         let a = unsafe { core::ptr::read_unaligned(p as *const [u8; 4]) };
         (XskAddr::v4(a), XskAddr::v4([0; 4]))
     } else {
-        let p = at(ctx, off + 24, 16)?;
+        let p = headers::at(ctx, off + 24, 16)?;
         // SAFETY: 16 bytes checked above.
         let a = unsafe { core::ptr::read_unaligned(p as *const [u8; 16]) };
         (XskAddr::v6(a), XskAddr::v6([0; 16]))
