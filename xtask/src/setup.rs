@@ -19,6 +19,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "required by the fault tests: checks that no XDP program is left on an interface"),
     ("openssl", "makes the TLS tests' certificates and checks handshakes with s_client"),
     ("prometheus", "evaluates the dashboard's expressions and tests the alert rules (promtool)"),
+    ("kamailio", "real SIP backends, registrar and baseline in the lab, the bench and the transport tests"),
+    ("kamailio-sqlite-modules", "the lab's registrars share one location database"),
+    ("kamailio-tls-modules", "a TLS peer nobody here wrote, for the TLS transport tests"),
+    ("baresip-core", "real user agents registering and calling through sip-lb"),
+    ("bird2", "BGP and ECMP for the scale-out tests (BIRD announces the VIP)"),
+    ("dnsmasq-base", "a real DNS server for the host-name and SRV backend tests"),
+    ("sngrep", "a HEP collector nobody here wrote, for the HEP mirroring tests"),
+    ("tmux", "drives `sip-lb top` in its terminal UI test"),
 ];
 
 pub fn ensure_all() -> Result<()> {
@@ -46,7 +54,7 @@ pub fn ensure_packages(wanted: &[(&str, &str)]) -> Result<()> {
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(["install", "-y", "-qq", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600"])
         .args(missing.iter().map(|(p, _)| *p))
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
