@@ -163,7 +163,8 @@ fn run(args: RunArgs) -> Result<()> {
     let selected = dataplane::afxdp::selected(&config);
     let mut steering = attach_steering(&config, &sockets, &cpus, selected, &plan.load().shield)?;
     let (shield, offenders) = dataplane::SharedShield::new(control::reload::shield_state(&config));
-    let mut afxdp = dataplane::afxdp::start_if_selected(&config, &sockets, &pinned, &plan, &shield)?;
+    let null_forward = args.afxdp_null_forward;
+    let mut afxdp = dataplane::afxdp::start_if_selected(&config, &sockets, &pinned, &plan, &shield, null_forward)?;
     if selected && afxdp.is_none() {
         // Fell back to the socket path: the XDP CPU-map steering takes the interface.
         drop(std::mem::take(&mut steering));

@@ -78,6 +78,11 @@ fn ipv4_then_ipv6_forwarded_and_relayed() {
     assert_eq!(sum("sip_lb_afxdp_worker_tx_frames_total"), 200, "{}", m.text());
     assert_eq!(sum("sip_lb_afxdp_program_redirected_total"), 200, "{}", m.text());
     assert_eq!(sum("sip_lb_afxdp_queue_handoff_full_total"), 0, "{}", m.text());
+    // Each frame read was either handled by its reader (the owner) or
+    // handed to its owner: nothing else.
+    let (kept, handed) = (sum("sip_lb_afxdp_queue_kept_total"), sum("sip_lb_afxdp_queue_handed_off_total"));
+    assert_eq!(kept + handed, 200, "{}", m.text());
+    assert!(kept > 0 && handed > 0, "one queue, two workers: both ways used\n{}", m.text());
 
     let shutdown = lb.stop().expect("clean stop");
     let err = lb.child.stderr();

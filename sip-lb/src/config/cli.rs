@@ -72,4 +72,11 @@ pub struct RunArgs {
     /// [default: 127.0.0.1:5070].
     #[arg(long, visible_alias = "control", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+
+    /// Bench only: the AF_XDP workers do no SIP work and send each datagram
+    /// unchanged to the backends in turn (addresses swapped, checksums
+    /// recomputed): the ceiling of the AF_XDP path, as the bench's null
+    /// forwarder is the socket path's.
+    #[arg(long, hide = true)]
+    pub afxdp_null_forward: bool,
 }

@@ -323,6 +323,7 @@ fn afxdp_families(e: &mut DescriptorEncoder, a: &AfxdpSnapshot) -> Result<(), st
     };
     per_queue(e, "sip_lb_afxdp_queue_rx_frames", "Frames read from the queue's RX ring", |q| q.rx)?;
     per_queue(e, "sip_lb_afxdp_queue_tx_frames", "Frames put on the queue's TX ring", |q| q.tx)?;
+    per_queue(e, "sip_lb_afxdp_queue_kept", "Frames handled by the worker that read them (no hand-off)", |q| q.kept)?;
     per_queue(e, "sip_lb_afxdp_queue_handed_off", "Frames handed to their Call-ID's worker", |q| q.handed_off)?;
     per_queue(
         e,
@@ -357,7 +358,7 @@ fn afxdp_families(e: &mut DescriptorEncoder, a: &AfxdpSnapshot) -> Result<(), st
     family(
         e,
         "sip_lb_afxdp_worker_rx_frames",
-        "Frames an AF_XDP worker took from its hand-off queue",
+        "Frames an AF_XDP worker handled (read from its queue or handed to it)",
         MetricType::Counter,
         a.workers.iter().map(|w| (worker(w), ConstCounter::new(w.rx))),
     )?;
@@ -550,6 +551,7 @@ mod tests {
             queue,
             rx: base + 1,
             tx: base + 2,
+            kept: base + 10,
             handed_off: base + 3,
             handoff_full: base + 4,
             no_meta: base + 5,

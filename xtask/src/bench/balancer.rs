@@ -32,6 +32,9 @@ pub enum Kind {
     SipLbBusyPoll,
     Kamailio,
     Null,
+    /// sip-lb's AF_XDP path with `--afxdp-null-forward`: the same I/O and
+    /// hand-off, no SIP work (the AF_XDP path's ceiling).
+    AfxdpNull,
 }
 
 impl Kind {
@@ -46,6 +49,7 @@ impl Kind {
             Kind::SipLbBusyPoll => "sip-lb --busy-poll 50",
             Kind::Kamailio => "kamailio",
             Kind::Null => "null forwarder",
+            Kind::AfxdpNull => "AF_XDP null forwarder",
         }
     }
 
@@ -137,7 +141,8 @@ impl Balancer {
             | Kind::SipLbXdpAlways
             | Kind::BaselineXdp
             | Kind::SipLbUnpinned
-            | Kind::SipLbBusyPoll => {
+            | Kind::SipLbBusyPoll
+            | Kind::AfxdpNull => {
                 let bin = match kind {
                     Kind::BaselineXdp => env.baseline.as_ref().context("no SIP_LB_BENCH_BASELINE build")?,
                     _ => &env.sip_lb,
@@ -156,9 +161,12 @@ impl Balancer {
                         c.args(["--datapath", "socket"]);
                     }
                 }
-                if kind == Kind::SipLbAfxdp {
+                if matches!(kind, Kind::SipLbAfxdp | Kind::AfxdpNull) {
                     c.arg("--iface").arg(site.iface.context("AF_XDP needs a site with an interface")?);
                     c.args(["--datapath", "afxdp"]);
+                }
+                if kind == Kind::AfxdpNull {
+                    c.arg("--afxdp-null-forward");
                 }
                 if kind == Kind::SipLbXdpAlways {
                     c.args(["--xdp-redirect-above", "0"]);

@@ -426,7 +426,7 @@ fn net_packets(env: &Env, plan: &Plan, net: &netlab::Net, r: &mut Results, sip_l
     let at = Ground::Net(net);
     let mut kinds = Vec::new();
     if sip_lb_ok {
-        kinds.extend([Kind::SipLb, Kind::SipLbXdp, Kind::SipLbAfxdp]);
+        kinds.extend([Kind::SipLb, Kind::SipLbXdp, Kind::SipLbAfxdp, Kind::AfxdpNull]);
     }
     kinds.push(Kind::Null);
     for workers in [1, 2] {

@@ -1,21 +1,28 @@
-//! One I/O loop per RX queue: keeps the fill ring full, reads the RX ring
-//! in batches and hands each frame to the worker owning its Call-ID (from
-//! the XDP program's metadata) over that worker's bounded queue. The frame
-//! itself is not copied: the token for its UMEM chunk moves. TX and
+//! Reading an RX queue: keep its fill ring full, read its RX ring in
+//! batches and route each frame to the worker owning its Call-ID (from the
+//! XDP program's metadata). A frame for the reading thread's own worker
+//! stays with it (run to completion); one for another worker is handed over
+//! that worker's bounded queue and its doorbell rung once per batch. The
+//! frame itself is not copied: the token for its UMEM chunk moves. TX and
 //! completions are the workers' business (`Queue::transmit`/`flush`).
+//!
+//! Worker w reads RX queue w itself; a queue beyond the workers gets an
+//! [`IoLoop`] of its own that only routes.
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam::channel::{Sender, TrySendError};
 use sip_lb_afxdp::{Queue, RxFrame};
 
+use super::doorbell::Doorbell;
 use super::stats::IoStats;
 
 /// Frames read per RX ring visit.
-const BATCH: u32 = 64;
+pub const BATCH: u32 = 64;
 /// Idle wait in poll(2) before re-checking `stop`.
-const IDLE_MS: i32 = 50;
+pub const IDLE_MS: i32 = 50;
 
 /// A received frame on its way to its owner.
 pub struct Job {
@@ -24,37 +31,80 @@ pub struct Job {
     pub frame: RxFrame,
 }
 
-pub struct IoLoop {
+/// The way to a worker: its queue of frames and its doorbell.
+#[derive(Clone)]
+pub struct Handoff {
+    pub jobs: Sender<Job>,
+    pub bell: Arc<Doorbell>,
+}
+
+/// One RX queue as a reader sees it.
+pub struct RxQueue {
     pub queue: Arc<Queue>,
     pub index: usize,
-    pub workers: Vec<Sender<Job>>,
     pub stats: Arc<IoStats>,
+}
+
+impl RxQueue {
+    /// Reads one batch; frames owned by `me` go to `mine`, the others to
+    /// their owners. Returns how many frames were read.
+    pub fn route(&self, frames: &mut Vec<RxFrame>, peers: &[Handoff], me: Option<usize>, mine: &mut Vec<Job>) -> usize {
+        let n = self.queue.recv(frames, BATCH);
+        if n == 0 {
+            return 0;
+        }
+        // Doorbells to ring after the batch: one bit per worker (<= 64 rung
+        // individually, more share the last bit and are all rung).
+        let mut rung = 0u64;
+        for frame in frames.drain(..) {
+            let worker = match self.queue.meta(&frame) {
+                Some(m) => m.worker as usize % peers.len(),
+                None => {
+                    self.stats.no_meta.add(1);
+                    owner(self.queue.data(&frame), peers.len())
+                }
+            };
+            let job = Job { queue: self.index, frame };
+            if Some(worker) == me {
+                mine.push(job);
+                continue;
+            }
+            match peers[worker].jobs.try_send(job) {
+                Ok(()) => {
+                    self.stats.handed_off.add(1);
+                    rung |= 1 << worker.min(63);
+                }
+                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                    self.stats.handoff_full.add(1);
+                    self.queue.release(job.frame);
+                }
+            }
+        }
+        for (w, p) in peers.iter().enumerate() {
+            if rung & (1 << w.min(63)) != 0 {
+                p.bell.ring();
+            }
+        }
+        n
+    }
+}
+
+/// The reader of a queue no worker reads (more RX queues than workers).
+pub struct IoLoop {
+    pub rx: RxQueue,
+    pub peers: Vec<Handoff>,
     pub stop: Arc<AtomicBool>,
 }
 
 impl IoLoop {
     pub fn run(self) {
         let mut frames = Vec::with_capacity(BATCH as usize);
+        let mut none = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
-            if self.queue.recv(&mut frames, BATCH) == 0 {
-                self.queue.wait(IDLE_MS);
-                continue;
-            }
-            for frame in frames.drain(..) {
-                let worker = match self.queue.meta(&frame) {
-                    Some(m) => m.worker as usize % self.workers.len(),
-                    None => {
-                        self.stats.no_meta.add(1);
-                        owner(self.queue.data(&frame), self.workers.len())
-                    }
-                };
-                match self.workers[worker].try_send(Job { queue: self.index, frame }) {
-                    Ok(()) => self.stats.handed_off.add(1),
-                    Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                        self.stats.handoff_full.add(1);
-                        self.queue.release(job.frame);
-                    }
-                }
+            if self.rx.route(&mut frames, &self.peers, None, &mut none) == 0 {
+                let mut p = libc::pollfd { fd: self.rx.queue.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut p, 1, IDLE_MS) };
             }
         }
     }

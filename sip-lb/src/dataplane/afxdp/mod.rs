@@ -13,6 +13,7 @@
 //! order its queue received them. Datagrams without a resolved next hop, or
 //! longer than the MTU, leave through the worker's socket-path socket.
 
+mod doorbell;
 mod io;
 pub mod stats;
 mod worker;
@@ -82,6 +83,9 @@ pub struct Params<'a> {
     /// (dups of the socket workers'), for what cannot leave by AF_XDP.
     pub sockets: Vec<Vec<UdpSocket>>,
     pub mode: BindMode,
+    /// Bench only (`--afxdp-null-forward`): no SIP work, datagrams go
+    /// unchanged to these addresses in turn.
+    pub null_forward: Vec<std::net::SocketAddr>,
 }
 
 impl AfXdp {
@@ -125,10 +129,18 @@ impl AfXdp {
             stats: Vec::new(),
             program: Arc::new(program),
         };
-        let mut senders = Vec::new();
-        for (w, sockets) in p.sockets.into_iter().enumerate() {
+        // Every worker's hand-off first: each reader routes to all of them.
+        let mut inboxes = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..workers {
             let (tx, rx) = crossbeam::channel::bounded(HANDOFF_CAPACITY);
-            senders.push(tx);
+            let bell = Arc::new(doorbell::Doorbell::new().context("eventfd for a worker's doorbell")?);
+            peers.push(io::Handoff { jobs: tx, bell: bell.clone() });
+            inboxes.push((rx, bell));
+        }
+        let io_stats: Vec<Arc<IoStats>> = queues.iter().map(|_| Arc::new(IoStats::default())).collect();
+        let reader = |q: usize| io::RxQueue { queue: queues[q].clone(), index: q, stats: io_stats[q].clone() };
+        for ((w, sockets), (jobs, bell)) in p.sockets.into_iter().enumerate().zip(inboxes) {
             let (stats, xsk) = (Arc::new(WorkerStats::default()), Arc::new(XskWorkerStats::default()));
             let worker = worker::XskWorker {
                 index: w,
@@ -138,7 +150,11 @@ impl AfXdp {
                 max_frame: mtu + sip_lb_afxdp::frame::ETH_HLEN,
                 listen: p.listen.to_vec(),
                 queues: queues.clone(),
-                jobs: rx,
+                rx: (w < queues.len()).then(|| reader(w)),
+                null_forward: p.null_forward.clone(),
+                peers: peers.clone(),
+                jobs,
+                bell,
                 sockets,
                 neigh: neigh.clone(),
                 plan: p.plan.clone(),
@@ -154,13 +170,13 @@ impl AfXdp {
             dp.stats.push(stats);
             dp.workers.push(xsk);
         }
-        for (i, queue) in queues.into_iter().enumerate() {
-            let io = Arc::new(IoStats::default());
-            let l = io::IoLoop { queue, index: i, workers: senders.clone(), stats: io.clone(), stop: stop.clone() };
-            let t = std::thread::Builder::new().name(format!("sip-lb-q{i}")).spawn(move || l.run())?;
+        // Queues beyond the workers get a reader of their own.
+        for q in workers..queues.len() {
+            let l = io::IoLoop { rx: reader(q), peers: peers.clone(), stop: stop.clone() };
+            let t = std::thread::Builder::new().name(format!("sip-lb-q{q}")).spawn(move || l.run())?;
             dp.threads.push(t);
-            dp.io.push(io);
         }
+        dp.io = io_stats;
         Ok(dp)
     }
 
@@ -207,6 +223,7 @@ pub fn start_if_selected(
     cpus: &[Option<usize>],
     plan: &SharedPlan,
     shield: &crate::dataplane::SharedShield,
+    null_forward: bool,
 ) -> anyhow::Result<Option<AfXdp>> {
     let Some(iface) = config.iface.as_deref().filter(|_| selected(config)) else { return Ok(None) };
     let dups = sockets
@@ -222,6 +239,10 @@ pub fn start_if_selected(
         shield: shield.clone(),
         sockets: dups,
         mode: BindMode::Auto,
+        null_forward: match null_forward {
+            true => config.pools.iter().flat_map(|p| p.backends.iter().map(|b| b.addr)).collect(),
+            false => Vec::new(),
+        },
     };
     match AfXdp::start(params) {
         Ok(dp) => Ok(Some(dp)),
@@ -274,6 +295,7 @@ fn snapshot(
                 queue: q.id(),
                 rx: q.stats.rx.get(),
                 tx: q.stats.tx.get(),
+                kept: io.kept.get(),
                 handed_off: io.handed_off.get(),
                 handoff_full: io.handoff_full.get(),
                 no_meta: io.no_meta.get(),

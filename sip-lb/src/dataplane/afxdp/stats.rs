@@ -11,6 +11,8 @@ pub use super::super::stats::Counter;
 /// Per RX queue, written by its I/O loop only.
 #[derive(Default)]
 pub struct IoCounters {
+    /// Frames handled by the worker that read them (it owns their Call-ID).
+    pub kept: Counter,
     /// Frames handed to their owning worker.
     pub handed_off: Counter,
     /// Frames dropped because the owner's hand-off queue was full.
@@ -22,7 +24,7 @@ pub struct IoCounters {
 /// Per AF_XDP worker, written by that worker only.
 #[derive(Default)]
 pub struct XskWorkerCounters {
-    /// Frames taken from the hand-off queues.
+    /// Frames handled: read from its own RX queue or handed to it.
     pub rx: Counter,
     /// Frames sent through a queue's TX ring.
     pub tx: Counter,
@@ -47,10 +49,11 @@ impl fmt::Display for QueueSummary<'_> {
         let (q, io) = (self.1, self.2);
         write!(
             f,
-            "afxdp queue {}: rx {} tx {} handed_off {} handoff_full {} no_meta {} fill_empty {} tx_full {} completion_lag {}",
+            "afxdp queue {}: rx {} tx {} kept {} handed_off {} handoff_full {} no_meta {} fill_empty {} tx_full {} completion_lag {}",
             self.0,
             q.rx.get(),
             q.tx.get(),
+            io.kept.get(),
             io.handed_off.get(),
             io.handoff_full.get(),
             io.no_meta.get(),
@@ -106,6 +109,9 @@ pub struct AfxdpQueueSnapshot {
     pub queue: u32,
     pub rx: u64,
     pub tx: u64,
+    /// Handled by the worker that read them (no hand-off).
+    #[serde(default)]
+    pub kept: u64,
     pub handed_off: u64,
     pub handoff_full: u64,
     pub no_meta: u64,

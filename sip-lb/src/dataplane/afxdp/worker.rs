@@ -1,23 +1,28 @@
 //! An AF_XDP worker: owns a share of the Call-IDs (the XDP program wrote the
-//! owner into each frame's metadata). It takes frames from its hand-off
-//! queue in arrival order, runs the same sans-IO core as the socket workers
-//! (`Proxy::handle`), and writes the output, with Ethernet/IP/UDP headers for
-//! the next hop, into the chunk the request arrived in, which then goes on
-//! the queue's TX ring. No neighbour entry, longer than the MTU, or a full
-//! TX ring: the datagram leaves through this worker's socket-path socket
-//! instead (the kernel resolves and fragments), never dropped.
+//! owner into each frame's metadata). Worker w also reads RX queue w when
+//! there is one: the frames it owns it handles at once (run to completion,
+//! no hand-off), the others go to their owners. Then it takes what other
+//! readers handed it, in arrival order. Each frame goes through the same
+//! sans-IO core as the socket workers (`Proxy::handle`); the output, with
+//! Ethernet/IP/UDP headers for the next hop, is written into the chunk the
+//! request arrived in, which then goes on that queue's TX ring. No
+//! neighbour entry, longer than the MTU, or a full TX ring: the datagram
+//! leaves through this worker's socket-path socket instead (the kernel
+//! resolves and fragments), never dropped. With nothing to do it sleeps on
+//! its RX socket and its doorbell together.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crossbeam::channel::{Receiver, RecvTimeoutError};
+use crossbeam::channel::Receiver;
 use sip_lb_afxdp::frame::{self, L2};
 use sip_lb_afxdp::{Queue, RxFrame};
 use sip_lb_proto::proxy::Action;
 
-use super::io::Job;
+use super::doorbell::Doorbell;
+use super::io::{Handoff, Job, RxQueue, BATCH as RX_BATCH, IDLE_MS};
 use super::stats::XskWorkerStats;
 use crate::config::Listen;
 use crate::dataplane::{SharedPlan, SharedShield, WorkerStats};
@@ -36,7 +41,12 @@ pub struct XskWorker {
     pub max_frame: usize,
     pub listen: Vec<Listen>,
     pub queues: Vec<Arc<Queue>>,
+    /// The RX queue this worker reads, if there is one for it.
+    pub rx: Option<RxQueue>,
+    /// Every worker's hand-off (this one's included, unused).
+    pub peers: Vec<Handoff>,
     pub jobs: Receiver<Job>,
+    pub bell: Arc<Doorbell>,
     /// This worker's socket-path sockets (dups), one per listen address.
     pub sockets: Vec<UdpSocket>,
     pub neigh: Arc<NeighbourTable>,
@@ -46,6 +56,8 @@ pub struct XskWorker {
     pub stats: Arc<WorkerStats>,
     pub xsk: Arc<XskWorkerStats>,
     pub stop: Arc<AtomicBool>,
+    /// Bench only: forward unchanged to these in turn, no SIP work.
+    pub null_forward: Vec<SocketAddr>,
 }
 
 impl XskWorker {
@@ -57,14 +69,19 @@ impl XskWorker {
         }
         let mut out = Vec::with_capacity(4096);
         let mut touched = vec![false; self.queues.len()];
-        let mut batch = Vec::with_capacity(BATCH);
+        let mut frames = Vec::with_capacity(RX_BATCH as usize);
+        let mut batch = Vec::with_capacity(BATCH + RX_BATCH as usize);
         // RFC 6864: a per-sender counter; workers start apart.
         let mut ip_id = (self.index * (65536 / self.workers.max(1))) as u16;
+        let rx_fd = self.rx.as_ref().map(|r| r.queue.as_raw_fd());
+        let mut turn = 0usize;
         while !self.stop.load(Ordering::Relaxed) {
-            match self.jobs.recv_timeout(Duration::from_millis(100)) {
-                Ok(j) => batch.push(j),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let read = match &self.rx {
+                Some(rx) => rx.route(&mut frames, &self.peers, Some(self.index), &mut batch),
+                None => 0,
+            };
+            if let Some(rx) = &self.rx {
+                rx.stats.kept.add(batch.len() as u64);
             }
             while batch.len() < BATCH {
                 match self.jobs.try_recv() {
@@ -72,12 +89,24 @@ impl XskWorker {
                     Err(_) => break,
                 }
             }
+            if batch.is_empty() {
+                if read == 0 {
+                    self.bell.sleep(rx_fd, IDLE_MS, || !self.jobs.is_empty());
+                }
+                continue;
+            }
             let plan = self.plan.load();
             let bans = self.shield.bans.load();
             let now_ns = self.shield.now_ns();
             for job in batch.drain(..) {
                 let qi = job.queue;
-                if self.process(&plan, &bans, job, &mut out, &mut ip_id, now_ns) {
+                let sent = if self.null_forward.is_empty() {
+                    self.process(&plan, &bans, job, &mut out, &mut ip_id, now_ns)
+                } else {
+                    turn = turn.wrapping_add(1);
+                    self.null(job, &mut out, &mut ip_id, turn)
+                };
+                if sent {
                     touched[qi] = true;
                 }
             }
@@ -162,6 +191,27 @@ impl XskWorker {
         };
         stats.tx_bytes.add(out.len() as u64);
         self.send(q, f, out, to, from, ip_id)
+    }
+
+    /// The null forwarder's step: the payload, unchanged, to the next
+    /// address in turn.
+    fn null(&self, job: Job, out: &mut Vec<u8>, ip_id: &mut u16, turn: usize) -> bool {
+        let Job { queue, frame: f } = job;
+        let q = &self.queues[queue];
+        self.xsk.rx.add(1);
+        let data = q.data(&f);
+        let Some(on) = frame::parse_udp(data).and_then(|udp| {
+            out.clear();
+            out.extend_from_slice(&data[udp.payload]);
+            self.listener(udp.dst)
+        }) else {
+            self.xsk.not_ours.add(1);
+            q.release(f);
+            return false;
+        };
+        self.stats.rx_datagrams.add(1);
+        let to = self.null_forward[turn % self.null_forward.len()];
+        self.send(q, f, out, to, on, ip_id)
     }
 
     /// Sends `out` to `to` from listen address `from`: in `f`'s chunk on the
