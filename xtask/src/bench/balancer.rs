@@ -26,6 +26,8 @@ pub enum Kind {
     /// `--iface` run from the build in `SIP_LB_BENCH_BASELINE` (e.g. the
     /// previous commit), to compare in one sitting.
     BaselineXdp,
+    /// `--iface --datapath afxdp` run from the `SIP_LB_BENCH_BASELINE` build.
+    BaselineAfxdp,
     /// sip-lb with `--pin off`, for the latency comparison only.
     SipLbUnpinned,
     /// sip-lb with `--busy-poll 50`, for the latency comparison only.
@@ -45,6 +47,7 @@ impl Kind {
             Kind::SipLbAfxdp => "sip-lb AF_XDP",
             Kind::SipLbXdpAlways => "sip-lb --iface --xdp-redirect-above 0",
             Kind::BaselineXdp => "baseline build --iface",
+            Kind::BaselineAfxdp => "baseline build AF_XDP",
             Kind::SipLbUnpinned => "sip-lb --pin off",
             Kind::SipLbBusyPoll => "sip-lb --busy-poll 50",
             Kind::Kamailio => "kamailio",
@@ -140,11 +143,14 @@ impl Balancer {
             | Kind::SipLbAfxdp
             | Kind::SipLbXdpAlways
             | Kind::BaselineXdp
+            | Kind::BaselineAfxdp
             | Kind::SipLbUnpinned
             | Kind::SipLbBusyPoll
             | Kind::AfxdpNull => {
                 let bin = match kind {
-                    Kind::BaselineXdp => env.baseline.as_ref().context("no SIP_LB_BENCH_BASELINE build")?,
+                    Kind::BaselineXdp | Kind::BaselineAfxdp => {
+                        env.baseline.as_ref().context("no SIP_LB_BENCH_BASELINE build")?
+                    }
                     _ => &env.sip_lb,
                 };
                 let mut c = site.command(bin);
@@ -161,7 +167,7 @@ impl Balancer {
                         c.args(["--datapath", "socket"]);
                     }
                 }
-                if matches!(kind, Kind::SipLbAfxdp | Kind::AfxdpNull) {
+                if matches!(kind, Kind::SipLbAfxdp | Kind::AfxdpNull | Kind::BaselineAfxdp) {
                     c.arg("--iface").arg(site.iface.context("AF_XDP needs a site with an interface")?);
                     c.args(["--datapath", "afxdp"]);
                 }

@@ -427,6 +427,9 @@ fn net_packets(env: &Env, plan: &Plan, net: &netlab::Net, r: &mut Results, sip_l
     let mut kinds = Vec::new();
     if sip_lb_ok {
         kinds.extend([Kind::SipLb, Kind::SipLbXdp, Kind::SipLbAfxdp, Kind::AfxdpNull]);
+        if env.baseline.is_some() {
+            kinds.push(Kind::BaselineAfxdp);
+        }
     }
     kinds.push(Kind::Null);
     for workers in [1, 2] {

@@ -516,19 +516,20 @@ fn net_packets_section(w: &mut String, plan: &Plan, r: &Results) -> Result<()> {
         writeln!(
             w,
             "\n| workers | socket path / null forwarder | with XDP steering / null | AF_XDP / null | AF_XDP / AF_XDP null \
-             (goal >= 0.8) | AF_XDP / socket path (goal >= 2) |"
+             (goal >= 0.8) | AF_XDP / socket path (goal >= 2) | AF_XDP / baseline build's |"
         )?;
-        writeln!(w, "|---|---|---|---|---|---|")?;
+        writeln!(w, "|---|---|---|---|---|---|---|")?;
         for workers in [1, 2] {
             let over = |a, b| fmt_opt(rate_of(a, workers).zip(rate_of(b, workers)).map(|(a, b)| a / b), 3);
             writeln!(
                 w,
-                "| {workers} | {} | {} | {} | {} | {} |",
+                "| {workers} | {} | {} | {} | {} | {} | {} |",
                 over(Kind::SipLb, Kind::Null),
                 over(Kind::SipLbXdp, Kind::Null),
                 over(Kind::SipLbAfxdp, Kind::Null),
                 over(Kind::SipLbAfxdp, Kind::AfxdpNull),
-                over(Kind::SipLbAfxdp, Kind::SipLb)
+                over(Kind::SipLbAfxdp, Kind::SipLb),
+                over(Kind::SipLbAfxdp, Kind::BaselineAfxdp)
             )?;
         }
         writeln!(w)?;
