@@ -171,7 +171,7 @@ fn run(args: RunArgs) -> Result<()> {
         steering = attach_steering(&config, &sockets, &cpus, false, &plan.load().shield)?;
     }
 
-    let streams = match streams_bound.is_empty() {
+    let streams = match streams_bound.is_empty() && config.links.is_empty() {
         true => None,
         false => Some(sip_lb::stream::Streams::start(streams_bound, &config, &sockets, plan.clone())?),
     };
@@ -217,6 +217,7 @@ fn run(args: RunArgs) -> Result<()> {
         }),
         streams: streams.as_ref().map(|s| s.stats()),
         stun,
+        links: streams.as_ref().and_then(|s| s.links()),
     };
     let served = rt.block_on(control::run_until_shutdown(setup));
 

@@ -30,7 +30,9 @@ fn example_file_has_a_tcp_listener_and_the_default_limits() {
     assert_eq!(c.path, sip_lb::config::PathMode::Supported);
     let force = Config::from_toml_str(&EXAMPLE.replace("# path = \"supported\"", "path = \"force\"")).unwrap();
     assert_eq!(force.path, sip_lb::config::PathMode::Force);
-    assert!(Config::from_toml_str(&EXAMPLE.replace("# path = \"supported\"", "path = \"require\"")).is_err());
+    let require = Config::from_toml_str(&EXAMPLE.replace("# path = \"supported\"", "path = \"require\"")).unwrap();
+    assert_eq!(require.path, sip_lb::config::PathMode::Require);
+    assert!(c.links.is_empty() && c.backend_tls.is_none());
     assert!(Config::from_toml_str(&EXAMPLE.replace("# stun = true", "stun = true")).unwrap().stun);
 }
 

@@ -91,6 +91,39 @@ pub fn wait_udp_bound(port: u16, timeout: Duration, mut still_alive: impl FnMut(
     }
 }
 
+/// Local TCP ports in LISTEN state in this network namespace, IPv4 or IPv6 (from
+/// `/proc/net/tcp` and `/proc/net/tcp6`; state 0A is LISTEN).
+pub fn listening_tcp_ports() -> Result<BTreeSet<u16>> {
+    let mut out = BTreeSet::new();
+    for f in ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if let (Some(local), Some(&"0A")) = (cols.get(1), cols.get(3)) {
+                if let Some(p) = local.split_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok()) {
+                    out.insert(p);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Wait until some socket listens on TCP `port` (polling every 20 ms), like [`wait_udp_bound`].
+pub fn wait_tcp_listening(port: u16, timeout: Duration, mut still_alive: impl FnMut() -> Result<()>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if listening_tcp_ports()?.contains(&port) {
+            return Ok(());
+        }
+        still_alive()?;
+        if Instant::now() >= deadline {
+            bail!("nothing listens on TCP port {port} within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

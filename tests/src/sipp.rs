@@ -172,6 +172,27 @@ impl Uas {
         })
     }
 
+    /// [`Uas::start`] over TCP (`-t t1`): SIPp listens on TCP `addr` and answers on the
+    /// connection each request came on.
+    pub fn start_tcp(name: &str, addr: SocketAddr, scenario: &Scenario, dir: &Path) -> Result<Self> {
+        let sipp = ensure_sipp()?;
+        let mut cmd = Command::new(sipp);
+        cmd.args(scenario.args()?)
+            .args(["-i", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-nostdin", "-t", "t1"])
+            .args(["-buff_size", BUFF_SIZE])
+            .args(log_args(name, dir, true));
+        let mut guard = ChildGuard::spawn(name, cmd, dir)?;
+        guard.set_stop_timeout(Duration::from_secs(2));
+        ports::wait_tcp_listening(addr.port(), START_TIMEOUT, || guard.ensure_running())
+            .with_context(|| format!("start TCP UAS {name} on {addr}"))?;
+        Ok(Self {
+            guard,
+            addr,
+            short_log: dir.join(format!("{name}.short.log")),
+            message_log: dir.join(format!("{name}.messages.log")),
+        })
+    }
+
     pub fn name(&self) -> &str {
         self.guard.name()
     }

@@ -7,8 +7,11 @@
 //! - [`token`]: the token, its Via parameter, stamping and verifying it.
 //! - [`record_route`]: the token in our Record-Route, for requests from the
 //!   far end of a dialog.
+//! - [`via_transport`]: our Via's transport when a backend is reached over a
+//!   connection.
 
 pub mod record_route;
 pub mod token;
+pub mod via_transport;
 
 pub use token::{of_response, stamp, FlowCheck, FlowToken, StampError, FLOW_PARAM};

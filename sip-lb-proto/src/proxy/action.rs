@@ -36,16 +36,28 @@ pub enum ReplyCode {
     TooManyHops,
     ServiceUnavailable,
     MessageTooLarge,
+    /// 421 with `Require: path`: a REGISTER from a UA that does not support
+    /// Path where the operator requires it (`path = "require"`, RFC 3327).
+    ExtensionRequired,
+    /// 403: a request whose top Route is ours with a flow token that does
+    /// not verify (tampered or forged, RFC 5626 §5.2).
+    Forbidden,
+    /// 430 Flow Failed: the flow a request's Route names is gone (the
+    /// client's connection closed, RFC 5626 §5.3).
+    FlowFailed,
 }
 
 impl ReplyCode {
-    pub const ALL: [ReplyCode; 6] = [
+    pub const ALL: [ReplyCode; 9] = [
         ReplyCode::BadRequest,
         ReplyCode::UnsupportedUriScheme,
         ReplyCode::BadExtension,
         ReplyCode::TooManyHops,
         ReplyCode::ServiceUnavailable,
         ReplyCode::MessageTooLarge,
+        ReplyCode::ExtensionRequired,
+        ReplyCode::Forbidden,
+        ReplyCode::FlowFailed,
     ];
 
     pub fn code(&self) -> u16 {
@@ -56,6 +68,9 @@ impl ReplyCode {
             ReplyCode::TooManyHops => 483,
             ReplyCode::ServiceUnavailable => 503,
             ReplyCode::MessageTooLarge => 513,
+            ReplyCode::ExtensionRequired => 421,
+            ReplyCode::Forbidden => 403,
+            ReplyCode::FlowFailed => 430,
         }
     }
 
@@ -67,6 +82,9 @@ impl ReplyCode {
             ReplyCode::TooManyHops => b"Too Many Hops",
             ReplyCode::ServiceUnavailable => b"Service Unavailable",
             ReplyCode::MessageTooLarge => b"Message Too Large",
+            ReplyCode::ExtensionRequired => b"Extension Required",
+            ReplyCode::Forbidden => b"Forbidden",
+            ReplyCode::FlowFailed => b"Flow Failed",
         }
     }
 
@@ -175,7 +193,7 @@ mod tests {
             assert_eq!(c.index(), i);
         }
         let codes: Vec<u16> = ReplyCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(codes, [400, 416, 420, 483, 503, 513]);
+        assert_eq!(codes, [400, 416, 420, 483, 503, 513, 421, 403, 430]);
         assert_eq!(ReplyCode::MessageTooLarge.reason(), b"Message Too Large");
     }
 }

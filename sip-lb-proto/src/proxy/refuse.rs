@@ -67,4 +67,25 @@ From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
         assert!(out.is_empty());
         assert!(!p.refuse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP a\r\n\r\n", src, ReplyCode::BadRequest, &mut out));
     }
+
+    #[test]
+    fn extension_required_names_path() {
+        let p = Proxy::new(
+            Identity::single("127.0.0.1:5060".parse().unwrap()),
+            Keys::new(Key::from_bytes([1; 16]), None),
+            Policy::default(),
+        );
+        let src = "192.0.2.1:40000".parse().unwrap();
+        let req = b"REGISTER sip:b SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1:40000;branch=z9hG4bK1\r\n\
+From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\nContact: <sip:a@10.0.0.1>\r\n\r\n";
+        let mut out = Vec::new();
+        assert!(p.refuse(req, src, ReplyCode::ExtensionRequired, &mut out));
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("SIP/2.0 421 Extension Required\r\n"), "{s}");
+        assert!(
+            s.contains("\r\nRequire: path\r\n")
+                && s.contains("CSeq: 1 REGISTER\r\n")
+                && s.contains("To: <sip:a@b>;tag=")
+        );
+    }
 }

@@ -76,6 +76,10 @@ pub fn build(req: &Request<'_, '_>, code: ReplyCode, out: &mut Vec<u8>) -> Actio
         }
         out.extend_from_slice(b"\r\n");
     }
+    if code == ReplyCode::ExtensionRequired {
+        // The only extension this proxy requires (§8.2.2.3, RFC 3327 §5.1).
+        out.extend_from_slice(b"Require: path\r\n");
+    }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Action::Reply { to: reply_target(req.via, req.src), code }
 }

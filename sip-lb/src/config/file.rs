@@ -45,6 +45,9 @@ pub(crate) struct Draft {
     pub stun: bool,
     pub record_route: super::stream::RecordRoute,
     pub path: super::stream::PathMode,
+    /// Each written pool's `transport` and `large_over_tcp`.
+    pub pool_links: Vec<super::links::PoolLinkDraft>,
+    pub backend_tls: Option<super::links::BackendTlsConfig>,
 }
 
 /// A listen entry before defaults: its advertise may be left out.
@@ -112,6 +115,7 @@ struct RawConfig {
     stun: Option<bool>,
     record_route: Option<super::stream::RecordRoute>,
     path: Option<super::stream::PathMode>,
+    backend_tls: Option<super::links::RawBackendTls>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +145,8 @@ struct RawPool {
     methods: Vec<Spanned<String>>,
     default: Option<Spanned<bool>>,
     backends: Spanned<Vec<Spanned<RawBackend>>>,
+    transport: Option<Spanned<super::links::PoolTransport>>,
+    large_over_tcp: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -376,6 +382,10 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
     draft.stun = raw.stun.unwrap_or(false);
     draft.record_route = raw.record_route.unwrap_or_default();
     draft.path = raw.path.unwrap_or_default();
+    if let Some(t) = raw.backend_tls {
+        draft.backend_tls =
+            Some(t.into_config(base).map_err(|m| ConfigError::at(src, None, "backend_tls".to_owned(), m))?);
+    }
 
     for p in raw.pool {
         let name = p.name.get_ref().clone();
@@ -401,6 +411,12 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
             backends.push(BackendConfig { addr: a, weight: b.weight.map_or(1, |w| w.into_inner()) });
         }
         let default = p.default.map_or(methods.is_empty(), |d| d.into_inner());
+        draft.pool_links.push(super::links::PoolLinkDraft {
+            pool: name.clone(),
+            transport: p.transport.as_ref().map(|t| *t.get_ref()).unwrap_or_default(),
+            large_over_tcp: p.large_over_tcp.unwrap_or(false),
+            span: Some(p.transport.as_ref().map_or(p.name.span(), |t| t.span())),
+        });
         draft.pools.push(PoolConfig { name, methods, default, backends });
         spans.pools.push(ps);
     }

@@ -12,6 +12,7 @@ mod addr;
 mod cli;
 mod error;
 mod file;
+mod links;
 mod secret;
 mod shield;
 mod sip;
@@ -23,6 +24,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
 pub use cli::RunArgs;
 pub use error::ConfigError;
+pub use links::{BackendTlsConfig, LinkConfig, PoolTransport, DEFAULT_LARGE_REQUEST_BYTES};
 pub use shield::{ShieldConfig, DEFAULT_REPLY_RATE, DEFAULT_TRACKED_SOURCES};
 pub use stream::{parse_listen, ListenArg, PathMode, RecordRoute, StreamConfig, StreamListen, TlsConfig, Transport};
 
@@ -128,6 +130,11 @@ pub struct Config {
     /// Path with the flow token on REGISTERs from connections (`path`,
     /// default supported: when the UA supports it).
     pub path: PathMode,
+    /// Backends reached over TCP/TLS connections (pools' `transport` and
+    /// `large_over_tcp`), one per address.
+    pub links: Vec<LinkConfig>,
+    /// The CA (and client certificate) for TLS backends (`[backend_tls]`).
+    pub backend_tls: Option<BackendTlsConfig>,
 }
 
 /// A socket to receive SIP on and the address sip-lb puts in its Via and

@@ -82,6 +82,9 @@ pub enum PathMode {
     Supported,
     /// Always, even if the UA did not say it supports Path.
     Force,
+    /// Only for UAs that support it; a REGISTER without `Supported: path`
+    /// is answered 421 Extension Required with `Require: path`.
+    Require,
 }
 
 /// The `[tcp]` section: limits of the connection layer (TCP and TLS).
@@ -98,6 +101,9 @@ pub struct StreamConfig {
     pub max_message_bytes: usize,
     /// A TLS handshake that has not finished by then is abandoned.
     pub handshake_timeout_ms: u64,
+    /// Requests larger than this go to a backend of a `large_over_tcp`
+    /// pool over TCP (RFC 3261 §18.1.1).
+    pub large_request_bytes: usize,
 }
 
 impl Default for StreamConfig {
@@ -108,6 +114,7 @@ impl Default for StreamConfig {
             idle_timeout_ms: 600_000,
             max_message_bytes: 65_535,
             handshake_timeout_ms: 5_000,
+            large_request_bytes: super::links::DEFAULT_LARGE_REQUEST_BYTES,
         }
     }
 }
@@ -130,6 +137,7 @@ pub(crate) struct RawTcp {
     idle_timeout_ms: Option<u64>,
     max_message_bytes: Option<usize>,
     handshake_timeout_ms: Option<u64>,
+    large_request_bytes: Option<usize>,
 }
 
 impl RawTcp {
@@ -141,12 +149,14 @@ impl RawTcp {
             idle_timeout_ms: self.idle_timeout_ms.unwrap_or(d.idle_timeout_ms),
             max_message_bytes: self.max_message_bytes.unwrap_or(d.max_message_bytes),
             handshake_timeout_ms: self.handshake_timeout_ms.unwrap_or(d.handshake_timeout_ms),
+            large_request_bytes: self.large_request_bytes.unwrap_or(d.large_request_bytes),
         };
         for (field, v) in [
             ("tcp.max_connections", c.max_connections as u64),
             ("tcp.max_per_ip", c.max_per_ip as u64),
             ("tcp.idle_timeout_ms", c.idle_timeout_ms),
             ("tcp.handshake_timeout_ms", c.handshake_timeout_ms),
+            ("tcp.large_request_bytes", c.large_request_bytes as u64),
         ] {
             if v == 0 {
                 return Err((field, "must be at least 1".into()));

@@ -161,6 +161,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
     check_pools(&d.pools, &loc)?;
     check_families(&d.pools, &listen, &loc)?;
     check_streams(&d.streams, &listen, d.tls.is_some())?;
+    let links = super::links::derive(&d.pools, &d.pool_links, d.backend_tls.is_some(), loc.src.map(|(s, _)| s))?;
 
     Ok(Config {
         listen,
@@ -182,6 +183,8 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         stun: d.stun,
         record_route: d.record_route,
         path: d.path,
+        links,
+        backend_tls: d.backend_tls,
     })
 }
 

@@ -4,6 +4,7 @@
 //!
 //! - [`state`]: per-backend health, drain and counter slot.
 //! - [`health`]: the up/down hysteresis (pure: probe outcomes in).
+//! - [`links`]: backends whose connection cannot be made count as down.
 //! - [`probing`]: the probe schedule, timeouts and health of every backend
 //!   (pure: time, answers and send failures in; probes and events out).
 //! - [`probe`]: OPTIONS probes, built and recognised with `sip_lb_proto::sip`.
@@ -20,6 +21,7 @@ pub mod bans;
 pub mod client;
 pub mod csum;
 pub mod health;
+pub mod links;
 pub mod metrics;
 pub mod probe;
 pub mod prober;
@@ -73,6 +75,9 @@ pub struct Setup {
     pub streams: Option<Arc<crate::stream::stats::StreamStats>>,
     /// STUN counters, when `stun = true`.
     pub stun: Option<Arc<crate::dataplane::StunStats>>,
+    /// Backends' connections, when a pool reaches its backends over TCP/TLS:
+    /// a backend whose connection cannot be made is down (`links`).
+    pub links: Option<Arc<crate::stream::links::Links>>,
 }
 
 /// The control plane's state, shared by signals, the prober and the API.
@@ -91,6 +96,7 @@ pub struct Control {
     csum: Mutex<csum::CsumWatch>,
     streams: Option<Arc<crate::stream::stats::StreamStats>>,
     stun: Option<Arc<crate::dataplane::StunStats>>,
+    links: Option<Arc<crate::stream::links::Links>>,
     inner: Mutex<Inner>,
     generation: AtomicU64,
     reload_failures: AtomicU64,
@@ -122,7 +128,7 @@ impl std::fmt::Display for UnknownBackend {
 impl Control {
     /// Takes over the running Plan: publishes it again with backend states.
     pub fn new(setup: Setup) -> Arc<Control> {
-        let Setup { args, config, plan, workers, cpus, xdp, afxdp, shield, offenders, streams, stun } = setup;
+        let Setup { args, config, plan, workers, cpus, xdp, afxdp, shield, offenders, streams, stun, links } = setup;
         // Tokens start at a time-derived value so a restarted sip-lb does not
         // take a late answer to its predecessor's probe for its own.
         let token_seed =
@@ -140,6 +146,7 @@ impl Control {
             csum: Mutex::new(csum::CsumWatch::default()),
             streams,
             stun,
+            links,
             inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),
@@ -392,6 +399,7 @@ pub async fn run_until_shutdown(setup: Setup) -> Result<()> {
     tokio::spawn(prober::run(control.clone()));
     tokio::spawn(bans_ticker(control.clone()));
     tokio::spawn(csum_ticker(control.clone()));
+    tokio::spawn(links::ticker(control.clone()));
     loop {
         tokio::select! {
             _ = hup.recv() => {

@@ -115,6 +115,10 @@ pub fn check_applicable(next: &Config, running: &Config) -> Result<()> {
             next.datapath
         );
     }
+    // Backends' connections are made once at start.
+    if (&next.links, &next.backend_tls) != (&running.links, &running.backend_tls) {
+        bail!("pools' transport and large_over_tcp, their backends and [backend_tls] need a restart");
+    }
     // The connection layer is built once at start (sockets, limits, certificate).
     if (&next.streams, &next.stream, &next.tls) != (&running.streams, &running.stream, &running.tls) {
         bail!("tcp:/tls: listen addresses, [tcp] and [tls] need a restart");

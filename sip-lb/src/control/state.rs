@@ -57,6 +57,9 @@ pub struct Backend {
     pub last_code: Option<u16>,
     pub probes_sent: u64,
     pub probes_failed: u64,
+    /// Its connection cannot be made (pools reaching backends over
+    /// TCP/TLS, `super::links`): down whatever the probes say.
+    pub link_down: bool,
 }
 
 impl Backend {
@@ -69,11 +72,12 @@ impl Backend {
             last_code: None,
             probes_sent: 0,
             probes_failed: 0,
+            link_down: false,
         }
     }
 
     pub fn state(&self) -> State {
-        match (self.drained, self.health.is_up()) {
+        match (self.drained, self.health.is_up() && !self.link_down) {
             (true, _) => State::Draining,
             (false, true) => State::Up,
             (false, false) => State::Down,

@@ -70,6 +70,23 @@ pub fn families(e: &mut DescriptorEncoder, s: &StreamStats) -> Result<(), std::f
         "Messages to and from TCP/TLS connections, by outcome",
         MetricType::Counter,
         labelled("outcome", &msgs),
+    )?;
+    let l = &s.links;
+    let links = [
+        ("connected", l.connected.get()),
+        ("connect_failed", l.connect_failed.get()),
+        ("lost", l.lost.get()),
+        ("sent", l.sent.get()),
+        ("dropped_down", l.dropped_down.get()),
+        ("dropped_full", l.dropped_full.get()),
+        ("received", l.received.get()),
+    ];
+    family(
+        e,
+        "sip_lb_backend_links",
+        "Connections to backends reached over TCP/TLS and the messages they carry",
+        MetricType::Counter,
+        labelled("event", &links),
     )
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::stats::{StunStats, WorkerStats};
 use super::{SharedPlan, SharedShield};
-use crate::stream::relay::Relay;
+use crate::stream::relay::{Fate, Relay};
 use sip_lb_proto::proxy::{Action, DropReason, Forwarded};
 use sip_lb_proto::shield::ShieldDrop;
 use sip_lb_udp::{RecvBatch, SendBatch};
@@ -122,7 +122,16 @@ impl Worker {
                 // connection, or dropped (counted by the relay).
                 let taken = match what {
                     Forwarded::Response => relay.take(plan.proxy.keys(), data, out),
-                    Forwarded::Request => relay.take_request(&plan.proxy, data, out),
+                    Forwarded::Request => match relay.take_request(&plan.proxy, data, src, out) {
+                        // 430 (the flow is gone) or 403 (a forged token), to the sender.
+                        Some(Fate::Reply(code)) => {
+                            stats.replies[code.index()].add(1);
+                            tx_bytes += out.len() as u64;
+                            tx.commit(src, on);
+                            continue;
+                        }
+                        fate => fate.map(|f| f == Fate::Queued),
+                    },
                 };
                 if let Some(queued) = taken {
                     let c = match what {
@@ -131,6 +140,15 @@ impl Worker {
                     };
                     c.add(u64::from(queued));
                     continue;
+                }
+                // A backend reached over a connection (`stream::links`).
+                if let Action::Forward { to, .. } = action {
+                    if let Some(queued) = relay.to_link(out, to, what) {
+                        if queued {
+                            stats.forwarded(&plan.backends, what, to, src);
+                        }
+                        continue;
+                    }
                 }
             }
             match action {

@@ -90,7 +90,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         loop {
             let hand = |what: What, len: usize, call_id: Option<(usize, usize)>, buf: &[u8]| {
-                let m = StreamIn { token, peer, on, what, bytes: buf[..len].to_vec(), call_id };
+                let m = StreamIn { token, peer, on, what, bytes: buf[..len].to_vec(), call_id, link: None };
                 hand_off(sh, m);
             };
             let used = match framer.next(&buf) {
@@ -134,7 +134,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// To the stream worker the Call-ID picks (worker 0 without one); a full
 /// queue drops the message (counted) rather than stalling the connection
 /// layer.
-fn hand_off(sh: &Shared, m: StreamIn) {
+pub(super) fn hand_off(sh: &Shared, m: StreamIn) {
     let n = sh.workers.len() as u32;
     let w = match m.call_id.and_then(|(a, b)| m.bytes.get(a..b)) {
         Some(cid) => worker_for_hash(call_id_hash(cid), n) as usize,

@@ -113,6 +113,11 @@ impl Flows {
         }
     }
 
+    /// Whether the connection `token` names is open.
+    pub fn is_open(&self, token: FlowToken) -> bool {
+        self.slots.get(token.slot as usize).is_some_and(|s| s.load().as_ref().is_some_and(|c| c.token == token))
+    }
+
     /// Queues `out` for the connection `token` names, without waiting.
     pub fn deliver(&self, token: FlowToken, out: Out) -> Delivery {
         let Some(slot) = self.slots.get(token.slot as usize) else { return Delivery::Gone };

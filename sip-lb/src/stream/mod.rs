@@ -10,9 +10,13 @@
 //! - the UDP workers ([`relay`]): a backend's response whose Via carries a
 //!   verified token is queued on that connection ([`flows`]).
 //!
+//! - backends' connections ([`links`]): for pools that reach their
+//!   backends over TCP/TLS, one persistent connection per backend.
+//!
 //! Counters: [`stats`]; TLS: [`tls`].
 pub mod conn;
 pub mod flows;
+pub mod links;
 pub mod relay;
 pub mod stats;
 pub mod tls;
@@ -43,6 +47,7 @@ pub struct Streams {
     stop: Arc<AtomicBool>,
     stats: Arc<StreamStats>,
     flows: Arc<Flows>,
+    links: Option<Arc<links::Links>>,
 }
 
 /// A bound stream listener, before the layer starts.
@@ -81,6 +86,9 @@ impl Streams {
         };
         let stats = Arc::new(StreamStats::default());
         let flows = Arc::new(Flows::new(limits.max_connections, limits.max_per_ip));
+        let (links, link_rxs) = links::Links::new(&config.links, limits.large_request_bytes, stats.clone());
+        let links = (!links.is_empty()).then(|| Arc::new(links));
+        let relay = Arc::new(relay::Relay { flows: flows.clone(), stats: stats.clone(), links: links.clone() });
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut queues = Vec::new();
@@ -98,6 +106,7 @@ impl Streams {
                 stop: stop.clone(),
                 record_route: config.record_route,
                 path: config.path,
+                relay: relay.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("sip-lb-s{index}"))
@@ -129,7 +138,22 @@ impl Streams {
             tracing::info!(addr = %local, transport = b.transport.as_str(), "accepting connections");
             runtime.spawn(accept_loop(listener, b.on, tls, handshake, sh));
         }
-        Ok(Streams { runtime: Some(runtime), threads, stop, stats, flows })
+        if let Some(l) = &links {
+            let connector = match &config.backend_tls {
+                Some(t) if config.links.iter().any(|l| l.transport == crate::config::PoolTransport::Tls) => {
+                    Some(tls::connector(t)?)
+                }
+                _ => None,
+            };
+            let v4 = |a: SocketAddr| a.ip().to_canonical().is_ipv4();
+            for (index, (rx, c)) in link_rxs.into_iter().zip(&config.links).enumerate() {
+                let tls = (c.transport == crate::config::PoolTransport::Tls).then(|| connector.clone()).flatten();
+                // The validator guarantees a UDP listen address of the family.
+                let on = config.listen.iter().position(|u| v4(u.addr) == v4(c.addr)).unwrap_or(0);
+                runtime.spawn(links::run(l.clone(), index, rx, tls, on, shared.clone()));
+            }
+        }
+        Ok(Streams { runtime: Some(runtime), threads, stop, stats, flows, links })
     }
 
     pub fn stats(&self) -> Arc<StreamStats> {
@@ -138,7 +162,13 @@ impl Streams {
 
     /// What the UDP workers need to relay responses to connections.
     pub fn relay(&self) -> relay::Relay {
-        relay::Relay { flows: self.flows.clone(), stats: self.stats.clone() }
+        relay::Relay { flows: self.flows.clone(), stats: self.stats.clone(), links: self.links.clone() }
+    }
+
+    /// The backends' connections, for the health logic (`None`: no pool
+    /// reaches its backends over connections).
+    pub fn links(&self) -> Option<Arc<links::Links>> {
+        self.links.clone()
     }
 
     /// Closes every connection and stops the stream workers.

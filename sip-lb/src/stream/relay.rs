@@ -5,14 +5,29 @@
 use std::sync::Arc;
 
 use sip_lb_proto::flow::{self, record_route, FlowCheck};
-use sip_lb_proto::proxy::{Keys, Proxy};
+use std::net::SocketAddr;
+
+use sip_lb_proto::proxy::{Keys, Proxy, ReplyCode};
 
 use super::flows::{Delivery, Flows, Out};
 use super::stats::{FlowCounts, StreamStats};
 
+/// What became of a request for a client's flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Queued on the client's connection.
+    Queued,
+    /// Dropped (a full queue, or nothing to answer), counted.
+    Dropped,
+    /// Answered: the reply is in `out`, for the request's source.
+    Reply(ReplyCode),
+}
+
 pub struct Relay {
     pub flows: Arc<Flows>,
     pub stats: Arc<StreamStats>,
+    /// Backends reached over connections (`super::links`), if any.
+    pub links: Option<Arc<super::links::Links>>,
 }
 
 impl Relay {
@@ -24,12 +39,49 @@ impl Relay {
         self.route(flow::of_response(keys, response), out, &self.stats.responses)
     }
 
-    /// A request from the far end of a dialog recorded from a connection
-    /// (its top Route is our Record-Route with a token), as the core
-    /// forwarded it: queued on the client's connection instead of going to
-    /// a backend. Same answer as [`Relay::take`].
-    pub fn take_request(&self, proxy: &Proxy, request: &[u8], out: &[u8]) -> Option<bool> {
-        self.route(record_route::of_request(proxy.identity(), proxy.keys(), request), out, &self.stats.requests)
+    /// A request from the far end of a dialog recorded from a connection,
+    /// or to a UA registered with our Path (its top Route is ours with a
+    /// token), as the core forwarded it: queued on the client's connection
+    /// instead of going to a backend. `None`: not a flow's. A flow that is
+    /// gone gets 430 Flow Failed, a token that does not verify 403 (RFC 5626
+    /// §5.2, §5.3): the reply to `request` from `src` is then in `out`.
+    pub fn take_request(&self, proxy: &Proxy, request: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Option<Fate> {
+        let check = record_route::of_request(proxy.identity(), proxy.keys(), request);
+        let refuse = |code: ReplyCode, out: &mut Vec<u8>| match proxy.refuse(request, src, code, out) {
+            true => Fate::Reply(code),
+            false => Fate::Dropped,
+        };
+        match check {
+            FlowCheck::None => None,
+            FlowCheck::Forged => {
+                self.stats.requests.forged.inc();
+                Some(refuse(ReplyCode::Forbidden, out))
+            }
+            FlowCheck::Token(_) => match self.route(check, out, &self.stats.requests) {
+                Some(true) => Some(Fate::Queued),
+                _ if self.gone(check) => Some(refuse(ReplyCode::FlowFailed, out)),
+                _ => Some(Fate::Dropped),
+            },
+        }
+    }
+
+    /// Whether the connection a token names is closed (or its slot reused).
+    fn gone(&self, check: FlowCheck) -> bool {
+        match check {
+            FlowCheck::Token(t) => !self.flows.is_open(t),
+            _ => false,
+        }
+    }
+
+    /// What the core forwarded to `to`, over the backend's connection when
+    /// it has one (`Links::forward`): `None` sends it by datagram.
+    pub fn to_link(
+        &self,
+        out: &mut [u8],
+        to: std::net::SocketAddr,
+        what: sip_lb_proto::proxy::Forwarded,
+    ) -> Option<bool> {
+        self.links.as_ref()?.forward(out, to, what)
     }
 
     fn route(&self, check: FlowCheck, out: &[u8], counts: &FlowCounts) -> Option<bool> {

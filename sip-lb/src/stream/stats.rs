@@ -57,6 +57,28 @@ pub struct StreamStats {
     pub responses: FlowCounts,
     /// Far-end requests for connections (flow token in our Record-Route).
     pub requests: FlowCounts,
+    /// Connections to backends (`stream::links`).
+    pub links: LinkCounts,
+}
+
+/// Connections to backends and the messages they carry.
+#[derive(Default)]
+pub struct LinkCounts {
+    /// Connections made (TCP connected and, for TLS, handshaken).
+    pub connected: Count,
+    /// Attempts that failed (refused, timed out, handshake failed).
+    pub connect_failed: Count,
+    /// Established connections that ended (closed by the backend, reset,
+    /// framing lost).
+    pub lost: Count,
+    /// Messages queued to a backend's connection.
+    pub sent: Count,
+    /// Messages for a backend whose connection is down: dropped.
+    pub dropped_down: Count,
+    /// Messages dropped: the connection's queue was full.
+    pub dropped_full: Count,
+    /// Messages received from backends' connections.
+    pub received: Count,
 }
 
 /// What became of messages the UDP workers relayed towards connections.

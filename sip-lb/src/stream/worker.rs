@@ -16,6 +16,7 @@ use sip_lb_proto::flow::{self, FlowToken};
 use sip_lb_proto::proxy::{Action, Forwarded, ReplyCode};
 
 use super::flows::{Flows, Out};
+use super::relay::{Fate, Relay};
 use super::stats::StreamStats;
 use crate::config::{PathMode, RecordRoute};
 use crate::dataplane::SharedPlan;
@@ -34,6 +35,9 @@ pub struct StreamIn {
     pub bytes: Vec<u8>,
     /// The Call-ID value in `bytes`, from the framer.
     pub call_id: Option<(usize, usize)>,
+    /// `Some(link)`: from a backend's connection (`super::links`), not a
+    /// client's; `token` names no connection then.
+    pub link: Option<usize>,
 }
 
 /// What to do with a [`StreamIn`].
@@ -56,6 +60,9 @@ pub struct StreamWorker {
     pub stop: Arc<AtomicBool>,
     pub record_route: RecordRoute,
     pub path: PathMode,
+    /// Responses and far-end requests to client connections, messages to
+    /// backends' connections.
+    pub relay: Arc<Relay>,
 }
 
 impl StreamWorker {
@@ -78,14 +85,27 @@ impl StreamWorker {
         if let What::Refuse { code, close } = m.what {
             if plan.proxy.refuse(&m.bytes, m.peer, code, out) {
                 s.replies.inc();
-                self.flows.deliver(m.token, Out::Bytes(out.clone()));
+                self.reply(&m, out);
             }
             if close {
                 self.flows.deliver(m.token, Out::Close);
             }
             return;
         }
-        match plan.proxy.handle(&plan.router, &m.bytes, m.peer, m.on, out) {
+        if m.link.is_none() && self.path == PathMode::Require && requires_path_refusal(&m.bytes) {
+            // RFC 3327 §5.1: the registrar behind us could not reach this
+            // UA without our Path; 421 is a stateless reply like the others.
+            if plan.proxy.refuse(&m.bytes, m.peer, ReplyCode::ExtensionRequired, out) {
+                s.replies.inc();
+                self.reply(&m, out);
+            }
+            return;
+        }
+        let action = plan.proxy.handle(&plan.router, &m.bytes, m.peer, m.on, out);
+        if m.link.is_some() {
+            return self.backend_message(&plan.proxy, &m, action, out);
+        }
+        match action {
             Action::Forward { to, from, what: Forwarded::Request } => {
                 let call_id = m.call_id.and_then(|(a, b)| m.bytes.get(a..b)).unwrap_or(&[]);
                 if flow::stamp(plan.proxy.keys(), out, m.token, call_id).is_err() {
@@ -106,24 +126,24 @@ impl StreamWorker {
                 let path = method == b"REGISTER"
                     && match self.path {
                         PathMode::Off => false,
-                        PathMode::Supported => record_route::ua_supports_path(&m.bytes),
+                        PathMode::Supported | PathMode::Require => record_route::ua_supports_path(&m.bytes),
                         PathMode::Force => true,
                     };
                 if let (true, Some(adv)) = (path, advertise) {
                     record_route::insert(plan.proxy.keys(), out, Kind::Path, adv, m.token, call_id);
                 }
-                if self.send(out, to, from) {
+                if self.send(out, to, from, Forwarded::Request) {
                     s.requests_forwarded.inc();
                 }
             }
             // A response from the client (to a request that reached it some
             // other way): where the core says, like a UDP one.
             Action::Forward { to, from, what: Forwarded::Response } => {
-                self.send(out, to, from);
+                self.send(out, to, from, Forwarded::Response);
             }
             Action::Reply { .. } => {
                 s.replies.inc();
-                self.flows.deliver(m.token, Out::Bytes(out.clone()));
+                self.reply(&m, out);
             }
             Action::Drop(reason) => {
                 tracing::debug!(worker = self.index, ?reason, "stream message dropped");
@@ -132,9 +152,58 @@ impl StreamWorker {
         }
     }
 
-    /// One datagram; a failure (a full socket buffer: the sockets are
+    /// A message from a backend's connection: a response goes to the
+    /// client's connection its Via's flow token names, or by datagram to
+    /// the next Via; a far-end request to the client connection its Route
+    /// names, or to the backend the core chose. Replies go back on the link.
+    fn backend_message(&self, proxy: &sip_lb_proto::proxy::Proxy, m: &StreamIn, action: Action, out: &mut Vec<u8>) {
+        match action {
+            Action::Forward { to, from, what } => {
+                let taken = match what {
+                    Forwarded::Response => self.relay.take(proxy.keys(), &m.bytes, out),
+                    Forwarded::Request => match self.relay.take_request(proxy, &m.bytes, m.peer, out) {
+                        Some(Fate::Reply(_)) => {
+                            self.stats.replies.inc();
+                            self.reply(m, out);
+                            return;
+                        }
+                        fate => fate.map(|f| f == Fate::Queued),
+                    },
+                };
+                if taken.is_none() {
+                    self.send(out, to, from, what);
+                }
+            }
+            Action::Reply { .. } => {
+                self.stats.replies.inc();
+                self.reply(m, out);
+            }
+            Action::Drop(reason) => {
+                tracing::debug!(worker = self.index, ?reason, "message from a backend connection dropped");
+                self.stats.dropped.inc();
+            }
+        }
+    }
+
+    /// A reply to `m`, on the connection it came from.
+    fn reply(&self, m: &StreamIn, out: &[u8]) {
+        match m.link {
+            Some(l) => {
+                self.relay.links.as_ref().map(|links| links.reply(l, out));
+            }
+            None => {
+                self.flows.deliver(m.token, Out::Bytes(out.to_vec()));
+            }
+        }
+    }
+
+    /// Over the backend's connection when it has one (`super::links`), else
+    /// one datagram; a failure (a full socket buffer: the sockets are
     /// non-blocking, like the UDP workers') is counted as `send_failed`.
-    fn send(&self, out: &[u8], to: SocketAddr, from: usize) -> bool {
+    fn send(&self, out: &mut [u8], to: SocketAddr, from: usize, what: Forwarded) -> bool {
+        if let Some(queued) = self.relay.links.as_ref().and_then(|l| l.forward(out, to, what)) {
+            return queued;
+        }
         let sent = self.sockets.get(from).map(|sock| sock.send_to(out, to));
         match sent {
             Some(Ok(_)) => true,
@@ -145,4 +214,9 @@ impl StreamWorker {
             }
         }
     }
+}
+
+/// A REGISTER whose UA did not list `path` in Supported.
+fn requires_path_refusal(msg: &[u8]) -> bool {
+    msg.starts_with(b"REGISTER ") && !record_route::ua_supports_path(msg)
 }
