@@ -4,7 +4,8 @@
 //! - [`sip`]: SIP messages built and read; [`sink`]: UDP endpoints that count and record;
 //! - [`rounds`]: paced rounds over a fixed set of Call-IDs; [`rng`]: the seeded generator; [`ports`], [`process`], [`netns`]: ports, child
 //!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab;
-//! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages.
+//! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages;
+//! - [`nslb`]: sip-lb with XDP on a veth in a namespace, a peer namespace for its clients.
 
 pub mod afxdp;
 pub mod control;
@@ -12,6 +13,7 @@ pub mod lab;
 pub mod lb;
 pub mod metrics;
 pub mod netns;
+pub mod nslb;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
