@@ -74,6 +74,8 @@ pub mod names {
     /// `PerCpuArray<u64>` of [`SHIELD_HIT_SLOTS`]: datagrams dropped per
     /// blocked prefix (slot 0: the config's block list; others: one ban each).
     pub const SHIELD_HITS: &str = "SHIELD_HITS";
+    /// `PerCpuArray<u64>`, one entry: this CPU's GCRA time for new sources.
+    pub const SHIELD_NEW: &str = "SHIELD_NEW";
     /// `LruHashMap<ShieldSource, u64>`: sources over their rate lately (the
     /// time of the report), taken and emptied by the control plane.
     pub const SHIELD_OVER: &str = "SHIELD_OVER";
@@ -388,11 +390,14 @@ pub struct ShieldConfig {
     /// writes the other pair, then flips this, so a datagram meets the old
     /// lists or the new ones, never half of a change.
     pub active: u32,
+    /// GCRA for sources not in `SHIELD_BUCKETS` yet (per CPU); 0: no limit.
+    pub new_interval_ns: u64,
+    pub new_tolerance_ns: u64,
 }
 
 impl ShieldConfig {
     pub const fn zeroed() -> Self {
-        Self { interval_ns: 0, tolerance_ns: 0, enabled: 0, active: 0 }
+        Self { interval_ns: 0, tolerance_ns: 0, enabled: 0, active: 0, new_interval_ns: 0, new_tolerance_ns: 0 }
     }
 }
 

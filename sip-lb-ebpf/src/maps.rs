@@ -81,6 +81,11 @@ pub static SHIELD_PREFIXES_V6_B: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entr
 #[map(name = "SHIELD_BUCKETS")]
 pub static SHIELD_BUCKETS: LruHashMap<ShieldSource, ShieldBucket> = LruHashMap::with_max_entries(SHIELD_MAX_SOURCES, 0);
 
+/// This CPU's GCRA theoretical arrival time for sources not followed yet
+/// (`ShieldConfig::new_interval_ns`).
+#[map(name = "SHIELD_NEW")]
+pub static SHIELD_NEW: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Datagrams dropped per blocked prefix, by the slot its trie value names.
 #[map(name = "SHIELD_HITS")]
 pub static SHIELD_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SHIELD_HIT_SLOTS, 0);

@@ -29,7 +29,7 @@ use sip_lb_common::maps::{ShieldBucket, ShieldSource, SHIELD_ALLOW, SHIELD_HIT_S
 use crate::{
     headers::Source,
     maps::{
-        SHIELD_BUCKETS, SHIELD_CONFIG, SHIELD_HITS, SHIELD_OVER, SHIELD_PREFIXES_V4, SHIELD_PREFIXES_V4_B,
+        SHIELD_BUCKETS, SHIELD_CONFIG, SHIELD_HITS, SHIELD_NEW, SHIELD_OVER, SHIELD_PREFIXES_V4, SHIELD_PREFIXES_V4_B,
         SHIELD_PREFIXES_V6, SHIELD_PREFIXES_V6_B,
     },
 };
@@ -62,7 +62,7 @@ pub fn check(src: &Source) -> Result<(), Drop> {
     if interval == 0 {
         return Ok(());
     }
-    rate(src, interval, cfg.tolerance_ns)
+    rate(src, interval, cfg.tolerance_ns, cfg.new_interval_ns, cfg.new_tolerance_ns)
 }
 
 /// The value of `src`'s longest matching prefix in the trie copy `active`
@@ -100,7 +100,7 @@ fn hit(slot: u32) {
 /// GCRA: a source may run `tolerance` ahead of now; each datagram moves its
 /// TAT on by `interval`. A new (or evicted) source starts at now.
 #[inline(always)]
-fn rate(src: &Source, interval: u64, tolerance: u64) -> Result<(), Drop> {
+fn rate(src: &Source, interval: u64, tolerance: u64, new_interval: u64, new_tolerance: u64) -> Result<(), Drop> {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let key = ShieldSource { addr: src.addr };
@@ -123,6 +123,19 @@ fn rate(src: &Source, interval: u64, tolerance: u64) -> Result<(), Drop> {
             unsafe { core::ptr::write_volatile(&mut (*p).tat, tat + interval) };
         }
         None => {
+            // A source not followed yet: within this CPU's budget of new
+            // sources, if any (a spoofed flood is all new sources; dropped
+            // here, it does not evict the sources already followed either).
+            if new_interval != 0 {
+                let Some(t) = SHIELD_NEW.get_ptr_mut(0) else { return Ok(()) };
+                // SAFETY: this CPU's entry; XDP runs without preemption.
+                let t = unsafe { &mut *t };
+                let tat = if *t > now { *t } else { now };
+                if tat - now > new_tolerance {
+                    return Err(Drop::RateLimited);
+                }
+                *t = tat + new_interval;
+            }
             // A full map evicts its least recently used source; an insert
             // that fails anyway lets the datagram through.
             let _ = SHIELD_BUCKETS.insert(key, ShieldBucket { tat: now + interval, reported: 0 }, 0);

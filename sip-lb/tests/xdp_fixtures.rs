@@ -550,3 +550,25 @@ fn shield_over_rate_sources_reported_for_bans() {
     x.take_over_rate(&mut over);
     assert!(over.is_empty(), "taken: {over:?}");
 }
+
+/// `new_sources`: sources not followed yet are admitted at that rate (per
+/// CPU); past its burst a new source is dropped as rate limited, while a
+/// source already followed goes on within its own rate.
+#[test]
+fn shield_new_sources_limited_while_known_ones_pass() {
+    let policy = ShieldPolicy {
+        rate: Some(Rate { per_sec: 10, burst: 5 }),
+        new_sources: Some(Rate { per_sec: 1, burst: 3 }),
+        ..ShieldPolicy::default()
+    };
+    let p = shielded(&policy);
+    let m = invite("Call-ID: new@x", 0);
+    // Known before the spoofed burst.
+    expect_steered(&p, &v4("192.0.2.1").build(&m), b"new@x", 2);
+    // The test runs may land on either CPU: each has its own budget of 3 (one spent above, maybe).
+    let verdicts: Vec<Verdict> = (10..40).map(|i| p.run(&v4(&format!("198.18.0.{i}")).build(&m)).unwrap()).collect();
+    let limited = verdicts.iter().filter(|v| **v == Verdict::RateLimited).count();
+    assert!((30 - 6..=30 - 2).contains(&limited), "{limited} of 30 new sources limited: {verdicts:?}");
+    // The known source is not a new source: it goes on.
+    expect_steered(&p, &v4("192.0.2.1").build(&m), b"new@x", 2);
+}

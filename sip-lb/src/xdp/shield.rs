@@ -117,6 +117,11 @@ impl XdpShield {
         if let Some(rate) = policy.rate {
             cfg.interval_ns = rate.interval_ns();
             cfg.tolerance_ns = rate.tolerance_ns();
+            // Only with a per-source rate: it is what follows sources.
+            if let Some(new) = policy.new_sources {
+                cfg.new_interval_ns = new.interval_ns();
+                cfg.new_tolerance_ns = new.tolerance_ns();
+            }
         }
         cfg.active = next as u32;
         m.config.set(0, cfg, 0).context("writing SHIELD_CONFIG")?;
