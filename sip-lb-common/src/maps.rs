@@ -63,13 +63,22 @@ pub mod names {
     pub const RX_RATE: &str = "RX_RATE";
     /// `Array<ShieldConfig>`, one entry: the XDP stage of the shield.
     pub const SHIELD_CONFIG: &str = "SHIELD_CONFIG";
-    /// `LpmTrie<[u8; 4], u8>`: `[shield] block` and `allow` (plus the
-    /// backends), IPv4, value [`SHIELD_BLOCK`] or [`SHIELD_ALLOW`].
-    pub const SHIELD_PREFIXES_V4: &str = "SHIELD_PREFIXES_V4";
-    /// `LpmTrie<[u8; 16], u8>`: the same, IPv6.
-    pub const SHIELD_PREFIXES_V6: &str = "SHIELD_PREFIXES_V6";
-    /// `LruHashMap<ShieldSource, u64>`: GCRA theoretical arrival time per source.
+    /// `LpmTrie<[u8; 4], u32>`, two of them (`ShieldConfig::active` picks
+    /// one): `[shield] block` and `allow` (plus the backends) and the runtime
+    /// bans, IPv4; value [`SHIELD_ALLOW`] or the block's hit slot.
+    pub const SHIELD_PREFIXES_V4: [&str; 2] = ["SHIELD_PREFIXES_V4", "SHIELD_PREFIXES_V4_B"];
+    /// `LpmTrie<[u8; 16], u32>`: the same, IPv6.
+    pub const SHIELD_PREFIXES_V6: [&str; 2] = ["SHIELD_PREFIXES_V6", "SHIELD_PREFIXES_V6_B"];
+    /// `LruHashMap<ShieldSource, ShieldBucket>`: GCRA state per source.
     pub const SHIELD_BUCKETS: &str = "SHIELD_BUCKETS";
+    /// `PerCpuArray<u64>` of [`SHIELD_HIT_SLOTS`]: datagrams dropped per
+    /// blocked prefix (slot 0: the config's block list; others: one ban each).
+    pub const SHIELD_HITS: &str = "SHIELD_HITS";
+    /// `PerCpuArray<u64>`, one entry: this CPU's GCRA time for new sources.
+    pub const SHIELD_NEW: &str = "SHIELD_NEW";
+    /// `LruHashMap<ShieldSource, u64>`: sources over their rate lately (the
+    /// time of the report), taken and emptied by the control plane.
+    pub const SHIELD_OVER: &str = "SHIELD_OVER";
     /// Program names.
     pub const XDP_PROG: &str = "sip_lb";
     pub const REUSEPORT_PROG: &str = "sip_lb_reuseport";
@@ -337,22 +346,35 @@ impl XskCounters {
 /// Entries of each prefix trie (block and allow together, per family).
 pub const SHIELD_MAX_PREFIXES: u32 = 16_384;
 
-/// Value of a `SHIELD_PREFIXES_*` entry: a blocked prefix.
-pub const SHIELD_BLOCK: u8 = 1;
-/// Value of a `SHIELD_PREFIXES_*` entry: an allowed prefix.
+/// Value of a `SHIELD_PREFIXES_*` entry: an allowed prefix; any other
+/// value is a blocked prefix, and names its slot in `SHIELD_HITS`.
 ///
 /// Block and allow share one trie per family so that a datagram costs one
 /// longest-prefix lookup: the longest match decides. Allow wins over block
 /// in the policy (checked first), so the loader leaves out every blocked
 /// prefix that an allowed one covers; an allowed prefix inside a blocked one
 /// is the longer match and wins by itself.
-pub const SHIELD_ALLOW: u8 = 2;
+pub const SHIELD_ALLOW: u32 = u32::MAX;
+
+/// Slots of `SHIELD_HITS` (a power of two: the program masks the index).
+/// Slot 0 counts the config's block list; a runtime ban gets one of the
+/// others while it lasts.
+pub const SHIELD_HIT_SLOTS: u32 = 32_768;
+
+/// Entries of `SHIELD_OVER`: over-rate sources reported between two reads
+/// by the control plane (every 100 ms); beyond, the oldest are lost and
+/// reported again 250 ms later.
+pub const SHIELD_MAX_OVER: u32 = 4_096;
+
+/// A source over its rate is reported in `SHIELD_OVER` at most this often.
+pub const SHIELD_REPORT_NS: u64 = 250_000_000;
 
 /// Sources whose rate the XDP stage tracks at once (LRU: a spoofed flood
 /// recycles entries instead of growing memory).
 pub const SHIELD_MAX_SOURCES: u32 = 65_536;
 
-/// The XDP stage's configuration, written at load from the `ShieldPolicy`.
+/// The XDP stage's configuration, written by the control plane from the
+/// `ShieldPolicy` and the runtime bans (at load, on reloads and on bans).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShieldConfig {
@@ -364,13 +386,29 @@ pub struct ShieldConfig {
     /// 0: the stage is off (no lookups at all); 1: lists (and the rate, if
     /// `interval_ns != 0`) are checked.
     pub enabled: u32,
-    pub _pad: u32,
+    /// Which of the two trie pairs is in force (0 or 1): the control plane
+    /// writes the other pair, then flips this, so a datagram meets the old
+    /// lists or the new ones, never half of a change.
+    pub active: u32,
+    /// GCRA for sources not in `SHIELD_BUCKETS` yet (per CPU); 0: no limit.
+    pub new_interval_ns: u64,
+    pub new_tolerance_ns: u64,
 }
 
 impl ShieldConfig {
     pub const fn zeroed() -> Self {
-        Self { interval_ns: 0, tolerance_ns: 0, enabled: 0, _pad: 0 }
+        Self { interval_ns: 0, tolerance_ns: 0, enabled: 0, active: 0, new_interval_ns: 0, new_tolerance_ns: 0 }
     }
+}
+
+/// Value of `SHIELD_BUCKETS`: one source's GCRA state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShieldBucket {
+    /// Theoretical arrival time (ns, `bpf_ktime_get_ns`).
+    pub tat: u64,
+    /// When the source was last reported over its rate (`SHIELD_OVER`).
+    pub reported: u64,
 }
 
 /// Key of `SHIELD_BUCKETS`: the source address, IPv6, or IPv4 in its mapped
@@ -389,8 +427,10 @@ mod pod {
     unsafe impl aya::Pod for super::XskAddr {}
     // SAFETY: 16 bytes, valid for any bit pattern.
     unsafe impl aya::Pod for super::ShieldSource {}
-    // SAFETY: integers with an explicit pad, valid for any bit pattern.
+    // SAFETY: integers without padding, valid for any bit pattern.
     unsafe impl aya::Pod for super::ShieldConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ShieldBucket {}
     // SAFETY: plain #[repr(C)] integers and arrays, no padding
     // holes with uninitialised bytes (explicit `_pad`), valid for any bit
     // pattern.

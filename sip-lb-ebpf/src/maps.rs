@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, CpuMap, HashMap, LpmTrie, LruHashMap, PerCpuArray, ReusePortSockArray, XskMap},
 };
 use sip_lb_common::maps::{
-    Counters, RxRate, ScanBuf, ShieldConfig, ShieldSource, SteerConfig, XskAddr, XskCounters, MAX_CPUS, MAX_QUEUES,
-    MAX_WORKERS, MAX_XSK_ADDRS, PORT_WORDS, SHIELD_MAX_PREFIXES, SHIELD_MAX_SOURCES,
+    Counters, RxRate, ScanBuf, ShieldBucket, ShieldConfig, ShieldSource, SteerConfig, XskAddr, XskCounters, MAX_CPUS,
+    MAX_QUEUES, MAX_WORKERS, MAX_XSK_ADDRS, PORT_WORDS, SHIELD_HIT_SLOTS, SHIELD_MAX_OVER, SHIELD_MAX_PREFIXES,
+    SHIELD_MAX_SOURCES,
 };
 
 /// Worker count and worker -> CPU table (one entry).
@@ -60,15 +61,36 @@ pub static RX_RATE: PerCpuArray<RxRate> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "SHIELD_CONFIG")]
 pub static SHIELD_CONFIG: Array<ShieldConfig> = Array::with_max_entries(1, 0);
 
-/// `[shield] block` and `allow` (and the backends), IPv4 prefixes; value
-/// `SHIELD_BLOCK` or `SHIELD_ALLOW` (one lookup decides: the longest match).
+/// `[shield] block` and `allow` (and the backends) and the runtime bans,
+/// IPv4 prefixes, in two copies: `ShieldConfig::active` says which is in
+/// force while the control plane rewrites the other. Value `SHIELD_ALLOW`
+/// or the blocked prefix's `SHIELD_HITS` slot (one lookup decides: the
+/// longest match).
 #[map(name = "SHIELD_PREFIXES_V4")]
-pub static SHIELD_PREFIXES_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
+pub static SHIELD_PREFIXES_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
+#[map(name = "SHIELD_PREFIXES_V4_B")]
+pub static SHIELD_PREFIXES_V4_B: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
 
 /// The same, IPv6.
 #[map(name = "SHIELD_PREFIXES_V6")]
-pub static SHIELD_PREFIXES_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
+pub static SHIELD_PREFIXES_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
+#[map(name = "SHIELD_PREFIXES_V6_B")]
+pub static SHIELD_PREFIXES_V6_B: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
 
-/// Source -> GCRA theoretical arrival time (ns, `bpf_ktime_get_ns`).
+/// Source -> GCRA state (`ShieldBucket`).
 #[map(name = "SHIELD_BUCKETS")]
-pub static SHIELD_BUCKETS: LruHashMap<ShieldSource, u64> = LruHashMap::with_max_entries(SHIELD_MAX_SOURCES, 0);
+pub static SHIELD_BUCKETS: LruHashMap<ShieldSource, ShieldBucket> = LruHashMap::with_max_entries(SHIELD_MAX_SOURCES, 0);
+
+/// This CPU's GCRA theoretical arrival time for sources not followed yet
+/// (`ShieldConfig::new_interval_ns`).
+#[map(name = "SHIELD_NEW")]
+pub static SHIELD_NEW: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Datagrams dropped per blocked prefix, by the slot its trie value names.
+#[map(name = "SHIELD_HITS")]
+pub static SHIELD_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SHIELD_HIT_SLOTS, 0);
+
+/// Sources over their rate lately -> when reported; the control plane reads
+/// and deletes them to ban sustained floods (`ban_after_over_rate_seconds`).
+#[map(name = "SHIELD_OVER")]
+pub static SHIELD_OVER: LruHashMap<ShieldSource, u64> = LruHashMap::with_max_entries(SHIELD_MAX_OVER, 0);

@@ -206,6 +206,8 @@ fn run(args: RunArgs) -> Result<()> {
         plan,
         shield,
         offenders,
+        // The program on `iface` drops what the shield blocks before the kernel.
+        xdp_shield: afxdp.as_ref().map(|x| x.xdp_shield()).or_else(|| steering.first().and_then(|s| s.shield())),
         // The AF_XDP workers (if any) follow the socket workers.
         workers: dp.stats().iter().chain(afxdp.iter().flat_map(|x| x.stats.iter())).cloned().collect(),
         cpus: dp.cpus().iter().chain(afxdp.iter().flat_map(|_| dp.cpus().iter())).copied().collect(),
@@ -282,8 +284,8 @@ fn worker_cpus(pin: PinMode, workers: usize, allowed: &[usize]) -> (Vec<usize>, 
 /// the worker, which forwards just as correctly but without per-call affinity.
 /// With the AF_XDP data path (`afxdp`), its program owns the interface and
 /// the socket path keeps only the reuseport selector. The XDP program's
-/// shield stage gets `shield` (the policy at start; reloads and runtime bans
-/// apply in the workers only: docs/shield.md).
+/// shield stage starts with `shield`; the control plane keeps it current
+/// (reloads, runtime bans: docs/shield.md).
 fn attach_steering(
     config: &Config,
     sockets: &[Vec<std::net::UdpSocket>],

@@ -65,6 +65,7 @@ impl Lab {
             afxdp: None,
             shield,
             offenders,
+            xdp_shield: None,
             streams: None,
             stun: None,
             links: None,

@@ -490,3 +490,85 @@ fn shield_xsk_program_drops_blocked_sources() {
     assert_eq!((sum(|c| c.shield_blocked), sum(|c| c.shield_rate_limited)), (2, 0));
     assert_eq!(sum(|c| c.passed[PassReason::NoSocket as usize]), 2);
 }
+
+/// Runtime bans and reloads reach the tries: each publish rewrites the copy
+/// not in force and flips to it, so the lists alternate between the two
+/// copies; a ban drops (counted in its own slot), a lifted ban passes, the
+/// config's block list stays through every flip, and a ban inside an
+/// allowed prefix is left out.
+#[test]
+fn shield_bans_published_into_the_tries_and_counted_per_ban() {
+    let mut p = shielded(&block_policy());
+    let policy = block_policy();
+    let m = invite("Call-ID: ban@x", 0);
+    let ban = |s: &str, slot| (Prefix::parse(s).unwrap(), slot);
+    for round in 0..3 {
+        p.set_shield_with_bans(&policy, &[ban("198.51.100.7", 3), ban("2001:db8:77::/48", 4), ban("192.0.2.131", 5)])
+            .expect("publish bans");
+        assert_eq!(p.run(&v4("198.51.100.7").build(&m)).unwrap(), Verdict::Blocked, "round {round}");
+        assert_eq!(p.run(&v6("2001:db8:77::1").build(&m)).unwrap(), Verdict::Blocked, "round {round}");
+        assert_eq!(p.run(&v4("192.0.2.7").build(&m)).unwrap(), Verdict::Blocked, "config block, round {round}");
+        expect_steered(&p, &v4("192.0.2.131").build(&m), b"ban@x", 2);
+        let x = p.shield().expect("shield maps");
+        assert_eq!((x.hits(3), x.hits(4), x.hits(5)), (round + 1, 1, 0), "per-ban counts, round {round}");
+        // Lifted: passes again; the block list does not.
+        p.set_shield_with_bans(&policy, &[ban("2001:db8:77::/48", 4)]).expect("publish");
+        expect_steered(&p, &v4("198.51.100.7").build(&m), b"ban@x", 2);
+        assert_eq!(p.run(&v6("2001:db8:77::2").build(&m)).unwrap(), Verdict::Blocked);
+        assert_eq!(p.run(&v4("192.0.2.8").build(&m)).unwrap(), Verdict::Blocked);
+        let x = p.shield().unwrap();
+        assert_eq!(x.hits(4), 2);
+        x.reset_hits(4).unwrap();
+        assert_eq!(x.hits(4), 0);
+        assert_eq!(x.hits(0), 2, "the config's block list counts in slot 0");
+        x.reset_hits(0).unwrap();
+    }
+    // A reload that drops the block list (no bans, no rate) turns the stage off.
+    p.set_shield_with_bans(&ShieldPolicy::default(), &[]).unwrap();
+    expect_steered(&p, &v4("192.0.2.7").build(&m), b"ban@x", 2);
+}
+
+/// A source over its rate is reported in SHIELD_OVER once per report
+/// interval (so a sustained flood held in XDP can still be banned); the
+/// control plane takes the reports and the map is empty after.
+#[test]
+fn shield_over_rate_sources_reported_for_bans() {
+    let policy = ShieldPolicy { rate: Some(Rate { per_sec: 10, burst: 5 }), ..ShieldPolicy::default() };
+    let p = shielded(&policy);
+    let m = invite("Call-ID: over@x", 0);
+    p.bench(&v4("203.0.113.50").build(&m), 1000).expect("repeat run");
+    p.bench(&v6("2001:db8::50").build(&m), 1000).expect("repeat run");
+    // Within the burst: never reported.
+    p.bench(&v4("203.0.113.51").build(&m), 5).expect("repeat run");
+    let x = p.shield().expect("shield maps");
+    let mut over = Vec::new();
+    x.take_over_rate(&mut over);
+    over.sort();
+    let want: Vec<IpAddr> = vec!["203.0.113.50".parse().unwrap(), "2001:db8::50".parse().unwrap()];
+    assert_eq!(over, want, "each flooding source once (the 1,000 runs take well under 250 ms)");
+    over.clear();
+    x.take_over_rate(&mut over);
+    assert!(over.is_empty(), "taken: {over:?}");
+}
+
+/// `new_sources`: sources not followed yet are admitted at that rate (per
+/// CPU); past its burst a new source is dropped as rate limited, while a
+/// source already followed goes on within its own rate.
+#[test]
+fn shield_new_sources_limited_while_known_ones_pass() {
+    let policy = ShieldPolicy {
+        rate: Some(Rate { per_sec: 10, burst: 5 }),
+        new_sources: Some(Rate { per_sec: 1, burst: 3 }),
+        ..ShieldPolicy::default()
+    };
+    let p = shielded(&policy);
+    let m = invite("Call-ID: new@x", 0);
+    // Known before the spoofed burst.
+    expect_steered(&p, &v4("192.0.2.1").build(&m), b"new@x", 2);
+    // The test runs may land on either CPU: each has its own budget of 3 (one spent above, maybe).
+    let verdicts: Vec<Verdict> = (10..40).map(|i| p.run(&v4(&format!("198.18.0.{i}")).build(&m)).unwrap()).collect();
+    let limited = verdicts.iter().filter(|v| **v == Verdict::RateLimited).count();
+    assert!((30 - 6..=30 - 2).contains(&limited), "{limited} of 30 new sources limited: {verdicts:?}");
+    // The known source is not a new source: it goes on.
+    expect_steered(&p, &v4("192.0.2.1").build(&m), b"new@x", 2);
+}

@@ -19,6 +19,19 @@ pub struct Stats {
     pub reload_failures: u64,
     pub workers: Vec<WorkerStats>,
     pub backends: Vec<BackendStats>,
+    /// The XDP program on the interface, accounted, when one runs.
+    #[serde(default)]
+    pub xdp_account: Option<XdpAccount>,
+}
+
+/// `/stats`' `xdp_account` (`sip-lb/src/control/account.rs`).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct XdpAccount {
+    pub received: u64,
+    pub forwarded: u64,
+    pub passed: u64,
+    pub dropped: u64,
+    pub unaccounted: i64,
 }
 
 /// One worker of `/stats`.
@@ -38,6 +51,9 @@ pub struct WorkerStats {
     /// (reason, count) of what the shield dropped.
     #[serde(default)]
     pub shield_drops: Vec<(String, u64)>,
+    /// Received but counted as nothing else (0 at rest).
+    #[serde(default)]
+    pub unaccounted: i64,
 }
 
 /// One entry of `/backends` (and of `/stats`' `backends`).
@@ -65,6 +81,11 @@ impl Stats {
     /// Datagrams received, summed over workers.
     pub fn rx_datagrams(&self) -> u64 {
         self.workers.iter().map(|w| w.rx_datagrams).sum()
+    }
+
+    /// Every worker's and the XDP program's `unaccounted` (all 0 at rest).
+    pub fn unaccounted(&self) -> Vec<i64> {
+        self.workers.iter().map(|w| w.unaccounted).chain(self.xdp_account.iter().map(|x| x.unaccounted)).collect()
     }
 
     /// Requests forwarded, summed over workers.

@@ -6,6 +6,7 @@
 //!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab;
 //! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages;
 //!   [`certs`]: test certificates made with openssl.
+//! - [`nslb`]: sip-lb with XDP on a veth in a namespace, a peer namespace for its clients.
 
 pub mod afxdp;
 pub mod certs;
@@ -14,6 +15,7 @@ pub mod lab;
 pub mod lb;
 pub mod metrics;
 pub mod netns;
+pub mod nslb;
 pub mod ports;
 pub mod process;
 pub mod prometheus;

@@ -58,6 +58,10 @@ fn scanners_are_banned_and_bans_are_managed_at_runtime() -> Result<()> {
     // A reload keeps the ban.
     lb.cli(&["reload"])?;
     ensure!(!gets_through(&scanner, &backend, listen, "after-reload")?, "the ban did not survive a reload");
+    // `sip-lb bans` counts what the ban dropped: the two requests since.
+    let listing = cli(&["bans"])?;
+    let packets = listing.lines().find(|l| l.starts_with(SCANNER)).and_then(|l| l.split_whitespace().last());
+    ensure!(packets == Some("2"), "per-ban packets: {listing}");
 
     let lifted = cli(&["unblock", SCANNER])?;
     ensure!(lifted.contains("lifted"), "{lifted}");
@@ -76,6 +80,7 @@ fn scanners_are_banned_and_bans_are_managed_at_runtime() -> Result<()> {
     let stats = lb.control.stats()?;
     ensure!(stats.shield_dropped("scanner") == 1, "{stats:?}");
     ensure!(stats.shield_dropped("banned") == 3, "banned drops: {stats:?}");
+    ensure!(stats.unaccounted().iter().all(|&u| u == 0), "unaccounted: {stats:?}");
     lb.stop()?;
     eprintln!("scanner banned {banned_after:?} after its request");
     Ok(())

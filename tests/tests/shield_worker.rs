@@ -68,6 +68,8 @@ fn the_shield_blocks_limits_and_accounts_for_every_datagram() -> Result<()> {
     wait_until(Duration::from_secs(3), || backend.count() >= 100 + u64::from(BURST))?;
     wait_until(Duration::from_secs(2), || replied.count() >= u64::from(REPLY_BURST))?;
     let stats = lb.control.stats()?;
+    // The control plane's view of the same invariant: `unaccounted` is 0 for every worker.
+    ensure!(stats.unaccounted().iter().all(|&u| u == 0), "unaccounted: {:?}: {stats:?}", stats.unaccounted());
     let shutdown = lb.stop()?;
     let (blocked_n, scanner_n) = (stats.shield_dropped("blocked"), stats.shield_dropped("scanner"));
     let (limited_n, reply_limited_n) = (stats.shield_dropped("rate_limited"), stats.shield_dropped("reply_limited"));

@@ -31,6 +31,11 @@ pub struct ShieldPolicy {
     pub reply_rate: Option<Rate>,
     /// Lower-case User-Agent fragments of known scanners.
     pub scanners: Vec<Box<[u8]>>,
+    /// Sources not seen before, admitted per second by the XDP stage (per
+    /// receiving CPU); `None`: any number. A spoofed flood is all new
+    /// sources: this holds it while the sources already followed (the
+    /// callers in progress) go on. Not applied by the workers.
+    pub new_sources: Option<Rate>,
 }
 
 /// Why the shield dropped a datagram.
@@ -134,6 +139,7 @@ mod tests {
             rate: Some(Rate { per_sec: 10, burst: 3 }),
             reply_rate: Some(Rate { per_sec: 1, burst: 2 }),
             scanners: scanner::DEFAULT_SCANNERS.iter().map(|s| s.as_bytes().into()).collect(),
+            new_sources: None,
         }
     }
 

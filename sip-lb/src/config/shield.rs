@@ -36,6 +36,9 @@ pub struct ShieldConfig {
     /// Ban a source that got this many final 4xx (not 401/407) from the farm
     /// within a minute (0: never).
     pub ban_after_failures: u32,
+    /// New sources admitted per second by the XDP stage (`new_sources_rate`,
+    /// `new_sources_burst`); `None`: any number (the default).
+    pub new_sources: Option<Rate>,
 }
 
 /// Default `ban_after_over_rate_seconds`.
@@ -56,6 +59,7 @@ impl Default for ShieldConfig {
             ban_seconds: DEFAULT_BAN_SECONDS,
             ban_after_over_rate_seconds: DEFAULT_BAN_AFTER_OVER_RATE_SECONDS,
             ban_after_failures: 0,
+            new_sources: None,
         }
     }
 }
@@ -76,6 +80,8 @@ pub(super) struct RawShield {
     ban_seconds: Option<Spanned<u64>>,
     ban_after_over_rate_seconds: Option<u64>,
     ban_after_failures: Option<u32>,
+    new_sources_rate: Option<Spanned<u32>>,
+    new_sources_burst: Option<Spanned<u32>>,
 }
 
 pub(super) fn parse(src: &str, raw: RawShield) -> Result<ShieldConfig, ConfigError> {
@@ -96,6 +102,14 @@ pub(super) fn parse(src: &str, raw: RawShield) -> Result<ShieldConfig, ConfigErr
         Some(n) => *n.get_ref(),
         None => DEFAULT_TRACKED_SOURCES,
     };
+    if let (Some(n), None) = (&raw.new_sources_rate, &raw.rate) {
+        return Err(ConfigError::at(
+            src,
+            Some(n.span()),
+            "shield.new_sources_rate",
+            "needs `rate`: only sources followed for their rate are known",
+        ));
+    }
     let mut scanners = Vec::new();
     for s in
         raw.scanners.unwrap_or_else(|| DEFAULT_SCANNERS.iter().map(|s| Spanned::new(0..0, s.to_string())).collect())
@@ -127,6 +141,7 @@ pub(super) fn parse(src: &str, raw: RawShield) -> Result<ShieldConfig, ConfigErr
         },
         ban_after_over_rate_seconds: raw.ban_after_over_rate_seconds.unwrap_or(DEFAULT_BAN_AFTER_OVER_RATE_SECONDS),
         ban_after_failures: raw.ban_after_failures.unwrap_or(0),
+        new_sources: limit(src, raw.new_sources_rate, raw.new_sources_burst, "shield.new_sources_burst", None)?,
     })
 }
 

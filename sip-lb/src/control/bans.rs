@@ -1,7 +1,9 @@
 //! Runtime bans: prefixes the operator blocked (`sip-lb block`) and sources
 //! the workers reported (a scanner's request), each until it expires or is
 //! lifted. Pure: the time is passed in. The control plane keeps them across
-//! reloads and publishes the set to the workers' shield when it changes.
+//! reloads and publishes the set to the workers' shield and the XDP tries
+//! when it changes. Each ban holds a hit slot while it lasts, where the
+//! workers and the XDP program count the datagrams they drop for it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -59,6 +61,8 @@ struct Ban {
     since: Instant,
     /// `None`: until lifted.
     until: Option<Instant>,
+    /// Where its drops are counted (`SHIELD_HITS`, `BanHits`).
+    slot: u32,
 }
 
 /// One ban as `GET /bans` and `sip-lb bans` show it.
@@ -69,6 +73,9 @@ pub struct BanView {
     pub age_s: f64,
     /// Seconds left; `None` until lifted.
     pub expires_in_s: Option<f64>,
+    /// Datagrams dropped for it since it began (XDP and workers).
+    #[serde(default)]
+    pub packets: u64,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +85,12 @@ pub struct Bans {
     over_rate: HashMap<IpAddr, (Instant, Instant)>,
     /// Failures in the current window: (window start, count).
     failures: HashMap<IpAddr, (Instant, u32)>,
+    /// Hit slots given back by lifted or expired bans.
+    free: Vec<u32>,
+    /// The next never-used slot (slot 0 is the config's block list).
+    next: u32,
+    /// Slots handed out since [`Bans::take_fresh`]: their counts start at 0.
+    fresh: Vec<u32>,
 }
 
 impl Bans {
@@ -98,7 +111,8 @@ impl Bans {
                 false
             }
             None => {
-                self.by_prefix.insert(prefix, Ban { reason, since: now, until });
+                let slot = self.slot();
+                self.by_prefix.insert(prefix, Ban { reason, since: now, until, slot });
                 true
             }
         }
@@ -142,16 +156,48 @@ impl Bans {
         self.add(prefix, reason, Some(rules.ban), now).then_some(reason)
     }
 
+    /// A free hit slot; past the last one, slot 0 (the ban's drops are then
+    /// counted with the config's blocks, not on their own).
+    fn slot(&mut self) -> u32 {
+        let s = match self.free.pop() {
+            Some(s) => s,
+            None if self.next + 1 < sip_lb_common::maps::SHIELD_HIT_SLOTS => {
+                self.next += 1;
+                self.next
+            }
+            None => return 0,
+        };
+        self.fresh.push(s);
+        s
+    }
+
+    fn release(&mut self, b: &Ban) {
+        if b.slot != 0 {
+            self.free.push(b.slot);
+        }
+    }
+
+    /// The slots handed out since the last call: their counters must be
+    /// zeroed before the bans are published.
+    pub fn take_fresh(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.fresh)
+    }
+
     /// Lifts the ban of exactly `prefix`; true if there was one.
     pub fn remove(&mut self, prefix: &Prefix) -> bool {
-        self.by_prefix.remove(prefix).is_some()
+        let Some(b) = self.by_prefix.remove(prefix) else { return false };
+        self.release(&b);
+        true
     }
 
     /// Drops the bans that ended by `now`; true if any did.
     pub fn expire(&mut self, now: Instant) -> bool {
-        let before = self.by_prefix.len();
-        self.by_prefix.retain(|_, b| b.until.is_none_or(|u| u > now));
-        self.by_prefix.len() != before
+        let ended: Vec<Prefix> =
+            self.by_prefix.iter().filter(|(_, b)| b.until.is_some_and(|u| u <= now)).map(|(p, _)| *p).collect();
+        for p in &ended {
+            self.remove(p);
+        }
+        !ended.is_empty()
     }
 
     pub fn len(&self) -> usize {
@@ -167,7 +213,14 @@ impl Bans {
         PrefixSet::new(self.by_prefix.keys().copied())
     }
 
-    pub fn list(&self, now: Instant) -> Vec<BanView> {
+    /// Each banned prefix with its hit slot (for the XDP tries and the
+    /// workers' `BanSet`).
+    pub fn entries(&self) -> Vec<(Prefix, u32)> {
+        self.by_prefix.iter().map(|(p, b)| (*p, b.slot)).collect()
+    }
+
+    /// The bans as listed; `packets(slot)` is what was dropped for a slot.
+    pub fn list(&self, now: Instant, packets: impl Fn(u32) -> u64) -> Vec<BanView> {
         self.by_prefix
             .iter()
             .map(|(p, b)| BanView {
@@ -175,6 +228,7 @@ impl Bans {
                 reason: b.reason,
                 age_s: now.saturating_duration_since(b.since).as_secs_f64(),
                 expires_in_s: b.until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
+                packets: if b.slot == 0 { 0 } else { packets(b.slot) },
             })
             .collect()
     }
@@ -240,12 +294,13 @@ mod tests {
         assert!(b.add(p("198.51.100.0/24"), BanReason::Operator, None, t0));
         assert!(b.set().contains("198.51.100.9".parse().unwrap()));
         assert!(!b.expire(t0 + Duration::from_secs(9)), "the shorter re-ban did not shorten it");
-        let v = b.list(t0 + Duration::from_secs(4));
+        let v = b.list(t0 + Duration::from_secs(4), |slot| u64::from(slot) * 10);
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].prefix, "192.0.2.7/32");
         assert_eq!(v[0].reason, BanReason::Scanner);
         assert_eq!(v[0].expires_in_s, Some(6.0));
         assert_eq!(v[1].expires_in_s, None);
+        assert_eq!((v[0].packets, v[1].packets), (10, 20), "each ban its own slot");
         assert!(b.expire(t0 + Duration::from_secs(10)));
         assert!(!b.set().contains("192.0.2.7".parse().unwrap()));
         // The operator's ban outlives everything until lifted.
@@ -262,6 +317,19 @@ mod tests {
         b.add(p("192.0.2.7"), BanReason::Scanner, Some(Duration::from_secs(10)), t0);
         b.add(p("192.0.2.7"), BanReason::Operator, None, t0);
         assert!(!b.expire(t0 + Duration::from_secs(60)));
-        assert_eq!(b.list(t0)[0].reason, BanReason::Operator);
+        assert_eq!(b.list(t0, |_| 0)[0].reason, BanReason::Operator);
+    }
+
+    #[test]
+    fn slots_are_reused_and_handed_out_fresh() {
+        let t0 = Instant::now();
+        let mut b = Bans::default();
+        b.add(p("192.0.2.1"), BanReason::Operator, None, t0);
+        b.add(p("192.0.2.2"), BanReason::Operator, Some(Duration::from_secs(1)), t0);
+        assert_eq!(b.take_fresh(), vec![1, 2]);
+        assert!(b.expire(t0 + Duration::from_secs(1)));
+        b.add(p("192.0.2.3"), BanReason::Operator, None, t0);
+        assert_eq!(b.take_fresh(), vec![2], "the expired ban's slot, to be zeroed");
+        assert_eq!(b.entries(), vec![(p("192.0.2.1"), 1), (p("192.0.2.3"), 2)]);
     }
 }

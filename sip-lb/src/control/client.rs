@@ -114,11 +114,12 @@ pub async fn bans(addr: SocketAddr) -> Result<String> {
         bail!("{}", api_error(status, &body));
     }
     let list: Vec<super::bans::BanView> = serde_json::from_slice(&body)?;
-    let mut out = format!("{:<44} {:<9} {:>10} {:>12}\n", "PREFIX", "REASON", "AGE_S", "EXPIRES_IN_S");
+    let mut out =
+        format!("{:<44} {:<9} {:>10} {:>12} {:>12}\n", "PREFIX", "REASON", "AGE_S", "EXPIRES_IN_S", "PACKETS");
     for b in &list {
         let reason = serde_json::to_value(b.reason)?.as_str().unwrap_or("").to_owned();
         let expires = b.expires_in_s.map_or("never".into(), |s| format!("{s:.0}"));
-        out += &format!("{:<44} {:<9} {:>10.0} {:>12}\n", b.prefix, reason, b.age_s, expires);
+        out += &format!("{:<44} {:<9} {:>10.0} {:>12} {:>12}\n", b.prefix, reason, b.age_s, expires, b.packets);
     }
     out += &format!("{} ban(s)\n", list.len());
     Ok(out)

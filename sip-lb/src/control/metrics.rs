@@ -93,6 +93,7 @@ impl Collector for Scrape {
         config_families(e, s)?;
         worker_traffic(e, s)?;
         worker_replies_and_drops(e, s, xdp_shield_drops(s, self.xdp.as_ref()))?;
+        unaccounted(e, s)?;
         backend_traffic(e, s)?;
         backend_state(e, s)?;
         backend_probes(e, s)?;
@@ -230,6 +231,24 @@ fn worker_replies_and_drops(
                     (vec![("stage", "xdp".to_owned()), ("reason", reason.to_owned())], ConstCounter::new(n))
                 })
             })),
+    )
+}
+
+/// The accounting invariant (`account.rs`): per worker and for the XDP
+/// program, datagrams received but counted as nothing else; 0 at rest.
+fn unaccounted(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fmt::Error> {
+    let workers = s.workers.iter().map(|w| {
+        let mut l = worker_labels(w);
+        l.push(("stage", "worker".to_owned()));
+        (l, ConstGauge::new(w.unaccounted))
+    });
+    let xdp = s.xdp_account.iter().map(|x| (vec![("stage", "xdp".to_owned())], ConstGauge::new(x.unaccounted)));
+    family(
+        e,
+        "sip_lb_unaccounted",
+        "Datagrams received but not counted as forwarded, replied, dropped or passed (0 at rest)",
+        MetricType::Gauge,
+        workers.chain(xdp),
     )
 }
 
@@ -509,6 +528,9 @@ mod tests {
             replies: vec![("483".into(), base + 8), ("503".into(), base + 9)],
             drops: vec![("parse".into(), base + 10), ("loop".into(), base + 11)],
             shield_drops: vec![("blocked".into(), base + 12), ("rate_limited".into(), base + 13)],
+            stun: 0,
+            relay_dropped: 0,
+            unaccounted: base as i64 - 100,
         };
         let backend = |addr: &str, pools: Vec<(String, u32)>, state: &str, healthy, base: u64, rtt| BackendSnapshot {
             addr: addr.parse().unwrap(),
@@ -541,6 +563,7 @@ mod tests {
             afxdp: Some(afxdp()),
             shield_bans: 4,
             udp_in_csum_errors: 5,
+            xdp_account: Some(crate::control::account::XdpAccount { unaccounted: 7, ..Default::default() }),
         }
     }
 

@@ -16,6 +16,7 @@
 //! - [`api`]: the HTTP server (`/metrics` and the admin endpoints).
 //! - [`client`]: the CLI side (`sip-lb backends|drain|enable|reload|top`).
 //! - [`top`]: the live terminal view.
+pub mod account;
 pub mod api;
 pub mod bans;
 pub mod client;
@@ -71,6 +72,9 @@ pub struct Setup {
     /// sources they report.
     pub shield: SharedShield,
     pub offenders: crossbeam::channel::Receiver<(std::net::IpAddr, crate::dataplane::Offence)>,
+    /// The attached XDP program's shield maps (bans and reloads are written
+    /// there too), when an XDP program runs on `iface`.
+    pub xdp_shield: Option<Arc<crate::xdp::shield::XdpShield>>,
     /// The TCP/TLS layer's counters, when it runs.
     pub streams: Option<Arc<crate::stream::stats::StreamStats>>,
     /// STUN counters, when `stun = true`.
@@ -90,6 +94,7 @@ pub struct Control {
     afxdp: Option<AfxdpReader>,
     shield: SharedShield,
     offenders: crossbeam::channel::Receiver<(std::net::IpAddr, crate::dataplane::Offence)>,
+    xdp_shield: Option<Arc<crate::xdp::shield::XdpShield>>,
     /// Runtime bans, kept across reloads.
     bans: Mutex<bans::Bans>,
     /// The kernel's UDP checksum errors, watched while XDP is attached.
@@ -128,7 +133,8 @@ impl std::fmt::Display for UnknownBackend {
 impl Control {
     /// Takes over the running Plan: publishes it again with backend states.
     pub fn new(setup: Setup) -> Arc<Control> {
-        let Setup { args, config, plan, workers, cpus, xdp, afxdp, shield, offenders, streams, stun, links } = setup;
+        let Setup { args, config, plan, workers, cpus, xdp, afxdp, shield, offenders, xdp_shield, streams, stun, links } =
+            setup;
         // Tokens start at a time-derived value so a restarted sip-lb does not
         // take a late answer to its predecessor's probe for its own.
         let token_seed =
@@ -142,6 +148,7 @@ impl Control {
             afxdp,
             shield,
             offenders,
+            xdp_shield,
             bans: Mutex::new(bans::Bans::default()),
             csum: Mutex::new(csum::CsumWatch::default()),
             streams,
@@ -175,23 +182,46 @@ impl Control {
         self.bans.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bans what the workers reported (for `[shield] ban_seconds`): a
-    /// scanner at once, a source over its rate for `ban_after_over_rate_seconds`,
-    /// one with `ban_after_failures` final 4xx within a minute. Lifts expired
-    /// bans and publishes the set if it changed.
+    /// Bans what the workers and the XDP program reported (for `[shield]
+    /// ban_seconds`): a scanner at once, a source over its rate for
+    /// `ban_after_over_rate_seconds`, one with `ban_after_failures` final 4xx
+    /// within a minute. Lifts expired bans and publishes the set if it changed.
     pub fn ban_offenders(&self) {
         let now = Instant::now();
         let rules = bans::Rules::from(&self.lock().config.shield);
+        // Over-rate floods the XDP stage held back never reach the workers.
+        let mut over = Vec::new();
+        if let Some(x) = &self.xdp_shield {
+            x.take_over_rate(&mut over);
+        }
         let mut bans = self.lock_bans();
         let mut changed = bans.expire(now);
-        while let Ok((src, what)) = self.offenders.try_recv() {
+        let reported = over.into_iter().map(|src| (src, crate::dataplane::Offence::OverRate));
+        for (src, what) in reported.chain(std::iter::from_fn(|| self.offenders.try_recv().ok())) {
             if let Some(reason) = bans.offence(src, what, &rules, now) {
                 tracing::warn!(source = %src, ?reason, seconds = rules.ban.as_secs(), "shield: banned");
                 changed = true;
             }
         }
         if changed {
-            self.shield.bans.store(Arc::new(bans.set()));
+            self.publish_bans(&mut bans);
+        }
+    }
+
+    /// Publishes the bans to the workers and the XDP tries (with the running
+    /// policy), their new slots zeroed first.
+    fn publish_bans(&self, bans: &mut bans::Bans) {
+        let fresh = bans.take_fresh();
+        for &slot in &fresh {
+            self.shield.ban_hits.reset(slot);
+        }
+        let entries = bans.entries();
+        self.shield.bans.store(Arc::new(crate::dataplane::BanSet::new(&entries)));
+        if let Some(x) = &self.xdp_shield {
+            let written = fresh.iter().try_for_each(|&s| x.reset_hits(s));
+            if let Err(e) = written.and_then(|()| x.publish(&self.plan.load().shield, &entries)) {
+                tracing::error!("shield: the XDP stage keeps its previous lists (the workers apply the new): {e:#}");
+            }
         }
     }
 
@@ -199,14 +229,14 @@ impl Control {
     pub fn block(&self, prefix: sip_lb_proto::shield::Prefix, duration: Option<std::time::Duration>) {
         let mut bans = self.lock_bans();
         bans.add(prefix, bans::BanReason::Operator, duration, Instant::now());
-        self.shield.bans.store(Arc::new(bans.set()));
+        self.publish_bans(&mut bans);
     }
 
     /// `sip-lb unblock`: lifts the ban of exactly `prefix`; false if none.
     pub fn unblock(&self, prefix: &sip_lb_proto::shield::Prefix) -> bool {
         let mut bans = self.lock_bans();
         let lifted = bans.remove(prefix);
-        self.shield.bans.store(Arc::new(bans.set()));
+        self.publish_bans(&mut bans);
         lifted
     }
 
@@ -227,7 +257,8 @@ impl Control {
     }
 
     pub fn bans(&self) -> Vec<bans::BanView> {
-        self.lock_bans().list(Instant::now())
+        let xdp = |slot| self.xdp_shield.as_ref().map_or(0, |x| x.hits(slot));
+        self.lock_bans().list(Instant::now(), |slot| self.shield.ban_hits.get(slot) + xdp(slot))
     }
 
     /// Sums of (requests, responses) over workers for a counter slot.
@@ -292,6 +323,8 @@ impl Control {
             inner.backends.reset_health();
         }
         self.publish(&inner);
+        // The XDP tries follow the new block and allow lists and rate.
+        self.publish_bans(&mut self.lock_bans());
         self.probing_changed.notify_one();
         let g = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(

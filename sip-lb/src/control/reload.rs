@@ -42,6 +42,7 @@ fn shield(config: &Config) -> sip_lb_proto::shield::ShieldPolicy {
         rate: s.rate,
         reply_rate: s.reply_rate,
         scanners: s.scanners.iter().map(|p| p.as_bytes().into()).collect(),
+        new_sources: s.new_sources,
     }
 }
 

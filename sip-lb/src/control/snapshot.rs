@@ -25,6 +25,9 @@ pub struct Snapshot {
     /// The kernel's `Udp: InCsumErrors` at the last reading (this namespace).
     #[serde(default)]
     pub udp_in_csum_errors: u64,
+    /// The XDP program on the interface, accounted (`account.rs`), when one runs.
+    #[serde(default)]
+    pub xdp_account: Option<super::account::XdpAccount>,
 }
 
 pub use crate::dataplane::afxdp::stats::{AfxdpQueueSnapshot, AfxdpSnapshot, AfxdpWorkerSnapshot};
@@ -47,6 +50,14 @@ pub struct WorkerSnapshot {
     /// (reason; count) of datagrams and replies the shield dropped.
     #[serde(default)]
     pub shield_drops: Vec<(String, u64)>,
+    /// STUN requests handled, and flow messages the relay could not queue.
+    #[serde(default)]
+    pub stun: u64,
+    #[serde(default)]
+    pub relay_dropped: u64,
+    /// Received but not counted as any of the above (0 at rest: `account.rs`).
+    #[serde(default)]
+    pub unaccounted: i64,
 }
 
 impl WorkerSnapshot {
@@ -97,6 +108,9 @@ impl Control {
                     .iter()
                     .map(|r| (r.name().to_owned(), w.shield_drops[r.index()].get()))
                     .collect(),
+                stun: w.stun.get(),
+                relay_dropped: w.relay_dropped.get(),
+                unaccounted: w.unaccounted(),
             })
             .collect();
         let inner = self.lock();
@@ -129,14 +143,20 @@ impl Control {
                 }
             })
             .collect();
+        let afxdp = self.afxdp.as_ref().map(|read| read());
+        let xdp_account = match &afxdp {
+            Some(a) => Some(super::account::XdpAccount::afxdp(a)),
+            None => self.xdp_counters().and_then(|c| c.xdp.as_ref().map(super::account::XdpAccount::steering)),
+        };
         Snapshot {
             generation: self.generation(),
             reload_failures: self.reload_failures.load(std::sync::atomic::Ordering::Relaxed),
             workers,
             backends,
-            afxdp: self.afxdp.as_ref().map(|read| read()),
+            afxdp,
             shield_bans: self.lock_bans().len() as u64,
             udp_in_csum_errors: self.csum_errors(),
+            xdp_account,
         }
     }
 

@@ -11,6 +11,7 @@
 //! would leave its reuseport sockets behind to black-hole its share of
 //! Call-IDs.
 pub mod afxdp;
+pub mod banset;
 pub mod stats;
 pub mod worker;
 
@@ -24,9 +25,10 @@ use arc_swap::ArcSwap;
 
 use crate::fault::{self, Fault};
 use crate::stream::relay::Relay;
+pub use banset::{BanHits, BanSet};
 use sip_lb_proto::balance::Router;
 use sip_lb_proto::proxy::Proxy;
-use sip_lb_proto::shield::{PrefixSet, Shield, ShieldPolicy};
+use sip_lb_proto::shield::{Shield, ShieldPolicy};
 pub use stats::StunStats;
 
 pub use stats::{Counters, WorkerStats};
@@ -47,12 +49,14 @@ pub type SharedPlan = Arc<ArcSwap<Plan>>;
 
 /// The shield's state shared by every worker of both data paths: the
 /// per-source buckets (a source's limit is one limit) and the one clock they
-/// count in, the runtime bans the control plane publishes, and the queue on
-/// which workers report sources to ban (scanners).
+/// count in, the runtime bans the control plane publishes with the drops
+/// counted per ban, and the queue on which workers report sources to ban
+/// (scanners).
 #[derive(Clone)]
 pub struct SharedShield {
     pub buckets: Arc<Shield>,
-    pub bans: Arc<ArcSwap<PrefixSet>>,
+    pub bans: Arc<ArcSwap<BanSet>>,
+    pub ban_hits: Arc<BanHits>,
     offenders: crossbeam::channel::Sender<(IpAddr, Offence)>,
     epoch: std::time::Instant,
 }
@@ -80,7 +84,8 @@ impl SharedShield {
         let (offenders, rx) = crossbeam::channel::bounded(OFFENDER_QUEUE);
         let s = SharedShield {
             buckets: Arc::new(buckets),
-            bans: Arc::new(ArcSwap::from_pointee(PrefixSet::default())),
+            bans: Arc::new(ArcSwap::from_pointee(BanSet::default())),
+            ban_hits: Arc::default(),
             offenders,
             epoch: std::time::Instant::now(),
         };
@@ -98,13 +103,13 @@ impl SharedShield {
     pub fn admit(
         &self,
         policy: &ShieldPolicy,
-        bans: &PrefixSet,
+        bans: &BanSet,
         src: SocketAddr,
         datagram: &[u8],
         now_ns: u64,
         stats: &Counters,
     ) -> bool {
-        match self.buckets.check(policy, bans, src.ip(), datagram, now_ns) {
+        match self.buckets.check(policy, &bans.set, src.ip(), datagram, now_ns) {
             Ok(()) => true,
             Err(why) => {
                 stats.shield_drops[why.index()].add(1);
@@ -112,6 +117,11 @@ impl SharedShield {
                 match why {
                     ShieldDrop::Scanner => self.report(src.ip(), Offence::Scanner),
                     ShieldDrop::RateLimited => self.report(src.ip(), Offence::OverRate),
+                    ShieldDrop::Banned => {
+                        if let Some(slot) = bans.slot_of(src.ip()) {
+                            self.ban_hits.add(slot);
+                        }
+                    }
                     _ => {}
                 }
                 false

@@ -52,6 +52,11 @@ pub struct Counters {
     pub backend_requests: [Counter; MAX_BACKENDS],
     /// Responses relayed from each backend (the response's source address).
     pub backend_responses: [Counter; MAX_BACKENDS],
+    /// STUN requests handled (answered, or not answerable); an answer the
+    /// reply limit held back counts as a shield drop instead.
+    pub stun: Counter,
+    /// Flow (TCP/TLS) messages the relay could not queue on their connection.
+    pub relay_dropped: Counter,
 }
 
 impl Default for Counters {
@@ -69,6 +74,8 @@ impl Default for Counters {
             shield_drops: [const { Counter::zero() }; ShieldDrop::ALL.len()],
             backend_requests: [const { Counter::zero() }; MAX_BACKENDS],
             backend_responses: [const { Counter::zero() }; MAX_BACKENDS],
+            stun: Counter::zero(),
+            relay_dropped: Counter::zero(),
         }
     }
 }
@@ -149,6 +156,21 @@ impl Counters {
 
     pub fn shield_drops_total(&self) -> u64 {
         self.shield_drops.iter().map(Counter::get).sum()
+    }
+
+    /// Received datagrams not (yet) counted as forwarded, replied, dropped
+    /// (by the core, the shield or the relay) or handled as STUN: 0 at rest;
+    /// while a batch is in flight, up to its size (the batch is counted as
+    /// received first). Negative would mean a datagram counted twice.
+    pub fn unaccounted(&self) -> i64 {
+        let accounted = self.requests_forwarded.get()
+            + self.responses_forwarded.get()
+            + self.replies_total()
+            + self.drops_total()
+            + self.shield_drops_total()
+            + self.stun.get()
+            + self.relay_dropped.get();
+        self.rx_datagrams.get() as i64 - accounted as i64
     }
 }
 

@@ -86,6 +86,9 @@ impl Worker {
         let stats = &self.stats;
         let mut tx_bytes = 0u64;
         let mut rx_bytes = 0u64;
+        // Received first, so that a reader never sees more accounted for
+        // than received (`Counters::unaccounted`).
+        stats.rx_datagrams.add(n as u64);
         for i in 0..n {
             let (data, src, truncated) = rx.get(i);
             rx_bytes += data.len() as u64;
@@ -108,11 +111,14 @@ impl Worker {
                 if outcome == sip_lb_proto::stun::Outcome::Answered {
                     // A STUN answer is a stateless reply like any other.
                     if shield.may_reply(&plan.shield, src.ip(), now_ns) {
+                        stats.stun.add(1);
                         tx_bytes += out.len() as u64;
                         tx.commit(src, on);
                     } else {
                         stats.shield_drops[ShieldDrop::ReplyLimited.index()].add(1);
                     }
+                } else {
+                    stats.stun.add(1);
                 }
                 continue;
             }
@@ -134,11 +140,12 @@ impl Worker {
                     },
                 };
                 if let Some(queued) = taken {
-                    let c = match what {
-                        Forwarded::Response => &stats.responses_forwarded,
-                        Forwarded::Request => &stats.requests_forwarded,
+                    let c = match (queued, what) {
+                        (false, _) => &stats.relay_dropped,
+                        (true, Forwarded::Response) => &stats.responses_forwarded,
+                        (true, Forwarded::Request) => &stats.requests_forwarded,
                     };
-                    c.add(u64::from(queued));
+                    c.add(1);
                     continue;
                 }
                 // A backend reached over a connection (`stream::links`).
@@ -171,7 +178,6 @@ impl Worker {
                 Action::Drop(reason) => stats.drops[reason.index()].add(1),
             }
         }
-        stats.rx_datagrams.add(n as u64);
         stats.rx_bytes.add(rx_bytes);
         stats.tx_bytes.add(tx_bytes);
     }

@@ -30,6 +30,7 @@ mod counters;
 pub mod frame;
 mod mode;
 mod object;
+pub mod shield;
 mod testrun;
 pub mod xsk;
 
@@ -55,6 +56,8 @@ pub use testrun::{Verdict, XdpTestProgram};
 pub struct Steering {
     ebpf: Ebpf,
     mode: SteeringMode,
+    /// The shield's maps, for the control plane.
+    shield: std::sync::Arc<shield::XdpShield>,
     /// A dup of worker 0's socket, to detach the reuseport program on drop.
     group: OwnedFd,
 }
@@ -71,8 +74,9 @@ impl Steering {
     /// - `redirect_above_pps`: XDP redirects only while the receiving CPU
     ///   sees more SIP datagrams per second than this (0: always); below it
     ///   the reuseport program alone keeps the affinity (`docs/xdp-steering.md`).
-    /// - `shield`: the policy the XDP program's shield stage applies (block,
-    ///   allow, rate; written once: reloads apply in the workers only).
+    /// - `shield`: the policy the XDP program's shield stage starts with
+    ///   (block, allow, rate); the control plane keeps it current through
+    ///   [`Steering::shield`].
     pub fn attach(
         iface: Option<&str>,
         sockets: &[BorrowedFd<'_>],
@@ -99,7 +103,7 @@ impl Steering {
         let mut ebpf = object::open()?;
         object::configure(&mut ebpf, worker_cpus, sip_ports)?;
         object::set_redirect_above(&mut ebpf, per_window(redirect_above_pps))?;
-        object::configure_shield(&mut ebpf, shield)?;
+        let shield = std::sync::Arc::new(object::configure_shield(&mut ebpf, shield)?);
         object::configure_sockets(&mut ebpf, sockets)?;
         let group = sockets[0].try_clone_to_owned().context("dup of worker 0's socket")?;
         object::load_reuseport(&mut ebpf)?.attach(&group).context("SO_ATTACH_REUSEPORT_EBPF on the workers' group")?;
@@ -120,12 +124,17 @@ impl Steering {
                 }
             }
         };
-        Ok(Steering { ebpf, mode, group })
+        Ok(Steering { ebpf, mode, shield, group })
     }
 
     /// The active mechanism (log it at start-up).
     pub fn mode(&self) -> SteeringMode {
         self.mode.clone()
+    }
+
+    /// The XDP program's shield maps, when it is attached to an interface.
+    pub fn shield(&self) -> Option<std::sync::Arc<shield::XdpShield>> {
+        (self.mode != SteeringMode::ReuseportOnly).then(|| self.shield.clone())
     }
 
     /// Per-CPU and summed counters of both programs.

@@ -4,18 +4,14 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use anyhow::{bail, ensure, Context as _};
 use aya::{
-    maps::{
-        lpm_trie::{Key, LpmTrie},
-        Array, CpuMap, ReusePortSockArray,
-    },
+    maps::{Array, CpuMap, ReusePortSockArray},
     programs::{SkReuseport, Xdp},
     Ebpf,
 };
-use sip_lb_common::maps::{
-    names, ShieldConfig, SteerConfig, CPU_MAP_QUEUE_SIZE, MAX_CPUS, MAX_WORKERS, SHIELD_ALLOW, SHIELD_BLOCK,
-    SHIELD_MAX_PREFIXES,
-};
-use sip_lb_proto::shield::{Prefix, ShieldPolicy};
+use sip_lb_common::maps::{names, SteerConfig, CPU_MAP_QUEUE_SIZE, MAX_CPUS, MAX_WORKERS};
+use sip_lb_proto::shield::ShieldPolicy;
+
+use super::shield::XdpShield;
 
 /// sip-lb-ebpf, built by `build.rs` into OUT_DIR.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-lb"));
@@ -111,60 +107,10 @@ pub(crate) fn configure_sockets(ebpf: &mut Ebpf, sockets: &[BorrowedFd<'_>]) -> 
     Ok(())
 }
 
-/// Writes the shield's XDP stage from `policy` (both programs read the same
-/// maps): the block and allow prefixes per family and the rate. The stage is
-/// off (no lookups) without block prefixes and rate. Written once: reloads
-/// and runtime bans apply in the workers only (`docs/shield.md`).
-pub(crate) fn configure_shield(ebpf: &mut Ebpf, policy: &ShieldPolicy) -> anyhow::Result<()> {
-    write_prefixes(ebpf, &shield_prefixes(policy))?;
-    let mut cfg = ShieldConfig::zeroed();
-    cfg.enabled = u32::from(!policy.block.is_empty() || policy.rate.is_some());
-    if let Some(rate) = policy.rate {
-        cfg.interval_ns = rate.interval_ns();
-        cfg.tolerance_ns = rate.tolerance_ns();
-    }
-    let mut config: Array<_, ShieldConfig> =
-        Array::try_from(ebpf.map_mut(names::SHIELD_CONFIG).context("SHIELD_CONFIG map")?)?;
-    config.set(0, cfg, 0).context("writing SHIELD_CONFIG")?;
-    Ok(())
-}
-
-/// Block and allow as one list of (prefix, `SHIELD_BLOCK`/`SHIELD_ALLOW`)
-/// whose longest match gives the policy's verdict: allow is checked first
-/// in the policy, so a blocked prefix covered by an allowed one (the same or
-/// a shorter prefix containing it) is left out; an allowed prefix inside a
-/// blocked one is the longer match anyway.
-pub(crate) fn shield_prefixes(policy: &ShieldPolicy) -> Vec<(Prefix, u8)> {
-    let allow = policy.allow.prefixes();
-    let covered = |b: &Prefix| allow.iter().any(|a| a.bits() <= b.bits() && a.contains(b.addr()));
-    let blocks = policy.block.prefixes().iter().filter(|b| !covered(b)).map(|b| (*b, SHIELD_BLOCK));
-    allow.iter().map(|a| (*a, SHIELD_ALLOW)).chain(blocks).collect()
-}
-
-fn write_prefixes(ebpf: &mut Ebpf, list: &[(Prefix, u8)]) -> anyhow::Result<()> {
-    use std::net::IpAddr;
-    let (v4, v6) = (names::SHIELD_PREFIXES_V4, names::SHIELD_PREFIXES_V6);
-    let (n4, n6) = list.iter().fold((0, 0), |(a, b), (p, _)| match p.addr() {
-        IpAddr::V4(_) => (a + 1, b),
-        IpAddr::V6(_) => (a, b + 1),
-    });
-    ensure!(
-        n4 <= SHIELD_MAX_PREFIXES && n6 <= SHIELD_MAX_PREFIXES,
-        "the shield's XDP stage holds {SHIELD_MAX_PREFIXES} prefixes per family ({n4} IPv4, {n6} IPv6 given)"
-    );
-    let mut t4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(ebpf.map_mut(v4).with_context(|| format!("{v4} map"))?)?;
-    for (p, v) in list {
-        if let IpAddr::V4(a) = p.addr() {
-            t4.insert(&Key::new(u32::from(p.bits()), a.octets()), v, 0)
-                .with_context(|| format!("adding {p} to {v4}"))?;
-        }
-    }
-    let mut t6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(ebpf.map_mut(v6).with_context(|| format!("{v6} map"))?)?;
-    for (p, v) in list {
-        if let IpAddr::V6(a) = p.addr() {
-            t6.insert(&Key::new(u32::from(p.bits()), a.octets()), v, 0)
-                .with_context(|| format!("adding {p} to {v6}"))?;
-        }
-    }
-    Ok(())
+/// Takes the shield's maps out of `ebpf` and writes `policy` into them (no
+/// bans yet): the XDP stage as the process starts.
+pub(crate) fn configure_shield(ebpf: &mut Ebpf, policy: &ShieldPolicy) -> anyhow::Result<XdpShield> {
+    let shield = XdpShield::take(ebpf)?;
+    shield.publish(policy, &[])?;
+    Ok(shield)
 }

@@ -37,6 +37,7 @@ pub enum Verdict {
 /// The XDP program loaded and configured, but not attached.
 pub struct XdpTestProgram {
     ebpf: Ebpf,
+    shield: Option<super::shield::XdpShield>,
 }
 
 impl XdpTestProgram {
@@ -46,7 +47,7 @@ impl XdpTestProgram {
         object::configure(&mut ebpf, worker_cpus, sip_ports)?;
         object::configure_cpu_map(&mut ebpf, worker_cpus)?;
         object::load_xdp(&mut ebpf)?;
-        Ok(Self { ebpf })
+        Ok(Self { ebpf, shield: None })
     }
 
     /// Sets the redirect threshold (SIP datagrams per CPU and rate window;
@@ -56,9 +57,27 @@ impl XdpTestProgram {
     }
 
     /// Writes the shield's XDP stage from `policy` (as `Steering::attach`
-    /// does; once per loaded program: the tries are only added to).
+    /// does), with no bans.
     pub fn set_shield(&mut self, policy: &ShieldPolicy) -> anyhow::Result<()> {
-        object::configure_shield(&mut self.ebpf, policy)
+        self.set_shield_with_bans(policy, &[])
+    }
+
+    /// Writes `policy` and the runtime `bans` (prefix, hit slot), as the
+    /// control plane does on a ban or reload.
+    pub fn set_shield_with_bans(
+        &mut self,
+        policy: &ShieldPolicy,
+        bans: &[(sip_lb_proto::shield::Prefix, u32)],
+    ) -> anyhow::Result<()> {
+        if self.shield.is_none() {
+            self.shield = Some(super::shield::XdpShield::take(&mut self.ebpf)?);
+        }
+        self.shield.as_ref().context("shield maps")?.publish(policy, bans)
+    }
+
+    /// The shield's maps (after a `set_shield*`).
+    pub fn shield(&self) -> Option<&super::shield::XdpShield> {
+        self.shield.as_ref()
     }
 
     fn prog(&self) -> anyhow::Result<&Xdp> {

@@ -21,6 +21,7 @@ use super::object;
 /// The loaded (and, after [`XskProgram::attach`], attached) program.
 pub struct XskProgram {
     ebpf: Ebpf,
+    shield: std::sync::Arc<super::shield::XdpShield>,
 }
 
 /// Where the program runs.
@@ -44,11 +45,12 @@ impl std::fmt::Display for XskAttach {
 impl XskProgram {
     /// Loads the program for `workers` workers, redirecting datagrams to
     /// `ports` at `addrs` (an unspecified address: any of its family),
-    /// dropping what `shield` blocks or rate-limits (its state at load).
+    /// dropping what `shield` blocks or rate-limits (at load; the control
+    /// plane keeps it current through [`XskProgram::shield`]).
     pub fn load(workers: usize, ports: &[u16], addrs: &[IpAddr], shield: &ShieldPolicy) -> anyhow::Result<XskProgram> {
         let mut ebpf = object::open()?;
         object::configure(&mut ebpf, &vec![0; workers], ports)?;
-        object::configure_shield(&mut ebpf, shield)?;
+        let shield = std::sync::Arc::new(object::configure_shield(&mut ebpf, shield)?);
         let mut map: HashMap<_, XskAddr, u8> =
             HashMap::try_from(ebpf.map_mut(names::XSK_ADDRS).context("XSK_ADDRS map")?)?;
         for a in addrs {
@@ -61,7 +63,12 @@ impl XskProgram {
         let prog: &mut Xdp =
             ebpf.program_mut(names::XSK_PROG).context("AF_XDP program missing from the object")?.try_into()?;
         prog.load().context("verifier rejected the AF_XDP program")?;
-        Ok(XskProgram { ebpf })
+        Ok(XskProgram { ebpf, shield })
+    }
+
+    /// The program's shield maps.
+    pub fn shield(&self) -> std::sync::Arc<super::shield::XdpShield> {
+        self.shield.clone()
     }
 
     /// Sends frames of RX queue `queue` to `socket` (an AF_XDP socket bound

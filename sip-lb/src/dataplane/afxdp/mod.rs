@@ -98,8 +98,8 @@ impl AfXdp {
         let mtu = sip_lb_afxdp::mtu(p.iface).with_context(|| format!("MTU of {}", p.iface))?;
         let ports: Vec<u16> = p.listen.iter().map(|l| l.addr.port()).collect();
         let addrs: Vec<_> = p.listen.iter().map(|l| l.addr.ip()).collect();
-        // The shield's XDP stage gets the policy at start; reloads and
-        // runtime bans apply in the workers.
+        // The shield's XDP stage starts with the policy at start; the
+        // control plane writes reloads and bans through `xdp_shield`.
         let mut program = XskProgram::load(workers, &ports, &addrs, &p.plan.load().shield)?;
         let cfg = QueueConfig { mode: p.mode, ..QueueConfig::default() };
         let mut queues = Vec::new();
@@ -186,6 +186,11 @@ impl AfXdp {
     }
 
     /// A reader of all its counters, for the control plane.
+    /// The program's shield maps, for the control plane.
+    pub fn xdp_shield(&self) -> Arc<crate::xdp::shield::XdpShield> {
+        self.program.shield()
+    }
+
     pub fn reader(&self) -> impl Fn() -> stats::AfxdpSnapshot + Send + Sync + 'static {
         let (queues, io, workers, program) =
             (self.queues.clone(), self.io.clone(), self.workers.clone(), self.program.clone());

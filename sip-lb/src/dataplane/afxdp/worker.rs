@@ -135,7 +135,7 @@ impl XskWorker {
     fn process(
         &self,
         plan: &crate::dataplane::Plan,
-        bans: &sip_lb_proto::shield::PrefixSet,
+        bans: &crate::dataplane::BanSet,
         job: Job,
         out: &mut Vec<u8>,
         ip_id: &mut u16,
