@@ -45,6 +45,7 @@ pub(crate) struct Draft {
     pub stun: bool,
     pub record_route: super::stream::RecordRoute,
     pub path: super::stream::PathMode,
+    pub cluster: super::ClusterConfig,
 }
 
 /// A listen entry before defaults: its advertise may be left out.
@@ -63,6 +64,8 @@ pub(crate) struct Spans {
     pub workers: Option<Span>,
     pub health: HealthSpans,
     pub pools: Vec<PoolSpans>,
+    /// Where each `[cluster] vip` was written.
+    pub cluster_vips: super::cluster::VipSpans,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +115,7 @@ struct RawConfig {
     stun: Option<bool>,
     record_route: Option<super::stream::RecordRoute>,
     path: Option<super::stream::PathMode>,
+    cluster: Option<super::cluster::RawCluster>,
 }
 
 #[derive(Deserialize)]
@@ -376,6 +380,9 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
     draft.stun = raw.stun.unwrap_or(false);
     draft.record_route = raw.record_route.unwrap_or_default();
     draft.path = raw.path.unwrap_or_default();
+    if let Some(raw) = raw.cluster {
+        (draft.cluster, spans.cluster_vips) = super::cluster::parse(src, raw)?;
+    }
 
     for p in raw.pool {
         let name = p.name.get_ref().clone();

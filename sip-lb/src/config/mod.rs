@@ -10,6 +10,7 @@
 
 mod addr;
 mod cli;
+mod cluster;
 mod error;
 mod file;
 mod secret;
@@ -22,6 +23,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
 pub use cli::RunArgs;
+pub use cluster::{ClusterConfig, DEFAULT_VIP_INTERFACE};
 pub use error::ConfigError;
 pub use shield::{ShieldConfig, DEFAULT_REPLY_RATE, DEFAULT_TRACKED_SOURCES};
 pub use stream::{parse_listen, ListenArg, PathMode, RecordRoute, StreamConfig, StreamListen, TlsConfig, Transport};
@@ -128,6 +130,8 @@ pub struct Config {
     /// Path with the flow token on REGISTERs from connections (`path`,
     /// default supported: when the UA supports it).
     pub path: PathMode,
+    /// The anycast VIP(s) this node announces (`[cluster]`).
+    pub cluster: ClusterConfig,
 }
 
 /// A socket to receive SIP on and the address sip-lb puts in its Via and

@@ -161,6 +161,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
     check_pools(&d.pools, &loc)?;
     check_families(&d.pools, &listen, &loc)?;
     check_streams(&d.streams, &listen, d.tls.is_some())?;
+    super::cluster::check_listen(&d.cluster, loc.src.map(|(src, s)| (src, &s.cluster_vips)), &listen)?;
 
     Ok(Config {
         listen,
@@ -182,6 +183,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         stun: d.stun,
         record_route: d.record_route,
         path: d.path,
+        cluster: d.cluster,
     })
 }
 
