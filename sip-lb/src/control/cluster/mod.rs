@@ -9,7 +9,8 @@
 //! - the loopback, from start to exit: the listen socket binds to it and
 //!   datagrams still routed here after a withdrawal are accepted and
 //!   forwarded (BIRD's `direct` protocol must not watch `lo`);
-//! - the announce interface, only while announced: workers running (the
+//! - the announce interface (a TUN device that dies with the process, so a
+//!   killed sip-lb is withdrawn at once), only while announced: workers running (the
 //!   control plane starts after them), at least one backend eligible, and no
 //!   `drain-node` under way.
 //!
@@ -41,6 +42,8 @@ pub struct Cluster {
     vips: Vec<IpAddr>,
     interface: String,
     netlink: Mutex<Netlink>,
+    /// Keeps the announce interface alive (`Netlink::create_owned_link`).
+    _link: std::os::fd::OwnedFd,
     announced: AtomicBool,
     draining: AtomicBool,
     /// Signalled when a drain has finished: the control plane stops.
@@ -73,14 +76,13 @@ impl Cluster {
             return Ok(None);
         }
         let mut nl = Netlink::open()?;
-        let kind = nl.ensure_link(&config.interface)?;
+        let link = nl.create_owned_link(&config.interface)?;
         for &vip in &config.vips {
             nl.add_address("lo", vip).with_context(|| format!("adding VIP {vip} to lo"))?;
         }
         tracing::info!(
             vips = ?config.vips,
             interface = %config.interface,
-            kind,
             "cluster: VIPs held on lo; announced on {} once ready",
             config.interface
         );
@@ -88,6 +90,7 @@ impl Cluster {
             vips: config.vips.clone(),
             interface: config.interface.clone(),
             netlink: Mutex::new(nl),
+            _link: link,
             announced: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             drained: Notify::new(),
@@ -161,11 +164,9 @@ impl Drop for Cluster {
                 left.push(format!("{vip} on lo: {e:#}"));
             }
         }
-        if let Err(e) = nl.delete_link(&self.interface) {
-            left.push(format!("{}: {e:#}", self.interface));
-        }
+        // The interface goes when `_link` closes, right after.
         match left.is_empty() {
-            true => tracing::info!("cluster: VIPs removed, {} deleted", self.interface),
+            true => tracing::info!("cluster: VIPs removed"),
             false => tracing::error!("cluster: could not clean up: {}", left.join("; ")),
         }
     }

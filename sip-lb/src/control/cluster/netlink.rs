@@ -1,5 +1,6 @@
-//! The few rtnetlink requests the VIP needs: create the interface sip-lb
-//! owns, put an address on an interface, take it off, delete the interface.
+//! What the VIP needs of the kernel: the interface sip-lb owns (a TUN
+//! device, gone with the process), and two rtnetlink requests: put an
+//! address on an interface, take it off.
 //! Each request waits for the kernel's acknowledgement, so the caller knows
 //! the address is (or is no longer) there when it returns.
 
@@ -9,9 +10,10 @@ use anyhow::{bail, Context as _, Result};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
 };
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use netlink_packet_route::{
     address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope},
-    link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+    link::{LinkFlags, LinkMessage},
     AddressFamily, RouteNetlinkMessage,
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -39,43 +41,20 @@ impl Netlink {
         Ok(Netlink { socket, seq: 0, buf: vec![0; 16 * 1024] })
     }
 
-    /// Creates `name` as a dummy interface (or, on a kernel built without
-    /// the dummy driver, an ifb: as inert when nothing redirects into it)
-    /// and sets it up. Returns the kind used; an existing interface of that
-    /// name (left by a killed predecessor) is reused.
-    pub fn ensure_link(&mut self, name: &str) -> Result<&'static str> {
-        let mut kind_used = "existing";
-        if index(name).is_none() {
-            kind_used = "dummy";
-            let mut r = self.create_link(name, InfoKind::Dummy);
-            if r.as_ref().is_err_and(|e| unsupported(e)) {
-                kind_used = "ifb";
-                r = self.create_link(name, InfoKind::Ifb);
-            }
-            r.with_context(|| format!("creating interface {name}"))?;
-        }
+    /// Creates `name` as a TUN device owned by this process and sets it
+    /// up. The device lives as long as the returned descriptor: when the
+    /// process ends, even by SIGKILL, the kernel deletes it with its
+    /// addresses, and BIRD withdraws the VIPs at once. (Nothing is ever
+    /// routed into it: the VIPs are local addresses.)
+    pub fn create_owned_link(&mut self, name: &str) -> Result<OwnedFd> {
+        let fd = open_tun(name).with_context(|| format!("creating the TUN interface {name}"))?;
         let idx = index(name).with_context(|| format!("interface {name} vanished"))?;
         let mut up = LinkMessage::default();
         up.header.index = idx;
         up.header.flags = LinkFlags::Up;
         up.header.change_mask = LinkFlags::Up;
         self.request(RouteNetlinkMessage::SetLink(up), 0).with_context(|| format!("setting {name} up"))?;
-        Ok(kind_used)
-    }
-
-    fn create_link(&mut self, name: &str, kind: InfoKind) -> Result<Answer> {
-        let mut m = LinkMessage::default();
-        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
-        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
-    }
-
-    /// Deletes interface `name` (its addresses go with it).
-    pub fn delete_link(&mut self, name: &str) -> Result<Answer> {
-        let Some(idx) = index(name) else { return Ok(Answer::AlreadyThatWay) };
-        let mut m = LinkMessage::default();
-        m.header.index = idx;
-        self.request(RouteNetlinkMessage::DelLink(m), 0)
+        Ok(fd)
     }
 
     /// Adds `ip` as a host address (/32, /128) to interface `dev`.
@@ -129,9 +108,26 @@ impl Netlink {
     }
 }
 
-/// The kernel has no driver for the requested link kind.
-fn unsupported(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) == Some(libc::EOPNOTSUPP)
+/// `open("/dev/net/tun")` + `TUNSETIFF`: a non-persistent TUN device.
+fn open_tun(name: &str) -> Result<OwnedFd> {
+    // SAFETY: a constant NUL-terminated path.
+    let raw = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening /dev/net/tun");
+    }
+    // SAFETY: a descriptor we just opened and own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain data; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+        *d = s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("TUNSETIFF (is the name taken by another interface?)");
+    }
+    Ok(fd)
 }
 
 fn address(dev: &str, ip: IpAddr) -> Result<AddressMessage> {
