@@ -4,9 +4,12 @@
 //! - [`sip`]: SIP messages built and read; [`sink`]: UDP endpoints that count and record;
 //! - [`rounds`]: paced rounds over a fixed set of Call-IDs; [`rng`]: the seeded generator; [`ports`], [`process`], [`netns`]: ports, child
 //!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab;
-//! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages.
+//! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages;
+//! - [`anycast`] and [`bird`]: the scale-out topology (ECMP router, two nodes, farm) with BIRD.
 
 pub mod afxdp;
+pub mod anycast;
+pub mod bird;
 pub mod control;
 pub mod lab;
 pub mod lb;

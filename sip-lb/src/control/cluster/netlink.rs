@@ -10,13 +10,13 @@ use anyhow::{bail, Context as _, Result};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
 };
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use netlink_packet_route::{
     address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope},
     link::{LinkFlags, LinkMessage},
     AddressFamily, RouteNetlinkMessage,
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// A request socket.
 pub struct Netlink {
