@@ -261,7 +261,15 @@ impl Control {
                 continue;
             }
             let via_ip = if ip.is_unspecified() { l.advertise.ip() } else { ip };
-            out.push((SocketAddr::new(ip, 0), SocketAddr::new(via_ip, 0)));
+            // An answer to the cluster VIP would reach whichever node the
+            // router picks: probe from this node's own address (the probe's
+            // rport brings the answer there).
+            let bind_ip = match inner.config.cluster.vips.contains(&ip) {
+                true if ip.is_ipv4() => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                true => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                false => ip,
+            };
+            out.push((SocketAddr::new(bind_ip, 0), SocketAddr::new(via_ip, 0)));
         }
         out
     }
