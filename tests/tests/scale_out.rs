@@ -87,7 +87,7 @@ fn check_farm(uas: &[Uas; 2], calls: u64) -> Result<()> {
 #[test]
 fn bgp_brings_up_ecmp_and_config_digests_show_drift() -> Result<()> {
     let _one = serial()?;
-    let (_net, nodes) = up("scale-bgp")?;
+    let (net, nodes) = up("scale-bgp")?;
     let bin = sip_lb_tests::sip_lb_binary()?;
     let offline = |path: &std::path::Path| -> Result<String> {
         let out = std::process::Command::new(&bin).arg("config-digest").arg("--config").arg(path).output()?;
@@ -103,6 +103,18 @@ fn bgp_brings_up_ecmp_and_config_digests_show_drift() -> Result<()> {
         ensure!(m.contains(&format!("sip_lb_config_info{{digest=\"{d0}\"}} 1")), "no config info in:\n{m}");
         ensure!(m.contains("sip_lb_cluster_vip_announced{vip=\"10.151.100.1\"} 1"), "VIP not announced:\n{m}");
     }
+
+    // A node with no backend up withdraws the VIP, and announces it again with one.
+    for b in farm() {
+        let out = nodes[1].cli(&["drain", &b.to_string()])?;
+        ensure!(out.status.success(), "drain {b}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let gone = net.wait_next_hops(&[node_ip(0)], Duration::from_secs(10))?;
+    ensure!(nodes[1].cluster()?["announced"] == false, "node 1 still announces without backends");
+    let out = nodes[1].cli(&["enable", &farm()[0].to_string()])?;
+    ensure!(out.status.success(), "enable: {}", String::from_utf8_lossy(&out.stderr));
+    let back = net.wait_next_hops(&[node_ip(0), node_ip(1)], Duration::from_secs(10))?;
+    eprintln!("no backend up on node 1: withdrawn from the router in {gone:?}; one enabled: back in {back:?}");
 
     // Node 1 gets other weights (a botched rollout): its metrics show the drift.
     let text = std::fs::read_to_string(&nodes[1].config)?.replace("weight = 1 }]", "weight = 3 }]");
@@ -222,7 +234,7 @@ fn rolling_restart_with_drain_node_loses_no_call() -> Result<()> {
     let uac = uac(&net, "uac-rolling", 200.0, calls, Duration::from_millis(500))?;
     wait_until(Duration::from_secs(15), || nodes.iter().all(|n| n.rx().is_ok_and(|r| r >= 500)))
         .context("no traffic at the nodes")?;
-    for i in 0..2 {
+    for i in [0, 1] {
         let t0 = Instant::now();
         let out = nodes[i].cli(&["drain-node", "--quiet-ms", "1000", "--timeout", "20"])?;
         ensure!(
