@@ -192,37 +192,59 @@ fn every_node_sends_every_call_id_to_the_same_backend() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_node_killed_mid_run_loses_no_call() -> Result<()> {
-    let _one = serial()?;
-    let (net, mut nodes) = up("scale-death")?;
+/// How node 0 dies mid-run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Death {
+    /// The host as the router sees it: BIRD goes silent (SIGSTOP: no withdrawal, no TCP
+    /// close; only BFD notices) and sip-lb is killed.
+    Host,
+    /// sip-lb alone is killed on a live host: its TUN interface goes with it and BIRD withdraws.
+    Process,
+}
+
+/// SIPp at 200 calls/s through the VIP; node 0 dies mid-run. Calls started before the death
+/// complete: retransmissions reach node 1, which picks the same backend and the same branch.
+fn node_death(label: &str, death: Death) -> Result<()> {
+    let (net, mut nodes) = up(label)?;
     let uas = uas_farm(&net)?;
     let calls = 1400;
-    let uac = uac(&net, "uac-death", 200.0, calls, Duration::from_millis(500))?;
+    let uac = uac(&net, &format!("uac-{label}"), 200.0, calls, Duration::from_millis(500))?;
     // Mid-run: node 0 has carried a good share of the traffic.
     wait_until(Duration::from_secs(15), || nodes[0].rx().is_ok_and(|n| n >= 1500)).context("no traffic at node 0")?;
-    // The node dies as the router sees a dead host: its BIRD goes silent (no withdrawal, no
-    // TCP close; only BFD notices), and sip-lb is killed.
-    net.node_birds[0].child_signal(libc::SIGSTOP)?;
+    if death == Death::Host {
+        net.node_birds[0].child_signal(libc::SIGSTOP)?;
+    }
     nodes[0].child.signal(libc::SIGKILL)?;
     let failover = net.wait_next_hops(&[node_ip(1)], Duration::from_secs(10))?;
     let report = uac.wait()?;
+    let how = match death {
+        Death::Host => "node death (sip-lb SIGKILL, BIRD frozen: BFD 100 ms x 3)",
+        Death::Process => "sip-lb SIGKILL on a live host (BIRD withdraws)",
+    };
+    let ms = failover.as_secs_f64() * 1e3;
     eprintln!(
-        "node death at 200 calls/s: router down to one next hop {:.0} ms after SIGKILL (BFD 100 ms x 3); \
-         UAC: {}",
-        failover.as_secs_f64() * 1e3,
+        "{how} at 200 calls/s: router down to one next hop {ms:.0} ms after the kill; UAC: {}",
         describe(&report)
     );
-    std::fs::write(
-        net.dir.join("failover.txt"),
-        format!("failover_ms {:.1}\nfailed_calls {}\n", failover.as_secs_f64() * 1e3, report.failed()),
-    )?;
-    // Calls started before the kill complete: retransmissions reach node 1, which picks the
-    // same backend and the same branch.
+    std::fs::write(net.dir.join("failover.txt"), format!("failover_ms {ms:.1}\nfailed_calls {}\n", report.failed()))?;
     ensure!(report.failed() == 0 && report.successful() == calls, "calls lost: {}", describe(&report));
     check_farm(&uas, calls)?;
-    net.node_birds[0].child_signal(libc::SIGKILL)?;
+    if death == Death::Host {
+        net.node_birds[0].child_signal(libc::SIGKILL)?;
+    }
     Ok(())
+}
+
+#[test]
+fn a_node_killed_mid_run_loses_no_call() -> Result<()> {
+    let _one = serial()?;
+    node_death("scale-death", Death::Host)
+}
+
+#[test]
+fn a_sip_lb_killed_on_a_live_host_is_withdrawn_and_loses_no_call() -> Result<()> {
+    let _one = serial()?;
+    node_death("scale-crash", Death::Process)
 }
 
 #[test]
