@@ -56,6 +56,12 @@ enum Command {
     Unblock(BanArgs),
     /// List a running instance's runtime bans (operator and automatic).
     Bans(ControlArgs),
+    /// Withdraw this node's [cluster] VIPs, let the traffic still arriving
+    /// drain, then stop the instance (exit 0): a rolling restart without loss.
+    DrainNode(control::cluster::cli::DrainNodeArgs),
+    /// Print the digest of a config's effective routing (pools, backends,
+    /// weights, hash seeds, key ids, VIPs); nodes of a cluster must agree.
+    ConfigDigest(control::cluster::cli::DigestArgs),
 }
 
 #[derive(clap::Args)]
@@ -129,6 +135,8 @@ fn main() -> ExitCode {
         Command::Block(b) => client(|| control::client::set_ban(b.control.control, &b.prefix, true, b.seconds)),
         Command::Unblock(b) => client(|| control::client::set_ban(b.control.control, &b.prefix, false, None)),
         Command::Bans(c) => client(|| control::client::bans(c.control)),
+        Command::DrainNode(a) => client(|| control::cluster::cli::drain_node(a)),
+        Command::ConfigDigest(a) => control::cluster::cli::config_digest(a),
         Command::Top(t) => {
             client(|| async move { control::top::run(t.control.control, t.iterations).await.map(|()| String::new()) })
         }
@@ -149,6 +157,8 @@ fn run(args: RunArgs) -> Result<()> {
     // Everything is validated and bound before any worker starts: a bad config
     // or a busy port exits here, nothing runs half-configured.
     let config = Config::load(&args)?;
+    // The VIPs go on the loopback before the sockets bind to them.
+    let cluster = control::cluster::Cluster::start(&config.cluster)?;
     let plan = Arc::new(ArcSwap::from_pointee(control::reload::build_plan(&config)));
     let listen: Vec<_> = config.listen.iter().map(|l| l.addr).collect();
     let sockets =
@@ -220,8 +230,13 @@ fn run(args: RunArgs) -> Result<()> {
         streams: streams.as_ref().map(|s| s.stats()),
         stun,
         links: streams.as_ref().and_then(|s| s.links()),
+        cluster: cluster.clone(),
     };
     let served = rt.block_on(control::run_until_shutdown(setup));
+    // Withdraw before the workers stop; the VIPs go with `cluster`.
+    if let Some(c) = &cluster {
+        c.set_announced(false, "stopping");
+    }
 
     if let Some(x) = afxdp.as_mut() {
         x.stop();

@@ -69,6 +69,7 @@ impl Lab {
             streams: None,
             stun: None,
             links: None,
+            cluster: None,
         });
         let epoch = Instant::now();
         Lab { control, plan, file, epoch, now: epoch, in_air: Vec::new() }

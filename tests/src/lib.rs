@@ -7,8 +7,11 @@
 //! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages;
 //!   [`certs`]: test certificates made with openssl.
 //! - [`nslb`]: sip-lb with XDP on a veth in a namespace, a peer namespace for its clients.
+//! - [`anycast`] and [`bird`]: the scale-out topology (ECMP router, two nodes, farm) with BIRD.
 
 pub mod afxdp;
+pub mod anycast;
+pub mod bird;
 pub mod certs;
 pub mod control;
 pub mod lab;

@@ -264,6 +264,8 @@ pub struct UacOptions {
     pub full_messages: bool,
     /// SIPp's `-t` transport mode (`t1`: one TCP connection for all calls); UDP when unset.
     pub transport: Option<String>,
+    /// More SIPp arguments (e.g. `-max_socket N` with `-t un`).
+    pub extra: Vec<String>,
 }
 
 impl UacOptions {
@@ -282,6 +284,7 @@ impl UacOptions {
             max_concurrent: None,
             full_messages: true,
             transport: None,
+            extra: Vec::new(),
         }
     }
 }
@@ -321,6 +324,7 @@ impl Uac {
         if let Some(l) = opts.max_concurrent {
             cmd.args(["-l", &l.to_string()]);
         }
+        cmd.args(&opts.extra);
         let guard = ChildGuard::spawn(name, cmd, dir)?;
         Ok(Self { guard, opts, dir: dir.to_owned(), started: Instant::now() })
     }

@@ -48,6 +48,7 @@ pub(crate) struct Draft {
     /// Each written pool's `transport` and `large_over_tcp`.
     pub pool_links: Vec<super::links::PoolLinkDraft>,
     pub backend_tls: Option<super::links::BackendTlsConfig>,
+    pub cluster: super::ClusterConfig,
 }
 
 /// A listen entry before defaults: its advertise may be left out.
@@ -66,6 +67,8 @@ pub(crate) struct Spans {
     pub workers: Option<Span>,
     pub health: HealthSpans,
     pub pools: Vec<PoolSpans>,
+    /// Where each `[cluster] vip` was written.
+    pub cluster_vips: super::cluster::VipSpans,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +119,7 @@ struct RawConfig {
     record_route: Option<super::stream::RecordRoute>,
     path: Option<super::stream::PathMode>,
     backend_tls: Option<super::links::RawBackendTls>,
+    cluster: Option<super::cluster::RawCluster>,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +389,9 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
     if let Some(t) = raw.backend_tls {
         draft.backend_tls =
             Some(t.into_config(base).map_err(|m| ConfigError::at(src, None, "backend_tls".to_owned(), m))?);
+    }
+    if let Some(raw) = raw.cluster {
+        (draft.cluster, spans.cluster_vips) = super::cluster::parse(src, raw)?;
     }
 
     for p in raw.pool {

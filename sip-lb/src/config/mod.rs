@@ -10,6 +10,7 @@
 
 mod addr;
 mod cli;
+mod cluster;
 mod error;
 mod file;
 mod links;
@@ -23,6 +24,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
 pub use cli::RunArgs;
+pub use cluster::{ClusterConfig, DEFAULT_VIP_INTERFACE};
 pub use error::ConfigError;
 pub use links::{BackendTlsConfig, LinkConfig, PoolTransport, DEFAULT_LARGE_REQUEST_BYTES};
 pub use shield::{ShieldConfig, DEFAULT_REPLY_RATE, DEFAULT_TRACKED_SOURCES};
@@ -135,6 +137,8 @@ pub struct Config {
     pub links: Vec<LinkConfig>,
     /// The CA (and client certificate) for TLS backends (`[backend_tls]`).
     pub backend_tls: Option<BackendTlsConfig>,
+    /// The anycast VIP(s) this node announces (`[cluster]`).
+    pub cluster: ClusterConfig,
 }
 
 /// A socket to receive SIP on and the address sip-lb puts in its Via and

@@ -162,6 +162,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
     check_families(&d.pools, &listen, &loc)?;
     check_streams(&d.streams, &listen, d.tls.is_some())?;
     let links = super::links::derive(&d.pools, &d.pool_links, d.backend_tls.is_some(), loc.src.map(|(s, _)| s))?;
+    super::cluster::check_listen(&d.cluster, loc.src.map(|(src, s)| (src, &s.cluster_vips)), &listen)?;
 
     Ok(Config {
         listen,
@@ -185,6 +186,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         path: d.path,
         links,
         backend_tls: d.backend_tls,
+        cluster: d.cluster,
     })
 }
 

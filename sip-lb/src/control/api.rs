@@ -12,6 +12,8 @@
 //! | GET    | `/bans`                   | JSON list of runtime bans                |
 //! | POST   | `/bans/block/{ip}[/{len}][?seconds=N]` | ban a prefix (until lifted without `seconds`) |
 //! | POST   | `/bans/unblock/{ip}[/{len}]` | lift it; 404 if it is not banned      |
+//! | GET    | `/cluster`                | JSON: VIPs, announced, draining, config digest |
+//! | POST   | `/cluster/drain-node[?quiet_ms=N&timeout_s=N]` | withdraw the VIPs, stop once traffic stops; 409 without VIPs |
 //!
 //! POSTs are refused (403) unless they come from a loopback address, so
 //! exposing `/metrics` to a Prometheus server does not expose the admin API.
@@ -89,7 +91,7 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response<Body> {
     json(status, &serde_json::json!({ "error": msg.to_string() }))
 }
 
-async fn handle(control: &Control, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn handle(control: &Arc<Control>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -106,7 +108,11 @@ async fn handle(control: &Control, req: Request<Incoming>, peer: SocketAddr) -> 
             super::metrics::render_with(
                 control.snapshot(),
                 control.xdp_counters(),
-                super::metrics::Extra { streams: control.streams(), stun: control.stun() },
+                super::metrics::Extra {
+                    streams: control.streams(),
+                    stun: control.stun(),
+                    cluster: Some(super::cluster::metrics::ClusterView::of(control)),
+                },
             ),
         ),
         (&Method::GET, ["stats"]) => json(StatusCode::OK, &control.snapshot()),
@@ -145,6 +151,14 @@ async fn handle(control: &Control, req: Request<Incoming>, peer: SocketAddr) -> 
             control.block(prefix, duration);
             json(StatusCode::OK, &control.bans())
         }
+        (&Method::GET, ["cluster"]) => json(StatusCode::OK, &super::cluster::metrics::ClusterView::of(control)),
+        (&Method::POST, ["cluster", "drain-node"]) => match super::cluster::cli::limits_from_query(&query) {
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+            Ok(limits) => match control.drain_node(limits) {
+                Ok(()) => json(StatusCode::OK, &super::cluster::metrics::ClusterView::of(control)),
+                Err(e) => error(StatusCode::CONFLICT, format!("{e:#}")),
+            },
+        },
         (&Method::POST, ["reload"]) => match control.reload() {
             Ok(g) => json(StatusCode::OK, &serde_json::json!({ "generation": g })),
             Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")),

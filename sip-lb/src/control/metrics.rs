@@ -32,6 +32,8 @@ pub struct Extra {
     pub streams: Option<Arc<StreamStats>>,
     /// STUN on the UDP port.
     pub stun: Option<Arc<StunStats>>,
+    /// The config digest and the cluster VIPs (`super::cluster::metrics`).
+    pub cluster: Option<super::cluster::metrics::ClusterView>,
 }
 
 /// [`render`] plus the families of `extra`.
@@ -110,6 +112,9 @@ impl Collector for Scrape {
         }
         if let Some(st) = &self.extra.stun {
             super::stream_metrics::stun_family(e, st)?;
+        }
+        if let Some(c) = &self.extra.cluster {
+            super::cluster::metrics::families(e, c)?;
         }
         Ok(())
     }

@@ -16,10 +16,12 @@
 //! - [`api`]: the HTTP server (`/metrics` and the admin endpoints).
 //! - [`client`]: the CLI side (`sip-lb backends|drain|enable|reload|top`).
 //! - [`top`]: the live terminal view.
+//! - [`cluster`]: the anycast VIP, `drain-node`, the config digest (scale-out).
 pub mod account;
 pub mod api;
 pub mod bans;
 pub mod client;
+pub mod cluster;
 pub mod csum;
 pub mod health;
 pub mod links;
@@ -82,6 +84,8 @@ pub struct Setup {
     /// Backends' connections, when a pool reaches its backends over TCP/TLS:
     /// a backend whose connection cannot be made is down (`links`).
     pub links: Option<Arc<crate::stream::links::Links>>,
+    /// The `[cluster]` VIPs, when configured (`cluster::Cluster::start`).
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// The control plane's state, shared by signals, the prober and the API.
@@ -102,6 +106,7 @@ pub struct Control {
     streams: Option<Arc<crate::stream::stats::StreamStats>>,
     stun: Option<Arc<crate::dataplane::StunStats>>,
     links: Option<Arc<crate::stream::links::Links>>,
+    cluster: Option<Arc<cluster::Cluster>>,
     inner: Mutex<Inner>,
     generation: AtomicU64,
     reload_failures: AtomicU64,
@@ -133,8 +138,22 @@ impl std::fmt::Display for UnknownBackend {
 impl Control {
     /// Takes over the running Plan: publishes it again with backend states.
     pub fn new(setup: Setup) -> Arc<Control> {
-        let Setup { args, config, plan, workers, cpus, xdp, afxdp, shield, offenders, xdp_shield, streams, stun, links } =
-            setup;
+        let Setup {
+            args,
+            config,
+            plan,
+            workers,
+            cpus,
+            xdp,
+            afxdp,
+            shield,
+            offenders,
+            xdp_shield,
+            streams,
+            stun,
+            links,
+            cluster,
+        } = setup;
         // Tokens start at a time-derived value so a restarted sip-lb does not
         // take a late answer to its predecessor's probe for its own.
         let token_seed =
@@ -154,6 +173,7 @@ impl Control {
             streams,
             stun,
             links,
+            cluster,
             inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),
@@ -293,7 +313,15 @@ impl Control {
                 continue;
             }
             let via_ip = if ip.is_unspecified() { l.advertise.ip() } else { ip };
-            out.push((SocketAddr::new(ip, 0), SocketAddr::new(via_ip, 0)));
+            // An answer to the cluster VIP would reach whichever node the
+            // router picks: probe from this node's own address (the probe's
+            // rport brings the answer there).
+            let bind_ip = match inner.config.cluster.vips.contains(&ip) {
+                true if ip.is_ipv4() => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                true => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                false => ip,
+            };
+            out.push((SocketAddr::new(bind_ip, 0), SocketAddr::new(via_ip, 0)));
         }
         out
     }
@@ -422,6 +450,47 @@ impl Control {
     }
 }
 
+/// Scale-out (`cluster`): what the announcer, `drain-node` and `/metrics` read.
+impl Control {
+    /// Backends the router may choose now (up and not drained).
+    pub fn eligible_backends(&self) -> usize {
+        self.lock().backends.iter().filter(|(_, b)| b.state() == State::Up).count()
+    }
+
+    /// Datagrams received by every worker so far.
+    pub fn rx_datagrams(&self) -> u64 {
+        self.workers.iter().map(|w| w.rx_datagrams.get()).sum()
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// The digest of the running config (`sip_lb_config_info`).
+    pub fn config_digest(&self) -> String {
+        cluster::digest::digest(&self.lock().config)
+    }
+
+    /// `sip-lb drain-node`: withdraws the VIPs and stops the process once
+    /// traffic has stopped. Err if this node has no VIP or already drains.
+    pub fn drain_node(self: &Arc<Self>, limits: cluster::DrainLimits) -> Result<()> {
+        let c = self.cluster.clone().ok_or_else(|| anyhow::anyhow!("this node has no [cluster] vip to withdraw"))?;
+        if !c.begin_drain() {
+            anyhow::bail!("a drain is already under way");
+        }
+        tokio::spawn(cluster::drain(self.clone(), c, limits));
+        Ok(())
+    }
+}
+
+/// Resolves when `drain-node` has finished (never without a cluster).
+async fn drained(control: &Control) {
+    match &control.cluster {
+        Some(c) => c.drained().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Serves signals, the prober and the control API until SIGINT or SIGTERM.
 pub async fn run_until_shutdown(setup: Setup) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
@@ -433,6 +502,9 @@ pub async fn run_until_shutdown(setup: Setup) -> Result<()> {
     tokio::spawn(bans_ticker(control.clone()));
     tokio::spawn(csum_ticker(control.clone()));
     tokio::spawn(links::ticker(control.clone()));
+    if let Some(c) = control.cluster.clone() {
+        tokio::spawn(cluster::announce(control.clone(), c));
+    }
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -445,6 +517,7 @@ pub async fn run_until_shutdown(setup: Setup) -> Result<()> {
             }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
+            _ = drained(&control) => { tracing::info!("drain-node: stopping"); return Ok(()); }
         }
     }
 }

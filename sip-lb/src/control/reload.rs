@@ -124,6 +124,10 @@ pub fn check_applicable(next: &Config, running: &Config) -> Result<()> {
     if (&next.streams, &next.stream, &next.tls) != (&running.streams, &running.stream, &running.tls) {
         bail!("tcp:/tls: listen addresses, [tcp] and [tls] need a restart");
     }
+    // The VIPs are held and announced from start-up (control/cluster).
+    if next.cluster != running.cluster {
+        bail!("[cluster] needs a restart (drain-node, then start again)");
+    }
     if next.metrics != running.metrics {
         tracing::warn!(
             "the control/metrics address changed ({:?} -> {:?}): it takes effect at the next restart",
