@@ -174,9 +174,17 @@ fn run(args: RunArgs) -> Result<()> {
         true => None,
         false => Some(sip_lb::stream::Streams::start(streams_bound, &config, &sockets, plan.clone())?),
     };
+    let hep = match &config.hep {
+        Some(h) => Some(
+            dataplane::hep::HepMirror::start(h, config.listen.iter().map(|l| l.advertise).collect())
+                .context("starting HEP mirroring")?,
+        ),
+        None => None,
+    };
     let extras = dataplane::Extras {
         relay: streams.as_ref().map(|s| Arc::new(s.relay())),
         stun: config.stun.then(Arc::default),
+        hep: hep.as_ref().map(|m| m.tap.clone()),
     };
     let stun = extras.stun.clone();
     let dp = Dataplane::start(sockets, &pinned, plan.clone(), shield.clone(), extras)?;
@@ -216,6 +224,7 @@ fn run(args: RunArgs) -> Result<()> {
         }),
         streams: streams.as_ref().map(|s| s.stats()),
         stun,
+        hep: hep.as_ref().map(|m| m.tap.stats.clone()),
     };
     let served = rt.block_on(control::run_until_shutdown(setup));
 
@@ -226,6 +235,7 @@ fn run(args: RunArgs) -> Result<()> {
         s.stop();
     }
     let stats = dp.stop();
+    drop(hep);
     let xsk_stats = afxdp.iter().flat_map(|x| x.stats.iter());
     for (i, s) in stats.iter().chain(xsk_stats).enumerate() {
         eprintln!("{}", Summary(i, s));

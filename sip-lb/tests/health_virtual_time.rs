@@ -67,6 +67,7 @@ impl Lab {
             offenders,
             streams: None,
             stun: None,
+            hep: None,
         });
         let epoch = Instant::now();
         Lab { control, plan, file, epoch, now: epoch, in_air: Vec::new() }

@@ -4,6 +4,7 @@
 //! - [`sip`]: SIP messages built and read; [`sink`]: UDP endpoints that count and record;
 //! - [`rounds`]: paced rounds over a fixed set of Call-IDs; [`rng`]: the seeded generator; [`ports`], [`process`], [`netns`]: ports, child
 //!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab;
+//! - [`pcap`]: UDP datagrams of a capture file (sngrep `-O`);
 //! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages.
 
 pub mod afxdp;
@@ -12,6 +13,7 @@ pub mod lab;
 pub mod lb;
 pub mod metrics;
 pub mod netns;
+pub mod pcap;
 pub mod ports;
 pub mod process;
 pub mod prometheus;

@@ -10,8 +10,10 @@
 
 mod addr;
 mod cli;
+mod dns;
 mod error;
 mod file;
+mod hep;
 mod secret;
 mod shield;
 mod sip;
@@ -22,7 +24,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
 pub use cli::RunArgs;
+pub use dns::{parse_host_port, DnsBackend, DnsConfig, DnsTarget};
 pub use error::ConfigError;
+pub use hep::HepConfig;
 pub use shield::{ShieldConfig, DEFAULT_REPLY_RATE, DEFAULT_TRACKED_SOURCES};
 pub use stream::{parse_listen, ListenArg, PathMode, RecordRoute, StreamConfig, StreamListen, TlsConfig, Transport};
 
@@ -128,6 +132,11 @@ pub struct Config {
     /// Path with the flow token on REGISTERs from connections (`path`,
     /// default supported: when the UA supports it).
     pub path: PathMode,
+    /// HEP v3 mirroring to a collector (`[hep]`), off when `None`.
+    pub hep: Option<HepConfig>,
+    /// Backends named in DNS (host names, `srv`) and how they are resolved
+    /// (`[dns]`); their addresses are added to the pools at run time.
+    pub dns: DnsConfig,
 }
 
 /// A socket to receive SIP on and the address sip-lb puts in its Via and

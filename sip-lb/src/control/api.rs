@@ -106,7 +106,7 @@ async fn handle(control: &Control, req: Request<Incoming>, peer: SocketAddr) -> 
             super::metrics::render_with(
                 control.snapshot(),
                 control.xdp_counters(),
-                super::metrics::Extra { streams: control.streams(), stun: control.stun() },
+                super::metrics::Extra { streams: control.streams(), stun: control.stun(), hep: control.hep() },
             ),
         ),
         (&Method::GET, ["stats"]) => json(StatusCode::OK, &control.snapshot()),

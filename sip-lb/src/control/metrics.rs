@@ -32,6 +32,8 @@ pub struct Extra {
     pub streams: Option<Arc<StreamStats>>,
     /// STUN on the UDP port.
     pub stun: Option<Arc<StunStats>>,
+    /// HEP mirroring (`super::hep_metrics`).
+    pub hep: Option<Arc<crate::dataplane::hep::HepStats>>,
 }
 
 /// [`render`] plus the families of `extra`.
@@ -109,6 +111,9 @@ impl Collector for Scrape {
         }
         if let Some(st) = &self.extra.stun {
             super::stream_metrics::stun_family(e, st)?;
+        }
+        if let Some(h) = &self.extra.hep {
+            super::hep_metrics::families(e, h)?;
         }
         Ok(())
     }

@@ -19,7 +19,9 @@ pub mod api;
 pub mod bans;
 pub mod client;
 pub mod csum;
+pub mod dns;
 pub mod health;
+pub mod hep_metrics;
 pub mod metrics;
 pub mod probe;
 pub mod prober;
@@ -73,6 +75,8 @@ pub struct Setup {
     pub streams: Option<Arc<crate::stream::stats::StreamStats>>,
     /// STUN counters, when `stun = true`.
     pub stun: Option<Arc<crate::dataplane::StunStats>>,
+    /// HEP mirroring counters, when `[hep]` is on.
+    pub hep: Option<Arc<crate::dataplane::hep::HepStats>>,
 }
 
 /// The control plane's state, shared by signals, the prober and the API.
@@ -91,6 +95,7 @@ pub struct Control {
     csum: Mutex<csum::CsumWatch>,
     streams: Option<Arc<crate::stream::stats::StreamStats>>,
     stun: Option<Arc<crate::dataplane::StunStats>>,
+    hep: Option<Arc<crate::dataplane::hep::HepStats>>,
     inner: Mutex<Inner>,
     generation: AtomicU64,
     reload_failures: AtomicU64,
@@ -98,6 +103,8 @@ pub struct Control {
     reloading: Mutex<()>,
     /// Wakes the prober when a reload changed what [`Inner::probing`] waits for.
     probing_changed: Notify,
+    /// Wakes the DNS task after a reload (names are looked up again).
+    dns_changed: Notify,
 }
 
 /// The running config, backend states and probing, changed together under
@@ -107,6 +114,9 @@ pub struct Inner {
     pub config: Config,
     pub backends: Backends,
     pub probing: Probing,
+    /// The config as written and the DNS answers that expand it into
+    /// `config` (`dns.rs`).
+    pub dns: dns::Resolved,
 }
 
 /// Why `drain`/`enable` did nothing.
@@ -122,7 +132,7 @@ impl std::fmt::Display for UnknownBackend {
 impl Control {
     /// Takes over the running Plan: publishes it again with backend states.
     pub fn new(setup: Setup) -> Arc<Control> {
-        let Setup { args, config, plan, workers, cpus, xdp, afxdp, shield, offenders, streams, stun } = setup;
+        let Setup { args, config, plan, workers, cpus, xdp, afxdp, shield, offenders, streams, stun, hep } = setup;
         // Tokens start at a time-derived value so a restarted sip-lb does not
         // take a late answer to its predecessor's probe for its own.
         let token_seed =
@@ -140,15 +150,22 @@ impl Control {
             csum: Mutex::new(csum::CsumWatch::default()),
             streams,
             stun,
-            inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
+            hep,
+            inner: Mutex::new(Inner {
+                dns: dns::Resolved::new(config.clone()),
+                config,
+                backends: Backends::default(),
+                probing: Probing::new(token_seed),
+            }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),
             reloading: Mutex::new(()),
             probing_changed: Notify::new(),
+            dns_changed: Notify::new(),
         };
         {
             let mut inner = c.lock();
-            let Inner { config, backends, probing } = &mut *inner;
+            let Inner { config, backends, probing, .. } = &mut *inner;
             backends.sync(config, |s| c.slot_totals(s));
             probing.configure(Instant::now(), &config.health, backends.addrs());
             c.publish(&inner);
@@ -161,7 +178,37 @@ impl Control {
     }
 
     fn publish(&self, inner: &Inner) {
-        self.plan.store(Arc::new(reload::plan_for(&inner.config, &inner.backends)));
+        let eligible = dns::tiered(&inner.config, &inner.dns, |a| inner.backends.eligible(a));
+        self.plan.store(Arc::new(reload::plan_with(&inner.config, &inner.backends, eligible)));
+    }
+
+    /// A DNS answer for `name` (`dns.rs`): if it changed the addresses, the
+    /// pools, backend states and probing follow, and a new Plan is published.
+    pub fn dns_answer(&self, name: &crate::config::DnsBackend, targets: Vec<dns::Target>) {
+        let mut inner = self.lock();
+        let listed: Vec<String> = targets.iter().map(|t| t.addr.to_string()).collect();
+        let Some(run) = inner.dns.update(name, targets) else { return };
+        inner.config = run;
+        self.sync_backends(&mut inner);
+        tracing::info!(pool = %name.pool, name = %name.target, "DNS: backends now {listed:?}");
+    }
+
+    /// After `inner.config` changed: backend states, probing, the Plan.
+    fn sync_backends(&self, inner: &mut Inner) {
+        let Inner { config, backends, probing, .. } = &mut *inner;
+        backends.sync(config, |s| self.slot_totals(s));
+        probing.configure(Instant::now(), &config.health, backends.addrs());
+        self.apply_probe_events(inner);
+        if !inner.config.health.enabled {
+            inner.backends.reset_health();
+        }
+        self.publish(inner);
+        self.probing_changed.notify_one();
+    }
+
+    /// Resolves after a reload (each reload once), for the DNS task.
+    pub async fn dns_changed(&self) {
+        self.dns_changed.notified().await
     }
 
     fn lock_bans(&self) -> MutexGuard<'_, bans::Bans> {
@@ -276,8 +323,9 @@ impl Control {
                 return Err(e);
             }
         };
-        inner.config = next;
-        let Inner { config, backends, probing } = &mut *inner;
+        inner.config = inner.dns.declare(next);
+        self.dns_changed.notify_one();
+        let Inner { config, backends, probing, .. } = &mut *inner;
         backends.sync(config, |s| self.slot_totals(s));
         probing.configure(Instant::now(), &config.health, backends.addrs());
         self.apply_probe_events(&mut inner);
@@ -388,6 +436,10 @@ pub async fn run_until_shutdown(setup: Setup) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let control = Control::new(setup);
+    // DNS-named backends are looked up before the control API answers.
+    let mut due = std::collections::BTreeMap::new();
+    dns::step(&control, &mut due).await;
+    tokio::spawn(dns::run(control.clone(), due));
     api::start(control.clone()).await?;
     tokio::spawn(prober::run(control.clone()));
     tokio::spawn(bans_ticker(control.clone()));

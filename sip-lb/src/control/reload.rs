@@ -19,9 +19,19 @@ pub fn build_plan(config: &Config) -> Plan {
 /// The Plan for `config` with only the eligible (up, not drained) backends
 /// in the router.
 pub fn plan_for(config: &Config, backends: &Backends) -> Plan {
+    plan_with(config, backends, |_, a| backends.eligible(a))
+}
+
+/// [`plan_for`] with eligibility decided per pool (`dns::tiered`: SRV
+/// priorities).
+pub fn plan_with(
+    config: &Config,
+    backends: &Backends,
+    eligible: impl Fn(&sip_lb_proto::balance::PoolSpec, std::net::SocketAddr) -> bool,
+) -> Plan {
     Plan {
         proxy: sip_lb_proto::proxy::Proxy::new(identity(config), keys(config), policy(config)),
-        router: sip_lb_proto::balance::Router::build(&config.pools, |a| backends.eligible(a)),
+        router: sip_lb_proto::balance::Router::build_by_pool(&config.pools, eligible),
         backends: backends.slots(),
         shield: shield(config),
     }
@@ -118,6 +128,9 @@ pub fn check_applicable(next: &Config, running: &Config) -> Result<()> {
     // The connection layer is built once at start (sockets, limits, certificate).
     if (&next.streams, &next.stream, &next.tls) != (&running.streams, &running.stream, &running.tls) {
         bail!("tcp:/tls: listen addresses, [tcp] and [tls] need a restart");
+    }
+    if next.hep != running.hep {
+        tracing::warn!("[hep] changed: HEP mirroring is set up at start-up, this takes effect at the next restart");
     }
     if next.metrics != running.metrics {
         tracing::warn!(

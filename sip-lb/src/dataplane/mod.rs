@@ -11,6 +11,7 @@
 //! would leave its reuseport sockets behind to black-hole its share of
 //! Call-IDs.
 pub mod afxdp;
+pub mod hep;
 pub mod stats;
 pub mod worker;
 
@@ -144,6 +145,8 @@ pub struct Extras {
     pub relay: Option<Arc<Relay>>,
     /// Answer STUN Binding requests (RFC 5389), counted here.
     pub stun: Option<Arc<StunStats>>,
+    /// Mirror SIP messages as HEP (`[hep]`).
+    pub hep: Option<Arc<hep::HepTap>>,
 }
 
 pub struct Dataplane {
@@ -204,6 +207,7 @@ impl Dataplane {
                 stop: stop.clone(),
                 relay: extras.relay.clone(),
                 stun: extras.stun.clone(),
+                hep: extras.hep.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("sip-lb-w{index}"))
