@@ -163,6 +163,14 @@ fn run(args: RunArgs) -> Result<()> {
     let selected = dataplane::afxdp::selected(&config);
     let mut steering = attach_steering(&config, &sockets, &cpus, selected, &plan.load().shield)?;
     let (shield, offenders) = dataplane::SharedShield::new(control::reload::shield_state(&config));
+    // Before either data path starts: both workers copy into its tap.
+    let hep = match &config.hep {
+        Some(h) => Some(
+            dataplane::hep::HepMirror::start(h, config.listen.iter().map(|l| l.advertise).collect())
+                .context("starting HEP mirroring")?,
+        ),
+        None => None,
+    };
     let mut afxdp = dataplane::afxdp::start_if_selected(&config, &sockets, &pinned, &plan, &shield)?;
     if selected && afxdp.is_none() {
         // Fell back to the socket path: the XDP CPU-map steering takes the interface.
@@ -173,13 +181,6 @@ fn run(args: RunArgs) -> Result<()> {
     let streams = match streams_bound.is_empty() {
         true => None,
         false => Some(sip_lb::stream::Streams::start(streams_bound, &config, &sockets, plan.clone())?),
-    };
-    let hep = match &config.hep {
-        Some(h) => Some(
-            dataplane::hep::HepMirror::start(h, config.listen.iter().map(|l| l.advertise).collect())
-                .context("starting HEP mirroring")?,
-        ),
-        None => None,
     };
     let extras = dataplane::Extras {
         relay: streams.as_ref().map(|s| Arc::new(s.relay())),
