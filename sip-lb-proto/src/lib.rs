@@ -11,10 +11,12 @@
 //!   before the forwarding step).
 //! - [`stream`]: framing SIP on TCP/TLS byte streams (RFC 3261 §18.3).
 //! - [`flow`]: the flow token that routes a response back to its connection.
+//! - [`hep`]: encoding captured messages as HEP v3 for Homer (mirroring).
 //! - [`stun`]: answering STUN Binding requests on the SIP UDP port (RFC 5389).
 
 pub mod balance;
 pub mod flow;
+pub mod hep;
 pub mod proxy;
 pub mod shield;
 pub mod sip;

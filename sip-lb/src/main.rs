@@ -173,6 +173,14 @@ fn run(args: RunArgs) -> Result<()> {
     let selected = dataplane::afxdp::selected(&config);
     let mut steering = attach_steering(&config, &sockets, &cpus, selected, &plan.load().shield)?;
     let (shield, offenders) = dataplane::SharedShield::new(control::reload::shield_state(&config));
+    // Before either data path starts: both workers copy into its tap.
+    let hep = match &config.hep {
+        Some(h) => Some(
+            dataplane::hep::HepMirror::start(h, config.listen.iter().map(|l| l.advertise).collect())
+                .context("starting HEP mirroring")?,
+        ),
+        None => None,
+    };
     let null_forward = args.afxdp_null_forward;
     let mut afxdp = dataplane::afxdp::start_if_selected(&config, &sockets, &pinned, &plan, &shield, null_forward)?;
     if selected && afxdp.is_none() {
@@ -188,6 +196,7 @@ fn run(args: RunArgs) -> Result<()> {
     let extras = dataplane::Extras {
         relay: streams.as_ref().map(|s| Arc::new(s.relay())),
         stun: config.stun.then(Arc::default),
+        hep: hep.as_ref().map(|m| m.tap.clone()),
     };
     let stun = extras.stun.clone();
     let dp = Dataplane::start(sockets, &pinned, plan.clone(), shield.clone(), extras)?;
@@ -231,6 +240,7 @@ fn run(args: RunArgs) -> Result<()> {
         stun,
         links: streams.as_ref().and_then(|s| s.links()),
         cluster: cluster.clone(),
+        hep: hep.as_ref().map(|m| m.tap.stats.clone()),
     };
     let served = rt.block_on(control::run_until_shutdown(setup));
     // Withdraw before the workers stop; the VIPs go with `cluster`.
@@ -245,6 +255,7 @@ fn run(args: RunArgs) -> Result<()> {
         s.stop();
     }
     let stats = dp.stop();
+    drop(hep);
     let xsk_stats = afxdp.iter().flat_map(|x| x.stats.iter());
     for (i, s) in stats.iter().chain(xsk_stats).enumerate() {
         eprintln!("{}", Summary(i, s));

@@ -70,6 +70,7 @@ impl Lab {
             stun: None,
             links: None,
             cluster: None,
+            hep: None,
         });
         let epoch = Instant::now();
         Lab { control, plan, file, epoch, now: epoch, in_air: Vec::new() }

@@ -8,6 +8,7 @@
 //!   [`certs`]: test certificates made with openssl.
 //! - [`nslb`]: sip-lb with XDP on a veth in a namespace, a peer namespace for its clients.
 //! - [`anycast`] and [`bird`]: the scale-out topology (ECMP router, two nodes, farm) with BIRD.
+//! - [`pcap`]: UDP datagrams of a capture file (sngrep `-O`).
 
 pub mod afxdp;
 pub mod anycast;
@@ -19,6 +20,7 @@ pub mod lb;
 pub mod metrics;
 pub mod netns;
 pub mod nslb;
+pub mod pcap;
 pub mod ports;
 pub mod process;
 pub mod prometheus;

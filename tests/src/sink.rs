@@ -270,6 +270,12 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(answer: bool) -> Result<Backend> {
+        Backend::start_on("127.0.0.1:0", answer)
+    }
+
+    /// [`Backend::start`] on `addr` (e.g. one of several loopback addresses
+    /// with the same port, as DNS names them).
+    pub fn start_on(addr: impl ToSocketAddrs, answer: bool) -> Result<Backend> {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let log = seen.clone();
         let responder: Responder = Box::new(move |bytes, _| {
@@ -284,7 +290,7 @@ impl Backend {
             log.lock().unwrap().push(Seen { call_id, cseq: cseq_of(&msg), at: Instant::now() });
             answer.then(|| response_to(&msg).into_bytes())
         });
-        let sink = Sink::start("127.0.0.1:0", false, Some(responder))?;
+        let sink = Sink::start(addr, false, Some(responder))?;
         Ok(Backend { addr: sink.addr(), sink, seen })
     }
 

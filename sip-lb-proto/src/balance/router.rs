@@ -62,6 +62,13 @@ impl Router {
     /// with no default pool unlisted methods get `None`. A weight of 0 makes
     /// a backend ineligible.
     pub fn build(pools: &[PoolSpec], is_eligible: impl Fn(SocketAddr) -> bool) -> Router {
+        Router::build_by_pool(pools, |_, a| is_eligible(a))
+    }
+
+    /// [`Router::build`] with eligibility decided per pool: for backends
+    /// whose standing differs between pools (SRV priorities: only a pool's
+    /// best tier with a backend up takes traffic, RFC 2782).
+    pub fn build_by_pool(pools: &[PoolSpec], is_eligible: impl Fn(&PoolSpec, SocketAddr) -> bool) -> Router {
         let mut routes: Vec<(Box<[u8]>, usize)> = Vec::new();
         let mut default = None;
         let pools = pools
@@ -79,7 +86,11 @@ impl Router {
                 let backends: Box<[Backend]> = p
                     .backends
                     .iter()
-                    .map(|b| Backend { addr: b.addr, weight: b.weight, eligible: b.weight > 0 && is_eligible(b.addr) })
+                    .map(|b| Backend {
+                        addr: b.addr,
+                        weight: b.weight,
+                        eligible: b.weight > 0 && is_eligible(p, b.addr),
+                    })
                     .collect();
                 let live: Box<[Slot]> = backends
                     .iter()

@@ -49,6 +49,8 @@ pub(crate) struct Draft {
     pub pool_links: Vec<super::links::PoolLinkDraft>,
     pub backend_tls: Option<super::links::BackendTlsConfig>,
     pub cluster: super::ClusterConfig,
+    pub hep: Option<super::HepConfig>,
+    pub dns: super::DnsConfig,
 }
 
 /// A listen entry before defaults: its advertise may be left out.
@@ -120,6 +122,8 @@ struct RawConfig {
     path: Option<super::stream::PathMode>,
     backend_tls: Option<super::links::RawBackendTls>,
     cluster: Option<super::cluster::RawCluster>,
+    hep: Option<super::hep::RawHep>,
+    dns: Option<super::dns::RawDns>,
 }
 
 #[derive(Deserialize)]
@@ -148,9 +152,11 @@ struct RawPool {
     #[serde(default)]
     methods: Vec<Spanned<String>>,
     default: Option<Spanned<bool>>,
-    backends: Spanned<Vec<Spanned<RawBackend>>>,
     transport: Option<Spanned<super::links::PoolTransport>>,
     large_over_tcp: Option<bool>,
+    /// Optional when `srv` names the backends.
+    backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+    srv: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -393,6 +399,12 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
     if let Some(raw) = raw.cluster {
         (draft.cluster, spans.cluster_vips) = super::cluster::parse(src, raw)?;
     }
+    if let Some(raw) = raw.hep {
+        draft.hep = Some(super::hep::parse(src, raw)?);
+    }
+    if let Some(raw) = raw.dns {
+        super::dns::parse(src, raw, &mut draft.dns)?;
+    }
 
     for p in raw.pool {
         let name = p.name.get_ref().clone();
@@ -406,14 +418,46 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
             })
             .collect();
         ps.default = p.default.as_ref().map(|d| d.span());
-        ps.backends = Some(p.backends.span());
+        ps.backends = p.backends.as_ref().map(|b| b.span());
         let mut backends = Vec::new();
-        for b in p.backends.into_inner() {
+        if let Some(srv) = &p.srv {
+            let Some(n) = super::dns::parse_name(srv.get_ref()) else {
+                return Err(ConfigError::at(
+                    src,
+                    Some(srv.span()),
+                    format!("pool {name:?}: srv"),
+                    format!("{:?} is not a DNS name such as \"_sip._udp.farm.example\"", srv.get_ref()),
+                ));
+            };
+            let target = super::dns::DnsTarget::Srv { name: n };
+            draft.dns.names.push(super::dns::DnsBackend { pool: name.clone(), target, weight: 1 });
+        }
+        for b in p.backends.map(|b| b.into_inner()).unwrap_or_default() {
             let span = b.span();
             let b = b.into_inner();
             let addr_span = b.addr_span.unwrap_or(span);
             let field = format!("pool {name:?}: backend {:?}", b.addr);
-            let a = parse_sip_addr(&b.addr).map_err(|m| ConfigError::at(src, Some(addr_span.clone()), field, m))?;
+            let a = match parse_sip_addr(&b.addr) {
+                Ok(a) => a,
+                // A host name: resolved by the control plane (control/dns.rs).
+                Err(m) => match super::dns::parse_host_port(&b.addr) {
+                    Some((host, port)) => {
+                        let weight = b.weight.as_ref().map_or(1, |w| *w.get_ref());
+                        if weight == 0 {
+                            let at = b.weight.as_ref().map(|w| w.span());
+                            return Err(ConfigError::at(src, at, format!("{field}: weight"), "must be at least 1"));
+                        }
+                        let target = super::dns::DnsTarget::Host { name: host, port };
+                        let n = super::dns::DnsBackend { pool: name.clone(), target, weight };
+                        if draft.dns.names.contains(&n) {
+                            return Err(ConfigError::at(src, Some(addr_span), field, "listed twice in this pool"));
+                        }
+                        draft.dns.names.push(n);
+                        continue;
+                    }
+                    None => return Err(ConfigError::at(src, Some(addr_span.clone()), field, m)),
+                },
+            };
             ps.backend.push((addr_span, b.weight.as_ref().map(|w| w.span())));
             backends.push(BackendConfig { addr: a, weight: b.weight.map_or(1, |w| w.into_inner()) });
         }

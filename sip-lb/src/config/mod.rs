@@ -11,8 +11,10 @@
 mod addr;
 mod cli;
 mod cluster;
+mod dns;
 mod error;
 mod file;
+mod hep;
 mod links;
 mod secret;
 mod shield;
@@ -25,7 +27,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 pub use addr::{parse_sip_addr, DEFAULT_SIP_PORT};
 pub use cli::RunArgs;
 pub use cluster::{ClusterConfig, DEFAULT_VIP_INTERFACE};
+pub use dns::{parse_host_port, DnsBackend, DnsConfig, DnsTarget};
 pub use error::ConfigError;
+pub use hep::HepConfig;
 pub use links::{BackendTlsConfig, LinkConfig, PoolTransport, DEFAULT_LARGE_REQUEST_BYTES};
 pub use shield::{ShieldConfig, DEFAULT_REPLY_RATE, DEFAULT_TRACKED_SOURCES};
 pub use stream::{parse_listen, ListenArg, PathMode, RecordRoute, StreamConfig, StreamListen, TlsConfig, Transport};
@@ -139,6 +143,11 @@ pub struct Config {
     pub backend_tls: Option<BackendTlsConfig>,
     /// The anycast VIP(s) this node announces (`[cluster]`).
     pub cluster: ClusterConfig,
+    /// HEP v3 mirroring to a collector (`[hep]`), off when `None`.
+    pub hep: Option<HepConfig>,
+    /// Backends named in DNS (host names, `srv`) and how they are resolved
+    /// (`[dns]`); their addresses are added to the pools at run time.
+    pub dns: DnsConfig,
 }
 
 /// A socket to receive SIP on and the address sip-lb puts in its Via and

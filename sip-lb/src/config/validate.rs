@@ -158,7 +158,7 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
             "\"afxdp\" needs an interface (`iface` / `--iface`) to bind AF_XDP sockets to".to_owned(),
         ));
     }
-    check_pools(&d.pools, &loc)?;
+    check_pools(&d.pools, &d.dns, &loc)?;
     check_families(&d.pools, &listen, &loc)?;
     check_streams(&d.streams, &listen, d.tls.is_some())?;
     let links = super::links::derive(&d.pools, &d.pool_links, d.backend_tls.is_some(), loc.src.map(|(s, _)| s))?;
@@ -187,6 +187,8 @@ pub(crate) fn finish(d: Draft, src: Option<(&str, &Spans)>) -> Result<Config, Co
         links,
         backend_tls: d.backend_tls,
         cluster: d.cluster,
+        hep: d.hep,
+        dns: d.dns,
     })
 }
 
@@ -431,7 +433,7 @@ fn check_families(pools: &[PoolConfig], listen: &[Listen], loc: &Locator) -> Res
     Ok(())
 }
 
-fn check_pools(pools: &[PoolConfig], loc: &Locator) -> Result<(), ConfigError> {
+fn check_pools(pools: &[PoolConfig], dns: &super::DnsConfig, loc: &Locator) -> Result<(), ConfigError> {
     if pools.is_empty() {
         return Err(loc.err(|_| None, "pool", "no backend pools: add a [[pool]] table or pass --backend"));
     }
@@ -441,7 +443,7 @@ fn check_pools(pools: &[PoolConfig], loc: &Locator) -> Result<(), ConfigError> {
 
     for (i, p) in pools.iter().enumerate() {
         check_pool_name(i, p, &mut names, loc)?;
-        check_pool_backends(i, p, loc)?;
+        check_pool_backends(i, p, dns.names_pool(&p.name), loc)?;
         claim_methods(i, p, &mut methods, loc)?;
         claim_default(i, p, &mut default, loc)?;
     }
@@ -472,9 +474,10 @@ fn check_pool_name<'a>(
 }
 
 /// Pool `i` has backends, each with a weight, a usable address, listed once.
-fn check_pool_backends(i: usize, p: &PoolConfig, loc: &Locator) -> Result<(), ConfigError> {
+/// A pool with DNS names (`named`) may have no literal backends.
+fn check_pool_backends(i: usize, p: &PoolConfig, named: bool, loc: &Locator) -> Result<(), ConfigError> {
     let field = format!("pool {:?}", p.name);
-    if p.backends.is_empty() {
+    if p.backends.is_empty() && !named {
         return Err(loc.err(
             |s| ps(s, i).and_then(|p| p.backends.clone()).or_else(|| pool_name_span(s, i)),
             format!("{field}: backends"),

@@ -112,6 +112,7 @@ async fn handle(control: &Arc<Control>, req: Request<Incoming>, peer: SocketAddr
                     streams: control.streams(),
                     stun: control.stun(),
                     cluster: Some(super::cluster::metrics::ClusterView::of(control)),
+                    hep: control.hep(),
                 },
             ),
         ),

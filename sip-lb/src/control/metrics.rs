@@ -34,6 +34,8 @@ pub struct Extra {
     pub stun: Option<Arc<StunStats>>,
     /// The config digest and the cluster VIPs (`super::cluster::metrics`).
     pub cluster: Option<super::cluster::metrics::ClusterView>,
+    /// HEP mirroring (`super::hep_metrics`).
+    pub hep: Option<Arc<crate::dataplane::hep::HepStats>>,
 }
 
 /// [`render`] plus the families of `extra`.
@@ -115,6 +117,9 @@ impl Collector for Scrape {
         }
         if let Some(c) = &self.extra.cluster {
             super::cluster::metrics::families(e, c)?;
+        }
+        if let Some(h) = &self.extra.hep {
+            super::hep_metrics::families(e, h)?;
         }
         Ok(())
     }

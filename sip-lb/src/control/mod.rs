@@ -23,8 +23,10 @@ pub mod bans;
 pub mod client;
 pub mod cluster;
 pub mod csum;
+pub mod dns;
 pub mod health;
 pub mod links;
+pub mod hep_metrics;
 pub mod metrics;
 pub mod probe;
 pub mod prober;
@@ -86,6 +88,8 @@ pub struct Setup {
     pub links: Option<Arc<crate::stream::links::Links>>,
     /// The `[cluster]` VIPs, when configured (`cluster::Cluster::start`).
     pub cluster: Option<Arc<cluster::Cluster>>,
+    /// HEP mirroring counters, when `[hep]` is on.
+    pub hep: Option<Arc<crate::dataplane::hep::HepStats>>,
 }
 
 /// The control plane's state, shared by signals, the prober and the API.
@@ -107,6 +111,7 @@ pub struct Control {
     stun: Option<Arc<crate::dataplane::StunStats>>,
     links: Option<Arc<crate::stream::links::Links>>,
     cluster: Option<Arc<cluster::Cluster>>,
+    hep: Option<Arc<crate::dataplane::hep::HepStats>>,
     inner: Mutex<Inner>,
     generation: AtomicU64,
     reload_failures: AtomicU64,
@@ -114,6 +119,8 @@ pub struct Control {
     reloading: Mutex<()>,
     /// Wakes the prober when a reload changed what [`Inner::probing`] waits for.
     probing_changed: Notify,
+    /// Wakes the DNS task after a reload (names are looked up again).
+    dns_changed: Notify,
 }
 
 /// The running config, backend states and probing, changed together under
@@ -123,6 +130,9 @@ pub struct Inner {
     pub config: Config,
     pub backends: Backends,
     pub probing: Probing,
+    /// The config as written and the DNS answers that expand it into
+    /// `config` (`dns.rs`).
+    pub dns: dns::Resolved,
 }
 
 /// Why `drain`/`enable` did nothing.
@@ -153,6 +163,7 @@ impl Control {
             stun,
             links,
             cluster,
+            hep,
         } = setup;
         // Tokens start at a time-derived value so a restarted sip-lb does not
         // take a late answer to its predecessor's probe for its own.
@@ -174,15 +185,22 @@ impl Control {
             stun,
             links,
             cluster,
-            inner: Mutex::new(Inner { config, backends: Backends::default(), probing: Probing::new(token_seed) }),
+            hep,
+            inner: Mutex::new(Inner {
+                dns: dns::Resolved::new(config.clone()),
+                config,
+                backends: Backends::default(),
+                probing: Probing::new(token_seed),
+            }),
             generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),
             reloading: Mutex::new(()),
             probing_changed: Notify::new(),
+            dns_changed: Notify::new(),
         };
         {
             let mut inner = c.lock();
-            let Inner { config, backends, probing } = &mut *inner;
+            let Inner { config, backends, probing, .. } = &mut *inner;
             backends.sync(config, |s| c.slot_totals(s));
             probing.configure(Instant::now(), &config.health, backends.addrs());
             c.publish(&inner);
@@ -195,7 +213,37 @@ impl Control {
     }
 
     fn publish(&self, inner: &Inner) {
-        self.plan.store(Arc::new(reload::plan_for(&inner.config, &inner.backends)));
+        let eligible = dns::tiered(&inner.config, &inner.dns, |a| inner.backends.eligible(a));
+        self.plan.store(Arc::new(reload::plan_with(&inner.config, &inner.backends, eligible)));
+    }
+
+    /// A DNS answer for `name` (`dns.rs`): if it changed the addresses, the
+    /// pools, backend states and probing follow, and a new Plan is published.
+    pub fn dns_answer(&self, name: &crate::config::DnsBackend, targets: Vec<dns::Target>) {
+        let mut inner = self.lock();
+        let listed: Vec<String> = targets.iter().map(|t| t.addr.to_string()).collect();
+        let Some(run) = inner.dns.update(name, targets) else { return };
+        inner.config = run;
+        self.sync_backends(&mut inner);
+        tracing::info!(pool = %name.pool, name = %name.target, "DNS: backends now {listed:?}");
+    }
+
+    /// After `inner.config` changed: backend states, probing, the Plan.
+    fn sync_backends(&self, inner: &mut Inner) {
+        let Inner { config, backends, probing, .. } = &mut *inner;
+        backends.sync(config, |s| self.slot_totals(s));
+        probing.configure(Instant::now(), &config.health, backends.addrs());
+        self.apply_probe_events(inner);
+        if !inner.config.health.enabled {
+            inner.backends.reset_health();
+        }
+        self.publish(inner);
+        self.probing_changed.notify_one();
+    }
+
+    /// Resolves after a reload (each reload once), for the DNS task.
+    pub async fn dns_changed(&self) {
+        self.dns_changed.notified().await
     }
 
     fn lock_bans(&self) -> MutexGuard<'_, bans::Bans> {
@@ -342,8 +390,9 @@ impl Control {
                 return Err(e);
             }
         };
-        inner.config = next;
-        let Inner { config, backends, probing } = &mut *inner;
+        inner.config = inner.dns.declare(next);
+        self.dns_changed.notify_one();
+        let Inner { config, backends, probing, .. } = &mut *inner;
         backends.sync(config, |s| self.slot_totals(s));
         probing.configure(Instant::now(), &config.health, backends.addrs());
         self.apply_probe_events(&mut inner);
@@ -497,6 +546,10 @@ pub async fn run_until_shutdown(setup: Setup) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let control = Control::new(setup);
+    // DNS-named backends are looked up before the control API answers.
+    let mut due = std::collections::BTreeMap::new();
+    dns::step(&control, &mut due).await;
+    tokio::spawn(dns::run(control.clone(), due));
     api::start(control.clone()).await?;
     tokio::spawn(prober::run(control.clone()));
     tokio::spawn(bans_ticker(control.clone()));

@@ -19,9 +19,19 @@ pub fn build_plan(config: &Config) -> Plan {
 /// The Plan for `config` with only the eligible (up, not drained) backends
 /// in the router.
 pub fn plan_for(config: &Config, backends: &Backends) -> Plan {
+    plan_with(config, backends, |_, a| backends.eligible(a))
+}
+
+/// [`plan_for`] with eligibility decided per pool (`dns::tiered`: SRV
+/// priorities).
+pub fn plan_with(
+    config: &Config,
+    backends: &Backends,
+    eligible: impl Fn(&sip_lb_proto::balance::PoolSpec, std::net::SocketAddr) -> bool,
+) -> Plan {
     Plan {
         proxy: sip_lb_proto::proxy::Proxy::new(identity(config), keys(config), policy(config)),
-        router: sip_lb_proto::balance::Router::build(&config.pools, |a| backends.eligible(a)),
+        router: sip_lb_proto::balance::Router::build_by_pool(&config.pools, eligible),
         backends: backends.slots(),
         shield: shield(config),
     }
@@ -127,6 +137,9 @@ pub fn check_applicable(next: &Config, running: &Config) -> Result<()> {
     // The VIPs are held and announced from start-up (control/cluster).
     if next.cluster != running.cluster {
         bail!("[cluster] needs a restart (drain-node, then start again)");
+    }
+    if next.hep != running.hep {
+        tracing::warn!("[hep] changed: HEP mirroring is set up at start-up, this takes effect at the next restart");
     }
     if next.metrics != running.metrics {
         tracing::warn!(

@@ -160,6 +160,11 @@ impl Control {
         }
     }
 
+    /// HEP mirroring counters, when `[hep]` is on.
+    pub fn hep(&self) -> Option<std::sync::Arc<crate::dataplane::hep::HepStats>> {
+        self.hep.clone()
+    }
+
     /// STUN counters, when `stun = true`.
     pub fn stun(&self) -> Option<std::sync::Arc<crate::dataplane::StunStats>> {
         self.stun.clone()

@@ -12,6 +12,7 @@
 //! Call-IDs.
 pub mod afxdp;
 pub mod banset;
+pub mod hep;
 pub mod stats;
 pub mod worker;
 
@@ -154,6 +155,8 @@ pub struct Extras {
     pub relay: Option<Arc<Relay>>,
     /// Answer STUN Binding requests (RFC 5389), counted here.
     pub stun: Option<Arc<StunStats>>,
+    /// Mirror SIP messages as HEP (`[hep]`).
+    pub hep: Option<Arc<hep::HepTap>>,
 }
 
 pub struct Dataplane {
@@ -214,6 +217,7 @@ impl Dataplane {
                 stop: stop.clone(),
                 relay: extras.relay.clone(),
                 stun: extras.stun.clone(),
+                hep: extras.hep.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("sip-lb-w{index}"))

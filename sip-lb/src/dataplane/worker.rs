@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::hep::{HepTap, Stamp};
 use super::stats::{StunStats, WorkerStats};
 use super::{SharedPlan, SharedShield};
 use crate::stream::relay::{Fate, Relay};
@@ -32,6 +33,8 @@ pub struct Worker {
     pub relay: Option<Arc<Relay>>,
     /// With `stun = true`: answers Binding requests, counts them here.
     pub stun: Option<Arc<StunStats>>,
+    /// With `[hep]`: copies of what is received and sent, for the collector.
+    pub hep: Option<Arc<HepTap>>,
 }
 
 impl Worker {
@@ -89,6 +92,7 @@ impl Worker {
         // Received first, so that a reader never sees more accounted for
         // than received (`Counters::unaccounted`).
         stats.rx_datagrams.add(n as u64);
+        let stamp = self.hep.as_ref().map(|_| Stamp::now());
         for i in 0..n {
             let (data, src, truncated) = rx.get(i);
             rx_bytes += data.len() as u64;
@@ -121,6 +125,10 @@ impl Worker {
                     stats.stun.add(1);
                 }
                 continue;
+            }
+            let hep = self.hep.as_deref().zip(stamp).filter(|(t, _)| t.keeps(data));
+            if let Some((t, at)) = hep {
+                t.received(data, src, on, at);
             }
             let action = plan.proxy.handle(&plan.router, data, src, on, out);
             if let (Some(relay), Action::Forward { what, .. }) = (&self.relay, action) {
@@ -164,6 +172,9 @@ impl Worker {
                     if what == Forwarded::Response {
                         self.shield.relayed(data, to);
                     }
+                    if let Some((t, at)) = hep {
+                        t.sent(out, from, to, at);
+                    }
                     tx_bytes += out.len() as u64;
                     tx.commit(to, from);
                 }
@@ -172,6 +183,9 @@ impl Worker {
                 }
                 Action::Reply { to, code } => {
                     stats.replies[code.index()].add(1);
+                    if let Some((t, at)) = hep {
+                        t.sent(out, on, to, at);
+                    }
                     tx_bytes += out.len() as u64;
                     tx.commit(to, on);
                 }
