@@ -4,7 +4,8 @@
 //! - [`sip`]: SIP messages built and read; [`sink`]: UDP endpoints that count and record;
 //! - [`rounds`]: paced rounds over a fixed set of Call-IDs; [`rng`]: the seeded generator; [`ports`], [`process`], [`netns`]: ports, child
 //!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab;
-//! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages.
+//! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages;
+//! - [`tmux`]: a terminal (tmux) to drive terminal UIs with keys and read their screen.
 
 pub mod afxdp;
 pub mod control;
@@ -21,5 +22,6 @@ pub mod sink;
 pub mod sip;
 pub mod sipp;
 pub mod stream;
+pub mod tmux;
 
 pub use process::sip_lb_binary;
