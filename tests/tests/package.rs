@@ -4,16 +4,18 @@
 //! the unit accepted by `systemd-analyze verify`, and the installed binary
 //! serving with the packaged config as that user with the unit's
 //! capabilities only (systemd is not PID 1 here: `setpriv` does what the
-//! unit's User= and AmbientCapabilities= would). Purged at the end.
+//! unit's User= and AmbientCapabilities= would), then attaching XDP to a veth
+//! and forwarding what crosses it. Purged at the end.
+use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use sip_lb_tests::control::Control;
-use sip_lb_tests::netns::{run, NetNs};
+use sip_lb_tests::netns::{run, NetNs, Veth};
 use sip_lb_tests::process::{scratch_dir, ChildGuard};
-use sip_lb_tests::sink::Sink;
+use sip_lb_tests::sink::{next_at, Sink};
 use sip_lb_tests::sip::headers;
 
 const UNIT: &str = "/usr/lib/systemd/system/sip-lb.service";
@@ -129,17 +131,24 @@ fn package_installs_verifies_and_serves_as_its_user() -> Result<()> {
     // The installed binary with the packaged config, unchanged, as the
     // service would run it: in a namespace of its own, where its loopback
     // addresses (listen 127.0.0.1:5060, control :5070, backend :5080) are free.
+    // Then with XDP attached to a veth whose far end is another namespace.
     let ns = NetNs::new("pt-pkg")?;
-    let name = ns.name().to_owned();
+    let peer = NetNs::new("pt-peer")?;
+    let _veth = Veth::new(&ns, LB_DEV, "10.77.0.1/24", &peer, PEER_DEV, "10.77.0.2/24")?;
+    // The veth checksum trap (docs: issue 14): the peer computes checksums.
+    peer.exec(&["ethtool", "-K", PEER_DEV, "tx", "off"])?;
+    let (name, peer_name) = (ns.name().to_owned(), peer.name().to_owned());
     std::thread::scope(|scope| {
         scope
             .spawn(|| -> Result<()> {
                 sip_lb_tests::netns::enter(&name)?;
-                serve_as_the_service(uid)
+                serve_as_the_service(uid)?;
+                xdp_as_the_service(&peer_name)
             })
             .join()
             .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
     })?;
+    drop(peer);
     drop(ns);
     drop(installed);
     let gone = Command::new("getent").args(["passwd", "sip-lb"]).output()?;
@@ -147,12 +156,14 @@ fn package_installs_verifies_and_serves_as_its_user() -> Result<()> {
     Ok(())
 }
 
-/// In the calling thread's namespace: start, serve one request, reload on
-/// SIGHUP, stop on SIGTERM.
-fn serve_as_the_service(uid: u32) -> Result<()> {
-    let backend = Sink::bind("127.0.0.1:5080")?;
-    let client = Sink::loopback()?;
-    let dir = scratch_dir("package")?;
+const LB_DEV: &str = "pt-pkg0";
+const PEER_DEV: &str = "pt-peer0";
+
+/// The installed sip-lb as the service would run it: the `sip-lb` user,
+/// the unit's capabilities in every set that matters (and nothing else),
+/// no new privileges; the packaged config plus `extra` flags.
+fn start_as_the_service(label: &str, extra: &[&str]) -> Result<(ChildGuard, Control)> {
+    let dir = scratch_dir(label)?;
     // (The unit's LimitMEMLOCK=infinity is left out: raising the hard limit
     // needs CAP_SYS_RESOURCE, which a test container may lack, and nothing
     // locks memory without AF_XDP.)
@@ -161,7 +172,8 @@ fn serve_as_the_service(uid: u32) -> Result<()> {
         .arg(format!("--inh-caps=-all,{CAPS}"))
         .arg(format!("--ambient-caps=-all,{CAPS}"))
         .arg(format!("--bounding-set=-all,{CAPS}"))
-        .args(["--no-new-privs", "--", "/usr/bin/sip-lb", "run", "--config", CONFIG]);
+        .args(["--no-new-privs", "--", "/usr/bin/sip-lb", "run", "--config", CONFIG])
+        .args(extra);
     let mut lb = ChildGuard::spawn("sip-lb", cmd, &dir)?;
     let control = Control::new("127.0.0.1:5070".parse()?);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -172,6 +184,15 @@ fn serve_as_the_service(uid: u32) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    Ok((lb, control))
+}
+
+/// In the calling thread's namespace: start, serve one request, reload on
+/// SIGHUP, stop on SIGTERM.
+fn serve_as_the_service(uid: u32) -> Result<()> {
+    let backend = Sink::bind("127.0.0.1:5080")?;
+    let client = Sink::loopback()?;
+    let (mut lb, control) = start_as_the_service("package", &[])?;
     // setpriv execs: the PID is sip-lb's.
     let pid = lb.pid();
     let uids = status_field(pid, "Uid")?;
@@ -193,6 +214,36 @@ fn serve_as_the_service(uid: u32) -> Result<()> {
     lb.signal(libc::SIGHUP)?;
     control.wait_stats(Duration::from_secs(5), "reload on SIGHUP", |s| s.generation > before)?;
 
+    let status = lb.stop()?;
+    ensure!(status.success(), "sip-lb exited with {status} on SIGTERM:\n{}", lb.stderr_tail(20));
+    Ok(())
+}
+
+/// The same user and capabilities attach XDP (native mode on the veth) and
+/// forward what crosses it: a request from the peer namespace reaches one
+/// of the two backends (the packaged one on loopback, or the peer's).
+fn xdp_as_the_service(peer_ns: &str) -> Result<()> {
+    let local = Sink::bind("127.0.0.1:5080")?;
+    // Sockets bound inside the peer namespace keep it; a thread of their own moves there.
+    let (far, from) = std::thread::scope(|s| {
+        s.spawn(|| -> Result<_> {
+            sip_lb_tests::netns::enter(peer_ns)?;
+            Ok((UdpSocket::bind("10.77.0.2:5080")?, UdpSocket::bind("10.77.0.2:0")?))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the peer thread panicked"))?
+    })?;
+    let (far, client) = (Sink::on(far, true, None)?, Sink::on(from, true, None)?);
+    let flags =
+        ["--listen", "10.77.0.1:5060", "--iface", LB_DEV, "--datapath", "socket", "--backend", "10.77.0.2:5080"];
+    let (mut lb, _control) = start_as_the_service("package-xdp", &flags)?;
+    let log = lb.stderr();
+    ensure!(log.contains(&format!("steering: xdp-driver on {LB_DEV}")), "XDP not attached in native mode:\n{log}");
+    let req = client.request("MESSAGE", "package-xdp-1", 1);
+    client.send_to(req.bytes(), "10.77.0.1:5060".parse()?)?;
+    let (_, got) = next_at(&[&local, &far], Duration::from_secs(5)).with_context(|| lb.stderr_tail(20))?;
+    let via = headers(std::str::from_utf8(&got.bytes)?, "Via").first().map(|v| v.to_string());
+    ensure!(via.as_deref().is_some_and(|v| v.starts_with("SIP/2.0/UDP 10.77.0.1:5060;branch=z9hG4bK")), "{via:?}");
     let status = lb.stop()?;
     ensure!(status.success(), "sip-lb exited with {status} on SIGTERM:\n{}", lb.stderr_tail(20));
     Ok(())
