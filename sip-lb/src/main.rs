@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use sip_lb::config::PinMode;
 use sip_lb::config::{Config, RunArgs};
@@ -48,7 +48,9 @@ enum Command {
     Enable(BackendArgs),
     /// Make a running instance re-read its config (like SIGHUP).
     Reload(ControlArgs),
-    /// Live per-core and per-backend view of a running instance.
+    /// Live per-core and per-backend view of a running instance: a terminal
+    /// UI (keys: arrows select, d drain, e enable, s sort, q quit), or the
+    /// text table with --once or when stdout is not a terminal.
     Top(TopArgs),
     /// Ban a source prefix at a running instance (its datagrams are dropped).
     Block(BanArgs),
@@ -62,6 +64,9 @@ enum Command {
     /// Print the digest of a config's effective routing (pools, backends,
     /// weights, hash seeds, key ids, VIPs); nodes of a cluster must agree.
     ConfigDigest(control::cluster::cli::DigestArgs),
+    /// Write the man pages and shell completions into DIR (packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: std::path::PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -88,6 +93,9 @@ struct TopArgs {
     /// Stop after this many screens [default: run until Ctrl-C].
     #[arg(long, short = 'n', value_name = "N")]
     iterations: Option<u64>,
+    /// Print one text table and exit (also the output when stdout is not a terminal).
+    #[arg(long)]
+    once: bool,
     #[command(flatten)]
     control: ControlArgs,
 }
@@ -137,9 +145,11 @@ fn main() -> ExitCode {
         Command::Bans(c) => client(|| control::client::bans(c.control)),
         Command::DrainNode(a) => client(|| control::cluster::cli::drain_node(a)),
         Command::ConfigDigest(a) => control::cluster::cli::config_digest(a),
-        Command::Top(t) => {
-            client(|| async move { control::top::run(t.control.control, t.iterations).await.map(|()| String::new()) })
-        }
+        Command::GenerateDocs { dir } => sip_lb::cli_docs::write(Cli::command(), &dir),
+        Command::Top(t) => client(|| async move {
+            let mode = if t.once { control::top::Mode::Once } else { control::top::Mode::Auto };
+            control::top::run(t.control.control, t.iterations, mode).await.map(|()| String::new())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -306,7 +316,7 @@ fn worker_cpus(pin: PinMode, workers: usize, allowed: &[usize]) -> (Vec<usize>, 
 /// Call-ID steering for every listen address: with `--iface`, XDP on that
 /// interface plus the reuseport selector; without, the reuseport selector
 /// alone, which keeps every Call-ID on one worker even on loopback. Without
-/// root (and no `--iface`) there is no eBPF: the kernel's 4-tuple hash picks
+/// root or CAP_BPF + CAP_NET_ADMIN (and no `--iface`) there is no eBPF: the kernel's 4-tuple hash picks
 /// the worker, which forwards just as correctly but without per-call affinity.
 /// With the AF_XDP data path (`afxdp`), its program owns the interface and
 /// the socket path keeps only the reuseport selector. The XDP program's
@@ -320,9 +330,11 @@ fn attach_steering(
     shield: &sip_lb_proto::shield::ShieldPolicy,
 ) -> Result<Vec<Arc<xdp::Steering>>> {
     use std::os::fd::AsFd;
-    // SAFETY: geteuid has no preconditions.
-    if config.iface.is_none() && unsafe { libc::geteuid() } != 0 {
-        tracing::warn!("steering: none (not root): workers chosen by the kernel's 4-tuple hash");
+    // Root, or the packaged unit's CAP_BPF + CAP_NET_ADMIN, may load it.
+    if config.iface.is_none() && !sip_lb::caps::may_load_bpf() {
+        tracing::warn!(
+            "steering: none (not root, no CAP_BPF + CAP_NET_ADMIN): workers chosen by the kernel's 4-tuple hash"
+        );
         return Ok(Vec::new());
     }
     let ports: Vec<u16> = config.listen.iter().map(|l| l.addr.port()).collect();

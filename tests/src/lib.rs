@@ -9,6 +9,7 @@
 //! - [`nslb`]: sip-lb with XDP on a veth in a namespace, a peer namespace for its clients.
 //! - [`anycast`] and [`bird`]: the scale-out topology (ECMP router, two nodes, farm) with BIRD.
 //! - [`pcap`]: UDP datagrams of a capture file (sngrep `-O`).
+//! - [`tmux`]: a terminal (tmux) to drive terminal UIs with keys and read their screen.
 
 pub mod afxdp;
 pub mod anycast;
@@ -30,5 +31,6 @@ pub mod sink;
 pub mod sip;
 pub mod sipp;
 pub mod stream;
+pub mod tmux;
 
 pub use process::sip_lb_binary;

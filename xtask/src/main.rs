@@ -3,6 +3,7 @@ mod bench;
 mod checks;
 mod demo;
 mod fuzz;
+mod package;
 mod setup;
 
 use std::path::PathBuf;
@@ -55,6 +56,13 @@ enum Task {
     /// The static checks `test` starts with: rustfmt, clippy -D warnings,
     /// unused dependencies, a pure core crate.
     Check,
+    /// The Debian package (cargo-deb): binary, systemd unit, config, man
+    /// pages, completions; prints its path.
+    Package {
+        /// Package the debug build instead of the release one.
+        #[arg(long)]
+        dev: bool,
+    },
     /// Build everything and run every test of the project.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -117,13 +125,19 @@ fn main() -> Result<()> {
             setup::ensure_all()?;
             checks::all()
         }
+        Task::Package { dev } => {
+            setup::ensure_all()?;
+            package::build(dev).map(|p| println!("{}", p.display()))
+        }
         Task::Test { args } => {
             setup::ensure_all()?;
             checks::all()?;
             eprintln!("xtask: building every binary (end-to-end tests run target/debug/sip-lb)");
             setup::run(cargo().args(["build", "--bins"]))?;
+            // tests/tests/package.rs installs it (debug build: no release build here).
+            let deb = package::build(true)?;
             eprintln!("xtask: running every test");
-            setup::run(cargo().args(["test", "--no-fail-fast"]).args(&args))?;
+            setup::run(cargo().args(["test", "--no-fail-fast"]).args(&args).env("SIP_LB_DEB", &deb))?;
             if args.is_empty() {
                 eprintln!("xtask: short fuzz runs (long runs: docs/fuzzing.md)");
                 fuzz::run_short(FUZZ_SECONDS_IN_TEST)?;

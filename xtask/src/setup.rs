@@ -27,6 +27,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dnsmasq-base", "a real DNS server for the host-name and SRV backend tests"),
     ("sngrep", "a HEP collector nobody here wrote, for the HEP mirroring tests"),
     ("tmux", "drives `sip-lb top` in its terminal UI test"),
+    ("systemd", "systemd-analyze verify checks the packaged unit"),
+    ("adduser", "the package's maintainer scripts create the sip-lb user"),
+    ("man-db", "systemd-analyze verify finds the unit's Documentation=man: pages"),
 ];
 
 pub fn ensure_all() -> Result<()> {
@@ -100,4 +103,17 @@ pub fn run(cmd: &mut Command) -> Result<()> {
         bail!("{cmd:?} failed: {status}");
     }
     Ok(())
+}
+
+/// The cargo-deb release `cargo xtask package` is written for.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// cargo-deb, only for `cargo xtask package` and the package test.
+pub fn ensure_cargo_deb() -> Result<()> {
+    let version = Command::new("cargo").args(["deb", "--version"]).output();
+    if version.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION)) {
+        return Ok(());
+    }
+    eprintln!("setup: building cargo-deb {CARGO_DEB_VERSION} (builds the Debian package; about two minutes)");
+    run(Command::new("cargo").args(["install", "cargo-deb", "--locked", "--version", CARGO_DEB_VERSION]))
 }

@@ -16,12 +16,13 @@ use super::shield::XdpShield;
 /// sip-lb-ebpf, built by `build.rs` into OUT_DIR.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-lb"));
 
-/// Loading needs CAP_BPF/CAP_NET_ADMIN; we simply require root.
+/// Loading needs root, or CAP_BPF + CAP_NET_ADMIN (the packaged unit's
+/// user: `crate::caps`).
 pub(crate) fn require_root() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        bail!("sip-lb XDP/reuseport steering needs root (CAP_BPF + CAP_NET_ADMIN); running as uid {euid}");
+    if !crate::caps::may_load_bpf() {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        bail!("sip-lb XDP/reuseport steering needs root or CAP_BPF + CAP_NET_ADMIN; running as uid {euid} without");
     }
     Ok(())
 }

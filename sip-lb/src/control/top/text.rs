@@ -1,84 +1,92 @@
-//! `sip-lb top`: a live view of a running instance, redrawn every second
-//! with plain ANSI escapes: per-worker (per-core) throughput and drops, then
-//! per-backend load and state. Rates are differences of the `/stats`
-//! counters between two polls.
+//! The text table of `sip-lb top --once` (and of `top` when stdout is not
+//! a terminal): per-worker (per-core) throughput, drops and unaccounted
+//! datagrams, per-backend load and state, drops by reason, the AF_XDP
+//! counters. Scripts and tests read it.
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Result;
-
-use super::client;
-use super::snapshot::Snapshot;
+use super::rates::Rates;
+use super::unaccounted::unaccounted;
+use crate::control::snapshot::Snapshot;
 
 /// Renders one screen from two snapshots `dt` apart (pure, for tests).
 pub fn render(addr: SocketAddr, prev: &Snapshot, now: &Snapshot, dt: Duration) -> String {
     let secs = dt.as_secs_f64().max(1e-3);
     let rate = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / secs;
+    let r = Rates::between(prev, now, dt);
+    let lost = unaccounted(now);
     let mut o = String::new();
-    let _ = writeln!(o, "sip-lb top  {addr}  config generation {}  (Ctrl-C to quit)\n", now.generation);
     let _ = writeln!(
         o,
-        "{:>6} {:>4} {:>11} {:>11} {:>10} {:>10} {:>9} {:>9}",
-        "WORKER", "CPU", "IN msg/s", "OUT msg/s", "REQ/s", "RESP/s", "REPLY/s", "DROP/s"
+        "sip-lb top  {addr}  config generation {}  shield bans {}  (Ctrl-C to quit)\n",
+        now.generation, now.shield_bans
+    );
+    let _ = writeln!(
+        o,
+        "{:>6} {:>4} {:>11} {:>11} {:>10} {:>10} {:>9} {:>9} {:>8}",
+        "WORKER", "CPU", "IN msg/s", "OUT msg/s", "REQ/s", "RESP/s", "REPLY/s", "DROP/s", "UNACCT"
     );
     let mut tot = [0f64; 6];
-    for w in &now.workers {
-        let p = prev.workers.iter().find(|x| x.worker == w.worker).cloned().unwrap_or_default();
-        let replies = |s: &super::snapshot::WorkerSnapshot| s.replies.iter().map(|r| r.1).sum::<u64>();
-        let v = [
-            rate(p.rx_datagrams, w.rx_datagrams),
-            rate(p.tx_datagrams, w.tx_datagrams),
-            rate(p.requests_forwarded, w.requests_forwarded),
-            rate(p.responses_forwarded, w.responses_forwarded),
-            rate(replies(&p), replies(w)),
-            rate(p.drops_total(), w.drops_total()),
-        ];
+    for w in &r.workers {
+        let v = [w.rx, w.tx, w.requests, w.responses, w.replies, w.drops];
         for (t, x) in tot.iter_mut().zip(v) {
             *t += x;
         }
         let cpu = w.cpu.map_or_else(|| "-".into(), |c| c.to_string());
+        let u = lost.workers.iter().find(|x| x.0 == w.worker).map_or(0, |x| x.1);
         let _ = writeln!(
             o,
-            "{:>6} {:>4} {:>11.0} {:>11.0} {:>10.0} {:>10.0} {:>9.0} {:>9.0}",
-            w.worker, cpu, v[0], v[1], v[2], v[3], v[4], v[5]
+            "{:>6} {:>4} {:>11.0} {:>11.0} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>8}",
+            w.worker, cpu, v[0], v[1], v[2], v[3], v[4], v[5], u
         );
     }
     let _ = writeln!(
         o,
-        "{:>6} {:>4} {:>11.0} {:>11.0} {:>10.0} {:>10.0} {:>9.0} {:>9.0}\n",
-        "all", "", tot[0], tot[1], tot[2], tot[3], tot[4], tot[5]
+        "{:>6} {:>4} {:>11.0} {:>11.0} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>8}\n",
+        "all",
+        "",
+        tot[0],
+        tot[1],
+        tot[2],
+        tot[3],
+        tot[4],
+        tot[5],
+        lost.workers.iter().map(|x| x.1).sum::<i64>()
     );
     let _ = writeln!(
         o,
         "{:<28} {:<9} {:>10} {:>10} {:>7} {:>14} {:>8}",
         "BACKEND", "STATE", "REQ/s", "RESP/s", "SHARE", "REQUESTS", "RTT_MS"
     );
-    let all_req: f64 = now
-        .backends
-        .iter()
-        .map(|b| rate(prev.backends.iter().find(|x| x.addr == b.addr).map_or(b.requests, |x| x.requests), b.requests))
-        .sum();
-    for b in &now.backends {
-        let p = prev.backends.iter().find(|x| x.addr == b.addr);
-        let rq = rate(p.map_or(b.requests, |x| x.requests), b.requests);
-        let rs = rate(p.map_or(b.responses, |x| x.responses), b.responses);
-        let share = if all_req > 0.0 { 100.0 * rq / all_req } else { 0.0 };
+    for (b, br) in now.backends.iter().zip(&r.backends) {
         let rtt = b.probe_rtt_ms.map_or_else(|| "-".into(), |r| format!("{r:.2}"));
         let _ = writeln!(
             o,
             "{:<28} {:<9} {:>10.0} {:>10.0} {:>6.1}% {:>14} {:>8}",
             b.addr.to_string(),
             b.state,
-            rq,
-            rs,
-            share,
+            br.requests,
+            br.responses,
+            br.share,
             b.requests,
             rtt
         );
     }
+    let reasons = |list: &[super::rates::ReasonRate]| -> String {
+        let shown: Vec<String> =
+            list.iter().filter(|x| x.2 > 0).map(|(n, r, t)| format!("{n}={t} ({r:.0}/s)")).collect();
+        if shown.is_empty() {
+            "none".into()
+        } else {
+            shown.join(" ")
+        }
+    };
+    let _ = writeln!(o, "\nDROPS   {}", reasons(&r.drops));
+    let _ = writeln!(o, "SHIELD  {}", reasons(&r.shield));
     if let Some(a) = &now.afxdp {
         afxdp(&mut o, prev.afxdp.as_ref(), a, &rate);
+        let _ = writeln!(o, "AF_XDP program unaccounted: {}", lost.xdp.unwrap_or(0));
     }
     o
 }
@@ -86,8 +94,8 @@ pub fn render(addr: SocketAddr, prev: &Snapshot, now: &Snapshot, dt: Duration) -
 /// The AF_XDP section: per queue and per AF_XDP worker.
 fn afxdp(
     o: &mut String,
-    prev: Option<&super::snapshot::AfxdpSnapshot>,
-    now: &super::snapshot::AfxdpSnapshot,
+    prev: Option<&crate::control::snapshot::AfxdpSnapshot>,
+    now: &crate::control::snapshot::AfxdpSnapshot,
     rate: &dyn Fn(u64, u64) -> f64,
 ) {
     let _ = writeln!(
@@ -113,7 +121,7 @@ fn afxdp(
     let _ = writeln!(o, "{:>7} {:>11} {:>11} {:>14}", "XWORKER", "RX fr/s", "TX fr/s", "VIA SOCKET/s");
     for w in &now.workers {
         let p = prev.and_then(|p| p.workers.iter().find(|x| x.worker == w.worker)).cloned().unwrap_or_default();
-        let sock = |x: &super::snapshot::AfxdpWorkerSnapshot| x.tx_socket.iter().map(|r| r.1).sum::<u64>();
+        let sock = |x: &crate::control::snapshot::AfxdpWorkerSnapshot| x.tx_socket.iter().map(|r| r.1).sum::<u64>();
         let _ = writeln!(
             o,
             "{:>7} {:>11.0} {:>11.0} {:>14.0}",
@@ -129,41 +137,6 @@ fn afxdp(
         "AF_XDP program: {} frames, {} redirected, {passed} passed to the kernel",
         now.seen, now.redirected
     );
-}
-
-/// Polls `addr` every second and redraws until interrupted. `iterations`
-/// bounds the number of screens (tests, scripts); `None` runs forever.
-pub async fn run(addr: SocketAddr, iterations: Option<u64>) -> Result<()> {
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let mut prev = client::stats(addr).await?;
-    let mut at = Instant::now();
-    let mut n = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
-        }
-        let now = client::stats(addr).await?;
-        let t = Instant::now();
-        let screen = render(addr, &prev, &now, t - at);
-        if tty {
-            // Home, clear screen, draw.
-            print!("\x1b[H\x1b[2J{screen}");
-        } else {
-            println!("{screen}");
-        }
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
-        prev = now;
-        at = t;
-        n += 1;
-        if iterations.is_some_and(|max| n >= max) {
-            break;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
