@@ -192,7 +192,9 @@ fn run(args: RunArgs) -> Result<()> {
         None => None,
     };
     let null_forward = args.afxdp_null_forward;
-    let mut afxdp = dataplane::afxdp::start_if_selected(&config, &sockets, &pinned, &plan, &shield, null_forward)?;
+    let hep_tap = hep.as_ref().map(|m| m.tap.clone());
+    let mut afxdp =
+        dataplane::afxdp::start_if_selected(&config, &sockets, &pinned, &plan, &shield, null_forward, hep_tap)?;
     if selected && afxdp.is_none() {
         // Fell back to the socket path: the XDP CPU-map steering takes the interface.
         drop(std::mem::take(&mut steering));

@@ -286,6 +286,23 @@ fn explicit_afxdp_that_cannot_start_is_an_error() {
     assert!(err.contains("starting the AF_XDP data path on nosuchif0"), "{err}");
 }
 
+/// TCP/TLS need the stream relay, which the AF_XDP workers lack: asking for
+/// AF_XDP with a TCP listener is refused, saying why (without `datapath`,
+/// the same config takes the socket path with a warning).
+#[test]
+fn explicit_afxdp_with_a_tcp_listener_is_refused() {
+    require_root();
+    let out = std::process::Command::new(sip_lb_tests::sip_lb_binary().unwrap())
+        .args(["run", "--listen", "127.0.0.1:0", "--listen", "tcp:127.0.0.1:0"])
+        .args(["--advertise", "127.0.0.1:5060", "--backend", "127.0.0.1:9", "--control", "127.0.0.1:0"])
+        .args(["--iface", "lo", "--datapath", "afxdp"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the AF_XDP workers do not relay to connections"), "{err}");
+}
+
 /// With `--iface` and no `datapath`, a failure to bind AF_XDP (here: the
 /// queue is taken by another AF_XDP socket) falls back to the socket path
 /// with XDP steering, says why, and forwards.

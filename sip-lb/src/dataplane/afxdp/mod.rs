@@ -86,6 +86,8 @@ pub struct Params<'a> {
     /// Bench only (`--afxdp-null-forward`): no SIP work, datagrams go
     /// unchanged to these addresses in turn.
     pub null_forward: Vec<std::net::SocketAddr>,
+    /// With `[hep]`: the mirror's tap, shared with the socket workers.
+    pub hep: Option<Arc<crate::dataplane::hep::HepTap>>,
 }
 
 impl AfXdp {
@@ -152,6 +154,7 @@ impl AfXdp {
                 queues: queues.clone(),
                 rx: (w < queues.len()).then(|| reader(w)),
                 null_forward: p.null_forward.clone(),
+                hep: p.hep.clone(),
                 peers: peers.clone(),
                 jobs,
                 bell,
@@ -229,8 +232,22 @@ pub fn start_if_selected(
     plan: &SharedPlan,
     shield: &crate::dataplane::SharedShield,
     null_forward: bool,
+    hep: Option<Arc<crate::dataplane::hep::HepTap>>,
 ) -> anyhow::Result<Option<AfXdp>> {
     let Some(iface) = config.iface.as_deref().filter(|_| selected(config)) else { return Ok(None) };
+    // Responses to requests that came over TCP/TLS (or go to backends over
+    // connections) are routed by the stream relay, which only the socket
+    // workers have: an AF_XDP worker would send them by UDP to the client's
+    // connection address. Until the AF_XDP workers get the relay, such a
+    // config takes the socket path.
+    if !config.streams.is_empty() || !config.links.is_empty() {
+        let why = "TCP/TLS listeners or backends are configured, and the AF_XDP workers do not relay to connections";
+        if config.datapath.is_some() {
+            anyhow::bail!("datapath = \"afxdp\": {why}; use datapath = \"socket\"");
+        }
+        tracing::warn!("datapath: socket (AF_XDP not used on {iface}: {why})");
+        return Ok(None);
+    }
     let dups = sockets
         .iter()
         .map(|w| w.iter().map(UdpSocket::try_clone).collect::<std::io::Result<Vec<_>>>())
@@ -248,6 +265,7 @@ pub fn start_if_selected(
             true => config.pools.iter().flat_map(|p| p.backends.iter().map(|b| b.addr)).collect(),
             false => Vec::new(),
         },
+        hep,
     };
     match AfXdp::start(params) {
         Ok(dp) => Ok(Some(dp)),

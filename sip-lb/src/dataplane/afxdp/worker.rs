@@ -25,6 +25,7 @@ use super::doorbell::Doorbell;
 use super::io::{Handoff, Job, RxQueue, BATCH as RX_BATCH, IDLE_MS};
 use super::stats::XskWorkerStats;
 use crate::config::Listen;
+use crate::dataplane::hep::{HepTap, Stamp};
 use crate::dataplane::{SharedPlan, SharedShield, WorkerStats};
 use sip_lb_afxdp::neigh::NeighbourTable;
 use sip_lb_proto::shield::ShieldDrop;
@@ -58,6 +59,8 @@ pub struct XskWorker {
     pub stop: Arc<AtomicBool>,
     /// Bench only: forward unchanged to these in turn, no SIP work.
     pub null_forward: Vec<SocketAddr>,
+    /// With `[hep]`: copies of what is received and sent, for the collector.
+    pub hep: Option<Arc<HepTap>>,
 }
 
 impl XskWorker {
@@ -166,11 +169,18 @@ impl XskWorker {
             q.release(f);
             return false;
         }
+        let hep = self.hep.as_deref().filter(|t| t.keeps(payload)).map(|t| (t, Stamp::now()));
+        if let Some((t, at)) = hep {
+            t.received(payload, src, on, at);
+        }
         let (to, from) = match plan.proxy.handle(&plan.router, payload, src, on, out) {
             Action::Forward { to, from, what } => {
                 stats.forwarded(&plan.backends, what, to, src);
                 if what == sip_lb_proto::proxy::Forwarded::Response {
                     self.shield.relayed(payload, to);
+                }
+                if let Some((t, at)) = hep {
+                    t.sent(out, from, to, at);
                 }
                 (to, from)
             }
@@ -181,6 +191,9 @@ impl XskWorker {
             }
             Action::Reply { to, code } => {
                 stats.replies[code.index()].add(1);
+                if let Some((t, at)) = hep {
+                    t.sent(out, on, to, at);
+                }
                 (to, on)
             }
             Action::Drop(reason) => {
