@@ -127,9 +127,11 @@ impl Cluster {
                 ok = false;
             }
         }
-        if ok || !on {
-            self.announced.store(on, Ordering::Relaxed);
+        if on && !ok {
+            // Not announced; the announcer tries again at its next tick.
+            return;
         }
+        self.announced.store(on, Ordering::Relaxed);
         match on {
             true => tracing::info!(vips = ?self.vips, "cluster: VIPs announced ({why})"),
             false => tracing::warn!(vips = ?self.vips, "cluster: VIPs withdrawn ({why})"),
