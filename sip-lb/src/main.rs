@@ -203,7 +203,7 @@ fn run(args: RunArgs) -> Result<()> {
 
     let streams = match streams_bound.is_empty() && config.links.is_empty() {
         true => None,
-        false => Some(sip_lb::stream::Streams::start(streams_bound, &config, &sockets, plan.clone())?),
+        false => Some(sip_lb::stream::Streams::start(streams_bound, &config, &sockets, plan.clone(), shield.clone())?),
     };
     let extras = dataplane::Extras {
         relay: streams.as_ref().map(|s| Arc::new(s.relay())),

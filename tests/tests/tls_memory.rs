@@ -75,7 +75,7 @@ fn ping(c: &mut TlsClient) -> Result<()> {
 
 #[test]
 fn idle_tls_connections_cost_this_much_memory_each() -> Result<()> {
-    let n: usize = std::env::var("SIP_LB_TLS_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let n: usize = std::env::var("SIP_LB_TLS_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
     let backend = Sink::loopback()?;
     let limits = format!("max_connections = {}\nmax_per_ip = {}\n", n + 100, n + 100);
     let (lb, tls, ca) = start("tls_memory", backend.addr(), &limits)?;

@@ -87,6 +87,15 @@ pub fn families(e: &mut DescriptorEncoder, s: &StreamStats) -> Result<(), std::f
         "Connections to backends reached over TCP/TLS and the messages they carry",
         MetricType::Counter,
         labelled("event", &links),
+    )?;
+    let shield: Vec<(&'static str, u64)> =
+        sip_lb_proto::shield::ShieldDrop::ALL.iter().map(|d| (d.name(), s.shield_drops[d.index()].get())).collect();
+    family(
+        e,
+        "sip_lb_tcp_shield_dropped",
+        "TCP/TLS connections refused at accept (blocked, banned) and messages dropped by the shield",
+        MetricType::Counter,
+        labelled("reason", &shield),
     )
 }
 

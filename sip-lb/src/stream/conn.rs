@@ -34,6 +34,9 @@ pub struct Shared {
     pub stats: Arc<StreamStats>,
     pub idle: Duration,
     pub max_message: usize,
+    /// The workers' shield: blocked and banned sources are refused at accept.
+    pub shield: crate::dataplane::SharedShield,
+    pub plan: crate::dataplane::SharedPlan,
 }
 
 /// Serves one accepted connection until it closes; frees its flow slot.

@@ -32,7 +32,7 @@ use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, StreamConfig, Transport};
-use crate::dataplane::SharedPlan;
+use crate::dataplane::{SharedPlan, SharedShield};
 use flows::{Flows, Refused};
 use stats::StreamStats;
 use worker::StreamWorker;
@@ -78,7 +78,14 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>> {
 impl Streams {
     /// Starts the stream workers (sending from clones of the UDP workers'
     /// sockets, `udp[w][l]`) and the connection layer.
-    pub fn start(bound: Vec<Bound>, config: &Config, udp: &[Vec<UdpSocket>], plan: SharedPlan) -> Result<Streams> {
+    /// `shield` is the UDP workers' (one limit per source, whatever the transport).
+    pub fn start(
+        bound: Vec<Bound>,
+        config: &Config,
+        udp: &[Vec<UdpSocket>],
+        plan: SharedPlan,
+        shield: SharedShield,
+    ) -> Result<Streams> {
         let limits: StreamConfig = config.stream;
         let tls = match &config.tls {
             Some(t) if bound.iter().any(|b| b.transport == Transport::Tls) => Some(tls::acceptor(t)?),
@@ -107,6 +114,7 @@ impl Streams {
                 record_route: config.record_route,
                 path: config.path,
                 relay: relay.clone(),
+                shield: shield.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("sip-lb-s{index}"))
@@ -119,6 +127,8 @@ impl Streams {
             stats: stats.clone(),
             idle: Duration::from_millis(limits.idle_timeout_ms),
             max_message: limits.max_message_bytes,
+            shield,
+            plan: plan.clone(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -200,6 +210,12 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Blocked and banned sources do not get a connection (their
+        // datagrams get nothing either); rates apply per message.
+        if let Err(why) = admit_source(&sh, peer) {
+            sh.stats.shield_drops[why.index()].inc();
+            continue;
+        }
         let (tx, rx) = mpsc::channel(flows::WRITE_QUEUE);
         let token = match sh.flows.open(peer, tx.clone()) {
             Ok(t) => t,
@@ -236,4 +252,22 @@ async fn accept_loop(
             }
         });
     }
+}
+
+/// The shield's verdict on a new connection from `peer`: its prefix lists
+/// and runtime bans (allow wins), as for a datagram.
+fn admit_source(sh: &conn::Shared, peer: SocketAddr) -> Result<(), sip_lb_proto::shield::ShieldDrop> {
+    use sip_lb_proto::shield::ShieldDrop;
+    let plan = sh.plan.load();
+    let ip = peer.ip().to_canonical();
+    if plan.shield.allow.contains(ip) {
+        return Ok(());
+    }
+    if plan.shield.block.contains(ip) {
+        return Err(ShieldDrop::Blocked);
+    }
+    if sh.shield.bans.load().contains(ip) {
+        return Err(ShieldDrop::Banned);
+    }
+    Ok(())
 }

@@ -59,6 +59,9 @@ pub struct StreamStats {
     pub requests: FlowCounts,
     /// Connections to backends (`stream::links`).
     pub links: LinkCounts,
+    /// Connections (blocked or banned sources, at accept) and messages the
+    /// shield dropped, by [`sip_lb_proto::shield::ShieldDrop::index`].
+    pub shield_drops: [Count; sip_lb_proto::shield::ShieldDrop::ALL.len()],
 }
 
 /// Connections to backends and the messages they carry.

@@ -19,7 +19,7 @@ use super::flows::{Flows, Out};
 use super::relay::{Fate, Relay};
 use super::stats::StreamStats;
 use crate::config::{PathMode, RecordRoute};
-use crate::dataplane::SharedPlan;
+use crate::dataplane::{Offence, SharedPlan, SharedShield};
 
 /// How often an idle stream worker checks `stop`.
 const IDLE: Duration = Duration::from_millis(100);
@@ -63,6 +63,8 @@ pub struct StreamWorker {
     /// Responses and far-end requests to client connections, messages to
     /// backends' connections.
     pub relay: Arc<Relay>,
+    /// The UDP workers' shield: a source's rate is one rate across transports.
+    pub shield: SharedShield,
 }
 
 impl StreamWorker {
@@ -82,6 +84,9 @@ impl StreamWorker {
     fn handle(&self, m: StreamIn, out: &mut Vec<u8>) {
         let plan = self.plan.load();
         let s = &self.stats;
+        if m.link.is_none() && !self.admit(&plan, &m) {
+            return;
+        }
         if let What::Refuse { code, close } = m.what {
             if plan.proxy.refuse(&m.bytes, m.peer, code, out) {
                 s.replies.inc();
@@ -183,6 +188,30 @@ impl StreamWorker {
                 self.stats.dropped.inc();
             }
         }
+    }
+
+    /// The shield's verdict on a client's message, as for a datagram: the
+    /// prefix lists, runtime bans, scanners and the per-source rate (one
+    /// bucket per source, shared with the UDP workers). A scanner's or a
+    /// blocked source's connection is closed; an over-rate message is only
+    /// dropped. Offenders are reported for bans like the UDP workers do.
+    fn admit(&self, plan: &crate::dataplane::Plan, m: &StreamIn) -> bool {
+        use sip_lb_proto::shield::ShieldDrop;
+        let bans = self.shield.bans.load();
+        let ip = m.peer.ip().to_canonical();
+        let Err(why) = self.shield.buckets.check(&plan.shield, &bans, ip, &m.bytes, self.shield.now_ns()) else {
+            return true;
+        };
+        self.stats.shield_drops[why.index()].inc();
+        match why {
+            ShieldDrop::Scanner => self.shield.report(ip, Offence::Scanner),
+            ShieldDrop::RateLimited => self.shield.report(ip, Offence::OverRate),
+            _ => {}
+        }
+        if matches!(why, ShieldDrop::Blocked | ShieldDrop::Banned | ShieldDrop::Scanner) {
+            self.flows.deliver(m.token, Out::Close);
+        }
+        false
     }
 
     /// A reply to `m`, on the connection it came from.
