@@ -47,6 +47,13 @@ enum Task {
         /// latency, net, fixed. Default: all of them.
         #[arg(long, value_delimiter = ',')]
         only: Vec<bench::Comparison>,
+        /// The soak alone (issue 14): half the max rate for --soak-seconds,
+        /// RSS over time, loss, the accounting invariant.
+        #[arg(long)]
+        soak: bool,
+        /// Length of the soak (default 600).
+        #[arg(long, requires = "soak")]
+        soak_seconds: Option<u64>,
     },
     /// Run every fuzz target for a bounded time.
     Fuzz {
@@ -113,9 +120,10 @@ fn main() -> Result<()> {
                 Err(err).context("starting sip-lb")
             }
         }
-        Task::Bench { quick, only } => {
+        Task::Bench { quick, only, soak, soak_seconds } => {
             setup::ensure_all()?;
-            bench::run(bench::Options { quick, only })
+            let soak = soak.then(|| soak_seconds.unwrap_or(bench::SOAK_SECONDS));
+            bench::run(bench::Options { quick, only, soak })
         }
         Task::Fuzz { seconds } => {
             setup::ensure_all()?;

@@ -18,8 +18,12 @@ pub struct BanSet {
 impl BanSet {
     pub fn new(bans: &[(Prefix, u32)]) -> BanSet {
         let set = PrefixSet::new(bans.iter().map(|(p, _)| *p));
-        // The set sorts its prefixes: look each one's slot up again.
-        let slots = set.prefixes().iter().map(|p| bans.iter().find(|(q, _)| q == p).map_or(0, |(_, s)| *s)).collect();
+        // The set sorts its prefixes: look each one's slot up again
+        // (O(n log n): thousands of bans are published every ban tick).
+        let mut by_prefix = bans.to_vec();
+        by_prefix.sort_unstable_by_key(|(p, _)| *p);
+        let slot = |p: &Prefix| by_prefix.binary_search_by_key(p, |(q, _)| *q).map_or(0, |i| by_prefix[i].1);
+        let slots = set.prefixes().iter().map(slot).collect();
         BanSet { set, slots }
     }
 

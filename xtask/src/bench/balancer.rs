@@ -100,6 +100,8 @@ pub struct Balancer {
     ctl_socket: Option<String>,
     cpu_start: Vec<(u32, u64)>,
     busy_start: procs::MachineMark,
+    /// sip-lb's control API (`--metrics`).
+    control: Option<SocketAddr>,
 }
 
 /// What /proc and the balancer's own counters say at the end of a run.
@@ -137,6 +139,7 @@ impl Balancer {
             kind.name().split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
         let name = format!("{}-{workers}-{tag}", slug.join("-"));
         let mut ctl_socket = None;
+        let mut control_addr = None;
         let cmd = match kind {
             Kind::SipLb
             | Kind::SipLbXdp
@@ -183,6 +186,7 @@ impl Balancer {
                 // Its own control/metrics port, so parallel runs and tests do not collide on 5070.
                 let control = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
                 c.arg("--metrics").arg(control.to_string());
+                control_addr = Some(control);
                 for b in backends {
                     c.arg("--backend").arg(b.to_string());
                 }
@@ -216,10 +220,27 @@ impl Balancer {
         // Kamailio binds before it forks its children: let them start.
         std::thread::sleep(Duration::from_millis(if kind == Kind::Kamailio { 500 } else { 100 }));
         child.fail_if_exited()?;
-        let mut b =
-            Self { kind, listen, child, ctl_socket, cpu_start: Vec::new(), busy_start: procs::MachineMark::now()? };
+        let mut b = Self {
+            kind,
+            listen,
+            child,
+            ctl_socket,
+            cpu_start: Vec::new(),
+            busy_start: procs::MachineMark::now()?,
+            control: control_addr,
+        };
         b.mark();
         Ok(b)
+    }
+
+    /// sip-lb's control API address (`None` for the others).
+    pub fn control(&self) -> Option<SocketAddr> {
+        self.control
+    }
+
+    /// The balancer's (main) process.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
     }
 
     /// Starts the CPU measurement window here.

@@ -16,6 +16,7 @@ mod plot;
 mod procs;
 mod report;
 mod sipp;
+mod soak;
 mod sockets;
 mod topology;
 mod traffic;
@@ -30,11 +31,16 @@ use anyhow::{bail, Context, Result};
 use balancer::Kind;
 use packets::Ground;
 
+/// Default length of `--soak`.
+pub const SOAK_SECONDS: u64 = soak::DEFAULT_SECONDS;
+
 pub struct Options {
     /// A smaller plan that fits in 2 minutes (the full one fits in 10).
     pub quick: bool,
     /// Only these comparisons; empty: all.
     pub only: Vec<Comparison>,
+    /// `--soak`: the soak alone, for this many seconds (`soak.rs`).
+    pub soak: Option<u64>,
 }
 
 /// The comparisons of the plan, by number in the report.
@@ -202,6 +208,16 @@ pub fn run(opts: Options) -> Result<()> {
         ("kamailio", "the stateless dispatcher sip-lb is compared with"),
         ("sip-tester", "SIPp, the call generator"),
     ])?;
+    if let Some(seconds) = opts.soak {
+        eprintln!("bench: building sip-lb (release)");
+        let built =
+            Command::new(&cargo).current_dir(&env.repo).args(["build", "--release", "-p", "sip-lb"]).status()?;
+        if !built.success() {
+            bail!("the release build of sip-lb failed");
+        }
+        println!("{}", soak::run(&env, seconds)?);
+        return Ok(());
+    }
     let mut results = Results::default();
     eprintln!("bench: building sip-lb (release)");
     let built = Command::new(cargo).current_dir(&env.repo).args(["build", "--release", "-p", "sip-lb"]).status();
@@ -242,6 +258,9 @@ fn reexec_release(cargo: &str, repo: &std::path::Path, target: &std::path::Path,
     cmd.arg("bench").env(RELEASE_ENV, "1");
     if opts.quick {
         cmd.arg("--quick");
+    }
+    if let Some(s) = opts.soak {
+        cmd.args(["--soak", "--soak-seconds", &s.to_string()]);
     }
     for c in &opts.only {
         use clap::ValueEnum;
