@@ -266,7 +266,9 @@ fn admit_source(sh: &conn::Shared, peer: SocketAddr) -> Result<(), sip_lb_proto:
     if plan.shield.block.contains(ip) {
         return Err(ShieldDrop::Blocked);
     }
-    if sh.shield.bans.load().contains(ip) {
+    let bans = sh.shield.bans.load();
+    if let Some(slot) = bans.slot_of(ip) {
+        sh.shield.ban_hits.add(slot);
         return Err(ShieldDrop::Banned);
     }
     Ok(())

@@ -199,13 +199,18 @@ impl StreamWorker {
         use sip_lb_proto::shield::ShieldDrop;
         let bans = self.shield.bans.load();
         let ip = m.peer.ip().to_canonical();
-        let Err(why) = self.shield.buckets.check(&plan.shield, &bans, ip, &m.bytes, self.shield.now_ns()) else {
+        let Err(why) = self.shield.buckets.check(&plan.shield, &bans.set, ip, &m.bytes, self.shield.now_ns()) else {
             return true;
         };
         self.stats.shield_drops[why.index()].inc();
         match why {
             ShieldDrop::Scanner => self.shield.report(ip, Offence::Scanner),
             ShieldDrop::RateLimited => self.shield.report(ip, Offence::OverRate),
+            ShieldDrop::Banned => {
+                if let Some(slot) = bans.slot_of(ip) {
+                    self.shield.ban_hits.add(slot);
+                }
+            }
             _ => {}
         }
         if matches!(why, ShieldDrop::Blocked | ShieldDrop::Banned | ShieldDrop::Scanner) {
