@@ -33,14 +33,24 @@ fn checksum_errors_behind_xdp_are_explained_once() -> Result<()> {
     let mut cmd = lb_ns.command(&[bin.to_str().context("binary path")?]);
     cmd.args(["run", "--listen", &listen.to_string(), "--backend", "10.77.41.9:5060", "--workers", "1"]);
     cmd.args(["--iface", &lb_if, "--datapath", "socket", "--xdp-redirect-above", "0"]);
+    // The worker on CPU 0 and the sender (below) on CPU 1: every datagram
+    // is received on CPU 1 and redirected through the CPU map, which is
+    // what loses the partial checksum. A datagram that happened to arrive
+    // on the worker's own CPU would be passed locally, checksum intact (the
+    // test was flaky under load, when `--pin auto` declined to pin).
+    cmd.args(["--pin", "on"]);
     cmd.args(["--control", &control.to_string()]);
     let mut lb = sip_lb_tests::process::ChildGuard::spawn("sip-lb", cmd, &dir)?;
     wait_until(Duration::from_secs(20), || lb.stderr().contains("sip-lb forwarding"))
         .with_context(|| format!("sip-lb did not start:\n{}", lb.stderr_tail(20)))?;
 
     // A local sender in the peer namespace: partial checksums.
+    ensure!(sip_lb_udp::affinity::cpu_count() >= 2, "the trap needs a second CPU to redirect from");
     let send = peer
         .command(&[
+            "taskset",
+            "-c",
+            "1",
             "python3",
             "-c",
             "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
