@@ -44,3 +44,21 @@ pub fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     )?;
     Ok((dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem")))
 }
+
+/// A client certificate signed by the CA of [`make_certs`] in `dir`: (certificate, key).
+pub fn make_client_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[&["req"][..], &ec, &["-subj", "/CN=client", "-keyout", "client.key", "-out", "client.csr"]].concat(),
+        dir,
+    )?;
+    std::fs::write(dir.join("client.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")?;
+    openssl(
+        &["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
+            .into_iter()
+            .chain(["-extfile", "client.ext", "-out", "client.pem"])
+            .collect::<Vec<_>>(),
+        dir,
+    )?;
+    Ok((dir.join("client.pem"), dir.join("client.key")))
+}

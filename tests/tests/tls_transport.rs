@@ -5,12 +5,13 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use sip_lb_tests::certs::{make_certs, make_client_cert};
 use sip_lb_tests::lb::{Launch, SipLb};
 use sip_lb_tests::ports::{free_tcp_addr, free_udp_addr};
 use sip_lb_tests::sink::Backend;
@@ -18,64 +19,6 @@ use sip_lb_tests::sip::{header, SipRequest};
 use sip_lb_tests::stream::{tls_connect, tls_connect_as, StreamClient};
 
 const WITHIN: Duration = Duration::from_secs(5);
-
-/// Runs openssl with `args`, failing with its stderr.
-fn openssl(args: &[&str], dir: &Path) -> Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .context("running openssl (Debian package openssl)")?;
-    ensure!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
-}
-
-/// A test CA and a P-256 server certificate it signed for 127.0.0.1, in `dir`: (CA
-/// certificate, server certificate, server key). WebPKI (rustls) refuses a self-signed CA
-/// certificate as the server's own, hence two levels.
-fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "1", "-subj", "/CN=sip-lb test CA", "-keyout", "ca.key", "-out", "ca.pem"],
-        ]
-        .concat(),
-        dir,
-    )?;
-    openssl(
-        &[&["req"][..], &ec, &["-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "server.csr"]].concat(),
-        dir,
-    )?;
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")?;
-    openssl(
-        &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
-            .into_iter()
-            .chain(["-extfile", "server.ext", "-out", "cert.pem"])
-            .collect::<Vec<_>>(),
-        dir,
-    )?;
-    Ok((dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem")))
-}
-
-/// A client certificate signed by the CA of [`make_certs`] in `dir`: (certificate, key).
-fn make_client_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[&["req"][..], &ec, &["-subj", "/CN=client", "-keyout", "client.key", "-out", "client.csr"]].concat(),
-        dir,
-    )?;
-    std::fs::write(dir.join("client.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")?;
-    openssl(
-        &["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
-            .into_iter()
-            .chain(["-extfile", "client.ext", "-out", "client.pem"])
-            .collect::<Vec<_>>(),
-        dir,
-    )?;
-    Ok((dir.join("client.pem"), dir.join("client.key")))
-}
 
 /// sip-lb with a UDP and a TLS listener and one backend; returns the TLS address and the
 /// CA certificate clients must trust.
