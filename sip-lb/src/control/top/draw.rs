@@ -229,6 +229,8 @@ mod tests {
             cpu: Some(1),
             rx_datagrams: rx,
             drops: vec![("malformed".into(), rx / 10)],
+            // As `/stats` computes it: nothing forwarded, 10 of 100 dropped.
+            unaccounted: (rx - rx / 10) as i64,
             ..Default::default()
         };
         let mut app =

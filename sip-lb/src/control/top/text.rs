@@ -87,6 +87,8 @@ pub fn render(addr: SocketAddr, prev: &Snapshot, now: &Snapshot, dt: Duration) -
     if let Some(a) = &now.afxdp {
         afxdp(&mut o, prev.afxdp.as_ref(), a, &rate);
         let _ = writeln!(o, "AF_XDP program unaccounted: {}", lost.xdp.unwrap_or(0));
+    } else if let Some(n) = lost.xdp {
+        let _ = writeln!(o, "XDP program unaccounted: {n}");
     }
     o
 }

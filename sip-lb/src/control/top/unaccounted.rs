@@ -1,71 +1,39 @@
 //! Datagrams received but neither forwarded, replied to, dropped nor passed
-//! on: a leak indicator. Every datagram a worker reads must end in exactly
-//! one counter, and every frame the AF_XDP program sees in exactly one
-//! verdict, so a figure that grows means an uncounted path. Small
-//! transient values are expected: the counters of one snapshot are not
-//! read atomically together (a batch's outcomes are counted before its
-//! receives), so a figure may even be briefly negative.
-use crate::control::snapshot::{Snapshot, WorkerSnapshot};
+//! on: a leak indicator, shown as UNACCT. The figures are the control
+//! plane's own (`control::account`, in `/stats`), so `top`, `/metrics` and
+//! the tests read one definition. Small transient values are expected: the
+//! counters of one snapshot are not read atomically together.
+use crate::control::snapshot::Snapshot;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Unaccounted {
-    /// (worker, received - forwarded - replied - dropped - shield-dropped).
+    /// (worker, its `unaccounted`).
     pub workers: Vec<(usize, i64)>,
-    /// The AF_XDP program: seen - redirected - passed - shield-dropped.
+    /// The XDP program on the interface (steering or AF_XDP redirect).
     pub xdp: Option<i64>,
-}
-
-fn sum(v: &[(String, u64)]) -> u64 {
-    v.iter().map(|r| r.1).sum()
-}
-
-/// One worker's figure. Shield drops include the stateless replies it
-/// suppressed (`reply_limited`), which stand in for a reply.
-pub fn worker(w: &WorkerSnapshot) -> i64 {
-    let out = w.requests_forwarded + w.responses_forwarded + sum(&w.replies) + w.drops_total() + sum(&w.shield_drops);
-    w.rx_datagrams as i64 - out as i64
 }
 
 /// Every figure of a `/stats` snapshot.
 pub fn unaccounted(s: &Snapshot) -> Unaccounted {
     Unaccounted {
-        workers: s.workers.iter().map(|w| (w.worker, worker(w))).collect(),
-        xdp: s.afxdp.as_ref().map(|a| {
-            let out = a.redirected + sum(&a.passed) + a.shield_blocked + a.shield_rate_limited;
-            a.seen as i64 - out as i64
-        }),
+        workers: s.workers.iter().map(|w| (w.worker, w.unaccounted)).collect(),
+        xdp: s.xdp_account.as_ref().map(|a| a.unaccounted),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::snapshot::AfxdpSnapshot;
+    use crate::control::account::XdpAccount;
+    use crate::control::snapshot::WorkerSnapshot;
 
     #[test]
-    fn every_outcome_is_subtracted_once() {
-        let w = WorkerSnapshot {
-            worker: 3,
-            rx_datagrams: 100,
-            requests_forwarded: 40,
-            responses_forwarded: 30,
-            replies: vec![("483".into(), 5), ("503".into(), 1)],
-            drops: vec![("malformed".into(), 10), ("branch_mac".into(), 2)],
-            shield_drops: vec![("blocked".into(), 4), ("reply_limited".into(), 1)],
-            ..Default::default()
-        };
-        let a = AfxdpSnapshot {
-            seen: 1000,
-            redirected: 900,
-            passed: vec![("not_udp".into(), 50), ("other_port".into(), 20)],
-            shield_blocked: 10,
-            shield_rate_limited: 5,
-            ..Default::default()
-        };
-        let s = Snapshot { workers: vec![w], afxdp: Some(a), ..Default::default() };
-        assert_eq!(unaccounted(&s), Unaccounted { workers: vec![(3, 7)], xdp: Some(15) });
-        let none =
-            Snapshot { workers: vec![WorkerSnapshot { rx_datagrams: 1, ..Default::default() }], ..Default::default() };
-        assert_eq!(unaccounted(&none), Unaccounted { workers: vec![(0, 1)], xdp: None });
+    fn the_snapshots_figures_are_shown() {
+        let w = |worker, unaccounted| WorkerSnapshot { worker, unaccounted, ..Default::default() };
+        let xdp = XdpAccount { received: 10, forwarded: 7, passed: 1, dropped: 1, unaccounted: 1 };
+        let s = Snapshot { workers: vec![w(0, 0), w(3, 7)], xdp_account: Some(xdp), ..Default::default() };
+        assert_eq!(unaccounted(&s), Unaccounted { workers: vec![(0, 0), (3, 7)], xdp: Some(1) });
+        let none = Snapshot { workers: vec![w(0, 2)], ..Default::default() };
+        assert_eq!(unaccounted(&none), Unaccounted { workers: vec![(0, 2)], xdp: None });
     }
 }
