@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::netns::run;
 
@@ -61,16 +61,6 @@ impl Tmux {
                 bail!("{what}: not on the screen within {within:?}; the screen:\n{s}");
             }
             std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The command's exit status once it has exited, else `None`.
-    pub fn exit_status(&self) -> Result<Option<i32>> {
-        let out = self.tmux(&["display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status}"])?;
-        let mut f = out.split_whitespace();
-        match (f.next(), f.next()) {
-            (Some("1"), Some(code)) => Ok(Some(code.parse().with_context(|| format!("exit status {out:?}"))?)),
-            _ => Ok(None),
         }
     }
 }

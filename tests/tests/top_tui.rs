@@ -25,7 +25,14 @@ fn top_ui_in_tmux_drains_enables_sorts_and_quits() -> Result<()> {
     let client = Sink::loopback()?;
     let (first, second) = (addrs[0].to_string(), addrs[1].to_string());
 
-    let cmd = format!("exec {} top --control {}", sip_lb_tests::sip_lb_binary()?.display(), lb.control.addr);
+    // Under a shell that reports top's exit status on the screen: tmux
+    // itself was seen leaving the exited top a zombie (pane not dead) for
+    // seconds, so its `pane_dead_status` is not a reliable witness.
+    let cmd = format!(
+        "{} top --control {}; echo \"top exited: $?\"; sleep 600",
+        sip_lb_tests::sip_lb_binary()?.display(),
+        lb.control.addr
+    );
     let tmux = Tmux::start("pt-top", 160, 45, &cmd)?;
     tmux.wait(Duration::from_secs(10), "both sections and both backends", |s| {
         s.contains("workers (per core)") && s.contains("backends (sort: address)") && s.contains(&second)
@@ -74,16 +81,9 @@ fn top_ui_in_tmux_drains_enables_sorts_and_quits() -> Result<()> {
 
     // `q` ends it with status 0 and leaves the alternate screen.
     tmux.keys(&["q"])?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(code) = tmux.exit_status()? {
-            break code;
-        }
-        ensure!(std::time::Instant::now() < deadline, "top still running after q:\n{}", tmux.screen()?);
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    ensure!(status == 0, "top exited with {status}:\n{}", tmux.screen()?);
-    let after = tmux.screen()?;
+    let after = tmux.wait(Duration::from_secs(10), "top's exit status", |s| s.contains("top exited: "))?;
+    let status = after.split("top exited: ").nth(1).and_then(|t| t.split_whitespace().next()).unwrap_or("?");
+    ensure!(status == "0", "top exited with {status}:\n{after}");
     ensure!(!after.contains("workers (per core)"), "the UI is still on the screen after q:\n{after}");
 
     // Scripts: `--once` is the text table, whatever stdout is.
