@@ -94,6 +94,29 @@ fn ipv4_then_ipv6_forwarded_and_relayed() {
     assert_eq!(afxdp::summary_sum(&err, "worker", "tx_socket_unresolved"), 0, "{err}");
 }
 
+/// `[hep]` with AF_XDP: the AF_XDP workers mirror what they receive and
+/// send, like the socket workers: 20 calls' INVITE and its response are
+/// each seen coming in and going out, 80 HEP packets to the collector.
+#[test]
+fn afxdp_workers_mirror_to_hep() {
+    require_root();
+    let arm = OneArm::new().expect("topology");
+    let _backend = endpoint(&arm, sa(FARM4[0], 5060), true).unwrap();
+    let client = endpoint(&arm, sa(CLIENT4, 5062), false).unwrap();
+    // The collector in the balancer's namespace, on its loopback.
+    netns::enter(arm.lb.name()).expect("enter the balancer's namespace");
+    let collector = Sink::bind("127.0.0.1:0").unwrap();
+    let hep = format!("[hep]\ncollector = \"{}\"\n", collector.addr());
+    let mut lb = start_lb(&arm, "afxdp-hep", &hep);
+    round(&client, sa(LB4, 5060), "INVITE", 20, "hep");
+    collector.wait_count(80, WAIT).expect("80 HEP packets");
+    let shutdown = lb.stop().expect("clean stop");
+    let err = lb.child.stderr();
+    assert_eq!(afxdp::summary_sum(&err, "worker", "tx"), 40, "all by AF_XDP:\n{err}");
+    assert_eq!(collector.count(), 80, "{shutdown:?}");
+    assert!(collector.datagrams().iter().all(|d| d.bytes.starts_with(b"HEP3")), "HEPv3 packets only");
+}
+
 /// 2000 Call-IDs from ONE client 5-tuple (one RX queue): each is handled by
 /// the AF_XDP worker its hash names (the per-worker counts equal the hash
 /// model's exactly), the split is within 10% of even, and each call's two
