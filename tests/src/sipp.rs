@@ -641,6 +641,29 @@ pub fn shared_call_ids<'a>(logs: &[(&'a str, &'a CallLog)]) -> BTreeMap<&'a str,
     seen
 }
 
+/// `calls` calls spread over backends by Call-ID, each whole: every
+/// backend in `logs` (name, what it received) got at least a fifth of them,
+/// each with its INVITE, ACK and BYE; together exactly `calls`; and no
+/// Call-ID reached two backends. `ctx` explains a failure.
+pub fn calls_spread_whole(calls: u64, logs: &[(&str, &CallLog)], ctx: impl Fn() -> String) -> Result<()> {
+    for (name, log) in logs {
+        let n = log.calls_with("INVITE");
+        anyhow::ensure!(n as u64 >= calls / 5, "{name} got {n} of {calls} calls; {}", ctx());
+        anyhow::ensure!(
+            log.incomplete(&["INVITE", "ACK", "BYE"]).is_empty(),
+            "{name}: a call lacks its ACK or BYE; {}",
+            ctx()
+        );
+    }
+    let total: usize = logs.iter().map(|(_, l)| l.calls_with("INVITE")).sum();
+    anyhow::ensure!(total == calls as usize, "{total} calls reached the backends, not {calls}; {}", ctx());
+    let shared = shared_call_ids(logs);
+    if let Some((id, at)) = shared.iter().next() {
+        bail!("{} calls reached both backends; first {id} at {at:?}", shared.len());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,12 +8,12 @@ use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use sip_lb_tests::lb::Launch;
 use sip_lb_tests::ports::{free_tcp_addr, free_udp_addr, free_udp_addrs};
 use sip_lb_tests::process::scratch_dir;
 use sip_lb_tests::sip::{header, response_to, SipRequest};
-use sip_lb_tests::sipp::{ensure_sipp, run_uac, shared_call_ids, Scenario, UacOptions, Uas};
+use sip_lb_tests::sipp::{calls_spread_whole, ensure_sipp, run_uac, Scenario, UacOptions, Uas};
 use sip_lb_tests::stream::StreamClient;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -86,16 +86,7 @@ fn sipp_over_tcp_through_sip_lb_to_tcp_backends() -> Result<()> {
         ctx()
     );
     let (l1, l2) = (b1.received()?, b2.received()?);
-    for (name, log) in [("backend1", &l1), ("backend2", &l2)] {
-        let n = log.calls_with("INVITE");
-        ensure!(n as u64 >= CALLS / 5, "{name} got {n} of {CALLS} calls; {}", ctx());
-        ensure!(log.incomplete(&["INVITE", "ACK", "BYE"]).is_empty(), "{name}: a call lacks its ACK or BYE; {}", ctx());
-    }
-    ensure!(l1.calls_with("INVITE") + l2.calls_with("INVITE") == CALLS as usize);
-    let shared = shared_call_ids(&[("backend1", &l1), ("backend2", &l2)]);
-    if let Some((id, at)) = shared.iter().next() {
-        bail!("{} calls reached both backends; first {id} at {at:?}", shared.len());
-    }
+    calls_spread_whole(CALLS, &[("backend1", &l1), ("backend2", &l2)], ctx)?;
     // Our Via told the backends to answer on the connection.
     let id = l1.call_ids().into_iter().next().context("backend1 has calls")?.to_owned();
     let invite = b1.full_messages(&id)?.into_iter().find(|m| m.contains("INVITE sip:")).context("INVITE logged")?;

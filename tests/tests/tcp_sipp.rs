@@ -5,11 +5,11 @@
 
 use std::net::SocketAddr;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use sip_lb_tests::lb::Launch;
 use sip_lb_tests::ports::{free_tcp_addr, free_udp_addrs};
 use sip_lb_tests::process::scratch_dir;
-use sip_lb_tests::sipp::{ensure_sipp, run_uac, shared_call_ids, Scenario, UacOptions, Uas};
+use sip_lb_tests::sipp::{calls_spread_whole, ensure_sipp, run_uac, Scenario, UacOptions, Uas};
 
 #[test]
 fn tcp_sipp_calls_reach_udp_backends_and_come_back_on_the_connection() -> Result<()> {
@@ -46,16 +46,7 @@ fn tcp_sipp_calls_reach_udp_backends_and_come_back_on_the_connection() -> Result
         ctx()
     );
     let (l1, l2) = (b1.received()?, b2.received()?);
-    for (name, log) in [("backend1", &l1), ("backend2", &l2)] {
-        let n = log.calls_with("INVITE");
-        ensure!(n as u64 >= CALLS / 5, "{name} got {n} of {CALLS} calls; {}", ctx());
-        ensure!(log.incomplete(&["INVITE", "ACK", "BYE"]).is_empty(), "{name}: a call lacks its ACK or BYE; {}", ctx());
-    }
-    ensure!(l1.calls_with("INVITE") + l2.calls_with("INVITE") == CALLS as usize);
-    let shared = shared_call_ids(&[("backend1", &l1), ("backend2", &l2)]);
-    if let Some((id, at)) = shared.iter().next() {
-        bail!("{} calls reached both backends; first {id} at {at:?}", shared.len());
-    }
+    calls_spread_whole(CALLS, &[("backend1", &l1), ("backend2", &l2)], ctx)?;
     let m = lb.control.metrics().context("metrics")?;
     let opened = m.sum("sip_lb_tcp_connections_total", &[("event", "accepted")]).unwrap_or(0.0);
     ensure!(opened == 1.0, "SIPp t1 uses one connection; sip-lb accepted {opened}");
