@@ -70,10 +70,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    /// A ring while asleep ends the sleep long before its timeout; a ring
-    /// while awake costs nothing and does not leave a wake-up behind that
-    /// would end the next sleep early... except through the re-check, which
-    /// is the caller's `has_work`.
+    /// A ring while the worker sleeps ends the sleep long before its
+    /// timeout (a ring while it is awake writes nothing).
     #[test]
     fn a_ring_wakes_a_sleeper() {
         let bell = Arc::new(Doorbell::new().unwrap());
