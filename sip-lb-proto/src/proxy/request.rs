@@ -9,6 +9,7 @@ use super::received::stamp;
 use super::reply::{self, Request};
 use super::splice::{Edits, Insert, MAC_DIGITS};
 use super::Proxy;
+use crate::flow::address::{self, RouteFlow, MAX_PARAM};
 use crate::sip::header::HeaderName;
 use crate::sip::message::{Header, Message, StartLine};
 use crate::sip::params::{addr_parts, addr_uri, param_at};
@@ -54,6 +55,8 @@ struct Fields<'m> {
     /// A critical header appears twice (or Max-Forwards/Content-Length do).
     duplicate: bool,
     proxy_require: bool,
+    /// `path` is listed in Supported (RFC 3327 §5.1).
+    supports_path: bool,
 }
 
 impl<'m> Fields<'m> {
@@ -74,6 +77,10 @@ impl<'m> Fields<'m> {
                     f.proxy_require |= values(m.buf(), h.value).next().is_some();
                     continue;
                 }
+                HeaderName::Supported => {
+                    f.supports_path |= values(m.buf(), h.value).any(|v| v.of(m.buf()).eq_ignore_ascii_case(b"path"));
+                    continue;
+                }
                 HeaderName::From => &mut f.from,
                 HeaderName::To => &mut f.to,
                 HeaderName::CallId => &mut f.call_id,
@@ -92,12 +99,36 @@ impl<'m> Fields<'m> {
 /// Why a request is answered instead of forwarded.
 type Reject = ReplyCode;
 
+/// How the request reached us: a datagram's flow is its source address, so
+/// the core writes its Record-Route and Path (`flow::routing`); the stream
+/// layer writes a connection's itself, with the connection's token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Arrival {
+    Datagram,
+    Connection,
+}
+
+/// Room for one of our Record-Route or Path lines: the header name, the
+/// URI (an IPv6 host at most), the address token.
+const ROUTE_LINE: usize = 80 + MAX_PARAM;
+
+/// Writes `NAME <URI[TOKEN]>\r\n` into `line`; its length.
+fn route_line(line: &mut [u8; ROUTE_LINE], name: &[u8], uri: &[u8], token: &[u8]) -> usize {
+    let mut n = 0;
+    for part in [name, b"<", uri, token, b">\r\n"] {
+        line[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    }
+    n
+}
+
 pub(super) fn handle<C: Chooser + ?Sized>(
     proxy: &Proxy,
     chooser: &C,
     m: &Message<'_>,
     src: SocketAddr,
     on: usize,
+    arrival: Arrival,
     out: &mut Vec<u8>,
 ) -> Action {
     let f = Fields::collect(m);
@@ -121,11 +152,31 @@ pub(super) fn handle<C: Chooser + ?Sized>(
         (Ok(_), None) => return reject(ReplyCode::BadRequest, out),
     };
     let call_id = f.call_id.map(|h| m.get(h.value)).unwrap_or(&[]);
-    let Some(to) = chooser.choose(m.method(), call_id_hash(call_id)) else {
-        if is_ack {
-            return Action::Drop(DropReason::AckNoBackend);
-        }
-        return reject(ReplyCode::ServiceUnavailable, out);
+    let routing = proxy.policy.routing;
+    let datagram = arrival == Arrival::Datagram;
+    let register = m.method() == b"REGISTER";
+    if datagram && register && routing.refuses(f.supports_path) {
+        // RFC 3327 §5.1: the registrar could not reach this UA without our Path.
+        return reject(ReplyCode::ExtensionRequired, out);
+    }
+    // Our Record-Route or Path naming a UDP client: a request for that
+    // client goes to its address; the client's own request goes on.
+    let flow = match f.first_route {
+        Some(h) => address::of_route(&proxy.keys, buf, h.value, call_id, |host, port| proxy.identity.is_us(host, port)),
+        None => RouteFlow::None,
+    };
+    let to_flow = match flow {
+        RouteFlow::Forged => return reject(ReplyCode::Forbidden, out),
+        RouteFlow::To(addr) if !address::is_from(addr, src) => Some(addr),
+        _ => None,
+    };
+    let to = match to_flow {
+        Some(addr) => addr,
+        None => match chooser.choose(m.method(), call_id_hash(call_id)) {
+            Some(to) => to,
+            None if is_ack => return Action::Drop(DropReason::AckNoBackend),
+            None => return reject(ReplyCode::ServiceUnavailable, out),
+        },
     };
     // Our Via names the socket the request leaves from, so the response
     // comes back to it: the arrival socket unless the backend is of the
@@ -136,6 +187,28 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     let Some(prefix) = proxy.via_prefixes.get(from) else {
         return Action::Drop(DropReason::NoListenerForFamily);
     };
+
+    // Our Record-Route and Path for a datagram's request, written before
+    // the edits that borrow them.
+    let mut rr_line = [0u8; ROUTE_LINE];
+    let mut path_line = [0u8; ROUTE_LINE];
+    let (mut rr_len, mut path_len) = (0, 0);
+    let uri = proxy.route_uris.get(from).map(Vec::as_slice).unwrap_or_default();
+    if datagram && routing.records(m.method(), from != on) {
+        let mut token = [0u8; MAX_PARAM];
+        // Towards the client, our route only brings its in-dialog requests
+        // back through us; from it, the route names it.
+        let n = match to_flow {
+            Some(_) => 0,
+            None => address::write_param(&proxy.keys, address::Kind::RecordRoute, src, call_id, &mut token),
+        };
+        rr_len = route_line(&mut rr_line, b"Record-Route: ", uri, &token[..n]);
+    }
+    if datagram && register && to_flow.is_none() && routing.paths(f.supports_path) {
+        let mut token = [0u8; MAX_PARAM];
+        let n = address::write_param(&proxy.keys, address::Kind::Path, src, call_id, &mut token);
+        path_len = route_line(&mut path_line, b"Path: ", uri, &token[..n]);
+    }
 
     let mut edits = Edits::default();
     routes(proxy, m, &f, checked.uri, &mut edits);
@@ -154,6 +227,12 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     let head = m.head_start as usize;
     edits.mark(head, MARK_OUR_VIA);
     edits.insert(head, Insert::ViaLine { prefix, hash });
+    if rr_len > 0 {
+        edits.insert(head, Insert::Bytes(&rr_line[..rr_len]));
+    }
+    if path_len > 0 {
+        edits.insert(head, Insert::Bytes(&path_line[..path_len]));
+    }
     match (f.max_forwards, checked.max_forwards) {
         (Some(h), Some(n)) => edits.replace(h.value.start(), h.value.end(), Insert::Decimal(n - 1)),
         _ => edits.insert(head, Insert::Bytes(b"Max-Forwards: 70\r\n")),
