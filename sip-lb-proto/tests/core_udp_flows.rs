@@ -177,3 +177,49 @@ fn a_connection_message_gets_no_address_route() {
     let out = text(&out);
     assert!(header(&out, "Path").is_none() && header(&out, "Record-Route").is_none(), "{out}");
 }
+
+/// RFC 5658: a request that leaves from another listener (here an IPv6
+/// client's INVITE to an IPv4 farm) records one route per side, and each
+/// side's in-dialog requests lose both of ours.
+#[test]
+fn across_listeners_two_record_routes_one_per_side() {
+    let policy =
+        Policy { routing: Routing { record_route: RecordRoute::Auto, path: PathMode::Off }, ..Policy::default() };
+    let p = support::proxy_with(&["192.0.2.10:5060", "[2001:db8::10]:5060"], policy);
+    let client = "[2001:db8::7]:5070";
+    let invite = sip("INVITE sip:bob@example.com SIP/2.0\n\
+         Via: SIP/2.0/UDP [2001:db8::7]:5070;branch=z9hG4bKv6inv;rport\n\
+         Max-Forwards: 70\nFrom: <sip:alice@example.com>;tag=a1\nTo: <sip:bob@example.com>\n\
+         Call-ID: v6-dlg@ua\nCSeq: 1 INVITE\nContact: <sip:alice@[2001:db8::7]:5070>\nContent-Length: 0\n\n");
+    let mut out = Vec::new();
+    let a = p.handle(&Farm, &invite, client.parse().unwrap(), 1, &mut out);
+    assert_eq!(a, Action::Forward { to: REGISTRAR.parse().unwrap(), from: 0, what: Forwarded::Request });
+    let out = text(&out);
+    let rrs: Vec<_> = out.split("\r\n").filter_map(|l| l.strip_prefix("Record-Route: ")).collect();
+    assert_eq!(rrs.len(), 2, "{out}");
+    assert!(rrs[0].starts_with("<sip:192.0.2.10:5060;lr;slb;slb-addr=20010db8"), "the farm's side on top: {out}");
+    assert!(rrs[1].starts_with("<sip:[2001:db8::10]:5060;lr;slb;slb-addr=20010db8"), "the client's below: {out}");
+
+    let bye = |route: &str, via: &str| {
+        sip(&format!(
+            "BYE sip:alice@[2001:db8::7]:5070 SIP/2.0\nVia: {via}\nMax-Forwards: 70\nRoute: {route}\n\
+             From: <sip:bob@example.com>;tag=b1\nTo: <sip:alice@example.com>;tag=a1\n\
+             Call-ID: v6-dlg@ua\nCSeq: 2 BYE\nContent-Length: 0\n\n"
+        ))
+    };
+    // The farm's BYE, with the route set in order: to the client, over IPv6.
+    let mut out = Vec::new();
+    let farm_bye = bye(&format!("{}, {}", rrs[0], rrs[1]), "SIP/2.0/UDP 10.0.0.100;branch=z9hG4bKfb");
+    let a = p.handle(&Farm, &farm_bye, REGISTRAR.parse().unwrap(), 0, &mut out);
+    assert_eq!(a, Action::Forward { to: client.parse().unwrap(), from: 1, what: Forwarded::Request });
+    assert!(!text(&out).contains("\r\nRoute:"), "both of ours removed: {}", text(&out));
+    // The client's BYE, route set reversed, on separate lines, with the
+    // farm's own route after ours: only ours go.
+    let lines = format!("{}\r\nRoute: {}\r\nRoute: <sip:10.0.0.100;lr>", rrs[1], rrs[0]);
+    let client_bye = bye(&lines, "SIP/2.0/UDP [2001:db8::7]:5070;branch=z9hG4bKcb;rport");
+    let mut out = Vec::new();
+    let a = p.handle(&Farm, &client_bye, client.parse().unwrap(), 1, &mut out);
+    assert_eq!(a, Action::Forward { to: REGISTRAR.parse().unwrap(), from: 0, what: Forwarded::Request });
+    let routes: Vec<_> = text(&out).split("\r\n").filter(|l| l.starts_with("Route:")).map(str::to_owned).collect();
+    assert_eq!(routes, ["Route: <sip:10.0.0.100;lr>"]);
+}

@@ -51,6 +51,8 @@ struct Fields<'m> {
     max_forwards: Option<&'m Header>,
     content_length: Option<&'m Header>,
     first_route: Option<&'m Header>,
+    /// The second Route header line, if any (RFC 5658: our second value).
+    second_route: Option<&'m Header>,
     last_route: Option<&'m Header>,
     /// A critical header appears twice (or Max-Forwards/Content-Length do).
     duplicate: bool,
@@ -69,6 +71,9 @@ impl<'m> Fields<'m> {
                     continue;
                 }
                 HeaderName::Route => {
+                    if f.first_route.is_some() && f.second_route.is_none() {
+                        f.second_route = Some(h);
+                    }
                     f.first_route.get_or_insert(h);
                     f.last_route = Some(h);
                     continue;
@@ -190,10 +195,10 @@ pub(super) fn handle<C: Chooser + ?Sized>(
 
     // Our Record-Route and Path for a datagram's request, written before
     // the edits that borrow them.
-    let mut rr_line = [0u8; ROUTE_LINE];
+    let mut rr_lines = [[0u8; ROUTE_LINE]; 2];
     let mut path_line = [0u8; ROUTE_LINE];
-    let (mut rr_len, mut path_len) = (0, 0);
-    let uri = proxy.route_uris.get(from).map(Vec::as_slice).unwrap_or_default();
+    let (mut rr_lens, mut path_len) = ([0; 2], 0);
+    let uri_of = |listener: usize| proxy.route_uris.get(listener).map(Vec::as_slice).unwrap_or_default();
     if datagram && routing.records(m.method(), from != on) {
         let mut token = [0u8; MAX_PARAM];
         // Towards the client, our route only brings its in-dialog requests
@@ -202,12 +207,17 @@ pub(super) fn handle<C: Chooser + ?Sized>(
             Some(_) => 0,
             None => address::write_param(&proxy.keys, address::Kind::RecordRoute, src, call_id, &mut token),
         };
-        rr_len = route_line(&mut rr_line, b"Record-Route: ", uri, &token[..n]);
+        // Leaving from another listener: one value per side (RFC 5658),
+        // the one the far end uses on top, the one the sender uses below.
+        let sides: &[usize] = if from == on { &[from] } else { &[from, on] };
+        for (i, &side) in sides.iter().enumerate() {
+            rr_lens[i] = route_line(&mut rr_lines[i], b"Record-Route: ", uri_of(side), &token[..n]);
+        }
     }
     if datagram && register && to_flow.is_none() && routing.paths(f.supports_path) {
         let mut token = [0u8; MAX_PARAM];
         let n = address::write_param(&proxy.keys, address::Kind::Path, src, call_id, &mut token);
-        path_len = route_line(&mut path_line, b"Path: ", uri, &token[..n]);
+        path_len = route_line(&mut path_line, b"Path: ", uri_of(from), &token[..n]);
     }
 
     let mut edits = Edits::default();
@@ -227,8 +237,8 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     let head = m.head_start as usize;
     edits.mark(head, MARK_OUR_VIA);
     edits.insert(head, Insert::ViaLine { prefix, hash });
-    if rr_len > 0 {
-        edits.insert(head, Insert::Bytes(&rr_line[..rr_len]));
+    for (line, &len) in rr_lines.iter().zip(&rr_lens).filter(|(_, &len)| len > 0) {
+        edits.insert(head, Insert::Bytes(&line[..len]));
     }
     if path_len > 0 {
         edits.insert(head, Insert::Bytes(&path_line[..path_len]));
@@ -376,11 +386,13 @@ fn is_our_record_route(proxy: &Proxy, buf: &[u8], ruri: Span) -> bool {
     our_uri(proxy, buf, ruri).is_some_and(|u| u.has_param(buf, RECORD_ROUTE_MARKER))
 }
 
-/// Where the values of one Route field are, for removing one of them.
+/// Where the values of one Route field are, for removing one or two of them.
 struct RouteValues {
     count: usize,
     first: Span,
+    second: Span,
     second_start: usize,
+    third_start: usize,
     last: Span,
     prev_end: usize,
 }
@@ -388,10 +400,13 @@ struct RouteValues {
 fn route_values(buf: &[u8], h: &Header) -> Option<RouteValues> {
     let mut it = values(buf, h.value);
     let first = it.next()?;
-    let mut rv = RouteValues { count: 1, first, second_start: 0, last: first, prev_end: 0 };
+    let mut rv =
+        RouteValues { count: 1, first, second: first, second_start: 0, third_start: 0, last: first, prev_end: 0 };
     for v in it {
-        if rv.count == 1 {
-            rv.second_start = v.start();
+        match rv.count {
+            1 => (rv.second, rv.second_start) = (v, v.start()),
+            2 => rv.third_start = v.start(),
+            _ => {}
         }
         rv.prev_end = rv.last.end();
         rv.last = v;
@@ -400,9 +415,17 @@ fn route_values(buf: &[u8], h: &Header) -> Option<RouteValues> {
     Some(rv)
 }
 
+/// Is this Route value one of our Record-Route values (ours, with the
+/// marker)?
+fn is_our_route_value(proxy: &Proxy, buf: &[u8], value: Span) -> bool {
+    is_our_record_route(proxy, buf, addr_uri(buf, value))
+}
+
 /// §16.4: strict-router fix-up, then loose-route removal of our own Route.
 /// A comma-joined Route field loses only the value concerned; a field left
-/// empty is removed whole.
+/// empty is removed whole. When the next value is also one of our
+/// Record-Route values (we recorded two, one per side: RFC 5658), it goes
+/// too.
 fn routes<'a>(proxy: &Proxy, m: &Message<'a>, f: &Fields<'_>, ruri: Span, edits: &mut Edits<'a>) {
     let buf = m.buf();
     let (Some(fh), Some(lh)) = (f.first_route, f.last_route) else { return };
@@ -424,6 +447,27 @@ fn routes<'a>(proxy: &Proxy, m: &Message<'a>, f: &Fields<'_>, ruri: Span, edits:
     if same_field && strict && remove_first && fv.count == 2 {
         whole(fh, edits);
         return;
+    }
+    if remove_first && !strict && is_our_route_value(proxy, buf, fv.first) {
+        // Our second value: in the same field, or the next Route field's first.
+        if fv.count >= 2 && is_our_route_value(proxy, buf, fv.second) {
+            match fv.count {
+                2 => whole(fh, edits),
+                _ => edits.remove(fv.first.start(), fv.third_start),
+            }
+            return;
+        }
+        let next = f.second_route.and_then(|h| Some((h, route_values(buf, h)?)));
+        if let (1, Some((nh, nv))) = (fv.count, next) {
+            if is_our_route_value(proxy, buf, nv.first) {
+                whole(fh, edits);
+                match nv.count {
+                    1 => whole(nh, edits),
+                    _ => edits.remove(nv.first.start(), nv.second_start),
+                }
+                return;
+            }
+        }
     }
     if remove_first {
         if fv.count == 1 {
