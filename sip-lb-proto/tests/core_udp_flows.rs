@@ -223,3 +223,19 @@ fn across_listeners_two_record_routes_one_per_side() {
     let routes: Vec<_> = text(&out).split("\r\n").filter(|l| l.starts_with("Route:")).map(str::to_owned).collect();
     assert_eq!(routes, ["Route: <sip:10.0.0.100;lr>"]);
 }
+
+/// RFC 5626 §5.1: an outbound registration (Contact with `reg-id` and
+/// `+sip.instance`) gets `ob` in our Path; a plain one does not.
+#[test]
+fn an_outbound_registration_gets_ob_in_our_path() {
+    let p = proxy(RecordRoute::Off, PathMode::Supported);
+    let outbound = text(&register("Supported: path, outbound\n")).replace(
+        "Contact: <sip:alice@192.168.1.20:5060>",
+        "Contact: <sip:alice@192.168.1.20:5060;ob>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"",
+    );
+    let path = path_of(&p, outbound.as_bytes());
+    assert!(path.starts_with("<sip:192.0.2.10:5060;lr;slb;ob;slb-addr="), "{path}");
+    // It still leads calls to the UA.
+    assert_eq!(run(&p, &invite_from_farm(&path, "call-ob@farm"), REGISTRAR).0, to(UA));
+    assert!(!path_of(&p, &register("Supported: path\n")).contains(";ob"));
+}

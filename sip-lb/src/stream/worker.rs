@@ -135,7 +135,11 @@ impl StreamWorker {
                         PathMode::Force => true,
                     };
                 if let (true, Some(adv)) = (path, advertise) {
-                    record_route::insert(plan.proxy.keys(), out, Kind::Path, adv, m.token, call_id);
+                    let kind = match record_route::is_outbound_register(&m.bytes) {
+                        true => Kind::OutboundPath,
+                        false => Kind::Path,
+                    };
+                    record_route::insert(plan.proxy.keys(), out, kind, adv, m.token, call_id);
                 }
                 if self.send(out, to, from, Forwarded::Request) {
                     s.requests_forwarded.inc();
