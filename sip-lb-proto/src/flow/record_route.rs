@@ -15,7 +15,7 @@
 //! strings keep the two apart from each other and from the Via token's MAC.
 
 use super::token::{FlowCheck, FlowToken};
-use crate::proxy::{Identity, Keys};
+use crate::proxy::{Identity, Keys, Proxy};
 use crate::sip::message::{Header, Message, MAX_HEADERS};
 use crate::sip::params::{addr_uri, params};
 use crate::sip::text::{hex64, write_host_port};
@@ -84,6 +84,23 @@ pub fn insert(
     rr.extend_from_slice(b">\r\n");
     out.splice(after_via..after_via, rr);
     true
+}
+
+/// Our Record-Route on a request the core forwarded (`out`, from the
+/// listener `from`) that goes to a connection's flow `token` (its top Route
+/// was our Path or Record-Route with that token), when the operator's
+/// `record_route` asks for one (the transport changes, so `auto` does for a
+/// dialog-creating request): the far end's later requests in the dialog,
+/// sent to the client's Contact, come back by it to the connection.
+pub fn record_towards(proxy: &Proxy, request: &[u8], from: usize, token: FlowToken, out: &mut Vec<u8>) -> bool {
+    let mut slots = [const { MaybeUninit::<Header>::uninit() }; MAX_HEADERS];
+    let Ok(m) = Message::parse_uninit(request, &mut slots) else { return false };
+    if !proxy.policy().routing.records(m.method(), true) {
+        return false;
+    }
+    let Some(advertise) = proxy.identity().listeners.get(from).map(|l| l.advertise) else { return false };
+    let call_id = m.find(HeaderName::CallId).map(|h| m.get(h.value)).unwrap_or(&[]);
+    insert(proxy.keys(), out, Kind::RecordRoute, advertise, token, call_id)
 }
 
 /// Whether a REGISTER is an RFC 5626 outbound registration: a Contact
@@ -213,6 +230,31 @@ Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKslb1\r\nCall-ID: cid@x\r\nContent-L
         let s = String::from_utf8(out).unwrap();
         let rr = s.lines().find_map(|l| l.strip_prefix("Record-Route: ")).unwrap().to_owned();
         assert_eq!(of_request(&id(), &keys(), &bye_with_route(&rr, "a-later-invite@y")), FlowCheck::Forged);
+    }
+
+    /// A request from the far end delivered along a connection's Path gets
+    /// our Record-Route naming that connection, when `record_route` asks.
+    #[test]
+    fn record_towards_a_connection_names_it() {
+        use crate::flow::routing::{RecordRoute, Routing};
+        use crate::proxy::Policy;
+        let proxy = |record_route| {
+            let policy = Policy { routing: Routing { record_route, ..Routing::default() }, ..Policy::default() };
+            Proxy::new(id(), keys(), policy)
+        };
+        let t = FlowToken { slot: 3, generation: 5 };
+        let invite = b"INVITE sip:a@192.168.1.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKi\r\nCall-ID: in@farm\r\n\r\n";
+        let mut out = FORWARDED.to_vec();
+        assert!(!record_towards(&proxy(RecordRoute::Off), invite, 0, t, &mut out));
+        assert_eq!(out, FORWARDED);
+        assert!(record_towards(&proxy(RecordRoute::Auto), invite, 0, t, &mut out));
+        let s = String::from_utf8(out).unwrap();
+        let rr = s.lines().find_map(|l| l.strip_prefix("Record-Route: ")).unwrap().to_owned();
+        assert!(rr.starts_with("<sip:10.0.0.1:5060;lr;slb;slb-flow=0000000500000003"), "{rr}");
+        assert_eq!(of_request(&id(), &keys(), &bye_with_route(&rr, "in@farm")), FlowCheck::Token(t));
+        // Auto: a BYE creates no dialog.
+        let bye = String::from_utf8_lossy(invite).replace("INVITE", "BYE");
+        assert!(!record_towards(&proxy(RecordRoute::Auto), bye.as_bytes(), 0, t, &mut FORWARDED.to_vec()));
     }
 
     /// RFC 5626 §5.1: `ob` in the Path of an outbound registration.

@@ -209,14 +209,18 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     let mut rr_lines: [Option<([u8; ROUTE_LINE], usize)>; 2] = [None, None];
     let mut path_line: Option<([u8; ROUTE_LINE], usize)> = None;
     let uri_of = |listener: usize| proxy.route_uris.get(listener).map(Vec::as_slice).unwrap_or_default();
-    if datagram && routing.records(m.method(), from != on) {
+    // A request for a connection's flow gets its route from the relay,
+    // which knows the connection.
+    let for_connection = flow == RouteFlow::Connection;
+    if datagram && !for_connection && routing.records(m.method(), from != on) {
+        // Our route names the UDP client either way: the one the request
+        // comes from, or the one it goes to (the far end's in-dialog
+        // requests carry the client's Contact, which may be private, and
+        // come back to us by this route; the client's own, from its
+        // address, go on to the farm).
+        let client = to_flow.unwrap_or(src);
         let mut token = [0u8; MAX_PARAM];
-        // Towards the client, our route only brings its in-dialog requests
-        // back through us; from it, the route names it.
-        let n = match to_flow {
-            Some(_) => 0,
-            None => address::write_param(&proxy.keys, address::Kind::RecordRoute, src, call_id, &mut token),
-        };
+        let n = address::write_param(&proxy.keys, address::Kind::RecordRoute, client, call_id, &mut token);
         // Leaving from another listener: one value per side (RFC 5658),
         // the one the far end uses on top, the one the sender uses below.
         let sides: &[usize] = if from == on { &[from] } else { &[from, on] };
@@ -224,7 +228,7 @@ pub(super) fn handle<C: Chooser + ?Sized>(
             *slot = Some(route_line(b"Record-Route: ", uri_of(side), b"", &token[..n]));
         }
     }
-    if datagram && register && to_flow.is_none() && routing.paths(supports_path) {
+    if datagram && register && to_flow.is_none() && !for_connection && routing.paths(supports_path) {
         let mut token = [0u8; MAX_PARAM];
         let n = address::write_param(&proxy.keys, address::Kind::Path, src, call_id, &mut token);
         // RFC 5626 §5.1: an outbound registration's Path says `ob`.

@@ -170,7 +170,7 @@ impl StreamWorker {
             Action::Forward { to, from, what } => {
                 let taken = match what {
                     Forwarded::Response => self.relay.take(proxy.keys(), &m.bytes, out),
-                    Forwarded::Request => match self.relay.take_request(proxy, &m.bytes, m.peer, out) {
+                    Forwarded::Request => match self.relay.take_request(proxy, &m.bytes, m.peer, from, out) {
                         Some(Fate::Reply(_)) => {
                             self.stats.replies.inc();
                             self.reply(m, out);
