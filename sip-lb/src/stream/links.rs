@@ -17,9 +17,10 @@
 //!
 //! A reload ([`Links::apply`]) keeps the links whose backend and transport
 //! are unchanged (their connection goes on), starts links for new backends
-//! and drains the links of removed ones: a draining link takes no part in
-//! routing any more but keeps its connection until nothing has crossed it
-//! for [`DRAIN_QUIET`] (the backend answered what was in flight), at most
+//! and drains the links of removed ones: a draining link takes no request
+//! any more, but keeps its connection, reading the backend's answers to
+//! what was in flight and carrying the answers to requests the backend
+//! sent, until nothing has crossed it for [`DRAIN_QUIET`], at most
 //! [`DRAIN_MAX`], then closes it.
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -67,13 +68,20 @@ struct Link {
     config: LinkConfig,
     state: AtomicU8,
     tx: mpsc::Sender<Vec<u8>>,
-    /// Set (once) when a reload removed the backend.
+    /// Set (once) when a reload removed the backend: read by the workers.
+    draining: AtomicBool,
+    /// The same, for the link's task to wait on.
     drain: watch::Sender<bool>,
 }
 
 impl Link {
     fn draining(&self) -> bool {
-        *self.drain.borrow()
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.drain.send_replace(true);
     }
 }
 
@@ -150,7 +158,7 @@ impl Links {
             if !l.draining() {
                 let (addr, t) = (l.config.addr, l.config.transport.as_str());
                 tracing::info!(backend = %addr, transport = t, "backend removed: its connection drains");
-                l.drain.send_replace(true);
+                l.begin_drain();
             }
             draining.push(l.clone());
         }
@@ -162,7 +170,9 @@ impl Links {
     fn spawn(self: &Arc<Self>, env: &Env, config: LinkConfig) -> Arc<Link> {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let link = Arc::new(Link { id, config, state: AtomicU8::new(CONNECTING), tx, drain: watch::channel(false).0 });
+        let state = AtomicU8::new(CONNECTING);
+        let (draining, drain) = (AtomicBool::new(false), watch::channel(false).0);
+        let link = Arc::new(Link { id, config, state, tx, draining, drain });
         let v4 = config.addr.ip().to_canonical().is_ipv4();
         // The validator guarantees a UDP listen address of the family.
         let on = env.listen_v4.iter().position(|&l| l == v4).unwrap_or(0);
@@ -192,14 +202,19 @@ impl Links {
     /// connection is down); `Some(queued)` when the link takes it, queued or
     /// dropped (counted). A response goes over the link only to a backend
     /// whose pool uses connections (a request it sent over one). A draining
-    /// link still carries what is addressed to its backend (a response, an
-    /// in-dialog request along a Route) while its connection lasts.
+    /// link takes only responses (answers to requests its backend sent over
+    /// it) while its connection lasts: requests go to the backends of the
+    /// running config.
     pub fn forward(&self, out: &mut [u8], to: SocketAddr, what: Forwarded) -> Option<bool> {
         if !self.any.load(Ordering::Relaxed) {
             return None;
         }
         let table = self.table.load();
+        // A live link first: they come before the draining ones.
         let l = table.iter().find(|l| l.config.addr == to)?;
+        if what == Forwarded::Request && l.draining() {
+            return None;
+        }
         let always = l.config.always();
         if !always && (what == Forwarded::Response || out.len() <= self.large) {
             return None;
