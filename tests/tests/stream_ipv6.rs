@@ -2,7 +2,7 @@
 //! listener on `[::1]`. A request over TCP or TLS on IPv6 reaches a UDP backend on `::1` and
 //! its response comes back on the connection; our Via, Record-Route and Path name the
 //! bracketed address, and the far end's BYE along the Record-Route and a call along the Path
-//! reach the client's connection.
+//! reach the client's connection. A `tcp` pool's backend on `::1` is reached over its link.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -116,4 +116,30 @@ fn tls_over_ipv6_a_registration_with_path_and_a_call_along_it() -> Result<()> {
     let path = header(&fwd, "Path").context("Path on a REGISTER that supports it")?;
     ensure!(path.starts_with(&format!("<sip:{};lr;slb;slb-flow=", s.udp)), "Path names [::1]: {path}");
     reaches_client(&s, &mut c, &from_far_end("INVITE", s.backend.addr(), me, &path, "v6-later-call"))
+}
+
+#[test]
+fn a_tcp_backend_on_ipv6_is_reached_over_its_link() -> Result<()> {
+    let (udp, control) = (free_udp_addr_on(V6)?, free_tcp_addr()?);
+    let listener = std::net::TcpListener::bind((V6, 0))?;
+    let backend = listener.local_addr()?;
+    let text = format!(
+        "listen = [\"{udp}\"]\nworkers = 2\nmetrics = \"{control}\"\n\n\
+         [[pool]]\nname = \"farm\"\ntransport = \"tcp\"\nbackends = [\"{backend}\"]\n"
+    );
+    let lb = Launch::config("stream_ipv6_link", &text, &[udp], control).start()?;
+    let mut conn = StreamClient::accept(&listener, WITHIN)?;
+    let client = std::net::UdpSocket::bind((V6, 0))?;
+    let me = client.local_addr()?;
+    client.send_to(&SipRequest::new("INVITE", me, "v6-link").bytes(), udp)?;
+    let got = conn.read_message(WITHIN).with_context(|| lb.child.stderr_tail(20))?;
+    let via = headers(&got, "Via")[0].to_owned();
+    ensure!(via.starts_with(&format!("SIP/2.0/TCP {udp};branch=")), "our Via names [::1] and TCP: {via}");
+    conn.send(response_to(&got).as_bytes())?;
+    let mut buf = [0u8; 4096];
+    client.set_read_timeout(Some(WITHIN))?;
+    let (n, from) = client.recv_from(&mut buf).context("the response by datagram")?;
+    let resp = String::from_utf8_lossy(&buf[..n]);
+    ensure!(from == udp && resp.starts_with("SIP/2.0 200 OK\r\n") && resp.contains("Call-ID: v6-link"), "{resp}");
+    Ok(())
 }
