@@ -391,15 +391,15 @@ impl Control {
         // Certificates are files too: read before the lock.
         let read = read.and_then(|n| self.read_stream_tls(&n).map(|tls| (n, tls)));
         let mut inner = self.lock();
-        let next = match read.and_then(|(n, tls)| reload::check_applicable(&n, &inner.config).map(|()| (n, tls))) {
-            Ok(n) => n,
+        let checked = read.and_then(|(n, tls)| reload::check_applicable(&n, &inner.config).map(|()| (n, tls)));
+        let (next, tls) = match checked {
+            Ok(checked) => checked,
             Err(e) => {
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("reload rejected, keeping the running config: {e:#}");
                 return Err(e);
             }
         };
-        let (next, tls) = next;
         // Links to new backends exist before the Plan routes to them.
         self.apply_streams(&next, tls);
         inner.config = inner.dns.declare(next);
