@@ -1,8 +1,9 @@
 //! A `transport = "tls"` pool reaching a TLS peer nobody here wrote (issue 13): SIPp UAC over
 //! UDP -> sip-lb -> TLS -> Kamailio (its `tls` module, requiring sip-lb's client certificate)
-//! -> SIPp UAS over UDP. Every call succeeds over one persistent connection, our Via says TLS,
-//! and a backend whose certificate was not signed by `[backend_tls] ca` gets no connection and
-//! counts as down.
+//! -> SIPp UAS over UDP. Every call succeeds over one persistent connection, our Via says TLS.
+//! A backend whose certificate was not signed by `[backend_tls] ca` gets no connection and
+//! counts as down until a reload trusts its CA; so does one whose certificate names another
+//! address.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,7 +14,7 @@ use anyhow::{ensure, Context, Result};
 use sip_lb_tests::certs::{make_certs, make_client_cert};
 use sip_lb_tests::kamailio::{ensure_tls_module, Kamailio, MODULES};
 use sip_lb_tests::lb::Launch;
-use sip_lb_tests::ports::{free_tcp_addr, free_udp_addrs};
+use sip_lb_tests::ports::{free_tcp_addr, free_tcp_addr_on, free_udp_addr_on, free_udp_addrs};
 use sip_lb_tests::process::scratch_dir;
 use sip_lb_tests::sipp::{ensure_sipp, run_uac, Scenario, UacOptions, Uas};
 
@@ -202,4 +203,27 @@ fn a_tls_backend_whose_certificate_is_not_from_the_ca_is_down_until_a_reload_tru
         format!("Kamailio: {}\nsip-lb: {}\nlogs: {}", kam.0.stderr_tail(20), lb.child.stderr_tail(20), dir.display())
     };
     calls_succeed(10, lb_udp, &dir, &ctx)
+}
+
+#[test]
+fn a_tls_backend_whose_certificate_names_another_address_is_down() -> Result<()> {
+    ensure_tls_module()?;
+    let dir = scratch_dir("tls_backends_other_name")?;
+    // A certificate from the trusted CA, for 127.0.0.1 and ::1, served at 127.0.0.2.
+    let (ca, cert, key) = make_certs(&dir)?;
+    let (client_cert, client_key) = make_client_cert(&dir)?;
+    let elsewhere = std::net::IpAddr::from([127, 0, 0, 2]);
+    let (lb_udp, kam_udp, uas_addr) = (free_udp_addrs(1)?[0], free_udp_addr_on(elsewhere)?, free_udp_addrs(1)?[0]);
+    let (kam_tls, control) = (free_tcp_addr_on(elsewhere)?, free_tcp_addr()?);
+    let tls_cfg = kamailio_tls_cfg(&dir, &cert, &key, &ca)?;
+    let kam = Kamailio::start("kamailio", &kamailio_config(kam_udp, kam_tls, uas_addr, &tls_cfg), kam_udp, &dir)?;
+    let text = lb_config(lb_udp, control, kam_tls, &ca, (&client_cert, &client_key));
+    let lb = Launch::config("tls_backends_other_name", &text, &[lb_udp], control).start()?;
+    lb.control.wait_state(kam_tls, "down", WAIT).with_context(|| kam.0.stderr_tail(20))?;
+    let m = lb.control.metrics()?;
+    let links = m.by("sip_lb_backend_links_total", "event");
+    ensure!(links.get("connected").copied().unwrap_or(0) == 0, "no connection may be made: {links:?}");
+    let log = lb.child.stderr();
+    ensure!(log.contains("not valid for name \"127.0.0.2\""), "sip-lb should say why: {}", lb.child.stderr_tail(20));
+    Ok(())
 }
