@@ -251,7 +251,8 @@ fn run(args: RunArgs) -> Result<()> {
         }),
         streams: streams.as_ref().map(|s| s.stats()),
         stun,
-        links: streams.as_ref().and_then(|s| s.links()),
+        links: streams.as_ref().map(|s| s.links()),
+        certs: streams.as_ref().and_then(|s| s.certs()),
         cluster: cluster.clone(),
         hep: hep.as_ref().map(|m| m.tap.stats.clone()),
     };

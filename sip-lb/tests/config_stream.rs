@@ -104,4 +104,13 @@ fn a_reload_cannot_change_the_stream_listeners_or_limits() {
     let other =
         Config::from_toml_str(&format!("listen = [\"127.0.0.1:5060\", \"tcp:127.0.0.1:5062\"]\n{POOL}")).unwrap();
     assert!(check_applicable(&other, &running).is_err());
+    // Certificates and backends' connections follow a reload (`control/streams.rs`).
+    let tls = with("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"");
+    assert!(check_applicable(&tls, &running).is_ok());
+    let tcp_pool = Config::from_toml_str(
+        "listen = [\"127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]\n\
+         [[pool]]\nname = \"farm\"\ntransport = \"tcp\"\nbackends = [\"127.0.0.1:5070\"]\n",
+    )
+    .unwrap();
+    assert!(check_applicable(&tcp_pool, &running).is_ok());
 }

@@ -69,6 +69,7 @@ impl Lab {
             streams: None,
             stun: None,
             links: None,
+            certs: None,
             cluster: None,
             hep: None,
         });

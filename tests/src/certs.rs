@@ -1,5 +1,5 @@
 //! Test certificates made with `openssl` for each run: a CA and a P-256 certificate it
-//! signed for 127.0.0.1 (WebPKI, as rustls uses it, refuses a self-signed certificate as the
+//! signed for 127.0.0.1 and ::1 (WebPKI, as rustls uses it, refuses a self-signed certificate as the
 //! server's own, hence two levels).
 
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ pub fn openssl(args: &[&str], dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// In `dir`: (CA certificate, certificate for IP 127.0.0.1, its key).
+/// In `dir`: (CA certificate, certificate for IPs 127.0.0.1 and ::1, its key).
 pub fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     openssl(
@@ -34,7 +34,7 @@ pub fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
         &[&["req"][..], &ec, &["-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "server.csr"]].concat(),
         dir,
     )?;
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")?;
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,IP:::1\nbasicConstraints=CA:FALSE\n")?;
     openssl(
         &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
             .into_iter()

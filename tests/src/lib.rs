@@ -5,7 +5,8 @@
 //! - [`rounds`]: paced rounds over a fixed set of Call-IDs; [`rng`]: the seeded generator; [`ports`], [`process`], [`netns`]: ports, child
 //!   processes and network namespaces; [`sipp`]: SIPp runs; [`lab`]: the Kamailio lab;
 //! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages;
-//!   [`certs`]: test certificates made with openssl.
+//!   [`certs`]: test certificates made with openssl; [`kamailio`]: Kamailio from a config text,
+//!   a TLS peer nobody here wrote.
 //! - [`nslb`]: sip-lb with XDP on a veth in a namespace, a peer namespace for its clients.
 //! - [`anycast`] and [`bird`]: the scale-out topology (ECMP router, two nodes, farm) with BIRD.
 //! - [`pcap`]: UDP datagrams of a capture file (sngrep `-O`).
@@ -16,6 +17,7 @@ pub mod anycast;
 pub mod bird;
 pub mod certs;
 pub mod control;
+pub mod kamailio;
 pub mod lab;
 pub mod lb;
 pub mod metrics;

@@ -50,6 +50,12 @@ pub fn free_tcp_addr() -> Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
+/// A free TCP port of `ip` ("::1", ...), bound and released.
+pub fn free_tcp_addr_on(ip: std::net::IpAddr) -> Result<SocketAddr> {
+    let l = TcpListener::bind((ip, 0)).with_context(|| format!("bind tcp {ip}:0"))?;
+    Ok(l.local_addr()?)
+}
+
 /// Local UDP ports currently bound in this network namespace, IPv4 or IPv6, any address
 /// (from `/proc/net/udp` and `/proc/net/udp6`).
 pub fn bound_udp_ports() -> Result<BTreeSet<u16>> {

@@ -29,6 +29,25 @@ impl StreamClient<TcpStream> {
     pub fn local_addr(&self) -> SocketAddr {
         self.stream.local_addr().expect("connected socket has an address")
     }
+
+    /// The next connection accepted on `l` within `within` (a backend's side of sip-lb's
+    /// connection to it).
+    pub fn accept(l: &std::net::TcpListener, within: Duration) -> Result<Self> {
+        l.set_nonblocking(true)?;
+        let deadline = Instant::now() + within;
+        loop {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false)?;
+                    return Ok(Self::over(s, |s: &TcpStream, d| s.set_read_timeout(Some(d))));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => return Err(e).context("no connection from sip-lb"),
+            }
+        }
+    }
 }
 
 /// A TLS connection as a rustls client that trusts only the PEM certificate(s) in `ca`.

@@ -4,32 +4,15 @@
 //! and the responses found Kamailio's connection.
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use sip_lb_tests::certs::make_certs;
+use sip_lb_tests::kamailio::{ensure_tls_module, Kamailio, MODULES};
 use sip_lb_tests::lb::Launch;
-use sip_lb_tests::ports::{free_tcp_addr, free_udp_addrs, wait_udp_bound};
-use sip_lb_tests::process::{scratch_dir, ChildGuard};
+use sip_lb_tests::ports::{free_tcp_addr, free_udp_addrs};
+use sip_lb_tests::process::scratch_dir;
 use sip_lb_tests::sipp::{ensure_sipp, run_uac, Scenario, UacOptions, Uas};
-
-/// Kamailio in the foreground in its own process group; the group is killed on drop.
-struct Kamailio(ChildGuard);
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        let pgid = self.0.pid();
-        let _ = self.0.stop();
-        // Its children, by the group this test created for it (gone already: ESRCH).
-        if let Ok(pgid) = libc::pid_t::try_from(pgid) {
-            // SAFETY: plain syscall.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
-    }
-}
 
 /// A stateful Kamailio that relays every request to sip-lb over TLS (double Record-Route
 /// on dialog-creating requests, as a real edge proxy does).
@@ -47,7 +30,7 @@ enable_tls=yes
 listen=udp:{udp}
 listen=tls:{tls}
 
-loadpath "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadpath "{MODULES}"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
@@ -75,10 +58,7 @@ request_route {{
 fn sipp_udp_to_kamailio_to_sip_lb_over_tls_all_calls_succeed() -> Result<()> {
     const CALLS: u64 = 50;
     ensure_sipp()?;
-    ensure!(
-        Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so").is_file(),
-        "Kamailio's tls module is missing (Debian kamailio-tls-modules; `cargo xtask setup` installs it)"
-    );
+    ensure_tls_module()?;
     let dir = scratch_dir("kamailio_tls")?;
     let (_ca, cert, key) = make_certs(&dir)?;
     let [lb_udp, kam_udp, backend]: [SocketAddr; 3] =
@@ -106,18 +86,7 @@ fn sipp_udp_to_kamailio_to_sip_lb_over_tls_all_calls_succeed() -> Result<()> {
             key.display()
         ),
     )?;
-    let cfg = dir.join("kamailio.cfg");
-    std::fs::write(&cfg, kamailio_config(kam_udp, kam_tls, lb_tls, &tls_cfg))?;
-    let rundir = dir.join("kamailio.run");
-    std::fs::create_dir_all(&rundir)?;
-    let mut cmd = Command::new("kamailio");
-    cmd.arg("-f").arg(&cfg).args(["-DD", "-E", "-m", "32", "-M", "8", "-Y"]).arg(&rundir);
-    cmd.arg("-P").arg(rundir.join("kamailio.pid"));
-    cmd.process_group(0);
-    let mut kam = Kamailio(ChildGuard::spawn("kamailio", cmd, &dir)?);
-    kam.0.set_stop_timeout(Duration::from_secs(3));
-    wait_udp_bound(kam_udp.port(), Duration::from_secs(10), || kam.0.ensure_running())
-        .with_context(|| format!("Kamailio did not start: {}", kam.0.stderr_tail(30)))?;
+    let kam = Kamailio::start("kamailio", &kamailio_config(kam_udp, kam_tls, lb_tls, &tls_cfg), kam_udp, &dir)?;
 
     let mut opts = UacOptions::new("uac", Scenario::uac_call(), kam_udp);
     opts.calls = CALLS;

@@ -4,9 +4,8 @@
 //! requests over `large_request_bytes` (RFC 3261 §18.1.1) over TCP; a backend whose
 //! connection cannot be made is down for the router until it can.
 
-use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use sip_lb_tests::lb::Launch;
@@ -24,24 +23,6 @@ fn wait_connected(lb: &sip_lb_tests::lb::SipLb, n: f64) -> Result<()> {
         m.sum("sip_lb_backend_links_total", &[("event", "connected")]).unwrap_or(0.0) >= n
     })?;
     Ok(())
-}
-
-/// Accepts one connection on `l` within `within` (sip-lb connects at start).
-fn accept(l: &TcpListener, within: Duration) -> Result<StreamClient<TcpStream>> {
-    l.set_nonblocking(true)?;
-    let deadline = Instant::now() + within;
-    loop {
-        match l.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false)?;
-                return Ok(StreamClient::over(s, |s: &TcpStream, d| s.set_read_timeout(Some(d))));
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => return Err(e).context("no connection from sip-lb"),
-        }
-    }
 }
 
 fn recv_text(s: &UdpSocket) -> Result<String> {
@@ -114,7 +95,7 @@ fn an_oversized_udp_request_reaches_a_tcp_capable_backend_over_tcp() -> Result<(
          [[pool]]\nname = \"farm\"\nlarge_over_tcp = true\nbackends = [\"{backend}\"]\n"
     );
     let lb = Launch::config("tcp_backends_large", &config, &[udp], control).start()?;
-    let mut conn = accept(&backend_tcp, WAIT)?;
+    let mut conn = StreamClient::accept(&backend_tcp, WAIT)?;
     wait_connected(&lb, 1.0)?;
     let client = UdpSocket::bind(client_addr)?;
 
@@ -160,7 +141,7 @@ fn a_backend_whose_connection_cannot_be_made_is_down_until_it_can() -> Result<()
          [[pool]]\nname = \"farm\"\ntransport = \"tcp\"\nbackends = [\"{up_addr}\", \"{gone_addr}\"]\n"
     );
     let lb = Launch::config("tcp_backends_down", &config, &[udp], control).start()?;
-    let mut conn = accept(&up, WAIT)?;
+    let mut conn = StreamClient::accept(&up, WAIT)?;
     let took = lb.control.wait_state(gone_addr, "down", WAIT)?;
     ensure!(lb.control.backend(up_addr)?.state == "up");
     eprintln!("unreachable backend down after {took:?}");
@@ -177,7 +158,7 @@ fn a_backend_whose_connection_cannot_be_made_is_down_until_it_can() -> Result<()
 
     // It comes back once its connection can be made (backoff at most 5 s).
     let back = TcpListener::bind(gone_addr)?;
-    let _conn2 = accept(&back, Duration::from_secs(10))?;
+    let _conn2 = StreamClient::accept(&back, Duration::from_secs(10))?;
     let took = lb.control.wait_state(gone_addr, "up", WAIT)?;
     eprintln!("back up {took:?} after its connection was accepted");
     let m = lb.control.metrics()?;

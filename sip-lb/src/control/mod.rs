@@ -35,6 +35,7 @@ pub mod reload;
 pub mod snapshot;
 pub mod state;
 pub mod stream_metrics;
+mod streams;
 pub mod top;
 
 use std::net::SocketAddr;
@@ -83,9 +84,12 @@ pub struct Setup {
     pub streams: Option<Arc<crate::stream::stats::StreamStats>>,
     /// STUN counters, when `stun = true`.
     pub stun: Option<Arc<crate::dataplane::StunStats>>,
-    /// Backends' connections, when a pool reaches its backends over TCP/TLS:
-    /// a backend whose connection cannot be made is down (`links`).
+    /// Backends' connections, when the stream layer runs: a backend whose
+    /// connection cannot be made is down (`links`); reloads change them
+    /// (`streams`).
     pub links: Option<Arc<crate::stream::links::Links>>,
+    /// The `tls:` listeners' certificate, re-read at each reload.
+    pub certs: Option<Arc<crate::stream::tls::Acceptor>>,
     /// The `[cluster]` VIPs, when configured (`cluster::Cluster::start`).
     pub cluster: Option<Arc<cluster::Cluster>>,
     /// HEP mirroring counters, when `[hep]` is on.
@@ -110,6 +114,7 @@ pub struct Control {
     streams: Option<Arc<crate::stream::stats::StreamStats>>,
     stun: Option<Arc<crate::dataplane::StunStats>>,
     links: Option<Arc<crate::stream::links::Links>>,
+    certs: Option<Arc<crate::stream::tls::Acceptor>>,
     cluster: Option<Arc<cluster::Cluster>>,
     hep: Option<Arc<crate::dataplane::hep::HepStats>>,
     inner: Mutex<Inner>,
@@ -162,6 +167,7 @@ impl Control {
             streams,
             stun,
             links,
+            certs,
             cluster,
             hep,
         } = setup;
@@ -184,6 +190,7 @@ impl Control {
             streams,
             stun,
             links,
+            certs,
             cluster,
             hep,
             inner: Mutex::new(Inner {
@@ -381,15 +388,20 @@ impl Control {
         // state lock is taken, so probes and the API never wait on disk.
         let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let read = crate::config::Config::load(&self.args).map_err(anyhow::Error::from);
+        // Certificates are files too: read before the lock.
+        let read = read.and_then(|n| self.read_stream_tls(&n).map(|tls| (n, tls)));
         let mut inner = self.lock();
-        let next = match read.and_then(|n| reload::check_applicable(&n, &inner.config).map(|()| n)) {
-            Ok(n) => n,
+        let checked = read.and_then(|(n, tls)| reload::check_applicable(&n, &inner.config).map(|()| (n, tls)));
+        let (next, tls) = match checked {
+            Ok(checked) => checked,
             Err(e) => {
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("reload rejected, keeping the running config: {e:#}");
                 return Err(e);
             }
         };
+        // Links to new backends exist before the Plan routes to them.
+        self.apply_streams(&next, tls);
         inner.config = inner.dns.declare(next);
         self.dns_changed.notify_one();
         let Inner { config, backends, probing, .. } = &mut *inner;

@@ -147,13 +147,11 @@ pub fn check_applicable(next: &Config, running: &Config) -> Result<()> {
             next.datapath
         );
     }
-    // Backends' connections are made once at start.
-    if (&next.links, &next.backend_tls) != (&running.links, &running.backend_tls) {
-        bail!("pools' transport and large_over_tcp, their backends and [backend_tls] need a restart");
-    }
-    // The connection layer is built once at start (sockets, limits, certificate).
-    if (&next.streams, &next.stream, &next.tls) != (&running.streams, &running.stream, &running.tls) {
-        bail!("tcp:/tls: listen addresses, [tcp] and [tls] need a restart");
+    // Backends' connections and [tls]/[backend_tls] follow a reload
+    // (`control/streams.rs`); the connection layer's sockets and limits
+    // are set at start.
+    if (&next.streams, &next.stream) != (&running.streams, &running.stream) {
+        bail!("tcp:/tls: listen addresses and [tcp] need a restart");
     }
     // The VIPs are held and announced from start-up (control/cluster).
     if next.cluster != running.cluster {

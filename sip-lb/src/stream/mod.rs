@@ -11,7 +11,8 @@
 //!   verified token is queued on that connection ([`flows`]).
 //!
 //! - backends' connections ([`links`]): for pools that reach their
-//!   backends over TCP/TLS, one persistent connection per backend.
+//!   backends over TCP/TLS, one persistent connection per backend, following
+//!   reloads.
 //!
 //! Counters: [`stats`]; TLS: [`tls`].
 pub mod conn;
@@ -47,7 +48,9 @@ pub struct Streams {
     stop: Arc<AtomicBool>,
     stats: Arc<StreamStats>,
     flows: Arc<Flows>,
-    links: Option<Arc<links::Links>>,
+    links: Arc<links::Links>,
+    /// The `tls:` listeners' certificate, when there are any.
+    certs: Option<Arc<tls::Acceptor>>,
 }
 
 /// A bound stream listener, before the layer starts.
@@ -87,15 +90,17 @@ impl Streams {
         shield: SharedShield,
     ) -> Result<Streams> {
         let limits: StreamConfig = config.stream;
-        let tls = match &config.tls {
-            Some(t) if bound.iter().any(|b| b.transport == Transport::Tls) => Some(tls::acceptor(t)?),
+        let certs = match &config.tls {
+            Some(t) if bound.iter().any(|b| b.transport == Transport::Tls) => Some(Arc::new(tls::Acceptor::new(t)?)),
             _ => None,
         };
+        let connector = connector(config)?;
         let stats = Arc::new(StreamStats::default());
         let flows = Arc::new(Flows::new(limits.max_connections, limits.max_per_ip));
-        let (links, link_rxs) = links::Links::new(&config.links, limits.large_request_bytes, stats.clone());
-        let links = (!links.is_empty()).then(|| Arc::new(links));
-        let relay = Arc::new(relay::Relay { flows: flows.clone(), stats: stats.clone(), links: links.clone() });
+        // Always there while the layer runs, empty without links: a reload
+        // may add a pool of TCP/TLS backends.
+        let links = Arc::new(links::Links::new(limits.large_request_bytes, stats.clone()));
+        let relay = Arc::new(relay::Relay { flows: flows.clone(), stats: stats.clone(), links: Some(links.clone()) });
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut queues = Vec::new();
@@ -135,12 +140,16 @@ impl Streams {
             .thread_name("sip-lb-conn")
             .enable_all()
             .build()?;
+        // Links before listeners: no request from a connection finds its
+        // backend's link missing.
+        links.start(runtime.handle().clone(), shared.clone(), &config.listen);
+        links.apply(&config.links, connector);
         let handshake = Duration::from_millis(limits.handshake_timeout_ms);
         for b in bound {
             let local = b.listener.local_addr()?;
             let tls = match b.transport {
                 Transport::Tcp => None,
-                Transport::Tls => tls.clone(),
+                Transport::Tls => certs.clone(),
             };
             let sh = shared.clone();
             let _guard = runtime.enter();
@@ -148,22 +157,7 @@ impl Streams {
             tracing::info!(addr = %local, transport = b.transport.as_str(), "accepting connections");
             runtime.spawn(accept_loop(listener, b.on, tls, handshake, sh));
         }
-        if let Some(l) = &links {
-            let connector = match &config.backend_tls {
-                Some(t) if config.links.iter().any(|l| l.transport == crate::config::PoolTransport::Tls) => {
-                    Some(tls::connector(t)?)
-                }
-                _ => None,
-            };
-            let v4 = |a: SocketAddr| a.ip().to_canonical().is_ipv4();
-            for (index, (rx, c)) in link_rxs.into_iter().zip(&config.links).enumerate() {
-                let tls = (c.transport == crate::config::PoolTransport::Tls).then(|| connector.clone()).flatten();
-                // The validator guarantees a UDP listen address of the family.
-                let on = config.listen.iter().position(|u| v4(u.addr) == v4(c.addr)).unwrap_or(0);
-                runtime.spawn(links::run(l.clone(), index, rx, tls, on, shared.clone()));
-            }
-        }
-        Ok(Streams { runtime: Some(runtime), threads, stop, stats, flows, links })
+        Ok(Streams { runtime: Some(runtime), threads, stop, stats, flows, links, certs })
     }
 
     pub fn stats(&self) -> Arc<StreamStats> {
@@ -172,13 +166,18 @@ impl Streams {
 
     /// What the UDP workers need to relay responses to connections.
     pub fn relay(&self) -> relay::Relay {
-        relay::Relay { flows: self.flows.clone(), stats: self.stats.clone(), links: self.links.clone() }
+        relay::Relay { flows: self.flows.clone(), stats: self.stats.clone(), links: Some(self.links.clone()) }
     }
 
-    /// The backends' connections, for the health logic (`None`: no pool
-    /// reaches its backends over connections).
-    pub fn links(&self) -> Option<Arc<links::Links>> {
+    /// The backends' connections, for the health logic and reloads.
+    pub fn links(&self) -> Arc<links::Links> {
         self.links.clone()
+    }
+
+    /// The `tls:` listeners' certificate, for reloads (`None`: no `tls:`
+    /// listener).
+    pub fn certs(&self) -> Option<Arc<tls::Acceptor>> {
+        self.certs.clone()
     }
 
     /// Closes every connection and stops the stream workers.
@@ -193,10 +192,19 @@ impl Streams {
     }
 }
 
+/// The TLS connector for the config's `tls` pools (`None`: none).
+pub fn connector(config: &Config) -> Result<Option<tokio_rustls::TlsConnector>> {
+    let tls_pools = config.links.iter().any(|l| l.transport == crate::config::PoolTransport::Tls);
+    match &config.backend_tls {
+        Some(t) if tls_pools => Ok(Some(tls::connector(t)?)),
+        _ => Ok(None),
+    }
+}
+
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     on: usize,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<tls::Acceptor>>,
     handshake: Duration,
     sh: Arc<conn::Shared>,
 ) {
@@ -231,7 +239,8 @@ async fn accept_loop(
         sh.stats.accepted.inc();
         let _ = sock.set_nodelay(true);
         let sh = sh.clone();
-        let tls = tls.clone();
+        // The certificate as of this connection (a reload may replace it).
+        let tls = tls.as_ref().map(|t| t.current());
         tokio::spawn(async move {
             let Some(acceptor) = tls else {
                 return conn::serve(sock, peer, on, token, rx, tx, sh).await;
