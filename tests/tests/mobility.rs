@@ -1,0 +1,213 @@
+//! Mobility end to end (issue 13), in namespaces (`sip_lb_tests::edge`): a UA on a client
+//! network the farm cannot route to registers through sip-lb with Kamailio as its home
+//! registrar and proxy (`HomeProxy`: Path stored and used, Record-Route); a call placed to it
+//! from the farm (Kamailio's `lookup` turns our Path into the Route) reaches it through
+//! sip-lb.
+//! - Over TLS (the kit's rustls client): the call arrives on its connection; once that
+//!   connection has closed, the next call gets 430 Flow Failed; a Route whose token was
+//!   tampered with gets 403.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use sip_lb_tests::anycast::within;
+use sip_lb_tests::certs::make_certs_for;
+use sip_lb_tests::edge::{client_ip, farm_ip, Edge, VIP};
+use sip_lb_tests::lab::kamailio::HomeProxy;
+use sip_lb_tests::lb::{Launch, SipLb};
+use sip_lb_tests::ports::free_tcp_addr;
+use sip_lb_tests::process::scratch_dir;
+use sip_lb_tests::sink::Sink;
+use sip_lb_tests::sip::{header, header_lines, headers, SDP};
+use sip_lb_tests::stream::tls_connect;
+
+const WITHIN: Duration = Duration::from_secs(5);
+/// The home domain of the UAs.
+const DOMAIN: &str = "farm.example";
+
+fn lb_udp() -> SocketAddr {
+    SocketAddr::from((VIP, 5060))
+}
+
+fn lb_tls() -> SocketAddr {
+    SocketAddr::from((VIP, 5061))
+}
+
+fn home() -> SocketAddr {
+    SocketAddr::from((farm_ip(0), 5060))
+}
+
+/// sip-lb in the balancer namespace (the calling thread must be in it): UDP on the VIP, TLS
+/// too when `tls` has (certificate, key); Path and Record-Route on; the home proxy the farm.
+fn start_lb(label: &str, tls: Option<(&Path, &Path)>) -> Result<SipLb> {
+    let control = free_tcp_addr()?;
+    let (udp, listen_tls, tls_section) = match tls {
+        Some((cert, key)) => (
+            lb_udp(),
+            format!(", \"tls:{}\"", lb_tls()),
+            format!("\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display()),
+        ),
+        None => (lb_udp(), String::new(), String::new()),
+    };
+    let text = format!(
+        "listen = [\"{udp}\"{listen_tls}]\nworkers = 2\nmetrics = \"{control}\"\n\
+         path = \"supported\"\nrecord_route = \"on\"\n{tls_section}\n\
+         [[pool]]\nname = \"farm\"\nbackends = [\"{}\"]\n",
+        home()
+    );
+    Launch::config(label, &text, &[udp], control).start()
+}
+
+/// A Via branch for a Call-ID (a token: no `@`).
+fn branch(call_id: &str) -> String {
+    let tag: String = call_id.chars().filter(char::is_ascii_alphanumeric).collect();
+    format!("z9hG4bK-{tag}")
+}
+
+/// A REGISTER for `user` from a UA at `me` over `transport`, saying it supports Path.
+fn register(transport: &str, me: SocketAddr, user: &str, call_id: &str) -> String {
+    let param = if transport == "TLS" { ";transport=tls" } else { "" };
+    format!(
+        "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/{transport} {me};rport;branch={}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag=r1\r\nTo: <sip:{user}@{DOMAIN}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@{me}{param}>\r\nExpires: 600\r\n\
+         Supported: path\r\nContent-Length: 0\r\n\r\n",
+        branch(call_id)
+    )
+}
+
+/// An INVITE for `user` at the home proxy from a caller in the farm at `from`, with `route`
+/// as its Route if any.
+fn invite(from: SocketAddr, user: &str, call_id: &str, route: Option<&str>) -> String {
+    let route = route.map(|r| format!("Route: {r}\r\n")).unwrap_or_default();
+    format!(
+        "INVITE sip:{user}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch={}\r\n{route}\
+         Max-Forwards: 70\r\nFrom: <sip:caller@{DOMAIN}>;tag=c1\r\nTo: <sip:{user}@{DOMAIN}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{from}>\r\nContent-Length: 0\r\n\r\n",
+        branch(call_id)
+    )
+}
+
+/// The UA's 200 OK to `invite`: its Vias and Record-Routes, a To tag, our Contact, an SDP
+/// answer.
+fn answer(invite: &str, contact: &str) -> String {
+    let mut out = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "Record-Route", "From", "Call-ID", "CSeq"] {
+        for line in header_lines(invite, name) {
+            out += line;
+            out += "\r\n";
+        }
+    }
+    for line in header_lines(invite, "To") {
+        out += &format!("{line};tag=ua\r\n");
+    }
+    out + &format!(
+        "Contact: <{contact}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+        SDP.len()
+    )
+}
+
+/// The next final response at a caller's socket, skipping provisional ones.
+fn final_response(caller: &Sink, what: &str) -> Result<String> {
+    let (text, _) = expect_final(caller).with_context(|| what.to_owned())?;
+    Ok(text)
+}
+
+fn expect_final(sink: &Sink) -> Result<(String, SocketAddr)> {
+    let mut skipped = Vec::new();
+    loop {
+        let Some((text, from)) = sink.recv_text(WITHIN) else {
+            bail!("no final response within {WITHIN:?}; got meanwhile: {skipped:#?}");
+        };
+        if text.starts_with("SIP/2.0 1") {
+            skipped.push(text);
+            continue;
+        }
+        return Ok((text, from));
+    }
+}
+
+fn metric(lb: &SipLb, name: &str, label: (&str, &str)) -> Result<u64> {
+    Ok(lb.control.metrics()?.sum(name, &[label]).unwrap_or(0.0) as u64)
+}
+
+/// Checks that the farm cannot reach the UAs' network: only sip-lb can bring anything back.
+fn farm_is_cut_off(edge: &Edge) -> Result<()> {
+    ensure!(!edge.farm_routes_to(client_ip(0).into()), "the farm namespace has a route to the client network");
+    Ok(())
+}
+
+#[test]
+fn a_ua_registered_over_tls_gets_calls_on_its_connection_then_430_once_closed_and_403_for_a_tampered_route(
+) -> Result<()> {
+    let edge = Edge::new("mo", 1, 2)?;
+    within(edge.lb.name(), || tls_flow(&edge))
+}
+
+fn tls_flow(edge: &Edge) -> Result<()> {
+    farm_is_cut_off(edge)?;
+    let dir = scratch_dir("mobility_tls")?;
+    let (ca, cert, key) = make_certs_for(&dir, VIP.into())?;
+    let mut proxy = HomeProxy::start(&edge.farm, home(), &dir)?;
+    let lb = start_lb("mobility_tls", Some((&cert, &key)))?;
+
+    let mut ua = within(edge.client.name(), || tls_connect(lb_tls(), &ca, WITHIN))?;
+    let me = ua.stream.sock.local_addr()?;
+    ensure!(me.ip() == std::net::IpAddr::from(client_ip(0)), "the UA's address {me}");
+    ua.send(register("TLS", me, "alice", "reg-tls@ua").as_bytes())?;
+    let ok_reg = ua.read_message(WITHIN).context("the REGISTER's response on the connection")?;
+    ensure!(ok_reg.starts_with("SIP/2.0 200 "), "{ok_reg}");
+    let path = header(&ok_reg, "Path").context("the 200 returns the stored Path (Supported: path)")?;
+    ensure!(path.starts_with(&format!("<sip:{};lr;slb;slb-flow=", lb_udp())), "Path {path}");
+    proxy.wait_logged("REGISTER", 1, WITHIN)?;
+
+    let caller = within(edge.farm.name(), || Sink::bind((farm_ip(1), 5070)))?;
+    // A call from the farm: Kamailio's lookup sends it along our Path to the connection.
+    caller.send_to(invite(caller.addr(), "alice", "call-1@farm", None), home())?;
+    let inv = ua
+        .read_message(WITHIN)
+        .with_context(|| format!("the INVITE on the UA's connection; Kamailio:\n{}", proxy.stderr_tail(20)))?;
+    ensure!(inv.starts_with(&format!("INVITE sip:alice@{me};transport=tls SIP/2.0\r\n")), "{inv}");
+    ensure!(header(&inv, "Call-ID").as_deref() == Some("call-1@farm"), "{inv}");
+    ensure!(!headers(&inv, "Route").iter().any(|r| r.contains(";slb")), "our Route left in:\n{inv}");
+    ensure!(
+        headers(&inv, "Record-Route").iter().any(|r| r.starts_with(&format!("<sip:{};lr", farm_ip(0)))),
+        "Kamailio's Record-Route:\n{inv}"
+    );
+    // The UA answers on its connection; the 200 goes back through sip-lb and Kamailio.
+    let contact = format!("sip:alice@{me};transport=tls");
+    ua.send(answer(&inv, &contact).as_bytes())?;
+    let answered = final_response(&caller, "the UA's 200 at the caller")?;
+    ensure!(answered.starts_with("SIP/2.0 200 ") && answered.contains(&contact), "{answered}");
+
+    // A Route whose token was tampered with: 403 from sip-lb, nothing on the connection.
+    let at = path.find("slb-flow=").context("token")? + "slb-flow=".len();
+    let mut tampered = path.clone().into_bytes();
+    tampered[at] = if tampered[at] == b'0' { b'1' } else { b'0' };
+    let tampered = String::from_utf8(tampered)?;
+    caller.send_to(invite(caller.addr(), "alice", "call-2@farm", Some(&tampered)), lb_udp())?;
+    let forbidden = final_response(&caller, "a 403 for the tampered Route")?;
+    ensure!(forbidden.starts_with("SIP/2.0 403 Forbidden\r\n") && forbidden.contains("call-2@farm"), "{forbidden}");
+
+    // The UA's connection closes: the next call along its Path gets 430, relayed by Kamailio.
+    drop(ua);
+    lb.control
+        .wait_metrics(WITHIN, "no connection open", |m| m.sum("sip_lb_tcp_connections_open", &[]) == Some(0.0))?;
+    caller.send_to(invite(caller.addr(), "alice", "call-3@farm", None), home())?;
+    let failed = final_response(&caller, "a 430 for the closed flow, through Kamailio")?;
+    ensure!(failed.starts_with("SIP/2.0 430 Flow Failed\r\n") && failed.contains("call-3@farm"), "{failed}");
+    proxy.wait_logged("LOOKUP", 2, WITHIN)?;
+
+    ensure!(metric(&lb, "sip_lb_worker_replies_total", ("code", "403"))? == 1, "one 403 counted");
+    ensure!(metric(&lb, "sip_lb_worker_replies_total", ("code", "430"))? == 1, "one 430 counted");
+    let outcome = |o| metric(&lb, "sip_lb_tcp_messages_total", ("outcome", o));
+    ensure!(outcome("request_to_client_delivered")? == 1, "one request delivered to the connection");
+    // Gone: the INVITE, and maybe already Kamailio's ACK for the 430 (dropped, never answered).
+    ensure!(
+        outcome("request_to_client_flow_forged")? == 1 && outcome("request_to_client_flow_gone")? >= 1,
+        "forged and gone"
+    );
+    Ok(())
+}
