@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use sip_lb_proto::flow::routing::{PathMode, RecordRoute, Routing};
 use sip_lb_proto::proxy::branch::BRANCH_PREFIX;
 use sip_lb_proto::proxy::{Action, Identity, Key, Keys, Listener, Policy, Proxy};
 use sip_lb_proto::sip::{HeaderName, Message, Via};
@@ -41,6 +42,8 @@ fn setup() -> &'static Setup {
                 Policy {
                     schemes: Some(vec![b"sip"[..].into(), b"tel"[..].into()]),
                     proxy_require: vec![b"sec-agree"[..].into()],
+                    // Our Record-Route and Path with address tokens on every request.
+                    routing: Routing { record_route: RecordRoute::On, path: PathMode::Force },
                 },
             ),
         ],

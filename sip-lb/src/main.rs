@@ -226,7 +226,8 @@ fn run(args: RunArgs) -> Result<()> {
     if config.security.secret.is_none() {
         tracing::warn!(
             "no [security] secret: branches are signed with a random key of this process, so responses \
-             that cross a restart or reach another sip-lb node will be dropped (branch_mac); set \
+             that cross a restart or reach another sip-lb node will be dropped (branch_mac), and the \
+             flow tokens in our Path and Record-Route (registrations, dialogs) stop verifying; set \
              `secret` or `secret_file` (the same on every node) for production"
         );
     }

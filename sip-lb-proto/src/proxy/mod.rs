@@ -51,6 +51,9 @@ pub struct Proxy {
     /// Per listener, `Via: SIP/2.0/UDP <advertise>;branch=z9hG4bKslb`: the
     /// constant part of our Via line, built once.
     via_prefixes: Vec<Vec<u8>>,
+    /// Per listener, `sip:<advertise>;lr;slb`: the URI of our Record-Route
+    /// and Path (`flow::address` appends the token).
+    route_uris: Vec<Vec<u8>>,
 }
 
 impl Proxy {
@@ -66,7 +69,18 @@ impl Proxy {
                 p
             })
             .collect();
-        Proxy { identity, keys, policy, via_prefixes }
+        let route_uris = identity
+            .listeners
+            .iter()
+            .map(|l| {
+                let mut u = b"sip:".to_vec();
+                write_host_port(&mut u, l.advertise.ip(), l.advertise.port());
+                u.extend_from_slice(b";lr;");
+                u.extend_from_slice(request::RECORD_ROUTE_MARKER);
+                u
+            })
+            .collect();
+        Proxy { identity, keys, policy, via_prefixes, route_uris }
     }
 
     pub fn identity(&self) -> &Identity {
@@ -77,12 +91,41 @@ impl Proxy {
     /// of listener `on` (an index into [`Identity::listeners`]). For
     /// `Forward` and `Reply`, `out` holds the bytes to send (it is cleared
     /// first and keeps its capacity); for `Drop` it is empty. Never panics.
+    ///
+    /// A datagram's request gets our Record-Route and Path as the policy's
+    /// `routing` says, naming its source address.
     pub fn handle<C: Chooser + ?Sized>(
         &self,
         chooser: &C,
         datagram: &[u8],
         src: SocketAddr,
         on: usize,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        self.handle_from(chooser, datagram, src, on, request::Arrival::Datagram, out)
+    }
+
+    /// [`Proxy::handle`] for a message framed from a connection: the same
+    /// step, without the datagram's Record-Route and Path (the stream layer
+    /// writes its own, naming the connection).
+    pub fn handle_connection<C: Chooser + ?Sized>(
+        &self,
+        chooser: &C,
+        message: &[u8],
+        peer: SocketAddr,
+        on: usize,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        self.handle_from(chooser, message, peer, on, request::Arrival::Connection, out)
+    }
+
+    fn handle_from<C: Chooser + ?Sized>(
+        &self,
+        chooser: &C,
+        datagram: &[u8],
+        src: SocketAddr,
+        on: usize,
+        arrival: request::Arrival,
         out: &mut Vec<u8>,
     ) -> Action {
         out.clear();
@@ -92,7 +135,7 @@ impl Proxy {
         let action = match Message::parse_uninit(datagram, &mut slots) {
             Err(ParseError::KeepAlive) => Action::Drop(DropReason::KeepAlive),
             Err(_) => Action::Drop(DropReason::Malformed),
-            Ok(m) if m.is_request() => request::handle(self, chooser, &m, src, on, out),
+            Ok(m) if m.is_request() => request::handle(self, chooser, &m, src, on, arrival, out),
             Ok(m) => response::handle(self, &m, out),
         };
         // Never send more toward an unverified source than it sent us.

@@ -12,6 +12,8 @@ pub struct Policy {
     pub schemes: Option<Vec<Box<[u8]>>>,
     /// Proxy-Require option tags that pass (compared case-insensitively).
     pub proxy_require: Vec<Box<[u8]>>,
+    /// Our Record-Route and Path on datagrams' requests (`flow::routing`).
+    pub routing: crate::flow::routing::Routing,
 }
 
 impl Policy {
@@ -38,6 +40,7 @@ mod tests {
         let p = Policy {
             schemes: Some(vec![b"sip"[..].into(), b"tel"[..].into()]),
             proxy_require: vec![b"sec-agree"[..].into()],
+            ..Policy::default()
         };
         assert!(p.accepts_scheme(b"SIP") && p.accepts_scheme(b"tel") && !p.accepts_scheme(b"urn"));
         assert!(p.accepts_option(b"Sec-Agree") && !p.accepts_option(b"100rel"));

@@ -9,6 +9,7 @@ use super::received::stamp;
 use super::reply::{self, Request};
 use super::splice::{Edits, Insert, MAC_DIGITS};
 use super::Proxy;
+use crate::flow::address::{self, RouteFlow, MAX_PARAM};
 use crate::sip::header::HeaderName;
 use crate::sip::message::{Header, Message, StartLine};
 use crate::sip::params::{addr_parts, addr_uri, param_at};
@@ -50,10 +51,14 @@ struct Fields<'m> {
     max_forwards: Option<&'m Header>,
     content_length: Option<&'m Header>,
     first_route: Option<&'m Header>,
+    /// The second Route header line, if any (RFC 5658: our second value).
+    second_route: Option<&'m Header>,
     last_route: Option<&'m Header>,
     /// A critical header appears twice (or Max-Forwards/Content-Length do).
     duplicate: bool,
     proxy_require: bool,
+    /// `path` is listed in Supported (RFC 3327 §5.1).
+    supports_path: bool,
 }
 
 impl<'m> Fields<'m> {
@@ -66,12 +71,19 @@ impl<'m> Fields<'m> {
                     continue;
                 }
                 HeaderName::Route => {
+                    if f.first_route.is_some() && f.second_route.is_none() {
+                        f.second_route = Some(h);
+                    }
                     f.first_route.get_or_insert(h);
                     f.last_route = Some(h);
                     continue;
                 }
                 HeaderName::ProxyRequire => {
                     f.proxy_require |= values(m.buf(), h.value).next().is_some();
+                    continue;
+                }
+                HeaderName::Supported => {
+                    f.supports_path |= values(m.buf(), h.value).any(|v| v.of(m.buf()).eq_ignore_ascii_case(b"path"));
                     continue;
                 }
                 HeaderName::From => &mut f.from,
@@ -92,12 +104,36 @@ impl<'m> Fields<'m> {
 /// Why a request is answered instead of forwarded.
 type Reject = ReplyCode;
 
+/// How the request reached us: a datagram's flow is its source address, so
+/// the core writes its Record-Route and Path (`flow::routing`); the stream
+/// layer writes a connection's itself, with the connection's token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Arrival {
+    Datagram,
+    Connection,
+}
+
+/// Room for one of our Record-Route or Path lines: the header name, the
+/// URI (an IPv6 host at most), the address token.
+const ROUTE_LINE: usize = 80 + MAX_PARAM;
+
+/// Writes `NAME <URI[TOKEN]>\r\n` into `line`; its length.
+fn route_line(line: &mut [u8; ROUTE_LINE], name: &[u8], uri: &[u8], token: &[u8]) -> usize {
+    let mut n = 0;
+    for part in [name, b"<", uri, token, b">\r\n"] {
+        line[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    }
+    n
+}
+
 pub(super) fn handle<C: Chooser + ?Sized>(
     proxy: &Proxy,
     chooser: &C,
     m: &Message<'_>,
     src: SocketAddr,
     on: usize,
+    arrival: Arrival,
     out: &mut Vec<u8>,
 ) -> Action {
     let f = Fields::collect(m);
@@ -121,11 +157,31 @@ pub(super) fn handle<C: Chooser + ?Sized>(
         (Ok(_), None) => return reject(ReplyCode::BadRequest, out),
     };
     let call_id = f.call_id.map(|h| m.get(h.value)).unwrap_or(&[]);
-    let Some(to) = chooser.choose(m.method(), call_id_hash(call_id)) else {
-        if is_ack {
-            return Action::Drop(DropReason::AckNoBackend);
-        }
-        return reject(ReplyCode::ServiceUnavailable, out);
+    let routing = proxy.policy.routing;
+    let datagram = arrival == Arrival::Datagram;
+    let register = m.method() == b"REGISTER";
+    if datagram && register && routing.refuses(f.supports_path) {
+        // RFC 3327 §5.1: the registrar could not reach this UA without our Path.
+        return reject(ReplyCode::ExtensionRequired, out);
+    }
+    // Our Record-Route or Path naming a UDP client: a request for that
+    // client goes to its address; the client's own request goes on.
+    let flow = match f.first_route {
+        Some(h) => address::of_route(&proxy.keys, buf, h.value, call_id, |host, port| proxy.identity.is_us(host, port)),
+        None => RouteFlow::None,
+    };
+    let to_flow = match flow {
+        RouteFlow::Forged => return reject(ReplyCode::Forbidden, out),
+        RouteFlow::To(addr) if !address::is_from(addr, src) => Some(addr),
+        _ => None,
+    };
+    let to = match to_flow {
+        Some(addr) => addr,
+        None => match chooser.choose(m.method(), call_id_hash(call_id)) {
+            Some(to) => to,
+            None if is_ack => return Action::Drop(DropReason::AckNoBackend),
+            None => return reject(ReplyCode::ServiceUnavailable, out),
+        },
     };
     // Our Via names the socket the request leaves from, so the response
     // comes back to it: the arrival socket unless the backend is of the
@@ -136,6 +192,33 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     let Some(prefix) = proxy.via_prefixes.get(from) else {
         return Action::Drop(DropReason::NoListenerForFamily);
     };
+
+    // Our Record-Route and Path for a datagram's request, written before
+    // the edits that borrow them.
+    let mut rr_lines = [[0u8; ROUTE_LINE]; 2];
+    let mut path_line = [0u8; ROUTE_LINE];
+    let (mut rr_lens, mut path_len) = ([0; 2], 0);
+    let uri_of = |listener: usize| proxy.route_uris.get(listener).map(Vec::as_slice).unwrap_or_default();
+    if datagram && routing.records(m.method(), from != on) {
+        let mut token = [0u8; MAX_PARAM];
+        // Towards the client, our route only brings its in-dialog requests
+        // back through us; from it, the route names it.
+        let n = match to_flow {
+            Some(_) => 0,
+            None => address::write_param(&proxy.keys, address::Kind::RecordRoute, src, call_id, &mut token),
+        };
+        // Leaving from another listener: one value per side (RFC 5658),
+        // the one the far end uses on top, the one the sender uses below.
+        let sides: &[usize] = if from == on { &[from] } else { &[from, on] };
+        for (i, &side) in sides.iter().enumerate() {
+            rr_lens[i] = route_line(&mut rr_lines[i], b"Record-Route: ", uri_of(side), &token[..n]);
+        }
+    }
+    if datagram && register && to_flow.is_none() && routing.paths(f.supports_path) {
+        let mut token = [0u8; MAX_PARAM];
+        let n = address::write_param(&proxy.keys, address::Kind::Path, src, call_id, &mut token);
+        path_len = route_line(&mut path_line, b"Path: ", uri_of(from), &token[..n]);
+    }
 
     let mut edits = Edits::default();
     routes(proxy, m, &f, checked.uri, &mut edits);
@@ -154,6 +237,12 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     let head = m.head_start as usize;
     edits.mark(head, MARK_OUR_VIA);
     edits.insert(head, Insert::ViaLine { prefix, hash });
+    for (line, &len) in rr_lines.iter().zip(&rr_lens).filter(|(_, &len)| len > 0) {
+        edits.insert(head, Insert::Bytes(&line[..len]));
+    }
+    if path_len > 0 {
+        edits.insert(head, Insert::Bytes(&path_line[..path_len]));
+    }
     match (f.max_forwards, checked.max_forwards) {
         (Some(h), Some(n)) => edits.replace(h.value.start(), h.value.end(), Insert::Decimal(n - 1)),
         _ => edits.insert(head, Insert::Bytes(b"Max-Forwards: 70\r\n")),
@@ -297,11 +386,13 @@ fn is_our_record_route(proxy: &Proxy, buf: &[u8], ruri: Span) -> bool {
     our_uri(proxy, buf, ruri).is_some_and(|u| u.has_param(buf, RECORD_ROUTE_MARKER))
 }
 
-/// Where the values of one Route field are, for removing one of them.
+/// Where the values of one Route field are, for removing one or two of them.
 struct RouteValues {
     count: usize,
     first: Span,
+    second: Span,
     second_start: usize,
+    third_start: usize,
     last: Span,
     prev_end: usize,
 }
@@ -309,10 +400,13 @@ struct RouteValues {
 fn route_values(buf: &[u8], h: &Header) -> Option<RouteValues> {
     let mut it = values(buf, h.value);
     let first = it.next()?;
-    let mut rv = RouteValues { count: 1, first, second_start: 0, last: first, prev_end: 0 };
+    let mut rv =
+        RouteValues { count: 1, first, second: first, second_start: 0, third_start: 0, last: first, prev_end: 0 };
     for v in it {
-        if rv.count == 1 {
-            rv.second_start = v.start();
+        match rv.count {
+            1 => (rv.second, rv.second_start) = (v, v.start()),
+            2 => rv.third_start = v.start(),
+            _ => {}
         }
         rv.prev_end = rv.last.end();
         rv.last = v;
@@ -321,9 +415,17 @@ fn route_values(buf: &[u8], h: &Header) -> Option<RouteValues> {
     Some(rv)
 }
 
+/// Is this Route value one of our Record-Route values (ours, with the
+/// marker)?
+fn is_our_route_value(proxy: &Proxy, buf: &[u8], value: Span) -> bool {
+    is_our_record_route(proxy, buf, addr_uri(buf, value))
+}
+
 /// §16.4: strict-router fix-up, then loose-route removal of our own Route.
 /// A comma-joined Route field loses only the value concerned; a field left
-/// empty is removed whole.
+/// empty is removed whole. When the next value is also one of our
+/// Record-Route values (we recorded two, one per side: RFC 5658), it goes
+/// too.
 fn routes<'a>(proxy: &Proxy, m: &Message<'a>, f: &Fields<'_>, ruri: Span, edits: &mut Edits<'a>) {
     let buf = m.buf();
     let (Some(fh), Some(lh)) = (f.first_route, f.last_route) else { return };
@@ -345,6 +447,27 @@ fn routes<'a>(proxy: &Proxy, m: &Message<'a>, f: &Fields<'_>, ruri: Span, edits:
     if same_field && strict && remove_first && fv.count == 2 {
         whole(fh, edits);
         return;
+    }
+    if remove_first && !strict && is_our_route_value(proxy, buf, fv.first) {
+        // Our second value: in the same field, or the next Route field's first.
+        if fv.count >= 2 && is_our_route_value(proxy, buf, fv.second) {
+            match fv.count {
+                2 => whole(fh, edits),
+                _ => edits.remove(fv.first.start(), fv.third_start),
+            }
+            return;
+        }
+        let next = f.second_route.and_then(|h| Some((h, route_values(buf, h)?)));
+        if let (1, Some((nh, nv))) = (fv.count, next) {
+            if is_our_route_value(proxy, buf, nv.first) {
+                whole(fh, edits);
+                match nv.count {
+                    1 => whole(nh, edits),
+                    _ => edits.remove(nv.first.start(), nv.second_start),
+                }
+                return;
+            }
+        }
     }
     if remove_first {
         if fv.count == 1 {

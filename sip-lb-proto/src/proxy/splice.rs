@@ -45,9 +45,9 @@ impl Edit<'_> {
     }
 }
 
-/// Capacity of an edit list: a request needs at most 20 (see `request.rs`:
-/// 3 marks, our Via, Max-Forwards, 3 Route edits, and up to
-/// `via::MAX_STAMP_PARAMS` + 1 received/rport edits).
+/// Capacity of an edit list: a request needs at most 23 (see `request.rs`:
+/// 3 marks, our Via, Max-Forwards, 3 Route edits, our two Record-Routes
+/// and Path, and up to `via::MAX_STAMP_PARAMS` + 1 received/rport edits).
 const CAP: usize = 24;
 
 /// Output positions recorded by [`Insert::Mark`]s.

@@ -78,6 +78,27 @@ fn policy(config: &Config) -> sip_lb_proto::proxy::Policy {
     sip_lb_proto::proxy::Policy {
         schemes: config.sip.schemes.as_ref().map(bytes),
         proxy_require: bytes(&config.sip.proxy_require),
+        routing: routing(config),
+    }
+}
+
+/// `record_route` and `path` as the core applies them to datagrams (the
+/// stream layer applies the same settings to connections).
+fn routing(config: &Config) -> sip_lb_proto::flow::routing::Routing {
+    use crate::config::{PathMode, RecordRoute};
+    use sip_lb_proto::flow::routing as core;
+    core::Routing {
+        record_route: match config.record_route {
+            RecordRoute::Off => core::RecordRoute::Off,
+            RecordRoute::On => core::RecordRoute::On,
+            RecordRoute::Auto => core::RecordRoute::Auto,
+        },
+        path: match config.path {
+            PathMode::Off => core::PathMode::Off,
+            PathMode::Supported => core::PathMode::Supported,
+            PathMode::Force => core::PathMode::Force,
+            PathMode::Require => core::PathMode::Require,
+        },
     }
 }
 

@@ -106,7 +106,7 @@ impl StreamWorker {
             }
             return;
         }
-        let action = plan.proxy.handle(&plan.router, &m.bytes, m.peer, m.on, out);
+        let action = plan.proxy.handle_connection(&plan.router, &m.bytes, m.peer, m.on, out);
         if m.link.is_some() {
             return self.backend_message(&plan.proxy, &m, action, out);
         }
