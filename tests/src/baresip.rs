@@ -6,12 +6,13 @@
 //!
 //! What Debian's build needs to run like this (found by trying): `ausine` only makes 48 kHz
 //! stereo, so `ausrc_srate 48000` and `ausrc_channels 2` (baresip resamples for the codec);
-//! without a source a call is answered and then dropped with 486. With `rtp_stats yes` it
-//! prints each call's RTP packet counts on its standard output when the call ends.
+//! without a source a call is answered and then dropped with 486. Its standard output is
+//! block-buffered into the log file, so nothing waits on it: `audio_debug` gives the RTP
+//! counts of a call while it runs.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -71,25 +72,21 @@ impl Baresip {
         cmd.arg(&home);
         let mut guard = ChildGuard::spawn(name, cmd, dir)?;
         guard.set_stop_timeout(Duration::from_secs(3));
+        // Polled: the control port opens once baresip has loaded its modules.
         let deadline = Instant::now() + START_TIMEOUT;
         let ctrl = loop {
             guard.ensure_running().context("baresip exited at start")?;
-            let ready = std::fs::read_to_string(guard.stdout_path()).unwrap_or_default().contains("baresip is ready.");
-            if ready {
-                // The socket is made in the UA's namespace and stays there.
-                match crate::nslb::in_ns(ns.name(), || TcpStream::connect_timeout(&ctrl_addr, Duration::from_secs(1)))?
-                {
-                    Ok(s) => break s,
-                    Err(e) if Instant::now() >= deadline => {
-                        return Err(e).context(format!("connecting to baresip's ctrl_tcp on {ctrl_addr}"))
-                    }
-                    Err(_) => {}
+            // The socket is made in the UA's namespace and stays there.
+            match crate::nslb::in_ns(ns.name(), || TcpStream::connect_timeout(&ctrl_addr, Duration::from_secs(1)))? {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e).context(format!(
+                        "baresip {name}: its ctrl_tcp on {ctrl_addr} did not answer within {START_TIMEOUT:?}:\n{}",
+                        guard.stdout_tail(20)
+                    ));
                 }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
-            if Instant::now() >= deadline {
-                bail!("baresip {name} not ready within {START_TIMEOUT:?}:\n{}", guard.stdout_tail(20));
-            }
-            std::thread::sleep(Duration::from_millis(20));
         };
         ctrl.set_nodelay(true)?;
         Ok(Baresip { name: name.to_owned(), sip, guard, ctrl, buf: Vec::new(), events: Vec::new(), token: 0 })
@@ -182,35 +179,39 @@ impl Baresip {
         }
     }
 
-    /// Its standard output so far (call summaries with `rtp_stats`).
+    /// RTP packets of the current call's audio stream, (sent, received), from the
+    /// `audio_debug` command (its RTCP session: `TX: packets=N`, and the peer's `rcvd=N`).
+    pub fn rtp_packets(&mut self, within: Duration) -> Result<(u64, u64)> {
+        let text = self.command("audio_debug", "", within)?;
+        let number_after = |key: &str| -> Option<u64> {
+            let at = text.find(key)? + key.len();
+            text[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        };
+        match (number_after("TX: packets="), number_after("rcvd=")) {
+            (Some(sent), Some(received)) => Ok((sent, received)),
+            _ => bail!("{}: no RTP counts in audio_debug:\n{text}", self.name),
+        }
+    }
+
+    /// Waits until the current call has received at least `n` RTP packets; returns the
+    /// counts then.
+    pub fn wait_rtp_received(&mut self, n: u64, within: Duration) -> Result<(u64, u64)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let counts = self.rtp_packets(within)?;
+            if counts.1 >= n {
+                return Ok(counts);
+            }
+            if Instant::now() >= deadline {
+                bail!("{}: {} RTP packets received of {n} within {within:?}", self.name, counts.1);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its standard output (buffered by baresip: complete once it has exited).
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(self.guard.stdout_path()).unwrap_or_default()
-    }
-
-    /// Waits until its standard output contains `text` (e.g. the call timer's `[0:00:01]`).
-    pub fn wait_stdout(&mut self, text: &str, within: Duration) -> Result<()> {
-        let deadline = Instant::now() + within;
-        while !self.stdout().contains(text) {
-            self.guard.ensure_running()?;
-            if Instant::now() >= deadline {
-                bail!("{}: no {text:?} on its output within {within:?}:\n{}", self.name, self.guard.stdout_tail(15));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-
-    /// The RTP packets (sent, received) of the last call that ended, from the summary
-    /// `rtp_stats` prints (`packets: <transmit> <receive>`).
-    pub fn last_call_packets(&self) -> Option<(u64, u64)> {
-        let out = self.stdout();
-        let line = out.lines().rev().find(|l| l.trim_start().starts_with("packets:"))?;
-        let mut n = line.split_whitespace().skip(1).map(|w| w.parse::<u64>().ok());
-        Some((n.next()??, n.next()??))
-    }
-
-    pub fn stdout_path(&self) -> PathBuf {
-        self.guard.stdout_path().to_owned()
     }
 }
 
