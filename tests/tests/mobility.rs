@@ -1,12 +1,13 @@
 //! Mobility end to end (issue 13), in namespaces (`sip_lb_tests::edge`): a UA on a client
 //! network the farm cannot route to registers through sip-lb with Kamailio as its home
-//! registrar and proxy (`HomeProxy`: Path stored and used, Record-Route); a call placed to it
-//! from the farm (Kamailio's `lookup` turns our Path into the Route) reaches it through
-//! sip-lb.
+//! registrar and proxy (`HomeProxy`: Path stored and used, Record-Route); calls placed to it
+//! from the farm (Kamailio's `lookup` turns our Path into the Route) reach it through sip-lb.
+//! - Over UDP (its Contact a private address): the farm's call reaches it by our Path and its
+//!   486 goes back, Kamailio's ACK follows; it calls a user of the farm twice, and the BYE of
+//!   each side (the callee's first, its own second) follows our Record-Route.
 //! - Over TLS (the kit's rustls client): the call arrives on its connection; once that
 //!   connection has closed, the next call gets 430 Flow Failed; a Route whose token was
 //!   tampered with gets 403.
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -109,6 +110,79 @@ fn answer(invite: &str, contact: &str) -> String {
     )
 }
 
+/// A 200 OK to an in-dialog request (its To already has a tag).
+fn ok(request: &str) -> String {
+    response(request, "200 OK", None)
+}
+
+/// A response without a body: the request's Vias, From, To (with `to_tag` added if given),
+/// Call-ID and CSeq.
+fn response(request: &str, status: &str, to_tag: Option<&str>) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for line in header_lines(request, name) {
+            out += line;
+            if let (Some(tag), "To") = (to_tag, name) {
+                out += &format!(";tag={tag}");
+            }
+            out += "\r\n";
+        }
+    }
+    out + "Content-Length: 0\r\n\r\n"
+}
+
+/// The callee's BYE in the dialog `invite` created: to the caller's Contact along the
+/// recorded route (in the order the INVITE had it, RFC 3261 §12.1.1).
+fn callee_bye(invite: &str, me: SocketAddr) -> Result<String> {
+    let contact = header(invite, "Contact").context("the INVITE's Contact")?;
+    let target = contact.trim_start_matches('<').split('>').next().unwrap_or_default().to_owned();
+    let routes: Vec<&str> = headers(invite, "Record-Route");
+    ensure!(!routes.is_empty(), "the INVITE was not record-routed:\n{invite}");
+    let from = header(invite, "To").context("To")?;
+    let to = header(invite, "From").context("From")?;
+    let call_id = header(invite, "Call-ID").context("Call-ID")?;
+    Ok(format!(
+        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};rport;branch=z9hG4bK-ua-bye\r\nRoute: {}\r\n\
+         Max-Forwards: 70\r\nFrom: {from};tag=ua\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 BYE\r\n\
+         Content-Length: 0\r\n\r\n",
+        routes.join(", ")
+    ))
+}
+
+/// The caller's in-dialog `method` in the dialog its INVITE's `answered` 200 confirmed: to
+/// the callee's Contact along the recorded route, reversed (RFC 3261 §12.1.2).
+fn caller_request(method: &str, answered: &str, me: SocketAddr, cseq: u32) -> Result<String> {
+    let contact = header(answered, "Contact").context("the 200's Contact")?;
+    let target = contact.trim_start_matches('<').split('>').next().unwrap_or_default().to_owned();
+    let mut routes: Vec<&str> = headers(answered, "Record-Route");
+    ensure!(!routes.is_empty(), "the dialog was not record-routed:\n{answered}");
+    routes.reverse();
+    let (from, to) = (header(answered, "From").context("From")?, header(answered, "To").context("To")?);
+    let call_id = header(answered, "Call-ID").context("Call-ID")?;
+    Ok(format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};rport;branch=z9hG4bK-ua-{}\r\nRoute: {}\r\n\
+         Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n",
+        method.to_ascii_lowercase(),
+        routes.join(", ")
+    ))
+}
+
+/// The next message at `ua` that starts with `start` (a method or a status line),
+/// skipping retransmissions and provisional responses; with where it came from.
+fn expect(ua: &Sink, start: &str, what: &str) -> Result<(String, SocketAddr)> {
+    let mut skipped = Vec::new();
+    loop {
+        let Some((text, from)) = ua.recv_text(WITHIN) else {
+            bail!("no {what} ({start}...) within {WITHIN:?}; skipped meanwhile: {skipped:#?}");
+        };
+        if text.starts_with(start) {
+            return Ok((text, from));
+        }
+        skipped.push(text);
+    }
+}
+
 /// The next final response at a caller's socket, skipping provisional ones.
 fn final_response(caller: &Sink, what: &str) -> Result<String> {
     let (text, _) = expect_final(caller).with_context(|| what.to_owned())?;
@@ -136,6 +210,88 @@ fn metric(lb: &SipLb, name: &str, label: (&str, &str)) -> Result<u64> {
 /// Checks that the farm cannot reach the UAs' network: only sip-lb can bring anything back.
 fn farm_is_cut_off(edge: &Edge) -> Result<()> {
     ensure!(!edge.farm_routes_to(client_ip(0).into()), "the farm namespace has a route to the client network");
+    Ok(())
+}
+
+#[test]
+fn a_ua_on_udp_is_reached_by_its_path_and_its_calls_follow_our_record_route() -> Result<()> {
+    let edge = Edge::new("mo", 1, 2)?;
+    within(edge.lb.name(), || udp_ua_calls(&edge))
+}
+
+fn udp_ua_calls(edge: &Edge) -> Result<()> {
+    farm_is_cut_off(edge)?;
+    let dir = scratch_dir("mobility_udp_out")?;
+    let mut proxy = HomeProxy::start(&edge.farm, home(), &dir)?;
+    let _lb = start_lb("mobility_udp_out", None)?;
+    let me = SocketAddr::from((client_ip(0), 5062));
+    let ua = within(edge.client.name(), || Sink::bind(me))?;
+    // Carol is a user of the farm, registered straight with Kamailio.
+    let carol_at = SocketAddr::from((farm_ip(1), 5080));
+    let carol = within(edge.farm.name(), || Sink::bind(carol_at))?;
+    carol.send_to(register("UDP", carol_at, "carol", "reg-carol@farm"), home())?;
+    let (registered, _) = expect(&carol, "SIP/2.0 ", "carol's registration")?;
+    ensure!(registered.starts_with("SIP/2.0 200 "), "{registered}");
+
+    // The UA registers through sip-lb: Kamailio keeps our Path, which names its address.
+    ua.send_to(register("UDP", me, "alice", "reg-udp@ua"), lb_udp())?;
+    let (ok_reg, from) = expect(&ua, "SIP/2.0 ", "the UA's registration")?;
+    ensure!(ok_reg.starts_with("SIP/2.0 200 ") && from == lb_udp(), "from {from}:\n{ok_reg}");
+    proxy.wait_logged("REGISTER", 2, WITHIN)?;
+    let stored = proxy.log_lines("REGISTER").join("\n");
+    ensure!(stored.contains(&format!("path=<sip:{};lr;slb;slb-addr=", lb_udp())), "no Path of ours stored:\n{stored}");
+
+    // Carol calls it: Kamailio's lookup sends the INVITE along our Path; the UA is busy, its
+    // 486 goes back by the Vias, and Kamailio's ACK for it follows the same Route to the UA.
+    carol.send_to(invite(carol_at, "alice", "in-1@farm", None), home())?;
+    let (inv, from) = expect(&ua, "INVITE ", "carol's INVITE at the UA")?;
+    ensure!(from == lb_udp() && inv.starts_with(&format!("INVITE sip:alice@{me} SIP/2.0")), "from {from}:\n{inv}");
+    ensure!(!headers(&inv, "Route").iter().any(|r| r.contains(";slb")), "our Path left as a Route:\n{inv}");
+    ua.send_to(response(&inv, "486 Busy Here", Some("ua")), lb_udp())?;
+    let busy = final_response(&carol, "the UA's 486 at carol")?;
+    ensure!(busy.starts_with("SIP/2.0 486 ") && busy.contains("in-1@farm"), "{busy}");
+    let (ack, from) = expect(&ua, "ACK ", "Kamailio's ACK for the 486 at the UA")?;
+    ensure!(from == lb_udp() && ack.contains("in-1@farm"), "from {from}:\n{ack}");
+
+    for call in [1, 2] {
+        let call_id = format!("out-{call}@ua");
+        ua.send_to(invite(me, "carol", &call_id, None), lb_udp())?;
+        let (inv, _) = expect(&carol, "INVITE ", &format!("call {call}'s INVITE at carol"))?;
+        // Kamailio's Record-Route on top of ours, which names the UA's address.
+        let rrs = headers(&inv, "Record-Route");
+        ensure!(
+            rrs.len() == 2
+                && rrs[0].starts_with(&format!("<sip:{};lr", farm_ip(0)))
+                && rrs[1].starts_with(&format!("<sip:{};lr;slb;slb-addr=", lb_udp())),
+            "call {call}: {inv}"
+        );
+        // Responses follow the Vias: Kamailio, sip-lb, the UA.
+        carol.send_to(answer(&inv, &format!("sip:carol@{carol_at}")), home())?;
+        let (answered, from) = expect(&ua, "SIP/2.0 200 ", &format!("call {call}'s 200 at the UA"))?;
+        ensure!(from == lb_udp(), "call {call}: the 200 came from {from}");
+        ua.send_to(caller_request("ACK", &answered, me, 1)?, lb_udp())?;
+        expect(&carol, "ACK ", &format!("call {call}'s ACK at carol"))?;
+        if call == 1 {
+            // Carol hangs up: Kamailio, then our route, which leads to the UA's address.
+            carol.send_to(callee_bye(&inv, carol_at)?, home())?;
+            let (bye, from) = expect(&ua, "BYE ", "carol's BYE at the UA")?;
+            ensure!(from == lb_udp(), "carol's BYE came from {from}:\n{bye}");
+            ua.send_to(ok(&bye), lb_udp())?;
+            let (r, _) = expect(&carol, "SIP/2.0 ", "the UA's 200 to carol's BYE")?;
+            ensure!(r.starts_with("SIP/2.0 200 ") && r.contains("CSeq: 1 BYE"), "{r}");
+        } else {
+            // The UA hangs up: our route (taken off), then Kamailio's, to carol.
+            ua.send_to(caller_request("BYE", &answered, me, 2)?, lb_udp())?;
+            let (bye, _) = expect(&carol, "BYE ", "the UA's BYE at carol")?;
+            ensure!(!headers(&bye, "Route").iter().any(|r| r.contains(";slb")), "our Route left in:\n{bye}");
+            carol.send_to(ok(&bye), home())?;
+            let (r, _) = expect(&ua, "SIP/2.0 ", "carol's 200 to the UA's BYE")?;
+            ensure!(r.starts_with("SIP/2.0 200 ") && r.contains("CSeq: 2 BYE"), "{r}");
+        }
+    }
+    // Per call out: the ACK and one BYE, loose-routed by Kamailio.
+    proxy.wait_logged("IN-DIALOG", 4, WITHIN)?;
+    proxy.wait_logged("LOOKUP", 3, WITHIN)?;
     Ok(())
 }
 
