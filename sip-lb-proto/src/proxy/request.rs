@@ -57,8 +57,9 @@ struct Fields<'m> {
     /// A critical header appears twice (or Max-Forwards/Content-Length do).
     duplicate: bool,
     proxy_require: bool,
-    /// `path` is listed in Supported (RFC 3327 §5.1).
-    supports_path: bool,
+    /// A Supported header is present (read only for a REGISTER that needs
+    /// to know whether it lists `path`).
+    supported: bool,
 }
 
 impl<'m> Fields<'m> {
@@ -83,7 +84,7 @@ impl<'m> Fields<'m> {
                     continue;
                 }
                 HeaderName::Supported => {
-                    f.supports_path |= values(m.buf(), h.value).any(|v| v.of(m.buf()).eq_ignore_ascii_case(b"path"));
+                    f.supported = true;
                     continue;
                 }
                 HeaderName::From => &mut f.from,
@@ -117,14 +118,15 @@ pub(super) enum Arrival {
 /// URI (an IPv6 host at most), the address token.
 const ROUTE_LINE: usize = 80 + MAX_PARAM;
 
-/// Writes `NAME <URI[TOKEN]>\r\n` into `line`; its length.
-fn route_line(line: &mut [u8; ROUTE_LINE], name: &[u8], uri: &[u8], token: &[u8]) -> usize {
+/// `NAME <URI[TOKEN]>\r\n` and its length.
+fn route_line(name: &[u8], uri: &[u8], token: &[u8]) -> ([u8; ROUTE_LINE], usize) {
+    let mut line = [0u8; ROUTE_LINE];
     let mut n = 0;
     for part in [name, b"<", uri, token, b">\r\n"] {
         line[n..n + part.len()].copy_from_slice(part);
         n += part.len();
     }
-    n
+    (line, n)
 }
 
 pub(super) fn handle<C: Chooser + ?Sized>(
@@ -160,7 +162,9 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     let routing = proxy.policy.routing;
     let datagram = arrival == Arrival::Datagram;
     let register = m.method() == b"REGISTER";
-    if datagram && register && routing.refuses(f.supports_path) {
+    // RFC 3327 §5.1: does the UA list `path` in Supported?
+    let supports_path = datagram && register && f.supported && supports_path(m);
+    if datagram && register && routing.refuses(supports_path) {
         // RFC 3327 §5.1: the registrar could not reach this UA without our Path.
         return reject(ReplyCode::ExtensionRequired, out);
     }
@@ -194,10 +198,9 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     };
 
     // Our Record-Route and Path for a datagram's request, written before
-    // the edits that borrow them.
-    let mut rr_lines = [[0u8; ROUTE_LINE]; 2];
-    let mut path_line = [0u8; ROUTE_LINE];
-    let (mut rr_lens, mut path_len) = ([0; 2], 0);
+    // the edits that borrow them (`None` costs no buffer fill).
+    let mut rr_lines: [Option<([u8; ROUTE_LINE], usize)>; 2] = [None, None];
+    let mut path_line: Option<([u8; ROUTE_LINE], usize)> = None;
     let uri_of = |listener: usize| proxy.route_uris.get(listener).map(Vec::as_slice).unwrap_or_default();
     if datagram && routing.records(m.method(), from != on) {
         let mut token = [0u8; MAX_PARAM];
@@ -210,14 +213,14 @@ pub(super) fn handle<C: Chooser + ?Sized>(
         // Leaving from another listener: one value per side (RFC 5658),
         // the one the far end uses on top, the one the sender uses below.
         let sides: &[usize] = if from == on { &[from] } else { &[from, on] };
-        for (i, &side) in sides.iter().enumerate() {
-            rr_lens[i] = route_line(&mut rr_lines[i], b"Record-Route: ", uri_of(side), &token[..n]);
+        for (slot, &side) in rr_lines.iter_mut().zip(sides) {
+            *slot = Some(route_line(b"Record-Route: ", uri_of(side), &token[..n]));
         }
     }
-    if datagram && register && to_flow.is_none() && routing.paths(f.supports_path) {
+    if datagram && register && to_flow.is_none() && routing.paths(supports_path) {
         let mut token = [0u8; MAX_PARAM];
         let n = address::write_param(&proxy.keys, address::Kind::Path, src, call_id, &mut token);
-        path_len = route_line(&mut path_line, b"Path: ", uri_of(from), &token[..n]);
+        path_line = Some(route_line(b"Path: ", uri_of(from), &token[..n]));
     }
 
     let mut edits = Edits::default();
@@ -237,11 +240,8 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     let head = m.head_start as usize;
     edits.mark(head, MARK_OUR_VIA);
     edits.insert(head, Insert::ViaLine { prefix, hash });
-    for (line, &len) in rr_lines.iter().zip(&rr_lens).filter(|(_, &len)| len > 0) {
-        edits.insert(head, Insert::Bytes(&line[..len]));
-    }
-    if path_len > 0 {
-        edits.insert(head, Insert::Bytes(&path_line[..path_len]));
+    for (line, len) in rr_lines.iter().chain([&path_line]).flatten() {
+        edits.insert(head, Insert::Bytes(&line[..*len]));
     }
     match (f.max_forwards, checked.max_forwards) {
         (Some(h), Some(n)) => edits.replace(h.value.start(), h.value.end(), Insert::Decimal(n - 1)),
@@ -328,6 +328,12 @@ fn check(proxy: &Proxy, m: &Message<'_>, f: &Fields<'_>) -> Result<Checked, Reje
         return Err(ReplyCode::BadExtension);
     }
     Ok(Checked { uri, cseq_number, max_forwards, body_end, from_params })
+}
+
+/// Does a Supported header list `path`?
+fn supports_path(m: &Message<'_>) -> bool {
+    let buf = m.buf();
+    m.all(HeaderName::Supported).any(|h| values(buf, h.value).any(|v| v.of(buf).eq_ignore_ascii_case(b"path")))
 }
 
 /// Does Proxy-Require name an option the operator has not listed?
