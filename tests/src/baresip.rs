@@ -143,11 +143,6 @@ impl Baresip {
         }
     }
 
-    /// Whether an event of type `kind` has arrived (and not been taken).
-    pub fn has_event(&self, kind: &str) -> bool {
-        self.events.iter().any(|e| e["type"] == kind)
-    }
-
     /// Reads one message; an event is also appended to `events`.
     fn next_message(&mut self, deadline: Instant) -> Result<Value> {
         loop {
@@ -207,11 +202,6 @@ impl Baresip {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    /// Its standard output (buffered by baresip: complete once it has exited).
-    pub fn stdout(&self) -> String {
-        std::fs::read_to_string(self.guard.stdout_path()).unwrap_or_default()
     }
 }
 
