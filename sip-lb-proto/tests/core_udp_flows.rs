@@ -137,14 +137,37 @@ fn record_route_brings_each_side_in_dialog_requests_to_the_right_flow() {
     assert!(header(&out, "Route").is_none(), "{out}");
 }
 
+/// A call from the farm to a registered UDP UA: our Record-Route names the
+/// UA too, so the farm's in-dialog requests (the 2xx's ACK, a BYE), sent to
+/// the UA's private Contact by that route, reach its address; the UA's own
+/// go on to the farm.
 #[test]
-fn towards_the_client_our_record_route_carries_no_token() {
+fn towards_the_client_our_record_route_names_it() {
     let p = proxy(RecordRoute::On, PathMode::Supported);
     let path = path_of(&p, &register("Supported: path\n"));
     let (a, out) = run(&p, &invite_from_farm(&path, "call-9@farm"), REGISTRAR);
     assert_eq!(a, to(UA));
-    let rrs: Vec<_> = out.split("\r\n").filter(|l| l.starts_with("Record-Route:")).collect();
-    assert_eq!(rrs, ["Record-Route: <sip:192.0.2.10:5060;lr;slb>", "Record-Route: <sip:10.0.0.100;lr>"], "{out}");
+    let rrs: Vec<_> = out.split("\r\n").filter_map(|l| l.strip_prefix("Record-Route: ")).collect();
+    assert_eq!(rrs.len(), 2, "{out}");
+    assert!(rrs[0].starts_with("<sip:192.0.2.10:5060;lr;slb;slb-addr=cb0071079d78"), "ours names the UA: {out}");
+    assert_eq!(rrs[1], "<sip:10.0.0.100;lr>");
+
+    let in_dialog = |method: &str, route: &str, via: &str| {
+        sip(&format!(
+            "{method} sip:alice@192.168.1.20:5060 SIP/2.0\nVia: {via}\nMax-Forwards: 70\nRoute: {route}\n\
+             From: <sip:bob@example.com>;tag=b1\nTo: <sip:alice@example.com>;tag=a1\n\
+             Call-ID: call-9@farm\nCSeq: 1 {method}\nContent-Length: 0\n\n"
+        ))
+    };
+    // The farm's ACK for the 2xx, then its BYE: to the UA.
+    for method in ["ACK", "BYE"] {
+        let (a, out) = run(&p, &in_dialog(method, rrs[0], "SIP/2.0/UDP 10.0.0.100;branch=z9hG4bKf2"), REGISTRAR);
+        assert_eq!(a, to(UA), "{method}: {out}");
+    }
+    // The UA's BYE, by its route set (ours, then the farm's): to the farm.
+    let route = format!("{}, {}", rrs[1], rrs[0]).replace("<sip:10.0.0.100;lr>, ", "");
+    let (a, out) = run(&p, &in_dialog("BYE", &route, "SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKu2;rport"), UA);
+    assert_eq!(a, to(REGISTRAR), "{out}");
 }
 
 #[test]
@@ -222,4 +245,20 @@ fn across_listeners_two_record_routes_one_per_side() {
     assert_eq!(a, Action::Forward { to: REGISTRAR.parse().unwrap(), from: 0, what: Forwarded::Request });
     let routes: Vec<_> = text(&out).split("\r\n").filter(|l| l.starts_with("Route:")).map(str::to_owned).collect();
     assert_eq!(routes, ["Route: <sip:10.0.0.100;lr>"]);
+}
+
+/// RFC 5626 §5.1: an outbound registration (Contact with `reg-id` and
+/// `+sip.instance`) gets `ob` in our Path; a plain one does not.
+#[test]
+fn an_outbound_registration_gets_ob_in_our_path() {
+    let p = proxy(RecordRoute::Off, PathMode::Supported);
+    let outbound = text(&register("Supported: path, outbound\n")).replace(
+        "Contact: <sip:alice@192.168.1.20:5060>",
+        "Contact: <sip:alice@192.168.1.20:5060;ob>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"",
+    );
+    let path = path_of(&p, outbound.as_bytes());
+    assert!(path.starts_with("<sip:192.0.2.10:5060;lr;slb;ob;slb-addr="), "{path}");
+    // It still leads calls to the UA.
+    assert_eq!(run(&p, &invite_from_farm(&path, "call-ob@farm"), REGISTRAR).0, to(UA));
+    assert!(!path_of(&p, &register("Supported: path\n")).contains(";ob"));
 }

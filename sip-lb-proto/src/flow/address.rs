@@ -50,6 +50,9 @@ pub enum RouteFlow {
     To(SocketAddr),
     /// An address token that does not verify (or is malformed): 403.
     Forged,
+    /// Our URI with a connection's token (`slb-flow`): for the stream
+    /// layer's relay, which verifies it and writes its own route.
+    Connection,
 }
 
 /// What an address token's MAC is computed over: a word with the kind,
@@ -146,8 +149,8 @@ fn parse_hex(s: &[u8]) -> Option<u64> {
 
 /// The UDP flow named by the top Route value of a request (`route`, the
 /// first Route field's value span), when that URI is ours (`is_us`) and
-/// carries an address token. A quick substring test keeps other Routes at
-/// one `memmem`.
+/// carries an address token (or a connection's). A quick substring test
+/// keeps other Routes at one `memmem`.
 pub fn of_route(
     keys: &Keys,
     buf: &[u8],
@@ -156,17 +159,23 @@ pub fn of_route(
     is_us: impl Fn(&[u8], Option<u16>) -> bool,
 ) -> RouteFlow {
     let Some(first) = values(buf, route).next() else { return RouteFlow::None };
-    if memchr::memmem::find(first.of(buf), ADDR_PARAM).is_none() {
+    if memchr::memmem::find(first.of(buf), b";slb-").is_none() {
         return RouteFlow::None;
     }
     let Some(uri) = Uri::parse(buf, addr_uri(buf, first)) else { return RouteFlow::None };
     if !matches!(uri.scheme, Scheme::Sip | Scheme::Sips) || !is_us(uri.host.of(buf), uri.port) {
         return RouteFlow::None;
     }
-    let Some(p) = params(buf, uri.params.start(), uri.params.end()).find(|p| p.name.of(buf).eq_ignore_ascii_case(NAME))
-    else {
+    let mut ps = params(buf, uri.params.start(), uri.params.end());
+    let Some(p) = ps.find(|p| {
+        let name = p.name.of(buf);
+        name.eq_ignore_ascii_case(NAME) || name.eq_ignore_ascii_case(super::token::FLOW_NAME)
+    }) else {
         return RouteFlow::None;
     };
+    if !p.name.of(buf).eq_ignore_ascii_case(NAME) {
+        return RouteFlow::Connection;
+    }
     match p.value.and_then(|v| verify(keys, v.of(buf), call_id)) {
         Some(addr) => RouteFlow::To(addr),
         None => RouteFlow::Forged,
@@ -231,6 +240,13 @@ mod tests {
         // An IPv4-mapped source is the IPv4 address.
         let mapped = param(Kind::Path, "[::ffff:192.0.2.9]:5060", b"");
         assert_eq!(mapped, param(Kind::Path, "192.0.2.9:5060", b""));
+    }
+
+    #[test]
+    fn a_connection_token_is_left_to_the_relay() {
+        let route = "<sip:10.0.0.1;lr;slb;slb-flow=00000001000000020123456789abcdef>";
+        assert_eq!(route_flow(route, b"", &keys()), RouteFlow::Connection);
+        assert_eq!(route_flow(&route.replace("10.0.0.1", "10.0.0.2"), b"", &keys()), RouteFlow::None);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! strings keep the two apart from each other and from the Via token's MAC.
 
 use super::token::{FlowCheck, FlowToken};
-use crate::proxy::{Identity, Keys};
+use crate::proxy::{Identity, Keys, Proxy};
 use crate::sip::message::{Header, Message, MAX_HEADERS};
 use crate::sip::params::{addr_uri, params};
 use crate::sip::text::{hex64, write_host_port};
@@ -37,6 +37,8 @@ pub enum Kind {
     RecordRoute,
     /// `Path` (RFC 3327): for any request to the registered contact.
     Path,
+    /// `Path` for an RFC 5626 outbound registration: with `;ob` (§5.1).
+    OutboundPath,
 }
 
 /// The URI parameter of the token.
@@ -65,20 +67,53 @@ pub fn insert(
     };
     let mac = match kind {
         Kind::RecordRoute => keys.current.mac(token.to_u64(), DOMAIN, call_id),
-        Kind::Path => keys.current.mac(token.to_u64(), PATH_DOMAIN, b""),
+        Kind::Path | Kind::OutboundPath => keys.current.mac(token.to_u64(), PATH_DOMAIN, b""),
     };
     let mut rr = Vec::with_capacity(112);
     rr.extend_from_slice(match kind {
         Kind::RecordRoute => b"Record-Route: <sip:",
-        Kind::Path => b"Path: <sip:",
+        Kind::Path | Kind::OutboundPath => b"Path: <sip:",
     });
     write_host_port(&mut rr, advertise.ip(), advertise.port());
-    rr.extend_from_slice(b";lr;slb;slb-flow=");
+    rr.extend_from_slice(match kind {
+        Kind::OutboundPath => b";lr;slb;ob;slb-flow=",
+        _ => b";lr;slb;slb-flow=",
+    });
     rr.extend_from_slice(&hex64(token.to_u64()));
     rr.extend_from_slice(&hex64(mac));
     rr.extend_from_slice(b">\r\n");
     out.splice(after_via..after_via, rr);
     true
+}
+
+/// Our Record-Route on a request the core forwarded (`out`, from the
+/// listener `from`) that goes to a connection's flow `token` (its top Route
+/// was our Path or Record-Route with that token), when the operator's
+/// `record_route` asks for one (the transport changes, so `auto` does for a
+/// dialog-creating request): the far end's later requests in the dialog,
+/// sent to the client's Contact, come back by it to the connection.
+pub fn record_towards(proxy: &Proxy, request: &[u8], from: usize, token: FlowToken, out: &mut Vec<u8>) -> bool {
+    let mut slots = [const { MaybeUninit::<Header>::uninit() }; MAX_HEADERS];
+    let Ok(m) = Message::parse_uninit(request, &mut slots) else { return false };
+    if !proxy.policy().routing.records(m.method(), true) {
+        return false;
+    }
+    let Some(advertise) = proxy.identity().listeners.get(from).map(|l| l.advertise) else { return false };
+    let call_id = m.find(HeaderName::CallId).map(|h| m.get(h.value)).unwrap_or(&[]);
+    insert(proxy.keys(), out, Kind::RecordRoute, advertise, token, call_id)
+}
+
+/// Whether a REGISTER is an RFC 5626 outbound registration: a Contact
+/// with `reg-id` and `+sip.instance` (§4.2).
+pub fn is_outbound_register(request: &[u8]) -> bool {
+    let mut slots = [const { MaybeUninit::<Header>::uninit() }; MAX_HEADERS];
+    let Ok(m) = Message::parse_uninit(request, &mut slots) else { return false };
+    let outbound = m.all(HeaderName::Contact).flat_map(|h| values(request, h.value)).any(|v| {
+        let params = crate::sip::params::addr_parts(request, v).params;
+        let has = |name: &[u8]| crate::sip::params::param_at(request, params, v.end(), name).is_some();
+        has(b"reg-id") && has(b"+sip.instance")
+    });
+    outbound
 }
 
 /// Whether a request lists `path` in Supported (RFC 3327 §5.1).
@@ -195,6 +230,48 @@ Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKslb1\r\nCall-ID: cid@x\r\nContent-L
         let s = String::from_utf8(out).unwrap();
         let rr = s.lines().find_map(|l| l.strip_prefix("Record-Route: ")).unwrap().to_owned();
         assert_eq!(of_request(&id(), &keys(), &bye_with_route(&rr, "a-later-invite@y")), FlowCheck::Forged);
+    }
+
+    /// A request from the far end delivered along a connection's Path gets
+    /// our Record-Route naming that connection, when `record_route` asks.
+    #[test]
+    fn record_towards_a_connection_names_it() {
+        use crate::flow::routing::{RecordRoute, Routing};
+        use crate::proxy::Policy;
+        let proxy = |record_route| {
+            let policy = Policy { routing: Routing { record_route, ..Routing::default() }, ..Policy::default() };
+            Proxy::new(id(), keys(), policy)
+        };
+        let t = FlowToken { slot: 3, generation: 5 };
+        let invite = b"INVITE sip:a@192.168.1.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKi\r\nCall-ID: in@farm\r\n\r\n";
+        let mut out = FORWARDED.to_vec();
+        assert!(!record_towards(&proxy(RecordRoute::Off), invite, 0, t, &mut out));
+        assert_eq!(out, FORWARDED);
+        assert!(record_towards(&proxy(RecordRoute::Auto), invite, 0, t, &mut out));
+        let s = String::from_utf8(out).unwrap();
+        let rr = s.lines().find_map(|l| l.strip_prefix("Record-Route: ")).unwrap().to_owned();
+        assert!(rr.starts_with("<sip:10.0.0.1:5060;lr;slb;slb-flow=0000000500000003"), "{rr}");
+        assert_eq!(of_request(&id(), &keys(), &bye_with_route(&rr, "in@farm")), FlowCheck::Token(t));
+        // Auto: a BYE creates no dialog.
+        let bye = String::from_utf8_lossy(invite).replace("INVITE", "BYE");
+        assert!(!record_towards(&proxy(RecordRoute::Auto), bye.as_bytes(), 0, t, &mut FORWARDED.to_vec()));
+    }
+
+    /// RFC 5626 §5.1: `ob` in the Path of an outbound registration.
+    #[test]
+    fn outbound_path_says_ob() {
+        let reg = |contact: &str| format!("REGISTER sip:x SIP/2.0\r\nContact: {contact}\r\nCall-ID: c\r\n\r\n");
+        let ob = reg("<sip:a@192.0.2.1;transport=tcp>;reg-id=1;+sip.instance=\"<urn:uuid:1>\"");
+        assert!(is_outbound_register(ob.as_bytes()));
+        assert!(!is_outbound_register(reg("<sip:a@192.0.2.1>;reg-id=1").as_bytes()));
+        assert!(!is_outbound_register(reg("<sip:a@192.0.2.1;reg-id=1;+sip.instance=x>").as_bytes()), "URI params");
+        let t = FlowToken { slot: 1, generation: 2 };
+        let mut out = FORWARDED.to_vec();
+        assert!(insert(&keys(), &mut out, Kind::OutboundPath, "10.0.0.1:5060".parse().unwrap(), t, b"cid@x"));
+        let s = String::from_utf8(out).unwrap();
+        let path = s.lines().find_map(|l| l.strip_prefix("Path: ")).unwrap().to_owned();
+        assert!(path.starts_with("<sip:10.0.0.1:5060;lr;slb;ob;slb-flow="), "{path}");
+        assert_eq!(of_request(&id(), &keys(), &bye_with_route(&path, "any@y")), FlowCheck::Token(t));
     }
 
     /// RFC 3327 §5: a UA that lists `path` in Supported.

@@ -19,8 +19,10 @@ use std::mem::MaybeUninit;
 /// The Via parameter, as written (with its `;` and `=`).
 pub const FLOW_PARAM: &[u8] = b";slb-flow=";
 
-/// Its name, for the parameter lookup.
-const NAME: &[u8] = b"slb-flow";
+/// Its name, for the parameter lookup (the same in our Record-Route and
+/// Path URIs).
+pub const FLOW_NAME: &[u8] = b"slb-flow";
+const NAME: &[u8] = FLOW_NAME;
 
 /// A connection of the stream layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -87,6 +87,10 @@ impl Proxy {
         &self.identity
     }
 
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// Decides what to do with `datagram` received from `src` on the socket
     /// of listener `on` (an index into [`Identity::listeners`]). For
     /// `Forward` and `Reply`, `out` holds the bytes to send (it is cleared

@@ -60,6 +60,9 @@ struct Fields<'m> {
     /// A Supported header is present (read only for a REGISTER that needs
     /// to know whether it lists `path`).
     supported: bool,
+    /// A Contact header is present (read only for a REGISTER that gets our
+    /// Path, to see whether it is an RFC 5626 outbound registration).
+    contact: bool,
 }
 
 impl<'m> Fields<'m> {
@@ -85,6 +88,10 @@ impl<'m> Fields<'m> {
                 }
                 HeaderName::Supported => {
                     f.supported = true;
+                    continue;
+                }
+                HeaderName::Contact => {
+                    f.contact = true;
                     continue;
                 }
                 HeaderName::From => &mut f.from,
@@ -116,13 +123,13 @@ pub(super) enum Arrival {
 
 /// Room for one of our Record-Route or Path lines: the header name, the
 /// URI (an IPv6 host at most), the address token.
-const ROUTE_LINE: usize = 80 + MAX_PARAM;
+const ROUTE_LINE: usize = 96 + MAX_PARAM;
 
-/// `NAME <URI[TOKEN]>\r\n` and its length.
-fn route_line(name: &[u8], uri: &[u8], token: &[u8]) -> ([u8; ROUTE_LINE], usize) {
+/// `NAME <URI[PARAM][TOKEN]>\r\n` and its length.
+fn route_line(name: &[u8], uri: &[u8], param: &[u8], token: &[u8]) -> ([u8; ROUTE_LINE], usize) {
     let mut line = [0u8; ROUTE_LINE];
     let mut n = 0;
-    for part in [name, b"<", uri, token, b">\r\n"] {
+    for part in [name, b"<", uri, param, token, b">\r\n"] {
         line[n..n + part.len()].copy_from_slice(part);
         n += part.len();
     }
@@ -202,25 +209,31 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     let mut rr_lines: [Option<([u8; ROUTE_LINE], usize)>; 2] = [None, None];
     let mut path_line: Option<([u8; ROUTE_LINE], usize)> = None;
     let uri_of = |listener: usize| proxy.route_uris.get(listener).map(Vec::as_slice).unwrap_or_default();
-    if datagram && routing.records(m.method(), from != on) {
+    // A request for a connection's flow gets its route from the relay,
+    // which knows the connection.
+    let for_connection = flow == RouteFlow::Connection;
+    if datagram && !for_connection && routing.records(m.method(), from != on) {
+        // Our route names the UDP client either way: the one the request
+        // comes from, or the one it goes to (the far end's in-dialog
+        // requests carry the client's Contact, which may be private, and
+        // come back to us by this route; the client's own, from its
+        // address, go on to the farm).
+        let client = to_flow.unwrap_or(src);
         let mut token = [0u8; MAX_PARAM];
-        // Towards the client, our route only brings its in-dialog requests
-        // back through us; from it, the route names it.
-        let n = match to_flow {
-            Some(_) => 0,
-            None => address::write_param(&proxy.keys, address::Kind::RecordRoute, src, call_id, &mut token),
-        };
+        let n = address::write_param(&proxy.keys, address::Kind::RecordRoute, client, call_id, &mut token);
         // Leaving from another listener: one value per side (RFC 5658),
         // the one the far end uses on top, the one the sender uses below.
         let sides: &[usize] = if from == on { &[from] } else { &[from, on] };
         for (slot, &side) in rr_lines.iter_mut().zip(sides) {
-            *slot = Some(route_line(b"Record-Route: ", uri_of(side), &token[..n]));
+            *slot = Some(route_line(b"Record-Route: ", uri_of(side), b"", &token[..n]));
         }
     }
-    if datagram && register && to_flow.is_none() && routing.paths(supports_path) {
+    if datagram && register && to_flow.is_none() && !for_connection && routing.paths(supports_path) {
         let mut token = [0u8; MAX_PARAM];
         let n = address::write_param(&proxy.keys, address::Kind::Path, src, call_id, &mut token);
-        path_line = Some(route_line(b"Path: ", uri_of(from), &token[..n]));
+        // RFC 5626 §5.1: an outbound registration's Path says `ob`.
+        let ob: &[u8] = if f.contact && is_outbound(m) { b";ob" } else { b"" };
+        path_line = Some(route_line(b"Path: ", uri_of(from), ob, &token[..n]));
     }
 
     let mut edits = Edits::default();
@@ -334,6 +347,17 @@ fn check(proxy: &Proxy, m: &Message<'_>, f: &Fields<'_>) -> Result<Checked, Reje
 fn supports_path(m: &Message<'_>) -> bool {
     let buf = m.buf();
     m.all(HeaderName::Supported).any(|h| values(buf, h.value).any(|v| v.of(buf).eq_ignore_ascii_case(b"path")))
+}
+
+/// An RFC 5626 outbound registration: a Contact with `reg-id` and
+/// `+sip.instance` (§4.2).
+fn is_outbound(m: &Message<'_>) -> bool {
+    let buf = m.buf();
+    m.all(HeaderName::Contact).flat_map(|h| values(buf, h.value)).any(|v| {
+        let params = addr_parts(buf, v).params;
+        param_at(buf, params, v.end(), b"reg-id").is_some()
+            && param_at(buf, params, v.end(), b"+sip.instance").is_some()
+    })
 }
 
 /// Does Proxy-Require name an option the operator has not listed?

@@ -131,12 +131,12 @@ impl Worker {
                 t.received(data, src, on, at);
             }
             let action = plan.proxy.handle(&plan.router, data, src, on, out);
-            if let (Some(relay), Action::Forward { what, .. }) = (&self.relay, action) {
+            if let (Some(relay), Action::Forward { what, from, .. }) = (&self.relay, action) {
                 // A flow's message is not sent from here: it is queued on its
                 // connection, or dropped (counted by the relay).
                 let taken = match what {
                     Forwarded::Response => relay.take(plan.proxy.keys(), data, out),
-                    Forwarded::Request => match relay.take_request(&plan.proxy, data, src, out) {
+                    Forwarded::Request => match relay.take_request(&plan.proxy, data, src, from, out) {
                         // 430 (the flow is gone) or 403 (a forged token), to the sender.
                         Some(Fate::Reply(code)) => {
                             stats.replies[code.index()].add(1);

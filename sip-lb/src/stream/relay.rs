@@ -45,7 +45,16 @@ impl Relay {
     /// instead of going to a backend. `None`: not a flow's. A flow that is
     /// gone gets 430 Flow Failed, a token that does not verify 403 (RFC 5626
     /// §5.2, §5.3): the reply to `request` from `src` is then in `out`.
-    pub fn take_request(&self, proxy: &Proxy, request: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Option<Fate> {
+    /// `from` is the listener the core's Via names: our Record-Route, when
+    /// one is recorded towards the connection, names it.
+    pub fn take_request(
+        &self,
+        proxy: &Proxy,
+        request: &[u8],
+        src: SocketAddr,
+        from: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<Fate> {
         let check = record_route::of_request(proxy.identity(), proxy.keys(), request);
         let refuse = |code: ReplyCode, out: &mut Vec<u8>| match proxy.refuse(request, src, code, out) {
             true => Fate::Reply(code),
@@ -57,11 +66,15 @@ impl Relay {
                 self.stats.requests.forged.inc();
                 Some(refuse(ReplyCode::Forbidden, out))
             }
-            FlowCheck::Token(_) => match self.route(check, out, &self.stats.requests) {
-                Some(true) => Some(Fate::Queued),
-                _ if self.gone(check) => Some(refuse(ReplyCode::FlowFailed, out)),
-                _ => Some(Fate::Dropped),
-            },
+            FlowCheck::Token(token) => {
+                // The far end's later requests in the dialog come back by it.
+                record_route::record_towards(proxy, request, from, token, out);
+                match self.route(check, out, &self.stats.requests) {
+                    Some(true) => Some(Fate::Queued),
+                    _ if self.gone(check) => Some(refuse(ReplyCode::FlowFailed, out)),
+                    _ => Some(Fate::Dropped),
+                }
+            }
         }
     }
 

@@ -135,7 +135,11 @@ impl StreamWorker {
                         PathMode::Force => true,
                     };
                 if let (true, Some(adv)) = (path, advertise) {
-                    record_route::insert(plan.proxy.keys(), out, Kind::Path, adv, m.token, call_id);
+                    let kind = match record_route::is_outbound_register(&m.bytes) {
+                        true => Kind::OutboundPath,
+                        false => Kind::Path,
+                    };
+                    record_route::insert(plan.proxy.keys(), out, kind, adv, m.token, call_id);
                 }
                 if self.send(out, to, from, Forwarded::Request) {
                     s.requests_forwarded.inc();
@@ -166,7 +170,7 @@ impl StreamWorker {
             Action::Forward { to, from, what } => {
                 let taken = match what {
                     Forwarded::Response => self.relay.take(proxy.keys(), &m.bytes, out),
-                    Forwarded::Request => match self.relay.take_request(proxy, &m.bytes, m.peer, out) {
+                    Forwarded::Request => match self.relay.take_request(proxy, &m.bytes, m.peer, from, out) {
                         Some(Fate::Reply(_)) => {
                             self.stats.replies.inc();
                             self.reply(m, out);
