@@ -2,12 +2,17 @@
 //! network the farm cannot route to registers through sip-lb with Kamailio as its home
 //! registrar and proxy (`HomeProxy`: Path stored and used, Record-Route); calls placed to it
 //! from the farm (Kamailio's `lookup` turns our Path into the Route) reach it through sip-lb.
-//! - Over UDP (its Contact a private address): the farm's call reaches it by our Path and its
-//!   486 goes back, Kamailio's ACK follows; it calls a user of the farm twice, and the BYE of
-//!   each side (the callee's first, its own second) follows our Record-Route.
-//! - Over TLS (the kit's rustls client): the call arrives on its connection; once that
-//!   connection has closed, the next call gets 430 Flow Failed; a Route whose token was
-//!   tampered with gets 403.
+//! - Over UDP (its Contact a private address), SIPp in the farm calls it twice: the in-dialog
+//!   ACK and BYE of each side travel through sip-lb to the right flow (the caller hangs up
+//!   the first call, the UA the second).
+//! - Over UDP, the other cases: a call it turns down (486) and Kamailio's hop-by-hop ACK for
+//!   it; its own calls to a user of the farm, where the BYE of each side (the callee's first,
+//!   its own second) follows our Record-Route.
+//! - Over TLS (the kit's rustls client): the call arrives on its connection, and so do the
+//!   caller's ACK and BYE (our Record-Route names the connection); once that connection has
+//!   closed, the next call gets 430 Flow Failed; a Route whose token was tampered with gets
+//!   403.
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -22,6 +27,7 @@ use sip_lb_tests::ports::free_tcp_addr;
 use sip_lb_tests::process::scratch_dir;
 use sip_lb_tests::sink::Sink;
 use sip_lb_tests::sip::{header, header_lines, headers, SDP};
+use sip_lb_tests::sipp::{ensure_sipp, Scenario, Uac, UacOptions};
 use sip_lb_tests::stream::tls_connect;
 
 const WITHIN: Duration = Duration::from_secs(5);
@@ -160,7 +166,7 @@ fn caller_request(method: &str, answered: &str, me: SocketAddr, cseq: u32) -> Re
     let (from, to) = (header(answered, "From").context("From")?, header(answered, "To").context("To")?);
     let call_id = header(answered, "Call-ID").context("Call-ID")?;
     Ok(format!(
-        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};rport;branch=z9hG4bK-ua-{}\r\nRoute: {}\r\n\
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};rport;branch=z9hG4bK-{}-{cseq}\r\nRoute: {}\r\n\
          Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
          Content-Length: 0\r\n\r\n",
         method.to_ascii_lowercase(),
@@ -214,7 +220,76 @@ fn farm_is_cut_off(edge: &Edge) -> Result<()> {
 }
 
 #[test]
-fn a_ua_on_udp_is_reached_by_its_path_and_its_calls_follow_our_record_route() -> Result<()> {
+fn a_ua_registered_over_udp_gets_calls_from_the_farm_and_each_side_hangs_up_through_sip_lb() -> Result<()> {
+    ensure_sipp()?;
+    let edge = Edge::new("mo", 1, 2)?;
+    within(edge.lb.name(), || udp_calls(&edge))
+}
+
+fn udp_calls(edge: &Edge) -> Result<()> {
+    farm_is_cut_off(edge)?;
+    let dir = scratch_dir("mobility_udp")?;
+    let mut proxy = HomeProxy::start(&edge.farm, home(), &dir)?;
+    let _lb = start_lb("mobility_udp", None)?;
+    let me = SocketAddr::from((client_ip(0), 5062));
+    let ua = within(edge.client.name(), || Sink::bind(me))?;
+
+    ua.send_to(register("UDP", me, "alice", "reg-udp@ua"), lb_udp())?;
+    let (ok_reg, from) = expect(&ua, "SIP/2.0 ", "the REGISTER's response")?;
+    ensure!(ok_reg.starts_with("SIP/2.0 200 ") && from == lb_udp(), "from {from}:\n{ok_reg}");
+    proxy.wait_logged("REGISTER", 1, WITHIN)?;
+    let stored = proxy.log_lines("REGISTER").join("\n");
+    ensure!(
+        stored.contains(&format!("path=<sip:{};lr;slb;", lb_udp())),
+        "the registrar stored no Path of ours:\n{stored}"
+    );
+    let path = header(&ok_reg, "Path").context("the 200 returns the stored Path (Supported: path)")?;
+
+    let contact = format!("sip:alice@{me}");
+    let caller_at = SocketAddr::from((farm_ip(1), 5070));
+    for (call, scenario) in [(1, "uac_call_routed.xml"), (2, "uac_call_routed_callee_bye.xml")] {
+        let mut opts = UacOptions::new(&format!("caller{call}"), Scenario::file(scenario), home());
+        opts.local = caller_at;
+        opts.calls = 1;
+        opts.rate = 1.0;
+        opts.timeout = Duration::from_secs(10);
+        opts.extra = vec!["-s".into(), "alice".into()];
+        let uac = within(edge.farm.name(), || Uac::start(opts, &dir))?;
+        let (inv, from) = expect(&ua, "INVITE ", &format!("call {call}'s INVITE"))?;
+        ensure!(from == lb_udp(), "call {call}: the INVITE came from {from}, not through sip-lb");
+        ensure!(inv.starts_with(&format!("INVITE {contact} SIP/2.0")), "call {call}: {inv}");
+        ensure!(!inv.contains(path.trim_matches(['<', '>'])), "call {call}: our Path is still a Route:\n{inv}");
+        // Our Record-Route on top, naming the UA's address: the caller's ACK and BYE come back.
+        let ours = format!("<sip:{};lr;slb;slb-addr=", lb_udp());
+        ensure!(headers(&inv, "Record-Route").first().is_some_and(|r| r.starts_with(&ours)), "call {call}:\n{inv}");
+        ua.send_to(answer(&inv, &contact), lb_udp())?;
+        let (ack, from) = expect(&ua, "ACK ", &format!("call {call}'s ACK"))?;
+        ensure!(from == lb_udp(), "call {call}: the ACK came from {from}:\n{ack}");
+        if call == 1 {
+            let (bye, from) = expect(&ua, "BYE ", "the caller's BYE")?;
+            ensure!(from == lb_udp(), "the caller's BYE came from {from}:\n{bye}");
+            ua.send_to(ok(&bye), lb_udp())?;
+        } else {
+            ua.send_to(callee_bye(&inv, me)?, lb_udp())?;
+            let (r, _) = expect(&ua, "SIP/2.0 ", "the 200 to the UA's BYE")?;
+            ensure!(r.starts_with("SIP/2.0 200 ") && r.contains("CSeq: 1 BYE"), "{r}");
+        }
+        let report = uac.wait()?;
+        ensure!(
+            report.successful() == 1 && report.failed() == 0,
+            "call {call}: {report}\n{}\nKamailio:\n{}",
+            report.errors_head(10),
+            proxy.stderr_tail(20)
+        );
+    }
+    proxy.wait_logged("LOOKUP", 2, WITHIN)?;
+    // ACK and BYE of call 1, ACK and BYE of call 2.
+    proxy.wait_logged("IN-DIALOG", 4, WITHIN)?;
+    Ok(())
+}
+
+#[test]
+fn a_ua_on_udp_turns_a_call_down_and_its_own_calls_follow_our_record_route() -> Result<()> {
     let edge = Edge::new("mo", 1, 2)?;
     within(edge.lb.name(), || udp_ua_calls(&edge))
 }
@@ -296,7 +371,7 @@ fn udp_ua_calls(edge: &Edge) -> Result<()> {
 }
 
 #[test]
-fn a_ua_registered_over_tls_gets_calls_on_its_connection_then_430_once_closed_and_403_for_a_tampered_route(
+fn a_ua_registered_over_tls_gets_calls_and_their_byes_on_its_connection_then_430_once_closed_and_403_if_tampered(
 ) -> Result<()> {
     let edge = Edge::new("mo", 1, 2)?;
     within(edge.lb.name(), || tls_flow(&edge))
@@ -337,6 +412,17 @@ fn tls_flow(edge: &Edge) -> Result<()> {
     ua.send(answer(&inv, &contact).as_bytes())?;
     let answered = final_response(&caller, "the UA's 200 at the caller")?;
     ensure!(answered.starts_with("SIP/2.0 200 ") && answered.contains(&contact), "{answered}");
+    // The caller's ACK and BYE follow the recorded route: Kamailio, then ours, which names
+    // the connection; the UA's 200 to the BYE goes back through sip-lb and Kamailio.
+    caller.send_to(caller_request("ACK", &answered, caller.addr(), 1)?, home())?;
+    let ack = ua.read_message(WITHIN).context("the caller's ACK on the UA's connection")?;
+    ensure!(ack.starts_with("ACK ") && ack.contains("call-1@farm"), "{ack}");
+    caller.send_to(caller_request("BYE", &answered, caller.addr(), 2)?, home())?;
+    let bye = ua.read_message(WITHIN).context("the caller's BYE on the UA's connection")?;
+    ensure!(bye.starts_with("BYE ") && bye.contains("call-1@farm"), "{bye}");
+    ua.send(ok(&bye).as_bytes())?;
+    let bye_ok = final_response(&caller, "the UA's 200 to the BYE at the caller")?;
+    ensure!(bye_ok.starts_with("SIP/2.0 200 ") && bye_ok.contains("CSeq: 2 BYE"), "{bye_ok}");
 
     // A Route whose token was tampered with: 403 from sip-lb, nothing on the connection.
     let at = path.find("slb-flow=").context("token")? + "slb-flow=".len();
@@ -359,7 +445,7 @@ fn tls_flow(edge: &Edge) -> Result<()> {
     ensure!(metric(&lb, "sip_lb_worker_replies_total", ("code", "403"))? == 1, "one 403 counted");
     ensure!(metric(&lb, "sip_lb_worker_replies_total", ("code", "430"))? == 1, "one 430 counted");
     let outcome = |o| metric(&lb, "sip_lb_tcp_messages_total", ("outcome", o));
-    ensure!(outcome("request_to_client_delivered")? == 1, "one request delivered to the connection");
+    ensure!(outcome("request_to_client_delivered")? == 3, "the INVITE, ACK and BYE delivered to the connection");
     // Gone: the INVITE, and maybe already Kamailio's ACK for the 430 (dropped, never answered).
     ensure!(
         outcome("request_to_client_flow_forged")? == 1 && outcome("request_to_client_flow_gone")? >= 1,
