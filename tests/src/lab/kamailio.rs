@@ -63,10 +63,15 @@ impl Tree {
         process_group(self.pid())
     }
 
-    /// Lines `lab <WHAT> ...` that the configs log, e.g. `REGISTER`, `REDIRECT`.
-    fn logged(&self, what: &str) -> u64 {
+    /// The lines `lab <WHAT> ...` that the configs log, e.g. `REGISTER`, `REDIRECT`.
+    fn log_lines(&self, what: &str) -> Vec<String> {
         let needle = format!("lab {what} ");
-        self.guard.stderr().lines().filter(|l| l.contains(&needle)).count() as u64
+        self.guard.stderr().lines().filter(|l| l.contains(&needle)).map(str::to_owned).collect()
+    }
+
+    /// How many of them.
+    fn logged(&self, what: &str) -> u64 {
+        self.log_lines(what).len() as u64
     }
 
     /// SIGTERM to the main process (it stops its children), then SIGKILL to whatever is left
@@ -184,8 +189,7 @@ impl HomeProxy {
 
     /// The `lab <WHAT> ` lines it logged, in order.
     pub fn log_lines(&self, what: &str) -> Vec<String> {
-        let needle = format!("lab {what} ");
-        self.tree.guard.stderr().lines().filter(|l| l.contains(&needle)).map(str::to_owned).collect()
+        self.tree.log_lines(what)
     }
 
     /// Waits until it has logged `n` `lab <WHAT> ` lines.
