@@ -232,6 +232,7 @@ fn config(sip: SocketAddr, ctrl: SocketAddr) -> String {
          module\t\t\tg711.so\n\
          module\t\t\tausine.so\n\
          module\t\t\taubridge.so\n\
+         module_app\t\tuuid.so\n\
          module_app\t\taccount.so\n\
          module_app\t\tmenu.so\n\
          module_app\t\tctrl_tcp.so\n\

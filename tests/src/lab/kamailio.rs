@@ -155,7 +155,8 @@ impl Kamailio {
 /// memory, `use_path`, `path_mode` 1: stored whether or not the UA said it supports Path,
 /// returned to those that did), `lookup("location")` turns that Path into the Route of a
 /// request to the user, dialog-creating requests are record-routed, in-dialog ones loose
-/// routed, everything relayed by `tm`. Logs `lab REGISTER`, `lab LOOKUP`, `lab IN-DIALOG`
+/// routed, everything relayed by `tm`; RFC 5626 outbound registrations are accepted when the
+/// first hop's Path has `ob` (`outbound_mode` 1, `Flow-Timer: 2`). Logs `lab REGISTER`, `lab LOOKUP`, `lab IN-DIALOG`
 /// and `lab NOT-FOUND` lines (see [`HomeProxy::logged`]).
 pub struct HomeProxy {
     pub addr: SocketAddr,
@@ -249,6 +250,10 @@ modparam("registrar", "use_path", 1)
 # 1: Path is stored whatever the UA said (sip-lb's path = "force" adds it for UAs that do
 # not list it in Supported); it is returned in the 200 only to those that did.
 modparam("registrar", "path_mode", 1)
+# RFC 5626: a REGISTER with reg-id is accepted when its first hop's Path has `ob` (else 439
+# First Hop Lacks Outbound Support); the 200 then says Require: outbound and a Flow-Timer.
+modparam("registrar", "outbound_mode", 1)
+modparam("registrar", "flow_timer", 2)
 
 request_route {{
 	if (!mf_process_maxfwd_header("10")) {{
@@ -274,7 +279,7 @@ request_route {{
 	}}
 	if (is_method("REGISTER")) {{
 		if (save("location")) {{
-			xlog("L_INFO", "lab REGISTER user=$tU contact=$ct path=$hdr(Path)\n");
+			xlog("L_INFO", "lab REGISTER user=$tU contact=$ct path=$hdr(Path) supported=$hdr(Supported)\n");
 		}}
 		exit;
 	}}
