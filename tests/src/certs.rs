@@ -1,6 +1,6 @@
 //! Test certificates made with `openssl` for each run: a CA and a P-256 certificate it
-//! signed for 127.0.0.1 and ::1 (WebPKI, as rustls uses it, refuses a self-signed certificate as the
-//! server's own, hence two levels).
+//! signed for an IP address (127.0.0.1 unless another is given) and ::1 (WebPKI, as rustls uses
+//! it, refuses a self-signed certificate as the server's own, hence two levels).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +20,11 @@ pub fn openssl(args: &[&str], dir: &Path) -> Result<()> {
 
 /// In `dir`: (CA certificate, certificate for IPs 127.0.0.1 and ::1, its key).
 pub fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    make_certs_for(dir, "127.0.0.1".parse().expect("literal"))
+}
+
+/// [`make_certs`] for a server at `ip` (a listener in a namespace of its own).
+pub fn make_certs_for(dir: &Path, ip: std::net::IpAddr) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     openssl(
         &[
@@ -31,10 +36,10 @@ pub fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
         dir,
     )?;
     openssl(
-        &[&["req"][..], &ec, &["-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "server.csr"]].concat(),
+        &[&["req"][..], &ec, &["-subj", &format!("/CN={ip}"), "-keyout", "key.pem", "-out", "server.csr"]].concat(),
         dir,
     )?;
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,IP:::1\nbasicConstraints=CA:FALSE\n")?;
+    std::fs::write(dir.join("server.ext"), format!("subjectAltName=IP:{ip},IP:::1\nbasicConstraints=CA:FALSE\n"))?;
     openssl(
         &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
             .into_iter()

@@ -11,12 +11,16 @@
 //! - [`anycast`] and [`bird`]: the scale-out topology (ECMP router, two nodes, farm) with BIRD.
 //! - [`pcap`]: UDP datagrams of a capture file (sngrep `-O`).
 //! - [`tmux`]: a terminal (tmux) to drive terminal UIs with keys and read their screen.
+//! - [`edge`]: UAs on a client network, sip-lb, and a farm that cannot route to the UAs (the
+//!   mobility tests, with the lab's Kamailio `HomeProxy`); [`baresip`]: baresip as a headless UA.
 
 pub mod afxdp;
 pub mod anycast;
+pub mod baresip;
 pub mod bird;
 pub mod certs;
 pub mod control;
+pub mod edge;
 pub mod kamailio;
 pub mod lab;
 pub mod lb;

@@ -18,7 +18,7 @@
 use crate::netns;
 
 mod interrupt;
-mod kamailio;
+pub mod kamailio;
 mod metrics;
 mod sipp;
 mod summary;
