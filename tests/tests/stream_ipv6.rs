@@ -87,9 +87,12 @@ fn reaches_client<S: Read + Write>(s: &Setup, c: &mut StreamClient<S>, req: &str
     ensure!(got.split_whitespace().next() == req.split_whitespace().next(), "{got}");
     ensure!(header(&got, "Route").is_none(), "our Route is removed: {got}");
     if got.starts_with("INVITE ") {
-        // The farm's later requests in this dialog come back by our route to this connection.
-        let rr = header(&got, "Record-Route").unwrap_or_default();
-        ensure!(rr.starts_with(&format!("<sip:{};lr;slb;slb-flow=", s.udp)), "{got}");
+        // Our route for the dialog, one value per side (RFC 5658): on top the one this client
+        // reaches (its listener, over its transport), below the farm's (the UDP listener).
+        let rrs = headers(&got, "Record-Route");
+        ensure!(rrs.len() >= 2, "{got}");
+        ensure!(rrs[0].starts_with("<sip:[::1]:") && rrs[0].contains(";transport=t"), "{got}");
+        ensure!(rrs[1].starts_with(&format!("<sip:{};lr;slb;slb-flow=", s.udp)), "{got}");
     }
     c.send(response_to(&got).as_bytes())?;
     let (ok, _) = s.backend.recv_text(WITHIN).context("the client's 200 back at the backend")?;

@@ -61,6 +61,24 @@ pub fn insert(
     token: FlowToken,
     call_id: &[u8],
 ) -> bool {
+    insert_uri(keys, out, kind, &route_uri(advertise, None), token, call_id)
+}
+
+/// `sip:HOST:PORT[;transport=T];lr;slb`: the URI of our Record-Route or
+/// Path naming one of our addresses (the token is appended to it).
+pub fn route_uri(advertise: SocketAddr, transport: Option<&str>) -> Vec<u8> {
+    let mut uri = b"sip:".to_vec();
+    write_host_port(&mut uri, advertise.ip(), advertise.port());
+    if let Some(t) = transport {
+        uri.extend_from_slice(b";transport=");
+        uri.extend_from_slice(t.as_bytes());
+    }
+    uri.extend_from_slice(b";lr;slb");
+    uri
+}
+
+/// [`insert`] with the URI given ([`route_uri`]'s form).
+pub fn insert_uri(keys: &Keys, out: &mut Vec<u8>, kind: Kind, uri: &[u8], token: FlowToken, call_id: &[u8]) -> bool {
     let Some(line) = memchr::memmem::find(out, b"\r\n").map(|i| i + 2) else { return false };
     let Some(after_via) = out.get(line..).and_then(|r| memchr::memmem::find(r, b"\r\n")).map(|i| line + i + 2) else {
         return false;
@@ -69,16 +87,16 @@ pub fn insert(
         Kind::RecordRoute => keys.current.mac(token.to_u64(), DOMAIN, call_id),
         Kind::Path | Kind::OutboundPath => keys.current.mac(token.to_u64(), PATH_DOMAIN, b""),
     };
-    let mut rr = Vec::with_capacity(112);
+    let mut rr = Vec::with_capacity(128);
     rr.extend_from_slice(match kind {
-        Kind::RecordRoute => b"Record-Route: <sip:",
-        Kind::Path | Kind::OutboundPath => b"Path: <sip:",
+        Kind::RecordRoute => b"Record-Route: <",
+        Kind::Path | Kind::OutboundPath => b"Path: <",
     });
-    write_host_port(&mut rr, advertise.ip(), advertise.port());
-    rr.extend_from_slice(match kind {
-        Kind::OutboundPath => b";lr;slb;ob;slb-flow=",
-        _ => b";lr;slb;slb-flow=",
-    });
+    rr.extend_from_slice(uri);
+    if kind == Kind::OutboundPath {
+        rr.extend_from_slice(b";ob");
+    }
+    rr.extend_from_slice(b";slb-flow=");
     rr.extend_from_slice(&hex64(token.to_u64()));
     rr.extend_from_slice(&hex64(mac));
     rr.extend_from_slice(b">\r\n");
@@ -91,8 +109,17 @@ pub fn insert(
 /// was our Path or Record-Route with that token), when the operator's
 /// `record_route` asks for one (the transport changes, so `auto` does for a
 /// dialog-creating request): the far end's later requests in the dialog,
-/// sent to the client's Contact, come back by it to the connection.
-pub fn record_towards(proxy: &Proxy, request: &[u8], from: usize, token: FlowToken, out: &mut Vec<u8>) -> bool {
+/// sent to the client's Contact, come back by it to the connection. Two
+/// values (RFC 5658): on top the one the client reaches (`client_uri`, the
+/// stream listener, [`route_uri`]'s form), below the one the farm reaches.
+pub fn record_towards(
+    proxy: &Proxy,
+    request: &[u8],
+    from: usize,
+    token: FlowToken,
+    client_uri: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
     let mut slots = [const { MaybeUninit::<Header>::uninit() }; MAX_HEADERS];
     let Ok(m) = Message::parse_uninit(request, &mut slots) else { return false };
     if !proxy.policy().routing.records(m.method(), true) {
@@ -100,7 +127,9 @@ pub fn record_towards(proxy: &Proxy, request: &[u8], from: usize, token: FlowTok
     }
     let Some(advertise) = proxy.identity().listeners.get(from).map(|l| l.advertise) else { return false };
     let call_id = m.find(HeaderName::CallId).map(|h| m.get(h.value)).unwrap_or(&[]);
+    // Each goes right after our Via: the lower one first.
     insert(proxy.keys(), out, Kind::RecordRoute, advertise, token, call_id)
+        && insert_uri(proxy.keys(), out, Kind::RecordRoute, client_uri, token, call_id)
 }
 
 /// Whether a REGISTER is an RFC 5626 outbound registration: a Contact
@@ -232,6 +261,8 @@ Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKslb1\r\nCall-ID: cid@x\r\nContent-L
         assert_eq!(of_request(&id(), &keys(), &bye_with_route(&rr, "a-later-invite@y")), FlowCheck::Forged);
     }
 
+    const CLIENT_URI: &[u8] = b"sip:10.0.0.1:5061;transport=tls;lr;slb";
+
     /// A request from the far end delivered along a connection's Path gets
     /// our Record-Route naming that connection, when `record_route` asks.
     #[test]
@@ -245,16 +276,19 @@ Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKslb1\r\nCall-ID: cid@x\r\nContent-L
         let t = FlowToken { slot: 3, generation: 5 };
         let invite = b"INVITE sip:a@192.168.1.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKi\r\nCall-ID: in@farm\r\n\r\n";
         let mut out = FORWARDED.to_vec();
-        assert!(!record_towards(&proxy(RecordRoute::Off), invite, 0, t, &mut out));
+        assert!(!record_towards(&proxy(RecordRoute::Off), invite, 0, t, CLIENT_URI, &mut out));
         assert_eq!(out, FORWARDED);
-        assert!(record_towards(&proxy(RecordRoute::Auto), invite, 0, t, &mut out));
+        assert!(record_towards(&proxy(RecordRoute::Auto), invite, 0, t, CLIENT_URI, &mut out));
         let s = String::from_utf8(out).unwrap();
-        let rr = s.lines().find_map(|l| l.strip_prefix("Record-Route: ")).unwrap().to_owned();
-        assert!(rr.starts_with("<sip:10.0.0.1:5060;lr;slb;slb-flow=0000000500000003"), "{rr}");
-        assert_eq!(of_request(&id(), &keys(), &bye_with_route(&rr, "in@farm")), FlowCheck::Token(t));
+        let rrs: Vec<_> = s.lines().filter_map(|l| l.strip_prefix("Record-Route: ")).collect();
+        assert_eq!(rrs.len(), 2, "{s}");
+        assert!(rrs[0].starts_with("<sip:10.0.0.1:5061;transport=tls;lr;slb;slb-flow=0000000500000003"), "{s}");
+        assert!(rrs[1].starts_with("<sip:10.0.0.1:5060;lr;slb;slb-flow=0000000500000003"), "{s}");
+        // The farm's later requests use the lower one first.
+        assert_eq!(of_request(&id(), &keys(), &bye_with_route(rrs[1], "in@farm")), FlowCheck::Token(t));
         // Auto: a BYE creates no dialog.
         let bye = String::from_utf8_lossy(invite).replace("INVITE", "BYE");
-        assert!(!record_towards(&proxy(RecordRoute::Auto), bye.as_bytes(), 0, t, &mut FORWARDED.to_vec()));
+        assert!(!record_towards(&proxy(RecordRoute::Auto), bye.as_bytes(), 0, t, CLIENT_URI, &mut FORWARDED.to_vec()));
     }
 
     /// RFC 5626 §5.1: `ob` in the Path of an outbound registration.

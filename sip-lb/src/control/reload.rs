@@ -67,9 +67,23 @@ pub fn shield_state(config: &Config) -> sip_lb_proto::shield::Shield {
 
 fn identity(config: &Config) -> sip_lb_proto::proxy::Identity {
     use sip_lb_proto::proxy::{Alias, Identity, Listener};
+    let mut aliases: Vec<Alias> = config.sip.aliases.iter().map(|a| Alias::new(&a.host, a.port)).collect();
+    // A stream listener is us too: a client's Route names it (our
+    // Record-Route's value on its side, RFC 5658), a wildcard one by the
+    // UDP listeners' addresses.
+    for s in &config.streams {
+        let v4 = s.addr.ip().to_canonical().is_ipv4();
+        let ips: Vec<std::net::IpAddr> = match s.addr.ip().is_unspecified() {
+            false => vec![s.addr.ip()],
+            true => {
+                config.listen.iter().map(|l| l.advertise.ip()).filter(|ip| ip.to_canonical().is_ipv4() == v4).collect()
+            }
+        };
+        aliases.extend(ips.into_iter().map(|ip| Alias::new(&ip.to_string(), Some(s.addr.port()))));
+    }
     Identity {
         listeners: config.listen.iter().map(|l| Listener { local: l.addr, advertise: l.advertise }).collect(),
-        aliases: config.sip.aliases.iter().map(|a| Alias::new(&a.host, a.port)).collect(),
+        aliases,
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwapOption;
 use tokio::sync::mpsc;
 
+use sip_lb_proto::flow::via_transport::ViaTransport;
 use sip_lb_proto::flow::FlowToken;
 
 /// What a connection's writer is sent.
@@ -31,6 +32,17 @@ pub const WRITE_QUEUE: usize = 256;
 struct Conn {
     token: FlowToken,
     tx: mpsc::Sender<Out>,
+    side: Arc<Side>,
+}
+
+/// The client's side of a stream listener: what our Via says on a request
+/// sent over its connections, and the URI of our Record-Route the client
+/// reaches (RFC 5658: one value per side when the transport changes).
+#[derive(Debug)]
+pub struct Side {
+    pub transport: ViaTransport,
+    /// `sip:HOST:PORT;transport=tcp|tls;lr;slb` (`record_route::route_uri`).
+    pub route_uri: Box<[u8]>,
 }
 
 /// Why a connection was refused.
@@ -78,8 +90,9 @@ impl Flows {
         }
     }
 
-    /// Takes a slot for a connection from `peer` whose writer reads `tx`.
-    pub fn open(&self, peer: SocketAddr, tx: mpsc::Sender<Out>) -> Result<FlowToken, Refused> {
+    /// Takes a slot for a connection from `peer`, accepted on a listener of
+    /// `side`, whose writer reads `tx`.
+    pub fn open(&self, peer: SocketAddr, tx: mpsc::Sender<Out>, side: Arc<Side>) -> Result<FlowToken, Refused> {
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
         let ip = peer.ip().to_canonical();
         let n = book.per_ip.get(&ip).copied().unwrap_or(0);
@@ -91,7 +104,7 @@ impl Flows {
         book.generations[slot as usize] = generation;
         *book.per_ip.entry(ip).or_insert(0) += 1;
         let token = FlowToken { slot, generation };
-        self.slots[slot as usize].store(Some(Arc::new(Conn { token, tx })));
+        self.slots[slot as usize].store(Some(Arc::new(Conn { token, tx, side })));
         Ok(token)
     }
 
@@ -118,6 +131,13 @@ impl Flows {
         self.slots.get(token.slot as usize).is_some_and(|s| s.load().as_ref().is_some_and(|c| c.token == token))
     }
 
+    /// The listener side of the connection `token` names, while it is open.
+    pub fn side(&self, token: FlowToken) -> Option<Arc<Side>> {
+        let slot = self.slots.get(token.slot as usize)?;
+        let guard = slot.load();
+        guard.as_ref().filter(|c| c.token == token).map(|c| c.side.clone())
+    }
+
     /// Queues `out` for the connection `token` names, without waiting.
     pub fn deliver(&self, token: FlowToken, out: Out) -> Delivery {
         let Some(slot) = self.slots.get(token.slot as usize) else { return Delivery::Gone };
@@ -142,17 +162,24 @@ mod tests {
         let b: SocketAddr = "192.0.2.2:1000".parse().unwrap();
         let c: SocketAddr = "192.0.2.3:1000".parse().unwrap();
         let (tx, mut rx) = mpsc::channel(1);
-        let ta = flows.open(a, tx.clone()).unwrap();
-        assert_eq!(flows.open("192.0.2.1:1001".parse().unwrap(), tx.clone()), Err(Refused::PerIp));
-        let tb = flows.open(b, tx.clone()).unwrap();
-        assert_eq!(flows.open(c, tx.clone()), Err(Refused::Full));
+        let side = Arc::new(Side {
+            transport: ViaTransport::Tls,
+            route_uri: b"sip:192.0.2.9:5061;transport=tls;lr;slb"[..].into(),
+        });
+        let open = |peer: SocketAddr| flows.open(peer, tx.clone(), side.clone());
+        let ta = open(a).unwrap();
+        assert_eq!(open("192.0.2.1:1001".parse().unwrap()), Err(Refused::PerIp));
+        let tb = open(b).unwrap();
+        assert_eq!(open(c), Err(Refused::Full));
+        assert_eq!(flows.side(ta).map(|s| s.transport), Some(ViaTransport::Tls));
         assert_eq!(flows.deliver(ta, Out::Bytes(b"x".to_vec())), Delivery::Queued);
         assert_eq!(flows.deliver(tb, Out::Bytes(b"y".to_vec())), Delivery::Full);
         assert!(matches!(rx.try_recv(), Ok(Out::Bytes(v)) if v == b"x"));
         flows.close(ta, a);
         assert_eq!(flows.deliver(ta, Out::Close), Delivery::Gone);
+        assert!(flows.side(ta).is_none());
         // The slot is reused with a new generation; the old token stays gone.
-        let tc = flows.open(c, tx.clone()).unwrap();
+        let tc = open(c).unwrap();
         assert_eq!(tc.slot, ta.slot);
         assert_ne!(tc.generation, ta.generation);
         assert_eq!(flows.deliver(ta, Out::Close), Delivery::Gone);

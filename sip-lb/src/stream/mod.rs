@@ -60,6 +60,7 @@ pub struct Bound {
     /// The UDP listener (index into `Config::listen`) our Via names for
     /// requests from this listener: the first of the same family.
     on: usize,
+    side: Arc<flows::Side>,
 }
 
 /// Binds every `tcp:`/`tls:` address of the config (a busy port fails
@@ -73,9 +74,27 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>> {
         listener.set_nonblocking(true)?;
         // The validator guarantees a UDP listen address of the family.
         let on = config.listen.iter().position(|l| v4(l.addr) == v4(s.addr)).unwrap_or(0);
-        out.push(Bound { listener, transport: s.transport, on });
+        let side = Arc::new(side(config, on, s.transport, listener.local_addr()?));
+        out.push(Bound { listener, transport: s.transport, on, side });
     }
     Ok(out)
+}
+
+/// The client's side of a stream listener bound at `local`: our Record-Route
+/// names its address (the UDP listener's advertised address when it is bound
+/// to a wildcard) and transport.
+fn side(config: &Config, on: usize, transport: Transport, local: SocketAddr) -> flows::Side {
+    use sip_lb_proto::flow::via_transport::ViaTransport;
+    let ip = match local.ip().is_unspecified() {
+        true => config.listen.get(on).map(|l| l.advertise.ip()).unwrap_or(local.ip()),
+        false => local.ip(),
+    };
+    let (via, name) = match transport {
+        Transport::Tcp => (ViaTransport::Tcp, "tcp"),
+        Transport::Tls => (ViaTransport::Tls, "tls"),
+    };
+    let uri = sip_lb_proto::flow::record_route::route_uri(SocketAddr::new(ip, local.port()), Some(name));
+    flows::Side { transport: via, route_uri: uri.into() }
 }
 
 impl Streams {
@@ -155,7 +174,7 @@ impl Streams {
             let _guard = runtime.enter();
             let listener = tokio::net::TcpListener::from_std(b.listener)?;
             tracing::info!(addr = %local, transport = b.transport.as_str(), "accepting connections");
-            runtime.spawn(accept_loop(listener, b.on, tls, handshake, sh));
+            runtime.spawn(accept_loop(listener, b.on, b.side, tls, handshake, sh));
         }
         Ok(Streams { runtime: Some(runtime), threads, stop, stats, flows, links, certs })
     }
@@ -204,6 +223,7 @@ pub fn connector(config: &Config) -> Result<Option<tokio_rustls::TlsConnector>> 
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     on: usize,
+    side: Arc<flows::Side>,
     tls: Option<Arc<tls::Acceptor>>,
     handshake: Duration,
     sh: Arc<conn::Shared>,
@@ -225,7 +245,7 @@ async fn accept_loop(
             continue;
         }
         let (tx, rx) = mpsc::channel(flows::WRITE_QUEUE);
-        let token = match sh.flows.open(peer, tx.clone()) {
+        let token = match sh.flows.open(peer, tx.clone(), side.clone()) {
             Ok(t) => t,
             Err(Refused::Full) => {
                 sh.stats.refused_max.inc();

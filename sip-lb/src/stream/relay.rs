@@ -4,7 +4,7 @@
 //! it costs responses without a token one `memmem` for the parameter.
 use std::sync::Arc;
 
-use sip_lb_proto::flow::{self, record_route, FlowCheck};
+use sip_lb_proto::flow::{self, record_route, via_transport, FlowCheck};
 use std::net::SocketAddr;
 
 use sip_lb_proto::proxy::{Keys, Proxy, ReplyCode};
@@ -67,8 +67,13 @@ impl Relay {
                 Some(refuse(ReplyCode::Forbidden, out))
             }
             FlowCheck::Token(token) => {
-                // The far end's later requests in the dialog come back by it.
-                record_route::record_towards(proxy, request, from, token, out);
+                if let Some(side) = self.flows.side(token) {
+                    // RFC 3261 §18.2.2: a reliable transport in our Via, so
+                    // the answer comes back on the connection; our route for
+                    // the dialog's later requests, one value per side.
+                    via_transport::set(out, side.transport);
+                    record_route::record_towards(proxy, request, from, token, &side.route_uri, out);
+                }
                 match self.route(check, out, &self.stats.requests) {
                     Some(true) => Some(Fate::Queued),
                     _ if self.gone(check) => Some(refuse(ReplyCode::FlowFailed, out)),

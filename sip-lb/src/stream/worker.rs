@@ -126,7 +126,13 @@ impl StreamWorker {
                 // Where the far end's requests reach us: the listener our Via names.
                 let advertise = plan.proxy.identity().listeners.get(from).map(|l| l.advertise);
                 if let (true, Some(adv)) = (record, advertise) {
-                    record_route::insert(plan.proxy.keys(), out, Kind::RecordRoute, adv, m.token, call_id);
+                    // The transport changes: one value per side (RFC 5658),
+                    // the farm's on top, the client's (its listener) below.
+                    let keys = plan.proxy.keys();
+                    if let Some(side) = self.flows.side(m.token) {
+                        record_route::insert_uri(keys, out, Kind::RecordRoute, &side.route_uri, m.token, call_id);
+                    }
+                    record_route::insert(keys, out, Kind::RecordRoute, adv, m.token, call_id);
                 }
                 let path = method == b"REGISTER"
                     && match self.path {
