@@ -234,6 +234,9 @@ fn tcp_far_end_request_follows_the_record_route_to_the_clients_connection() -> R
     let (invite, _) = backend.recv_text(WITHIN).context("the INVITE should be forwarded")?;
     let rr = header(&invite, "Record-Route").context("no Record-Route on a dialog-creating request")?;
     ensure!(rr.contains(&format!("<sip:{};lr;slb;slb-flow=", lb.addr)), "Record-Route {rr}");
+    // RFC 5658: below it, the value the client reaches: its listener, over TCP.
+    let rrs = headers(&invite, "Record-Route");
+    ensure!(rrs.len() == 2 && rrs[1].starts_with(&format!("<sip:{tcp};transport=tcp;lr;slb;slb-flow=")), "{rrs:?}");
     // The callee hangs up: its BYE goes to our Record-Route (now its Route), over UDP.
     let bye = format!(
         "BYE sip:alice@{me};transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP {b};branch=z9hG4bK-bye-1\r\n\
@@ -257,6 +260,18 @@ fn tcp_far_end_request_follows_the_record_route_to_the_clients_connection() -> R
     backend.send_to(forged.as_bytes(), lb.addr)?;
     wait_metric(&lb, "sip_lb_tcp_messages_total", ("outcome", "request_to_client_flow_forged"), 1)?;
     ensure!(metric(&lb, "sip_lb_tcp_messages_total", ("outcome", "request_to_client_delivered"))? == 1);
+    let (forbidden, _) = backend.recv_text(WITHIN).context("403 for the forged token")?;
+    ensure!(forbidden.starts_with("SIP/2.0 403 Forbidden\r\n"), "{forbidden}");
+    // The client's own request in the dialog, by its route set (the two values reversed),
+    // over its connection: both of ours are removed and it goes on to the farm.
+    let own = tcp_request("INFO", me, "rr@client", 2).replacen(
+        "Content-Length:",
+        &format!("Route: {}, {}\r\nContent-Length:", rrs[1], rrs[0]),
+        1,
+    );
+    c.send(own.as_bytes())?;
+    let (info, _) = backend.recv_text(WITHIN).context("the client's INFO should reach the backend")?;
+    ensure!(info.starts_with("INFO ") && header(&info, "Route").is_none(), "{info}");
     Ok(())
 }
 
