@@ -232,14 +232,16 @@ fn run(args: RunArgs) -> Result<()> {
         );
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // The program on `iface` drops what the shield blocks before the kernel.
+    let xdp_shield = afxdp.as_ref().map(|x| x.xdp_shield()).or_else(|| steering.first().and_then(|s| s.shield()));
+    shield.set_xdp_stage(xdp_shield.is_some());
     let setup = control::Setup {
         args,
         config,
         plan,
         shield,
         offenders,
-        // The program on `iface` drops what the shield blocks before the kernel.
-        xdp_shield: afxdp.as_ref().map(|x| x.xdp_shield()).or_else(|| steering.first().and_then(|s| s.shield())),
+        xdp_shield,
         // The AF_XDP workers (if any) follow the socket workers.
         workers: dp.stats().iter().chain(afxdp.iter().flat_map(|x| x.stats.iter())).cloned().collect(),
         cpus: dp.cpus().iter().chain(afxdp.iter().flat_map(|_| dp.cpus().iter())).copied().collect(),

@@ -42,9 +42,14 @@ fn mac(ns: &NetNs, dev: &str) -> Result<String> {
 
 impl OneArm {
     pub fn new() -> Result<OneArm> {
+        OneArm::named("afx")
+    }
+
+    /// [`OneArm::new`] with namespaces named `{prefix}-lb-…` and `{prefix}-out-…`.
+    pub fn named(prefix: &str) -> Result<OneArm> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let tag = format!("{}{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::Relaxed));
-        let (lb, out) = (NetNs::new("afx-lb")?, NetNs::new("afx-out")?);
+        let (lb, out) = (NetNs::new(&format!("{prefix}-lb"))?, NetNs::new(&format!("{prefix}-out"))?);
         let (lb_if, out_if) = (format!("xl{tag}"), format!("xo{tag}"));
         Veth::new(&lb, &lb_if, &format!("{LB4}/24"), &out, &out_if, &format!("{CLIENT4}/24"))?;
         lb.exec(&["ip", "addr", "add", &format!("{LB6}/64"), "dev", &lb_if, "nodad"])?;
@@ -65,6 +70,15 @@ impl OneArm {
             out.exec(&["ip", "neigh", "replace", a, "lladdr", &lb_mac, "dev", &out_if, "nud", "permanent"])?;
         }
         Ok(OneArm { lb, out, lb_if, out_if })
+    }
+
+    /// One more outside IPv4 address (another client), with a static
+    /// neighbour entry on the balancer's side like the others.
+    pub fn add_outside4(&self, addr: &str) -> Result<()> {
+        self.out.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", &self.out_if])?;
+        let out_mac = mac(&self.out, &self.out_if)?;
+        self.lb.exec(&["ip", "neigh", "replace", addr, "lladdr", &out_mac, "dev", &self.lb_if, "nud", "permanent"])?;
+        Ok(())
     }
 
     /// Runs `f` on a thread inside the outside namespace (sockets it binds stay there).

@@ -7,7 +7,8 @@
 //! - [`stream`]: a SIP client over TCP (and TLS via any `Read + Write`), reading framed messages;
 //!   [`certs`]: test certificates made with openssl; [`kamailio`]: Kamailio from a config text,
 //!   a TLS peer nobody here wrote.
-//! - [`nslb`]: sip-lb with XDP on a veth in a namespace, a peer namespace for its clients.
+//! - [`nslb`]: sip-lb with XDP on a veth in a namespace, a peer namespace for its clients;
+//!   [`rawflood`]: a REGISTER flood written as raw frames on its veth (one source or spoofed).
 //! - [`anycast`] and [`bird`]: the scale-out topology (ECMP router, two nodes, farm) with BIRD.
 //! - [`pcap`]: UDP datagrams of a capture file (sngrep `-O`).
 //! - [`tmux`]: a terminal (tmux) to drive terminal UIs with keys and read their screen.
@@ -31,6 +32,7 @@ pub mod pcap;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod rawflood;
 pub mod rng;
 pub mod rounds;
 pub mod sink;

@@ -3,13 +3,16 @@
 //! cut to its burst plus the rate, an allowed source is never limited, a
 //! scanner's request is dropped, and stateless replies are limited per source.
 //! Every datagram is accounted for: forwarded + replied + shield drops = sent.
-use std::net::{IpAddr, SocketAddr};
+//! And `new_sources_rate` without XDP: a flood from thousands of addresses
+//! (each one new) is held to each worker's budget of new sources while the
+//! callers already followed go on.
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use sip_lb_tests::lb::Launch;
 use sip_lb_tests::ports::{free_tcp_addr, free_udp_addr};
-use sip_lb_tests::sink::{wait_until, Sink};
+use sip_lb_tests::sink::{wait_until, Backend, Sink};
 use sip_lb_tests::sip::SipRequest;
 
 const BLOCKED: &str = "127.0.0.3";
@@ -99,5 +102,108 @@ fn the_shield_blocks_limits_and_accounts_for_every_datagram() -> Result<()> {
     ensure!(t.drops == 0, "core drops: {shutdown:?}");
     ensure!(t.requests == backend.count() && t.replies == u64::from(REPLY_BURST), "{shutdown:?}");
     ensure!(t.rx == t.requests + t.replies + t.shield, "unaccounted datagrams: {shutdown:?}");
+    Ok(())
+}
+
+const WORKERS: u64 = 2;
+const NEW_RATE: u64 = 10;
+const NEW_BURST: u64 = 20;
+const CALLERS: u8 = 4;
+const FLOOD_SOURCES: u32 = 3000;
+
+/// Flood source `i`: one address of 127.20.0.0/16 each (all of 127/8 is
+/// loopback), so every datagram comes from a source sip-lb never saw.
+fn flood_source(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(127, 20, (i / 250) as u8, (i % 250 + 1) as u8)
+}
+
+#[test]
+fn new_sources_are_held_to_each_workers_budget_and_followed_callers_go_on() -> Result<()> {
+    let backend = Backend::start(false)?;
+    let (listen, control) = (free_udp_addr()?, free_tcp_addr()?);
+    // Per-source rate far above what the callers send: only the new-source
+    // budget can hold anything back.
+    let config = format!(
+        "listen = [\"{listen}\"]\nworkers = {WORKERS}\nmetrics = \"{control}\"\n\n[[pool]]\nname = \"farm\"\n\
+         backends = [\"{}\"]\n\n[shield]\nrate = 100\nburst = 100\nnew_sources_rate = {NEW_RATE}\n\
+         new_sources_burst = {NEW_BURST}\n",
+        backend.addr
+    );
+    let mut lb = Launch::config("shield-new-sources", &config, &[listen], control).start()?;
+
+    // The callers in progress: new once, followed from then on.
+    let t0 = Instant::now();
+    let callers: Vec<Sink> = (1..=CALLERS).map(|c| client(&format!("127.0.1.{c}"))).collect::<Result<_>>()?;
+    let mut caller_sent = 0u64;
+    let mut call = |round: u32| -> Result<()> {
+        for (c, s) in callers.iter().enumerate() {
+            s.send_to(s.request("INVITE", &format!("caller-{c}-{round}"), 1).build(), listen)?;
+            caller_sent += 1;
+        }
+        Ok(())
+    };
+    call(0)?;
+    wait_until(Duration::from_secs(3), || backend.count() == usize::from(CALLERS))?;
+
+    // The flood: one INVITE from each of FLOOD_SOURCES addresses, the callers
+    // going on in between; paced by what sip-lb has received so that no
+    // socket buffer overflows (every datagram must be accounted for).
+    let mut sent = u64::from(CALLERS);
+    for i in 0..FLOOD_SOURCES {
+        let a = SocketAddr::new(flood_source(i).into(), 0);
+        let sock = UdpSocket::bind(a)?;
+        let invite = SipRequest::new("INVITE", sock.local_addr()?, &format!("spoof-{i}")).build();
+        sock.send_to(invite.as_bytes(), listen)?;
+        sent += 1;
+        if i % 100 == 99 {
+            call(i / 100 + 1)?;
+            sent += u64::from(CALLERS);
+        }
+        if i % 500 == 499 {
+            lb.control.wait_stats(Duration::from_secs(5), "the flood received", |s| s.rx_datagrams() >= sent)?;
+        }
+    }
+    let took = t0.elapsed();
+    lb.control.wait_stats(Duration::from_secs(5), "the flood received", |s| s.rx_datagrams() >= sent)?;
+
+    // After the flood, a new caller gets in once the budget has refilled
+    // (one new source per 1/NEW_RATE): one INVITE at a time until one passes.
+    let late = client("127.0.1.99")?;
+    let (mut late_sent, deadline) = (0u64, Instant::now() + Duration::from_secs(5));
+    let late_seen = |b: &Backend| b.seen().iter().filter(|s| s.call_id.starts_with("late-")).count() as u64;
+    while late_seen(&backend) == 0 {
+        ensure!(Instant::now() < deadline, "a new caller after the flood never got through");
+        late.send_to(late.request("INVITE", &format!("late-{late_sent}"), 1).build(), listen)?;
+        late_sent += 1;
+        let _ = wait_until(Duration::from_millis(50), || late_seen(&backend) > 0);
+    }
+    sent += late_sent;
+    let stats = lb.control.wait_stats(Duration::from_secs(5), "every datagram received and accounted", |s| {
+        s.rx_datagrams() >= sent && s.unaccounted().iter().all(|&u| u == 0)
+    })?;
+    let shutdown = lb.stop()?;
+
+    let seen = backend.seen();
+    let count = |prefix: &str| seen.iter().filter(|s| s.call_id.starts_with(prefix)).count() as u64;
+    let (flood_in, callers_in, late_in) = (count("spoof-"), count("caller-"), count("late-"));
+    eprintln!(
+        "new sources: {flood_in} of {FLOOD_SOURCES} flood sources admitted in {took:?} ({WORKERS} workers x \
+         {NEW_RATE}/s, bursts of {NEW_BURST}); callers {callers_in} of {caller_sent}; a new caller after the \
+         flood got in on attempt {late_sent}"
+    );
+    ensure!(callers_in == caller_sent, "the followed callers lost {} of {caller_sent}", caller_sent - callers_in);
+    // Each worker admits its burst and then NEW_RATE a second of the new
+    // sources it receives (the callers were new once too).
+    let most = WORKERS * (NEW_BURST + (took.as_secs_f64() * NEW_RATE as f64).ceil() as u64 + 1) - u64::from(CALLERS);
+    let least = WORKERS * NEW_BURST - u64::from(CALLERS);
+    ensure!((least..=most).contains(&flood_in), "{flood_in} flood sources admitted, expected {least}..={most}");
+    // Every refused new source counted as `rate_limited` (as the XDP stage
+    // counts it), nothing else dropped.
+    let limited = stats.shield_dropped("rate_limited");
+    let refused = (u64::from(FLOOD_SOURCES) - flood_in) + (late_sent - late_in);
+    ensure!(limited == refused, "rate_limited {limited}, refused {refused}: {stats:?}");
+    let t = &shutdown.total;
+    ensure!(t.rx == sent && t.requests == seen.len() as u64, "{shutdown:?}, sent {sent}");
+    ensure!(t.rx == t.requests + t.shield && t.drops == 0, "unaccounted datagrams: {shutdown:?}");
     Ok(())
 }

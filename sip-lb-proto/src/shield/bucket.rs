@@ -62,6 +62,9 @@ pub enum Take {
     /// Over it: drop. `behind_ns` is how far the source is ahead of its
     /// allowance (how long it would have to stay quiet to be within it).
     Over { behind_ns: u64 },
+    /// Not followed yet, and the new-source budget refused it: drop, without
+    /// a slot taken (see [`RateTable::take_new`]).
+    NewRefused,
 }
 
 impl RateTable {
@@ -79,12 +82,21 @@ impl RateTable {
 
     /// Counts one datagram from `src` at `now_ns` against `rate`.
     pub fn take(&self, src: IpAddr, rate: Rate, now_ns: u64) -> Take {
+        self.take_new(src, rate, now_ns, || true)
+    }
+
+    /// As [`take`](Self::take), but a source the table does not follow yet
+    /// is admitted only if `admit_new` says so (the new-source budget); if
+    /// not, the result is [`Take::NewRefused`] and no slot is taken, so a
+    /// refused flood evicts nobody.
+    pub fn take_new(&self, src: IpAddr, rate: Rate, now_ns: u64, admit_new: impl FnOnce() -> bool) -> Take {
         let (addr, family) = key(src);
         let key = xxh3_64_with_seed(&addr.to_le_bytes(), self.seed ^ u64::from(family)) | 1;
         let g = (key >> 1) as usize & (self.groups - 1);
         let group = &self.slots[g * WAYS..(g + 1) * WAYS];
         let slot = match group.iter().find(|s| s.key.load(Relaxed) == key) {
             Some(s) => s,
+            None if !admit_new() => return Take::NewRefused,
             None => {
                 // A free slot, else the one whose source is furthest behind
                 // (quiet longest; an over-limit source's time runs ahead of
@@ -185,6 +197,26 @@ mod tests {
         // flood's once-seen sources are evicted before it and it keeps its
         // bucket (an eviction would hand it a fresh burst of 10).
         assert!((175..=181).contains(&limited), "loud source limited {limited} of 200 times");
+    }
+
+    #[test]
+    fn a_refused_new_source_takes_no_slot_and_evicts_nobody() {
+        // One group of four: any new source would evict a followed one.
+        let t = RateTable::new(WAYS, 3);
+        let rate = Rate { per_sec: 10, burst: 2 };
+        let followed: Vec<IpAddr> = (1..=4).map(|i| IpAddr::V4((0xc000_0200 + i).into())).collect();
+        for &a in &followed {
+            assert_eq!(t.take_new(a, rate, 0, || true), Take::Ok);
+        }
+        for i in 0..10_000u32 {
+            let spoofed = IpAddr::V4((0x0a00_0000 | i).into());
+            assert_eq!(t.take_new(spoofed, rate, 0, || false), Take::NewRefused);
+        }
+        // Each followed source still has the second datagram of its burst,
+        // and the budget is not asked about it.
+        for &a in &followed {
+            assert_eq!(t.take_new(a, rate, 0, || panic!("a followed source is not new")), Take::Ok);
+        }
     }
 
     #[test]

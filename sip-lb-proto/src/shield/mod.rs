@@ -10,12 +10,14 @@
 //! blocked or banned prefix never does; a known scanner's request is
 //! dropped (and the caller bans its source); then the per-source rate.
 pub mod bucket;
+pub mod new_sources;
 pub mod prefix;
 pub mod scanner;
 
 use std::net::IpAddr;
 
 pub use bucket::{Rate, RateTable, Take};
+pub use new_sources::NewSources;
 pub use prefix::{Prefix, PrefixSet};
 
 /// What the operator configured (`[shield]`).
@@ -31,10 +33,11 @@ pub struct ShieldPolicy {
     pub reply_rate: Option<Rate>,
     /// Lower-case User-Agent fragments of known scanners.
     pub scanners: Vec<Box<[u8]>>,
-    /// Sources not seen before, admitted per second by the XDP stage (per
-    /// receiving CPU); `None`: any number. A spoofed flood is all new
-    /// sources: this holds it while the sources already followed (the
-    /// callers in progress) go on. Not applied by the workers.
+    /// Sources not followed yet, admitted per second (per receiving CPU in
+    /// XDP, per worker without it: [`NewSources`]); `None`: any number. A
+    /// spoofed flood is all new sources: this holds it while the sources
+    /// already followed (the callers in progress) go on. Only with `rate`
+    /// (the per-source rate is what follows sources).
     pub new_sources: Option<Rate>,
 }
 
@@ -68,6 +71,28 @@ impl ShieldDrop {
     }
 }
 
+/// A datagram the shield refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// For what its source is or did.
+    Source(ShieldDrop),
+    /// Its source is not followed yet and the new-source budget is spent.
+    /// Counted as `rate_limited`, as the XDP stage counts it; it says
+    /// nothing about the source (in a spoofed flood the address is made
+    /// up), so it is no ground for a ban.
+    NewSource,
+}
+
+impl Refusal {
+    /// The counter the drop is counted under.
+    pub const fn reason(self) -> ShieldDrop {
+        match self {
+            Refusal::Source(why) => why,
+            Refusal::NewSource => ShieldDrop::RateLimited,
+        }
+    }
+}
+
 /// The per-source buckets, one set for all workers (lock-free).
 pub struct Shield {
     sources: RateTable,
@@ -82,7 +107,8 @@ impl Shield {
     }
 
     /// Whether a datagram from `src` may go on to the forwarding step;
-    /// `bans` are the runtime bans (the control plane publishes them).
+    /// `bans` are the runtime bans (the control plane publishes them). No
+    /// new-source budget applies (see [`check_new`](Self::check_new)).
     pub fn check(
         &self,
         p: &ShieldPolicy,
@@ -91,26 +117,49 @@ impl Shield {
         datagram: &[u8],
         now_ns: u64,
     ) -> Result<(), ShieldDrop> {
+        self.check_new(p, bans, src, datagram, now_ns, None).map_err(Refusal::reason)
+    }
+
+    /// As [`check`](Self::check), and with `p.new_sources` set, a source
+    /// not followed yet also spends one from `budget` (the receiving
+    /// worker's) or is refused (`Refusal::NewSource`) without taking a slot.
+    /// `None`: no budget here (an XDP stage in front applies it).
+    pub fn check_new(
+        &self,
+        p: &ShieldPolicy,
+        bans: &PrefixSet,
+        src: IpAddr,
+        datagram: &[u8],
+        now_ns: u64,
+        budget: Option<&mut NewSources>,
+    ) -> Result<(), Refusal> {
+        let drop = |why| Err(Refusal::Source(why));
         if p.allow.contains(src) {
             return Ok(());
         }
         if p.block.contains(src) {
-            return Err(ShieldDrop::Blocked);
+            return drop(ShieldDrop::Blocked);
         }
         if bans.contains(src) {
-            return Err(ShieldDrop::Banned);
+            return drop(ShieldDrop::Banned);
         }
         // Responses start with "SIP/"; only requests carry a scanner's name.
         if !p.scanners.is_empty() && !datagram.starts_with(b"SIP/") {
             if let Some(ua) = scanner::user_agent(datagram) {
                 if scanner::is_scanner(ua, &p.scanners) {
-                    return Err(ShieldDrop::Scanner);
+                    return drop(ShieldDrop::Scanner);
                 }
             }
         }
-        match p.rate.map(|r| self.sources.take(src, r, now_ns)) {
-            Some(Take::Over { .. }) => Err(ShieldDrop::RateLimited),
-            _ => Ok(()),
+        let Some(rate) = p.rate else { return Ok(()) };
+        let take = match (p.new_sources, budget) {
+            (Some(new), Some(b)) => self.sources.take_new(src, rate, now_ns, || b.admit(new, now_ns)),
+            _ => self.sources.take(src, rate, now_ns),
+        };
+        match take {
+            Take::Ok => Ok(()),
+            Take::Over { .. } => drop(ShieldDrop::RateLimited),
+            Take::NewRefused => Err(Refusal::NewSource),
         }
     }
 
@@ -168,6 +217,41 @@ mod tests {
         assert_eq!(s.check(&p, &none, a, INVITE, t + 100_000_000), Ok(()), "one more after 1/rate");
         let replies = (0..5).filter(|_| s.may_reply(&p, a, t)).count();
         assert_eq!(replies, 2, "reply burst");
+    }
+
+    #[test]
+    fn new_sources_within_the_budget_and_followed_ones_unaffected() {
+        let p = ShieldPolicy { new_sources: Some(Rate { per_sec: 10, burst: 2 }), ..policy() };
+        let s = Shield::new(64, 11);
+        let none = PrefixSet::default();
+        let mut budget = NewSources::default();
+        let t = 1_000_000_000;
+        let check = |a: &str, t: u64, b: &mut NewSources| s.check_new(&p, &none, ip(a), INVITE, t, Some(b));
+        // Two callers take the burst of two new sources and are followed.
+        assert_eq!(check("198.51.100.1", t, &mut budget), Ok(()));
+        assert_eq!(check("198.51.100.2", t, &mut budget), Ok(()));
+        // A spoofed flood: every address new, the budget spent.
+        for i in 0..100u32 {
+            let a = IpAddr::V4((0xc612_0000 + i).into());
+            assert_eq!(s.check_new(&p, &none, a, INVITE, t, Some(&mut budget)), Err(Refusal::NewSource));
+        }
+        assert_eq!(Refusal::NewSource.reason(), ShieldDrop::RateLimited);
+        // The followed callers go on within their own rate (burst 3 each: one used).
+        assert_eq!(check("198.51.100.1", t, &mut budget), Ok(()));
+        assert_eq!(check("198.51.100.2", t, &mut budget), Ok(()));
+        // A new caller waits for the budget: one per 100 ms.
+        assert_eq!(check("198.51.100.3", t + 50_000_000, &mut budget), Err(Refusal::NewSource));
+        assert_eq!(check("198.51.100.3", t + 100_000_000, &mut budget), Ok(()));
+        // Allowed, blocked and over-rate verdicts come first and are not new-source refusals.
+        assert_eq!(check("10.1.2.3", t, &mut budget), Ok(()));
+        assert_eq!(check("203.0.113.1", t, &mut budget), Err(Refusal::Source(ShieldDrop::Blocked)));
+        let over = (0..5).map(|_| check("198.51.100.1", t, &mut budget)).last();
+        assert_eq!(over, Some(Err(Refusal::Source(ShieldDrop::RateLimited))));
+        // Without a budget (an XDP stage in front), or without the setting, nothing is refused as new.
+        let a = ip("192.0.2.200");
+        assert_eq!(s.check_new(&p, &none, a, INVITE, t, None), Ok(()));
+        let p = policy();
+        assert_eq!(s.check_new(&p, &none, ip("192.0.2.201"), INVITE, t, Some(&mut NewSources::default())), Ok(()));
     }
 
     #[test]

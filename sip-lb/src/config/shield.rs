@@ -36,8 +36,9 @@ pub struct ShieldConfig {
     /// Ban a source that got this many final 4xx (not 401/407) from the farm
     /// within a minute (0: never).
     pub ban_after_failures: u32,
-    /// New sources admitted per second by the XDP stage (`new_sources_rate`,
-    /// `new_sources_burst`); `None`: any number (the default).
+    /// New sources admitted per second (`new_sources_rate`,
+    /// `new_sources_burst`), per receiving CPU by the XDP stage, per worker
+    /// without one; `None`: any number (the default).
     pub new_sources: Option<Rate>,
 }
 

@@ -29,7 +29,7 @@ use crate::stream::relay::Relay;
 pub use banset::{BanHits, BanSet};
 use sip_lb_proto::balance::Router;
 use sip_lb_proto::proxy::Proxy;
-use sip_lb_proto::shield::{Shield, ShieldPolicy};
+use sip_lb_proto::shield::{NewSources, Refusal, Shield, ShieldDrop, ShieldPolicy};
 pub use stats::StunStats;
 
 pub use stats::{Counters, WorkerStats};
@@ -51,8 +51,8 @@ pub type SharedPlan = Arc<ArcSwap<Plan>>;
 /// The shield's state shared by every worker of both data paths: the
 /// per-source buckets (a source's limit is one limit) and the one clock they
 /// count in, the runtime bans the control plane publishes with the drops
-/// counted per ban, and the queue on which workers report sources to ban
-/// (scanners).
+/// counted per ban, the queue on which workers report sources to ban
+/// (scanners), and whether an XDP stage applies the new-source budget.
 #[derive(Clone)]
 pub struct SharedShield {
     pub buckets: Arc<Shield>,
@@ -60,6 +60,10 @@ pub struct SharedShield {
     pub ban_hits: Arc<BanHits>,
     offenders: crossbeam::channel::Sender<(IpAddr, Offence)>,
     epoch: std::time::Instant,
+    /// An XDP program's shield stage is in front of the workers and applies
+    /// `new_sources` per CPU; the socket workers then leave it to it (a
+    /// source it admitted as new would be charged a second time).
+    new_sources_in_xdp: Arc<AtomicBool>,
 }
 
 /// Sources reported and not yet taken by the control plane; more are
@@ -89,8 +93,22 @@ impl SharedShield {
             ban_hits: Arc::default(),
             offenders,
             epoch: std::time::Instant::now(),
+            new_sources_in_xdp: Arc::default(),
         };
         (s, rx)
+    }
+
+    /// Says whether an XDP shield stage runs in front of the workers (set
+    /// once at start, when the data path is known; until then the workers
+    /// apply the new-source budget themselves).
+    pub fn set_xdp_stage(&self, on: bool) {
+        self.new_sources_in_xdp.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the socket workers apply `new_sources` themselves (no XDP
+    /// stage does); read once per batch.
+    pub fn workers_budget_new_sources(&self) -> bool {
+        !self.new_sources_in_xdp.load(Ordering::Relaxed)
     }
 
     /// Nanoseconds since start: the buckets' time base (read once per batch).
@@ -101,6 +119,9 @@ impl SharedShield {
     /// The shield's verdict on a datagram from `src`: true if it may go on
     /// to the core. A drop is counted in `stats` by reason, and a scanner's
     /// source is reported to the control plane for a ban (never blocking).
+    /// `new_sources` is the receiving worker's budget of new sources, `None`
+    /// where an XDP stage applies it.
+    #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &self,
         policy: &ShieldPolicy,
@@ -109,25 +130,24 @@ impl SharedShield {
         datagram: &[u8],
         now_ns: u64,
         stats: &Counters,
+        new_sources: Option<&mut NewSources>,
     ) -> bool {
-        match self.buckets.check(policy, &bans.set, src.ip(), datagram, now_ns) {
-            Ok(()) => true,
-            Err(why) => {
-                stats.shield_drops[why.index()].add(1);
-                use sip_lb_proto::shield::ShieldDrop;
-                match why {
-                    ShieldDrop::Scanner => self.report(src.ip(), Offence::Scanner),
-                    ShieldDrop::RateLimited => self.report(src.ip(), Offence::OverRate),
-                    ShieldDrop::Banned => {
-                        if let Some(slot) = bans.slot_of(src.ip()) {
-                            self.ban_hits.add(slot);
-                        }
-                    }
-                    _ => {}
+        let Err(refusal) = self.buckets.check_new(policy, &bans.set, src.ip(), datagram, now_ns, new_sources) else {
+            return true;
+        };
+        stats.shield_drops[refusal.reason().index()].add(1);
+        match refusal {
+            Refusal::Source(ShieldDrop::Scanner) => self.report(src.ip(), Offence::Scanner),
+            Refusal::Source(ShieldDrop::RateLimited) => self.report(src.ip(), Offence::OverRate),
+            Refusal::Source(ShieldDrop::Banned) => {
+                if let Some(slot) = bans.slot_of(src.ip()) {
+                    self.ban_hits.add(slot);
                 }
-                false
             }
+            // A refused new source is likely a made-up address: nothing to ban.
+            _ => {}
         }
+        false
     }
 
     /// Reports `src` to the control plane (never blocks; dropped when full).

@@ -11,7 +11,7 @@ use super::stats::{StunStats, WorkerStats};
 use super::{SharedPlan, SharedShield};
 use crate::stream::relay::{Fate, Relay};
 use sip_lb_proto::proxy::{Action, DropReason, Forwarded};
-use sip_lb_proto::shield::ShieldDrop;
+use sip_lb_proto::shield::{NewSources, ShieldDrop};
 use sip_lb_udp::{RecvBatch, SendBatch};
 
 /// How long an idle worker with several sockets sleeps in poll(2) before
@@ -51,6 +51,9 @@ impl Worker {
         let fds: Vec<_> = self.sockets.iter().map(|s| s.as_raw_fd()).collect();
         // The common case, one listen address: block in recvmmsg itself.
         let wait = self.sockets.len() == 1;
+        // This worker's budget of new sources (`new_sources_rate`), as the
+        // XDP stage keeps one per CPU: owned here, no atomics.
+        let mut new_sources = NewSources::default();
         while !self.stop.load(Ordering::Relaxed) {
             let mut busy = false;
             for (on, &fd) in fds.iter().enumerate() {
@@ -68,7 +71,7 @@ impl Worker {
                     continue;
                 }
                 busy = true;
-                self.process(&rx, n, on, &mut tx, self.shield.now_ns());
+                self.process(&rx, n, on, &mut tx, self.shield.now_ns(), &mut new_sources);
                 let (sent, failed) = tx.flush(&fds);
                 self.stats.tx_datagrams.add(sent as u64);
                 self.stats.tx_errors.add(failed as u64);
@@ -81,11 +84,21 @@ impl Worker {
     }
 
     /// Runs the shield and the core over `n` datagrams received on socket
-    /// `on` at `now_ns` (one clock read per batch).
-    fn process(&self, rx: &RecvBatch, n: usize, on: usize, tx: &mut SendBatch, now_ns: u64) {
+    /// `on` at `now_ns` (one clock read per batch), spending this worker's
+    /// `new_sources` budget unless an XDP stage does.
+    fn process(
+        &self,
+        rx: &RecvBatch,
+        n: usize,
+        on: usize,
+        tx: &mut SendBatch,
+        now_ns: u64,
+        new_sources: &mut NewSources,
+    ) {
         let plan = self.plan.load();
         let shield = &self.shield.buckets;
         let bans = self.shield.bans.load();
+        let budget_here = self.shield.workers_budget_new_sources();
         let stats = &self.stats;
         let mut tx_bytes = 0u64;
         let mut rx_bytes = 0u64;
@@ -105,7 +118,8 @@ impl Worker {
                 continue;
             }
             crate::fault::inject(self.index, data);
-            if !self.shield.admit(&plan.shield, &bans, src, data, now_ns, stats) {
+            let budget = budget_here.then_some(&mut *new_sources);
+            if !self.shield.admit(&plan.shield, &bans, src, data, now_ns, stats, budget) {
                 continue;
             }
             let out = tx.next_buf();

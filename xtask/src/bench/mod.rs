@@ -15,6 +15,7 @@ mod packets;
 mod plot;
 mod procs;
 mod report;
+mod shieldflood;
 mod sipp;
 mod soak;
 mod sockets;
@@ -60,6 +61,8 @@ pub enum Comparison {
     NetPackets,
     /// The kernel-path floor: CPU per message at fixed blaster rates.
     Fixed,
+    /// 8: machine-wide CPU during a REGISTER flood, shield on vs off (netns, XDP).
+    ShieldFlood,
 }
 
 /// Where things are.
@@ -108,6 +111,10 @@ pub struct Plan {
     pub net_fixed_rate: f64,
     pub net_fixed_seconds: f64,
     pub net_fixed_rounds: usize,
+    /// Comparison 8: the flood's rate (frames/s), seconds per window, rounds.
+    pub flood_pps: f64,
+    pub flood_seconds: f64,
+    pub flood_rounds: usize,
 }
 
 impl Plan {
@@ -133,6 +140,9 @@ impl Plan {
                 net_fixed_rate: 20_000.0,
                 net_fixed_seconds: 2.0,
                 net_fixed_rounds: 1,
+                flood_pps: 200_000.0,
+                flood_seconds: 3.0,
+                flood_rounds: 1,
             }
         } else {
             Plan {
@@ -155,6 +165,9 @@ impl Plan {
                 net_fixed_rate: 20_000.0,
                 net_fixed_seconds: 2.0,
                 net_fixed_rounds: 3,
+                flood_pps: 200_000.0,
+                flood_seconds: 4.0,
+                flood_rounds: 3,
             }
         }
     }
@@ -173,6 +186,8 @@ pub struct Results {
     /// Comparison 7: max rate and a fixed rate in the netns topology.
     pub net_rates: Vec<packets::RateRun>,
     pub net_fixed: Vec<packets::LatencyRun>,
+    /// Comparison 8: the shield under a flood.
+    pub shield_flood: Vec<shieldflood::FloodRun>,
     pub errors: Vec<String>,
     pub skipped_sip_lb: Option<String>,
     /// /proc/loadavg when measuring began: others' load skews a shared machine.
@@ -389,6 +404,10 @@ fn measure(env: &Env, plan: &Plan, only: &[Comparison], r: &mut Results) {
             }
         }
     }
+    // 8: machine-wide CPU during a flood, shield on vs off, rotating order.
+    if wanted(Comparison::ShieldFlood) && sip_lb_ok {
+        shield_flood(plan, r);
+    }
     // The kernel-path floor for comparison 1: the same per-message CPU figure
     // with the blaster at a fixed rate, where the null forwarder can take part.
     for (i, &rate) in plan.fixed_rates.iter().enumerate().filter(|_| wanted(Comparison::Fixed)) {
@@ -477,6 +496,32 @@ fn net_packets(env: &Env, plan: &Plan, net: &netlab::Net, r: &mut Results, sip_l
             eprintln!("bench: {what}");
             match packets::latency(env, at, kind, 2, rate, plan.net_fixed_seconds, "net-fixed") {
                 Ok(x) => r.net_fixed.push(x),
+                Err(e) => {
+                    eprintln!("bench: {what} FAILED: {e:#}");
+                    r.errors.push(format!("{what}: {e:#}"));
+                }
+            }
+        }
+    }
+}
+
+fn shield_flood(plan: &Plan, r: &mut Results) {
+    let mut lab = match shieldflood::Lab::create() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("bench: shield-flood topology FAILED: {e:#}");
+            r.errors.push(format!("shield-flood topology: {e:#}"));
+            return;
+        }
+    };
+    for round in 0..plan.flood_rounds {
+        let mut order = shieldflood::Mode::ALL.to_vec();
+        order.rotate_left(round % shieldflood::Mode::ALL.len());
+        for mode in order {
+            let what = format!("shield flood: {} at {:.0} frames/s, round {}", mode.name(), plan.flood_pps, round + 1);
+            eprintln!("bench: {what}");
+            match shieldflood::run(&mut lab, mode, plan.flood_pps, plan.flood_seconds, round) {
+                Ok(x) => r.shield_flood.push(x),
                 Err(e) => {
                     eprintln!("bench: {what} FAILED: {e:#}");
                     r.errors.push(format!("{what}: {e:#}"));

@@ -28,6 +28,7 @@ pub fn write(env: &Env, plan: &Plan, r: &Results, took: Duration) -> Result<Stri
     order_section(w, &r.order)?;
     net_section(w, plan, &r.net)?;
     net_packets_section(w, plan, r)?;
+    shield_flood_section(w, plan, &r.shield_flood)?;
     if !r.errors.is_empty() {
         writeln!(w, "## Runs that failed\n")?;
         for e in &r.errors {
@@ -583,5 +584,90 @@ fn net_packets_section(w: &mut String, plan: &Plan, r: &Results) -> Result<()> {
         }
         writeln!(w)?;
     }
+    Ok(())
+}
+
+/// Comparison 8: the same flood with the shield on and off.
+fn shield_flood_section(w: &mut String, plan: &Plan, runs: &[super::shieldflood::FloodRun]) -> Result<()> {
+    use super::shieldflood::Mode;
+    if runs.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        w,
+        "## 8. Machine-wide CPU during a REGISTER flood, shield on vs off
+"
+    )?;
+    writeln!(
+        w,
+        "One source floods sip-lb (XDP on a veth, 1 worker) with REGISTERs written as raw frames, paced to {:.0} \
+         frames/s; shield on (`rate = 2000`, banned after 1 s over it: dropped in XDP) or off (every REGISTER \
+         forwarded to a counting backend). {:.0} s windows after a {:.0} s warm-up, {} rounds in rotating order \
+         with a run without flood. Busy = the whole machine's CPUs (CPUs x wall - cpuidle residency), other \
+         tenants included.\n",
+        plan.flood_pps,
+        plan.flood_seconds,
+        super::shieldflood::WARM_UP.as_secs_f64(),
+        plan.flood_rounds
+    )?;
+    writeln!(
+        w,
+        "| run | round | sent frames/s | machine busy CPUs | sip-lb CPUs | sender CPUs | worker rx | XDP dropped |"
+    )?;
+    writeln!(w, "|---|---|---|---|---|---|---|---|")?;
+    for x in runs {
+        writeln!(
+            w,
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            x.mode.name(),
+            x.round + 1,
+            x.sent_pps,
+            x.busy_cpus,
+            x.lb_cpus,
+            x.sender_cpus,
+            x.worker_rx,
+            x.xdp_dropped
+        )?;
+    }
+    let med = |m: Mode, f: fn(&super::shieldflood::FloodRun) -> f64| {
+        median(runs.iter().filter(|x| x.mode == m).map(f).collect())
+    };
+    let busy = |m| med(m, |x| x.busy_cpus);
+    let lb = |m| med(m, |x| x.lb_cpus);
+    // The flood's cost per frame as the processes pay it: the sender's
+    // thread (the veth receive and the XDP program run inline in its
+    // softirq, charged to it here: no IRQ time accounting) plus sip-lb.
+    let per_frame = |m| med(m, |x| if x.sent_pps > 0.0 { (x.sender_cpus + x.lb_cpus) * 1e6 / x.sent_pps } else { 0.0 });
+    let idle = busy(Mode::Idle);
+    let net = |m| busy(m).zip(idle).map(|(b, i)| b - i);
+    writeln!(w, "\n| median | machine busy CPUs | minus no-flood run | sip-lb CPUs | sender + sip-lb µs / frame |")?;
+    writeln!(w, "|---|---|---|---|---|")?;
+    for m in Mode::ALL {
+        let f = if m == Mode::Idle { "-".to_string() } else { fmt_opt(per_frame(m), 2) };
+        writeln!(
+            w,
+            "| {} | {} | {} | {} | {f} |",
+            m.name(),
+            fmt_opt(busy(m), 2),
+            fmt_opt(net(m), 2),
+            fmt_opt(lb(m), 2)
+        )?;
+    }
+    // A ratio over a figure near zero says nothing.
+    let ratio = |a: Option<f64>, b: Option<f64>| {
+        a.zip(b)
+            .map_or("-".into(), |(a, b)| if b >= 0.05 { format!("{:.2}", a / b) } else { format!("- (on: {b:.2})") })
+    };
+    writeln!(
+        w,
+        "\nShield off / on: machine busy {}, minus the no-flood run {}, sip-lb's own {}, sender + sip-lb per \
+         frame {}. A machine near {} busy CPUs without the flood is saturated by others: the machine-wide \
+         figures then cannot show the difference.\n",
+        ratio(busy(Mode::ShieldOff), busy(Mode::ShieldOn)),
+        ratio(net(Mode::ShieldOff), net(Mode::ShieldOn)),
+        ratio(lb(Mode::ShieldOff), lb(Mode::ShieldOn)),
+        ratio(per_frame(Mode::ShieldOff), per_frame(Mode::ShieldOn)),
+        sip_lb_udp::affinity::cpu_count()
+    )?;
     Ok(())
 }

@@ -165,7 +165,9 @@ impl XskWorker {
         crate::fault::inject(self.index, payload);
         let src = udp.src;
         let shield = &self.shield.buckets;
-        if !self.shield.admit(&plan.shield, bans, src, payload, now_ns, stats) {
+        // No new-source budget: every frame here came through the XSK
+        // program, whose shield stage applied it per CPU.
+        if !self.shield.admit(&plan.shield, bans, src, payload, now_ns, stats, None) {
             q.release(f);
             return false;
         }
