@@ -102,17 +102,47 @@ pub fn main() {
     assert_eq!(blocked.len(), 928);
     assert_eq!(shielded.run(&blocked).expect("test run"), Verdict::Blocked);
     assert!(matches!(shielded.run(&passed).expect("test run"), Verdict::Steered { .. }));
-    let baseline = best_ns(&prog, &passed);
-    let (drop_ns, pass_ns) = (best_ns(&shielded, &blocked), best_ns(&shielded, &passed));
-    println!("xdp/shield-blocked-invite-928B: {drop_ns:.1} ns/packet (XDP_DROP)");
-    let pct = |ns: f64| (ns / baseline - 1.0) * 100.0;
-    println!(
-        "xdp/shield-passed-invite-928B: {pass_ns:.1} ns/packet (without shield {baseline:.1}: {:+.1}%)",
-        pct(pass_ns)
-    );
     // The same lists without the rate limit: the prefix lookup alone.
     let mut lists = XdpTestProgram::load(&[1, 1], &[5060]).expect("load XDP program");
     lists.set_shield(&ShieldPolicy { rate: None, ..policy.clone() }).expect("shield maps");
-    let lists_ns = best_ns(&lists, &passed);
-    println!("xdp/shield-lists-only-passed-invite-928B: {lists_ns:.1} ns/packet ({:+.1}%)", pct(lists_ns));
+
+    // One sitting, the contenders alternated (the order rotates every
+    // round), ROUNDS x REPEAT runs each: best and median per contender, and
+    // the median of the ratios taken within each round (robust to the
+    // machine's speed drifting between rounds).
+    let rounds = std::env::var("XDP_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7usize);
+    let contenders: [(&str, &XdpTestProgram, &[u8]); 4] = [
+        ("passed-without-shield", &prog, &passed),
+        ("passed-lists-only", &lists, &passed),
+        ("passed-lists+rate", &shielded, &passed),
+        ("blocked", &shielded, &blocked),
+    ];
+    let mut ns = vec![Vec::with_capacity(rounds); contenders.len()];
+    for r in 0..rounds {
+        for j in 0..contenders.len() {
+            let i = (r + j) % contenders.len();
+            let (_, p, f) = contenders[i];
+            ns[i].push(p.bench(f, REPEAT).expect("BPF_PROG_TEST_RUN").as_nanos() as f64);
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let best = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
+    let base = &ns[0];
+    for (i, (name, _, f)) in contenders.iter().enumerate() {
+        let ratios: Vec<f64> = ns[i].iter().zip(base).map(|(a, b)| a / b).collect();
+        println!(
+            "xdp/shield/{name}-{}B: best {:.0} median {:.0} ns/packet; vs without shield: best {:+.1}%, median {:+.1}%, \
+             per-round median {:+.1}% ({rounds} rounds x {REPEAT})",
+            f.len(),
+            best(&ns[i]),
+            median(&ns[i]),
+            (best(&ns[i]) / best(base) - 1.0) * 100.0,
+            (median(&ns[i]) / median(base) - 1.0) * 100.0,
+            (median(&ratios) - 1.0) * 100.0,
+        );
+    }
 }
