@@ -129,16 +129,18 @@ fn rate(src: &Source, cfg: &ShieldConfig) -> Result<(), Drop> {
         let Some(p) = SHIELD_BUCKETS_V4.get_ptr_mut(g) else { return Ok(()) };
         take(p, w, src, now, cfg)
     } else {
-        let h = k[0]
-            .wrapping_mul(u64::from(word(0)))
-            .wrapping_add(k[1].wrapping_mul(u64::from(word(4))))
-            .wrapping_add(k[2].wrapping_mul(u64::from(word(8))))
-            .wrapping_add(k[3].wrapping_mul(u64::from(word(12))))
-            .wrapping_add(k[4]);
-        let Some(p) = SHIELD_BUCKETS_V6.get_ptr_mut(group(h)) else { return Ok(()) };
+        // Two aligned 8-byte loads; their halves are the four words.
         let w =
             |i: usize| u64::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]]);
-        take(p, [w(0), w(8)], src, now, cfg)
+        let (x0, x1) = (w(0), w(8));
+        let h = k[0]
+            .wrapping_mul(x0 & 0xffff_ffff)
+            .wrapping_add(k[1].wrapping_mul(x0 >> 32))
+            .wrapping_add(k[2].wrapping_mul(x1 & 0xffff_ffff))
+            .wrapping_add(k[3].wrapping_mul(x1 >> 32))
+            .wrapping_add(k[4]);
+        let Some(p) = SHIELD_BUCKETS_V6.get_ptr_mut(group(h)) else { return Ok(()) };
+        take(p, [x0, x1], src, now, cfg)
     }
 }
 
