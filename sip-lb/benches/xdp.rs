@@ -119,12 +119,13 @@ pub fn main() {
         .build(&invite928);
     assert!(matches!(shielded.run(&passed6).expect("test run"), Verdict::Steered { .. }));
     // (name, program, frame, the contender it is compared with)
-    let contenders: [(&str, &XdpTestProgram, &[u8], usize); 6] = [
+    let contenders: [(&str, &XdpTestProgram, &[u8], usize); 7] = [
         ("passed-without-shield", &prog, &passed, 0),
         ("passed-lists-only", &lists, &passed, 0),
         ("passed-lists+rate", &shielded, &passed, 0),
         ("blocked", &shielded, &blocked, 0),
         ("passed-ipv6-without-shield", &prog, &passed6, 4),
+        ("passed-ipv6-lists-only", &lists, &passed6, 4),
         ("passed-ipv6-lists+rate", &shielded, &passed6, 4),
     ];
     let mut ns = vec![Vec::with_capacity(rounds); contenders.len()];
@@ -143,7 +144,13 @@ pub fn main() {
     let best = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
     for (i, (name, _, f, b)) in contenders.iter().enumerate() {
         let (this, base) = (&ns[i], &ns[*b]);
-        print!("xdp/shield/{name}-{}B: best {:.0} median {:.0} ns/packet", f.len(), best(this), median(this));
+        let worst = this.iter().copied().fold(0.0, f64::max);
+        print!(
+            "xdp/shield/{name}-{}B: best {:.0} median {:.0} worst {worst:.0} ns/packet",
+            f.len(),
+            best(this),
+            median(this)
+        );
         if i == *b || *name == "blocked" {
             println!(" ({rounds} rounds x {REPEAT})");
             continue;
