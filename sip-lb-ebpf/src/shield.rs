@@ -29,7 +29,7 @@
 //! rate is written to `SHIELD_OVER` at most every `SHIELD_REPORT_NS`, where
 //! the control plane finds the sustained floods it bans.
 
-use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 
 use aya_ebpf::{helpers::generated::bpf_jiffies64, maps::lpm_trie::Key};
 use sip_lb_common::maps::{
@@ -179,10 +179,17 @@ impl Addr for [u64; 2] {
 /// looser by a datagram, never tighter.
 #[inline(always)]
 fn take<A: Addr>(g: *mut ShieldGroup<A>, addr: A, src: &Source, now: u64, cfg: &ShieldConfig) -> Result<(), Drop> {
-    // SAFETY (every access below): a valid map value of this type; slot
-    // indices are masked below SHIELD_WAYS.
-    let slot = match (0..SHIELD_WAYS).find(|&i| unsafe { read_volatile(addr_of!((*g).source[i])) }.same(&addr)) {
-        Some(i) => i & (SHIELD_WAYS - 1),
+    // Pointers to slot `i`'s fields.
+    // SAFETY: `g` is a valid map value of this type (the array lookup's);
+    // every slot index is masked below SHIELD_WAYS.
+    let source = |i: usize| unsafe { addr_of_mut!((*g).source[i & (SHIELD_WAYS - 1)]) };
+    // SAFETY: as above.
+    let tat = |i: usize| unsafe { addr_of_mut!((*g).tat[i & (SHIELD_WAYS - 1)]) };
+    // SAFETY: as above.
+    let reported = |i: usize| unsafe { addr_of_mut!((*g).reported[i & (SHIELD_WAYS - 1)]) };
+    // SAFETY: reads a slot's address (a valid, aligned field of the map value).
+    let slot = match (0..SHIELD_WAYS).find(|&i| unsafe { read_volatile(source(i)) }.same(&addr)) {
+        Some(i) => i,
         None => {
             // A source not followed yet: within this CPU's budget of new
             // sources, if any (a spoofed flood is all new sources; dropped
@@ -191,34 +198,38 @@ fn take<A: Addr>(g: *mut ShieldGroup<A>, addr: A, src: &Source, now: u64, cfg: &
             // The slot quiet longest: free (0), else the earliest TAT (an
             // over-limit source's TAT runs ahead of the clock: the last to go).
             let mut v = 0;
-            let mut oldest = unsafe { read_volatile(addr_of!((*g).tat[0])) };
+            // SAFETY: a valid, aligned field of the map value.
+            let mut oldest = unsafe { read_volatile(tat(0)) };
             for i in 1..SHIELD_WAYS {
-                let t = unsafe { read_volatile(addr_of!((*g).tat[i])) };
+                // SAFETY: as above.
+                let t = unsafe { read_volatile(tat(i)) };
                 if t < oldest {
                     (v, oldest) = (i, t);
                 }
             }
-            let v = v & (SHIELD_WAYS - 1);
+            // SAFETY: valid, aligned fields of the map value.
             unsafe {
-                write_volatile(addr_of_mut!((*g).source[v]), addr);
-                write_volatile(addr_of_mut!((*g).tat[v]), now);
-                write_volatile(addr_of_mut!((*g).reported[v]), 0);
+                write_volatile(source(v), addr);
+                write_volatile(tat(v), now);
+                write_volatile(reported(v), 0);
             }
             v
         }
     };
-    let tat = unsafe { addr_of_mut!((*g).tat[slot]) };
-    let seen = unsafe { read_volatile(tat) };
+    // SAFETY: a valid, aligned field of the map value.
+    let seen = unsafe { read_volatile(tat(slot)) };
     let t = if seen > now { seen } else { now };
     if t - now > cfg.tolerance_ns {
-        let reported = unsafe { addr_of_mut!((*g).reported[slot]) };
-        if now.wrapping_sub(unsafe { read_volatile(reported) }) >= SHIELD_REPORT_NS {
-            unsafe { write_volatile(reported, now) };
+        // SAFETY: as above.
+        if now.wrapping_sub(unsafe { read_volatile(reported(slot)) }) >= SHIELD_REPORT_NS {
+            // SAFETY: as above.
+            unsafe { write_volatile(reported(slot), now) };
             let _ = SHIELD_OVER.insert(ShieldSource { addr: src.addr }, now, 0);
         }
         return Err(Drop::RateLimited);
     }
-    unsafe { write_volatile(tat, t + cfg.interval_ns) };
+    // SAFETY: as above.
+    unsafe { write_volatile(tat(slot), t + cfg.interval_ns) };
     Ok(())
 }
 
