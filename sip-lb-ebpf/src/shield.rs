@@ -72,7 +72,11 @@ pub fn check(src: &Source) -> Result<(), Drop> {
     if cfg.interval_ns == 0 {
         return Ok(());
     }
-    rate(src, cfg)
+    // The address by value, in two words: the call then needs no copy of
+    // `src` in memory.
+    let a = &src.addr;
+    let w = |i: usize| u64::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]]);
+    rate(src.v4, w(0), w(8), cfg)
 }
 
 /// The value of `src`'s longest matching prefix in the trie copy `active`
@@ -115,24 +119,20 @@ fn hit(slot: u32) {
 /// after it (only the verdict in r0) instead of one per path through the
 /// slot search, each walking the Call-ID scan again.
 #[inline(never)]
-fn rate(src: &Source, cfg: &ShieldConfig) -> Result<(), Drop> {
+fn rate(v4: bool, x0: u64, x1: u64, cfg: &ShieldConfig) -> Result<(), Drop> {
     // The tick clock: the verifier inlines bpf_jiffies64 as one load (a
     // nanosecond clock is a helper call, and dominated this stage's cost).
     // SAFETY: no preconditions.
     let now = unsafe { bpf_jiffies64() }.wrapping_mul(cfg.tick_ns);
-    let a = &src.addr;
-    let word = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
     let k = &cfg.group_keys;
-    if src.v4 {
-        let w = word(12);
+    if v4 {
+        // Bytes 12..16 of the mapped form: the high half of the second word.
+        let w = (x1 >> 32) as u32;
         let g = group(k[0].wrapping_mul(u64::from(w)).wrapping_add(k[4]));
         let Some(p) = SHIELD_BUCKETS_V4.get_ptr_mut(g) else { return Ok(()) };
-        take(p, w, src, now, cfg)
+        take(p, w, [x0, x1], now, cfg)
     } else {
-        // Two aligned 8-byte loads; their halves are the four words.
-        let w =
-            |i: usize| u64::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]]);
-        let (x0, x1) = (w(0), w(8));
+        // The four 32-bit words are the halves of the two.
         let h = k[0]
             .wrapping_mul(x0 & 0xffff_ffff)
             .wrapping_add(k[1].wrapping_mul(x0 >> 32))
@@ -140,7 +140,7 @@ fn rate(src: &Source, cfg: &ShieldConfig) -> Result<(), Drop> {
             .wrapping_add(k[3].wrapping_mul(x1 >> 32))
             .wrapping_add(k[4]);
         let Some(p) = SHIELD_BUCKETS_V6.get_ptr_mut(group(h)) else { return Ok(()) };
-        take(p, [x0, x1], src, now, cfg)
+        take(p, [x0, x1], [x0, x1], now, cfg)
     }
 }
 
@@ -170,7 +170,8 @@ impl Addr for [u64; 2] {
     }
 }
 
-/// Counts a datagram from `src` (held as `addr`) in its group `g`.
+/// Counts a datagram from the source `src` (as two words of its address,
+/// IPv6 or IPv4-mapped; held in the slot as `addr`) in its group `g`.
 ///
 /// The group is shared by every CPU and updated with plain loads and
 /// stores (see the module doc): two CPUs claiming one slot at once leave one
@@ -178,7 +179,7 @@ impl Addr for [u64; 2] {
 /// (its next datagram claims a slot again); either way a limit can only be
 /// looser by a datagram, never tighter.
 #[inline(always)]
-fn take<A: Addr>(g: *mut ShieldGroup<A>, addr: A, src: &Source, now: u64, cfg: &ShieldConfig) -> Result<(), Drop> {
+fn take<A: Addr>(g: *mut ShieldGroup<A>, addr: A, src: [u64; 2], now: u64, cfg: &ShieldConfig) -> Result<(), Drop> {
     // Pointers to slot `i`'s fields.
     // SAFETY: `g` is a valid map value of this type (the array lookup's);
     // every slot index is masked below SHIELD_WAYS.
@@ -224,7 +225,9 @@ fn take<A: Addr>(g: *mut ShieldGroup<A>, addr: A, src: &Source, now: u64, cfg: &
         if now.wrapping_sub(unsafe { read_volatile(reported(slot)) }) >= SHIELD_REPORT_NS {
             // SAFETY: as above.
             unsafe { write_volatile(reported(slot), now) };
-            let _ = SHIELD_OVER.insert(ShieldSource { addr: src.addr }, now, 0);
+            let [a, b] = [src[0].to_ne_bytes(), src[1].to_ne_bytes()];
+            let addr = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+            let _ = SHIELD_OVER.insert(ShieldSource { addr }, now, 0);
         }
         return Err(Drop::RateLimited);
     }
