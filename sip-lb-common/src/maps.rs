@@ -69,8 +69,11 @@ pub mod names {
     pub const SHIELD_PREFIXES_V4: [&str; 2] = ["SHIELD_PREFIXES_V4", "SHIELD_PREFIXES_V4_B"];
     /// `LpmTrie<[u8; 16], u32>`: the same, IPv6.
     pub const SHIELD_PREFIXES_V6: [&str; 2] = ["SHIELD_PREFIXES_V6", "SHIELD_PREFIXES_V6_B"];
-    /// `LruHashMap<ShieldSource, ShieldBucket>`: GCRA state per source.
-    pub const SHIELD_BUCKETS: &str = "SHIELD_BUCKETS";
+    /// `Array<ShieldGroupV4>` of [`SHIELD_GROUPS`]: GCRA state per IPv4
+    /// source, found by a keyed hash (`ShieldConfig::group_keys`).
+    pub const SHIELD_BUCKETS_V4: &str = "SHIELD_BUCKETS_V4";
+    /// `Array<ShieldGroupV6>` of [`SHIELD_GROUPS`]: the same, IPv6.
+    pub const SHIELD_BUCKETS_V6: &str = "SHIELD_BUCKETS_V6";
     /// `PerCpuArray<u64>` of [`SHIELD_HIT_SLOTS`]: datagrams dropped per
     /// blocked prefix (slot 0: the config's block list; others: one ban each).
     pub const SHIELD_HITS: &str = "SHIELD_HITS";
@@ -369,9 +372,20 @@ pub const SHIELD_MAX_OVER: u32 = 4_096;
 /// A source over its rate is reported in `SHIELD_OVER` at most this often.
 pub const SHIELD_REPORT_NS: u64 = 250_000_000;
 
-/// Sources whose rate the XDP stage tracks at once (LRU: a spoofed flood
-/// recycles entries instead of growing memory).
+/// Sources of each family whose rate the XDP stage follows at once (a
+/// table of fixed size: a spoofed flood recycles slots instead of growing
+/// memory).
 pub const SHIELD_MAX_SOURCES: u32 = 65_536;
+
+/// Slots of a group (`ShieldGroup`): the sources whose keyed hash is the
+/// same share a group, and a new one takes the slot quiet longest.
+pub const SHIELD_WAYS: usize = 4;
+
+/// Groups of each `SHIELD_BUCKETS_*` table (a power of two: the group index
+/// is the top `SHIELD_GROUP_BITS` of the hash).
+pub const SHIELD_GROUPS: u32 = SHIELD_MAX_SOURCES / SHIELD_WAYS as u32;
+pub const SHIELD_GROUP_BITS: u32 = SHIELD_GROUPS.trailing_zeros();
+const _: () = assert!(SHIELD_GROUPS.is_power_of_two());
 
 /// The XDP stage's configuration, written by the control plane from the
 /// `ShieldPolicy` and the runtime bans (at load, on reloads and on bans).
@@ -390,28 +404,55 @@ pub struct ShieldConfig {
     /// writes the other pair, then flips this, so a datagram meets the old
     /// lists or the new ones, never half of a change.
     pub active: u32,
-    /// GCRA for sources not in `SHIELD_BUCKETS` yet (per CPU); 0: no limit.
+    /// GCRA for sources not followed yet (per CPU); 0: no limit.
     pub new_interval_ns: u64,
     pub new_tolerance_ns: u64,
+    /// The group of a source in `SHIELD_BUCKETS_*`: the top
+    /// `SHIELD_GROUP_BITS` of `sum(group_keys[i] * word[i]) + group_keys[4]`
+    /// over the address's 32-bit words (IPv4: its one word times
+    /// `group_keys[0]`). Multiply-add-shift with random keys, chosen once per
+    /// process: a flood cannot aim at one group.
+    pub group_keys: [u64; 5],
+    /// Nanoseconds per jiffy (the kernel's tick, `clock_getres` of
+    /// `CLOCK_MONOTONIC_COARSE`): the stage's clock is jiffies times this.
+    pub tick_ns: u64,
 }
 
 impl ShieldConfig {
     pub const fn zeroed() -> Self {
-        Self { interval_ns: 0, tolerance_ns: 0, enabled: 0, active: 0, new_interval_ns: 0, new_tolerance_ns: 0 }
+        Self {
+            interval_ns: 0,
+            tolerance_ns: 0,
+            enabled: 0,
+            active: 0,
+            new_interval_ns: 0,
+            new_tolerance_ns: 0,
+            group_keys: [0; 5],
+            tick_ns: 0,
+        }
     }
 }
 
-/// Value of `SHIELD_BUCKETS`: one source's GCRA state.
+/// Value of `SHIELD_BUCKETS_*`: the GCRA state of up to `SHIELD_WAYS`
+/// sources whose keyed hash names this group. A slot whose `tat` is 0 is
+/// free.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShieldBucket {
-    /// Theoretical arrival time (ns, `bpf_ktime_get_ns`).
-    pub tat: u64,
-    /// When the source was last reported over its rate (`SHIELD_OVER`).
-    pub reported: u64,
+pub struct ShieldGroup<A> {
+    /// The source in each slot.
+    pub source: [A; SHIELD_WAYS],
+    /// Theoretical arrival time of each slot's source (ns, the program's clock).
+    pub tat: [u64; SHIELD_WAYS],
+    /// When each slot's source was last reported over its rate (`SHIELD_OVER`).
+    pub reported: [u64; SHIELD_WAYS],
 }
 
-/// Key of `SHIELD_BUCKETS`: the source address, IPv6, or IPv4 in its mapped
+/// IPv4 sources: the address as read from the header (network order).
+pub type ShieldGroupV4 = ShieldGroup<u32>;
+/// IPv6 sources: the address as two words read from the header.
+pub type ShieldGroupV6 = ShieldGroup<[u64; 2]>;
+
+/// Key of `SHIELD_OVER`: the source address, IPv6, or IPv4 in its mapped
 /// form (`::ffff:a.b.c.d`; a mapped source never occurs on the wire).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -429,8 +470,6 @@ mod pod {
     unsafe impl aya::Pod for super::ShieldSource {}
     // SAFETY: integers without padding, valid for any bit pattern.
     unsafe impl aya::Pod for super::ShieldConfig {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::ShieldBucket {}
     // SAFETY: plain #[repr(C)] integers and arrays, no padding
     // holes with uninitialised bytes (explicit `_pad`), valid for any bit
     // pattern.

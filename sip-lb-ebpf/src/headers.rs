@@ -25,10 +25,12 @@ pub struct Payload {
 }
 
 /// The datagram's source address: IPv6, or IPv4 in its mapped form
-/// (`::ffff:a.b.c.d`, bytes 12..16 the address) with `v4` set.
+/// (`::ffff:a.b.c.d`, bytes 12..16 the address) with `v4` set. Aligned, so
+/// that the shield reads the address in words, not byte by byte.
+#[repr(C, align(8))]
 pub struct Source {
-    pub v4: bool,
     pub addr: [u8; 16],
+    pub v4: bool,
 }
 
 /// Bounds-checked pointer to `len` bytes at `off` (the check the verifier wants).

@@ -58,6 +58,12 @@ fn count_steer(c: &mut Counters, worker: usize, hash: u64) {
 /// Window length for a payload of `payload_len` bytes, and whether it is cut.
 #[inline(always)]
 fn window(payload_len: usize) -> Result<(u32, bool), PassReason> {
+    // The volatile read keeps LLVM from testing another register it knows
+    // to be related (the UDP length), which the verifier would not connect
+    // to the length handed to bpf_xdp_load_bytes (seen once the shield's
+    // check became a BPF-to-BPF call).
+    // SAFETY: reads a local through a valid reference.
+    let payload_len = unsafe { core::ptr::read_volatile(&payload_len) };
     if payload_len < MIN_SIP_LEN {
         return Err(PassReason::NotSip);
     }

@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, CpuMap, HashMap, LpmTrie, LruHashMap, PerCpuArray, ReusePortSockArray, XskMap},
 };
 use sip_lb_common::maps::{
-    Counters, RxRate, ScanBuf, ShieldBucket, ShieldConfig, ShieldSource, SteerConfig, XskAddr, XskCounters, MAX_CPUS,
-    MAX_QUEUES, MAX_WORKERS, MAX_XSK_ADDRS, PORT_WORDS, SHIELD_HIT_SLOTS, SHIELD_MAX_OVER, SHIELD_MAX_PREFIXES,
-    SHIELD_MAX_SOURCES,
+    Counters, RxRate, ScanBuf, ShieldConfig, ShieldGroupV4, ShieldGroupV6, ShieldSource, SteerConfig, XskAddr,
+    XskCounters, MAX_CPUS, MAX_QUEUES, MAX_WORKERS, MAX_XSK_ADDRS, PORT_WORDS, SHIELD_GROUPS, SHIELD_HIT_SLOTS,
+    SHIELD_MAX_OVER, SHIELD_MAX_PREFIXES,
 };
 
 /// Worker count and worker -> CPU table (one entry).
@@ -77,9 +77,14 @@ pub static SHIELD_PREFIXES_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entrie
 #[map(name = "SHIELD_PREFIXES_V6_B")]
 pub static SHIELD_PREFIXES_V6_B: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(SHIELD_MAX_PREFIXES, 0);
 
-/// Source -> GCRA state (`ShieldBucket`).
-#[map(name = "SHIELD_BUCKETS")]
-pub static SHIELD_BUCKETS: LruHashMap<ShieldSource, ShieldBucket> = LruHashMap::with_max_entries(SHIELD_MAX_SOURCES, 0);
+/// GCRA state per IPv4 source, by the group its keyed hash names (an array:
+/// the lookup is inlined, no hashing helper; see [`crate::shield`]).
+#[map(name = "SHIELD_BUCKETS_V4")]
+pub static SHIELD_BUCKETS_V4: Array<ShieldGroupV4> = Array::with_max_entries(SHIELD_GROUPS, 0);
+
+/// The same, IPv6 sources.
+#[map(name = "SHIELD_BUCKETS_V6")]
+pub static SHIELD_BUCKETS_V6: Array<ShieldGroupV6> = Array::with_max_entries(SHIELD_GROUPS, 0);
 
 /// This CPU's GCRA theoretical arrival time for sources not followed yet
 /// (`ShieldConfig::new_interval_ns`).

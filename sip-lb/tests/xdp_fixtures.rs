@@ -572,3 +572,76 @@ fn shield_new_sources_limited_while_known_ones_pass() {
     // The known source is not a new source: it goes on.
     expect_steered(&p, &v4("192.0.2.1").build(&m), b"new@x", 2);
 }
+
+/// A table full of spoofed sources: four times its capacity in distinct
+/// IPv4 sources, each new (its one datagram passes), go through every group.
+/// A source that spent its burst before the flood keeps its slot (its TAT
+/// runs ahead of the clock, so it is the last of its group to be taken):
+/// after the flood it gets one datagram per elapsed second, not a fresh
+/// burst. The memory is the table's, fixed at load.
+#[test]
+fn shield_table_full_of_spoofed_sources_keeps_a_source_over_its_burst() {
+    use sip_lb_common::maps::SHIELD_MAX_SOURCES;
+    use std::time::Instant;
+    const BURST: u64 = 100;
+    let policy = ShieldPolicy { rate: Some(Rate { per_sec: 1, burst: BURST as u32 }), ..ShieldPolicy::default() };
+    let p = shielded(&policy);
+    let m = invite("Call-ID: spoofed@x", 0);
+    let held = v4("203.0.113.77").build(&m);
+    let passed = |p: &XdpTestProgram| p.counters().unwrap().total.steered.iter().sum::<u64>();
+    p.bench(&held, 1000).expect("repeat run");
+    assert_eq!(passed(&p), BURST, "the burst passes");
+    let start = Instant::now();
+    let mut spoofed = v4("198.18.0.0").build(&m);
+    const SRC: usize = 14 + 12; // Ethernet, then the IPv4 source address.
+    for i in 0..4 * SHIELD_MAX_SOURCES {
+        spoofed[SRC..SRC + 4].copy_from_slice(&(0x0a00_0000 + i).to_be_bytes());
+        p.run_raw(&spoofed).expect("test run");
+    }
+    let flood = start.elapsed();
+    let c = p.counters().unwrap().total;
+    assert_eq!(c.shield_rate_limited, 1000 - BURST, "every spoofed source is new: its datagram passes");
+    assert_eq!(passed(&p), BURST + u64::from(4 * SHIELD_MAX_SOURCES));
+    // Had its slot been taken, a fresh burst of 100 would pass now.
+    let before = passed(&p);
+    p.bench(&held, 1000).expect("repeat run");
+    let again = passed(&p) - before;
+    let refilled = flood.as_secs() + 2;
+    assert!(
+        again <= refilled,
+        "{again} passed after a {flood:?} flood: the source lost its bucket (at most {refilled} had it kept it)"
+    );
+}
+
+/// GCRA refills: after its burst a source passes again one interval later,
+/// not before (the stage's clock is the kernel's tick: within a tick of it),
+/// and then one datagram per interval.
+#[test]
+fn shield_bucket_refills_after_one_interval() {
+    use std::time::{Duration, Instant};
+    const INTERVAL: Duration = Duration::from_millis(50);
+    let policy = ShieldPolicy { rate: Some(Rate { per_sec: 20, burst: 3 }), ..ShieldPolicy::default() };
+    let p = shielded(&policy);
+    let f = v4("203.0.113.80").build(&invite("Call-ID: refill@x", 0));
+    let passed = |p: &XdpTestProgram| p.counters().unwrap().total.steered.iter().sum::<u64>();
+    let start = Instant::now();
+    p.bench(&f, 10).expect("repeat run");
+    assert_eq!(passed(&p), 3, "the burst passes");
+    let deadline = start + Duration::from_secs(5);
+    while p.run(&f).expect("test run") == Verdict::RateLimited {
+        assert!(Instant::now() < deadline, "no refill within 5 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let waited = start.elapsed();
+    let mut res = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec we own.
+    assert_eq!(unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) }, 0);
+    let tick = Duration::from_nanos(res.tv_nsec as u64);
+    assert!(
+        waited + 2 * tick >= INTERVAL,
+        "refilled after {waited:?}, before the interval ({INTERVAL:?}, tick {tick:?})"
+    );
+    // Spent again: the next one waits for the next interval.
+    assert_eq!(p.run(&f).expect("test run"), Verdict::RateLimited);
+    assert_eq!(passed(&p), 4);
+}

@@ -59,6 +59,11 @@ struct Maps {
     config: Array<MapData, ShieldConfig>,
     hits: PerCpuArray<MapData, u64>,
     over: HashMap<MapData, ShieldSource, u64>,
+    /// `ShieldConfig::group_keys`: random, and the same for the life of the
+    /// program (new keys would move every source to another group).
+    group_keys: [u64; 5],
+    /// `ShieldConfig::tick_ns`.
+    tick_ns: u64,
     /// What each copy holds.
     held: [BTreeMap<Prefix, u32>; 2],
     active: usize,
@@ -77,6 +82,8 @@ impl XdpShield {
             config: Array::try_from(map(names::SHIELD_CONFIG)?)?,
             hits: PerCpuArray::try_from(map(names::SHIELD_HITS)?)?,
             over: HashMap::try_from(map(names::SHIELD_OVER)?)?,
+            group_keys: random_keys(),
+            tick_ns: tick_ns()?,
             held: Default::default(),
             active: 0,
             flipped: Instant::now(),
@@ -112,7 +119,7 @@ impl XdpShield {
             m.insert(next, p, *v)?;
         }
         m.held[next] = want;
-        let mut cfg = ShieldConfig::zeroed();
+        let mut cfg = ShieldConfig { group_keys: m.group_keys, tick_ns: m.tick_ns, ..ShieldConfig::zeroed() };
         cfg.enabled = u32::from(m.held[next].values().any(|&v| v != SHIELD_ALLOW) || policy.rate.is_some());
         if let Some(rate) = policy.rate {
             cfg.interval_ns = rate.interval_ns();
@@ -154,6 +161,26 @@ impl XdpShield {
             out.push(a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4));
         }
     }
+}
+
+/// Keys for the program's source hash, from the OS random number generator.
+fn random_keys() -> [u64; 5] {
+    let mut b = [0u8; 40];
+    // No entropy at start-up is not something sip-lb could work around.
+    getrandom::fill(&mut b).expect("the OS random number generator is unavailable");
+    std::array::from_fn(|i| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes")))
+}
+
+/// The kernel's tick in nanoseconds: the resolution of
+/// `CLOCK_MONOTONIC_COARSE` is one jiffy (`TICK_NSEC`).
+fn tick_ns() -> anyhow::Result<u64> {
+    let mut res = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec we own.
+    let r = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
+    ensure!(r == 0, "clock_getres(CLOCK_MONOTONIC_COARSE): {}", std::io::Error::last_os_error());
+    let ns = res.tv_sec as u64 * 1_000_000_000 + res.tv_nsec as u64;
+    ensure!(ns > 0, "CLOCK_MONOTONIC_COARSE has no resolution");
+    Ok(ns)
 }
 
 impl Maps {
