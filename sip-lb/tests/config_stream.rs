@@ -88,6 +88,14 @@ fn stream_listener_errors_say_what_is_missing() {
     assert!(e.contains("tcp.max_message_bytes"), "{e}");
     let e = err(format!("listen = [\"127.0.0.1:5060\"]\n[tcp]\nmax_conns = 1\n{POOL}"));
     assert!(e.contains("max_conns"), "{e}");
+    // A tcp/tls pool's links are made for written addresses, not DNS answers.
+    for backends in ["srv = \"_sip._tcp.farm.example\"", "backends = [\"farm.example:5060\"]"] {
+        let e = err(format!(
+            "listen = [\"127.0.0.1:5060\"]\n\n[[pool]]\nname = \"farm\"\ntransport = \"tls\"\n{backends}\n"
+        ));
+        assert!(e.starts_with("5:13: pool \"farm\": transport:"), "names the transport line: {e}");
+        assert!(e.contains("backends found by DNS"), "{e}");
+    }
 }
 
 #[test]

@@ -420,6 +420,7 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
         ps.default = p.default.as_ref().map(|d| d.span());
         ps.backends = p.backends.as_ref().map(|b| b.span());
         let mut backends = Vec::new();
+        let dns_before = draft.dns.names.len();
         if let Some(srv) = &p.srv {
             let Some(n) = super::dns::parse_name(srv.get_ref()) else {
                 return Err(ConfigError::at(
@@ -462,6 +463,22 @@ pub(crate) fn parse(src: &str, base: Option<&Path>) -> Result<(Draft, Spans), Co
             backends.push(BackendConfig { addr: a, weight: b.weight.map_or(1, |w| w.into_inner()) });
         }
         let default = p.default.map_or(methods.is_empty(), |d| d.into_inner());
+        // Links are made for the addresses written here; a name's answers
+        // change the pool, not the links, so they would be sent as datagrams.
+        if let Some(t) = p.transport.as_ref().filter(|t| *t.get_ref() != super::links::PoolTransport::Udp) {
+            if draft.dns.names.len() > dns_before {
+                return Err(ConfigError::at(
+                    src,
+                    Some(t.span()),
+                    format!("pool {name:?}: transport"),
+                    format!(
+                        "{:?} needs backends written as addresses: backends found by DNS (srv or a host name) are \
+                         reached over UDP only",
+                        t.get_ref().as_str()
+                    ),
+                ));
+            }
+        }
         draft.pool_links.push(super::links::PoolLinkDraft {
             pool: name.clone(),
             transport: p.transport.as_ref().map(|t| *t.get_ref()).unwrap_or_default(),
