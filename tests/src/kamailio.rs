@@ -60,3 +60,42 @@ pub fn ensure_tls_module() -> Result<()> {
     );
     Ok(())
 }
+
+/// The config of a Kamailio relaying statefully: it listens on `udp` and on TLS at `tls` (its
+/// `tls` module configured by `tls_cfg`), loads tm, sl, pv, maxfwd and `modules`, answers 483
+/// past 10 hops, runs `route` (script statements that set where to, e.g. `$du`) and `t_relay`s.
+pub fn tls_relay_config(udp: SocketAddr, tls: SocketAddr, tls_cfg: &Path, modules: &[&str], route: &str) -> String {
+    let extra: String = modules.iter().map(|m| format!("loadmodule \"{m}.so\"\n")).collect();
+    format!(
+        r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+auto_aliases=no
+dns=no
+rev_dns=no
+# One UDP worker: two may relay a call's 180 and 200 out of order (seen under load:
+# SIPp's UAC got the 180 after the 200).
+children=1
+tcp_children=2
+enable_tls=yes
+listen=udp:{udp}
+listen=tls:{tls}
+
+loadpath "{MODULES}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+{extra}loadmodule "tls.so"
+modparam("tls", "config", "{cfg}")
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+{route}
+    if (!t_relay()) {{ sl_reply_error(); }}
+    exit;
+}}
+"#,
+        cfg = tls_cfg.display()
+    )
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Result};
 use sip_lb_tests::certs::make_certs;
-use sip_lb_tests::kamailio::{ensure_tls_module, Kamailio, MODULES};
+use sip_lb_tests::kamailio::{ensure_tls_module, tls_relay_config, Kamailio};
 use sip_lb_tests::lb::Launch;
 use sip_lb_tests::ports::{free_tcp_addr, free_udp_addrs};
 use sip_lb_tests::process::scratch_dir;
@@ -17,43 +17,12 @@ use sip_lb_tests::sipp::{ensure_sipp, run_uac, Scenario, UacOptions, Uas};
 /// A stateful Kamailio that relays every request to sip-lb over TLS (double Record-Route
 /// on dialog-creating requests, as a real edge proxy does).
 fn kamailio_config(udp: SocketAddr, tls: SocketAddr, lb_tls: SocketAddr, tls_cfg: &Path) -> String {
-    format!(
-        r#"#!KAMAILIO
-debug=2
-log_stderror=yes
-auto_aliases=no
-dns=no
-rev_dns=no
-# One UDP worker: two may relay a call's 180 and 200 out of order (seen under load:
-# SIPp's UAC got the 180 after the 200).
-children=1
-tcp_children=2
-enable_tls=yes
-listen=udp:{udp}
-listen=tls:{tls}
-
-loadpath "{MODULES}"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "pv.so"
-loadmodule "maxfwd.so"
-loadmodule "siputils.so"
-loadmodule "textops.so"
-loadmodule "tls.so"
-modparam("tls", "config", "{cfg}")
-
-request_route {{
-    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
-    if (is_method("CANCEL")) {{ if (t_check_trans()) t_relay(); exit; }}
-    if (!has_totag()) {{ record_route(); }} else {{ loose_route(); }}
-    $du = "sip:{lb_tls};transport=tls";
-    if (!t_relay()) {{ sl_reply_error(); }}
-    exit;
-}}
-"#,
-        cfg = tls_cfg.display()
-    )
+    let route = format!(
+        "    if (is_method(\"CANCEL\")) {{ if (t_check_trans()) t_relay(); exit; }}\n    \
+         if (!has_totag()) {{ record_route(); }} else {{ loose_route(); }}\n    \
+         $du = \"sip:{lb_tls};transport=tls\";"
+    );
+    tls_relay_config(udp, tls, tls_cfg, &["rr", "siputils", "textops"], &route)
 }
 
 #[test]

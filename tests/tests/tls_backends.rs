@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use sip_lb_tests::certs::{make_certs, make_client_cert};
-use sip_lb_tests::kamailio::{ensure_tls_module, Kamailio, MODULES};
+use sip_lb_tests::kamailio::{ensure_tls_module, tls_relay_config, Kamailio};
 use sip_lb_tests::lb::Launch;
 use sip_lb_tests::ports::{free_tcp_addr, free_tcp_addr_on, free_udp_addr_on, free_udp_addrs};
 use sip_lb_tests::process::scratch_dir;
@@ -23,40 +23,9 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A stateful Kamailio listening on TLS for sip-lb that relays every request to `uas` over UDP
 /// (its responses go back over the connection the request came on, by tm's reply routing).
 fn kamailio_config(udp: SocketAddr, tls: SocketAddr, uas: SocketAddr, tls_cfg: &Path) -> String {
-    format!(
-        r#"#!KAMAILIO
-debug=2
-log_stderror=yes
-auto_aliases=no
-dns=no
-rev_dns=no
-# One UDP worker: two may relay a call's 180 and 200 out of order (seen under load:
-# SIPp's UAC got the 180 after the 200).
-children=1
-tcp_children=2
-enable_tls=yes
-listen=udp:{udp}
-listen=tls:{tls}
-
-loadpath "{MODULES}"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "pv.so"
-loadmodule "maxfwd.so"
-loadmodule "xlog.so"
-loadmodule "tls.so"
-modparam("tls", "config", "{cfg}")
-
-request_route {{
-    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
-    xlog("L_INFO", "tb-backend $rm over $proto from $si:$sp\n");
-    $du = "sip:{uas}";
-    if (!t_relay()) {{ sl_reply_error(); }}
-    exit;
-}}
-"#,
-        cfg = tls_cfg.display()
-    )
+    let route =
+        format!("    xlog(\"L_INFO\", \"tb-backend $rm over $proto from $si:$sp\\n\");\n    $du = \"sip:{uas}\";");
+    tls_relay_config(udp, tls, tls_cfg, &["xlog"], &route)
 }
 
 /// Kamailio's `tls` module config: its server certificate, and sip-lb's client certificate
