@@ -6,6 +6,14 @@ use aya_build::Toolchain;
 fn main() -> anyhow::Result<()> {
     let cargo_metadata::Metadata { packages, .. } =
         cargo_metadata::MetadataCommand::new().no_deps().exec().context("MetadataCommand::exec")?;
+    // The eBPF program is built from sip-lb-common too (the map ABI, the
+    // Call-ID hash): aya-build watches only the eBPF crate, so a change in
+    // common alone would leave a stale object embedded.
+    if let Some(common) = packages.iter().find(|p| p.name.as_str() == "sip-lb-common") {
+        if let Some(dir) = common.manifest_path.parent() {
+            println!("cargo:rerun-if-changed={dir}");
+        }
+    }
     let ebpf = packages
         .into_iter()
         .find(|p| p.name.as_str() == "sip-lb-ebpf")
