@@ -11,6 +11,7 @@
 //! word, and the fixed domain string keeps these MACs apart from the Via
 //! branch's and the connection tokens'.
 
+use super::token::parse_hex;
 use crate::proxy::Keys;
 use crate::sip::params::{addr_uri, params};
 use crate::sip::span::Span;
@@ -138,13 +139,6 @@ fn verify(keys: &Keys, value: &[u8], call_id: &[u8]) -> Option<SocketAddr> {
         keys.verify(tag, input.word, &input.domain_and_ip, input.call_id)
     });
     ok.then_some(addr)
-}
-
-fn parse_hex(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 16 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &b| Some(n << 4 | u64::from((b as char).to_digit(16)?)))
 }
 
 /// The UDP flow named by the top Route value of a request (`route`, the

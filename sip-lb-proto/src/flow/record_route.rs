@@ -14,7 +14,7 @@
 //! requests of any Call-ID, so its MAC covers the token alone. Domain
 //! strings keep the two apart from each other and from the Via token's MAC.
 
-use super::token::{FlowCheck, FlowToken};
+use super::token::{parse_hex, FlowCheck, FlowToken};
 use crate::proxy::{Identity, Keys, Proxy};
 use crate::sip::message::{Header, Message, MAX_HEADERS};
 use crate::sip::params::{addr_uri, params};
@@ -136,23 +136,29 @@ pub fn record_towards(
 /// with `reg-id` and `+sip.instance` (§4.2).
 pub fn is_outbound_register(request: &[u8]) -> bool {
     let mut slots = [const { MaybeUninit::<Header>::uninit() }; MAX_HEADERS];
-    let Ok(m) = Message::parse_uninit(request, &mut slots) else { return false };
-    let outbound = m.all(HeaderName::Contact).flat_map(|h| values(request, h.value)).any(|v| {
-        let params = crate::sip::params::addr_parts(request, v).params;
-        let has = |name: &[u8]| crate::sip::params::param_at(request, params, v.end(), name).is_some();
+    Message::parse_uninit(request, &mut slots).is_ok_and(|m| has_outbound_contact(&m))
+}
+
+/// [`is_outbound_register`] of a parsed message.
+pub fn has_outbound_contact(m: &Message<'_>) -> bool {
+    let buf = m.buf();
+    m.all(HeaderName::Contact).flat_map(|h| values(buf, h.value)).any(|v| {
+        let params = crate::sip::params::addr_parts(buf, v).params;
+        let has = |name: &[u8]| crate::sip::params::param_at(buf, params, v.end(), name).is_some();
         has(b"reg-id") && has(b"+sip.instance")
-    });
-    outbound
+    })
 }
 
 /// Whether a request lists `path` in Supported (RFC 3327 §5.1).
 pub fn ua_supports_path(request: &[u8]) -> bool {
     let mut slots = [const { MaybeUninit::<Header>::uninit() }; MAX_HEADERS];
-    let Ok(m) = Message::parse_uninit(request, &mut slots) else { return false };
-    let listed = m
-        .all(HeaderName::Supported)
-        .any(|h| values(request, h.value).any(|v| v.of(request).eq_ignore_ascii_case(b"path")));
-    listed
+    Message::parse_uninit(request, &mut slots).is_ok_and(|m| lists_path(&m))
+}
+
+/// [`ua_supports_path`] of a parsed message.
+pub fn lists_path(m: &Message<'_>) -> bool {
+    let buf = m.buf();
+    m.all(HeaderName::Supported).any(|h| values(buf, h.value).any(|v| v.of(buf).eq_ignore_ascii_case(b"path")))
 }
 
 /// The flow named by the top Route of a request, when that Route is ours
@@ -180,11 +186,7 @@ pub fn of_request(identity: &Identity, keys: &Keys, request: &[u8]) -> FlowCheck
         return FlowCheck::None;
     };
     let v = v.of(request);
-    let hex = |s: &[u8]| -> Option<u64> {
-        (s.len() == 16).then_some(())?;
-        s.iter().try_fold(0u64, |n, &b| Some(n << 4 | u64::from((b as char).to_digit(16)?)))
-    };
-    let (Some(token), Some(mac)) = (v.get(..16).and_then(hex), v.get(16..).and_then(hex)) else {
+    let (Some(token), Some(mac)) = (v.get(..16).and_then(parse_hex), v.get(16..).and_then(parse_hex)) else {
         return FlowCheck::Forged;
     };
     let call_id = m.find(HeaderName::CallId).map(|h| m.get(h.value)).unwrap_or(&[]);

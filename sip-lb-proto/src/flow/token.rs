@@ -113,8 +113,9 @@ pub fn of_response(keys: &Keys, response: &[u8]) -> FlowCheck {
     FlowCheck::Token(FlowToken::from_u64(token))
 }
 
-fn parse_hex(s: &[u8]) -> Option<u64> {
-    if s.len() != 16 {
+/// 1 to 16 hex digits (either case) as a number; the flow tokens' fields.
+pub(super) fn parse_hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
         return None;
     }
     s.iter().try_fold(0u64, |n, &b| Some(n << 4 | u64::from((b as char).to_digit(16)?)))

@@ -10,6 +10,7 @@ use super::reply::{self, Request};
 use super::splice::{Edits, Insert, MAC_DIGITS};
 use super::Proxy;
 use crate::flow::address::{self, RouteFlow, MAX_PARAM};
+use crate::flow::record_route;
 use crate::sip::header::HeaderName;
 use crate::sip::message::{Header, Message, StartLine};
 use crate::sip::params::{addr_parts, addr_uri, param_at};
@@ -170,7 +171,7 @@ pub(super) fn handle<C: Chooser + ?Sized>(
     let datagram = arrival == Arrival::Datagram;
     let register = m.method() == b"REGISTER";
     // RFC 3327 §5.1: does the UA list `path` in Supported?
-    let supports_path = datagram && register && f.supported && supports_path(m);
+    let supports_path = datagram && register && f.supported && record_route::lists_path(m);
     if datagram && register && routing.refuses(supports_path) {
         // RFC 3327 §5.1: the registrar could not reach this UA without our Path.
         return reject(ReplyCode::ExtensionRequired, out);
@@ -232,7 +233,7 @@ pub(super) fn handle<C: Chooser + ?Sized>(
         let mut token = [0u8; MAX_PARAM];
         let n = address::write_param(&proxy.keys, address::Kind::Path, src, call_id, &mut token);
         // RFC 5626 §5.1: an outbound registration's Path says `ob`.
-        let ob: &[u8] = if f.contact && is_outbound(m) { b";ob" } else { b"" };
+        let ob: &[u8] = if f.contact && record_route::has_outbound_contact(m) { b";ob" } else { b"" };
         path_line = Some(route_line(b"Path: ", uri_of(from), ob, &token[..n]));
     }
 
@@ -341,23 +342,6 @@ fn check(proxy: &Proxy, m: &Message<'_>, f: &Fields<'_>) -> Result<Checked, Reje
         return Err(ReplyCode::BadExtension);
     }
     Ok(Checked { uri, cseq_number, max_forwards, body_end, from_params })
-}
-
-/// Does a Supported header list `path`?
-fn supports_path(m: &Message<'_>) -> bool {
-    let buf = m.buf();
-    m.all(HeaderName::Supported).any(|h| values(buf, h.value).any(|v| v.of(buf).eq_ignore_ascii_case(b"path")))
-}
-
-/// An RFC 5626 outbound registration: a Contact with `reg-id` and
-/// `+sip.instance` (§4.2).
-fn is_outbound(m: &Message<'_>) -> bool {
-    let buf = m.buf();
-    m.all(HeaderName::Contact).flat_map(|h| values(buf, h.value)).any(|v| {
-        let params = addr_parts(buf, v).params;
-        param_at(buf, params, v.end(), b"reg-id").is_some()
-            && param_at(buf, params, v.end(), b"+sip.instance").is_some()
-    })
 }
 
 /// Does Proxy-Require name an option the operator has not listed?
