@@ -135,8 +135,6 @@ impl Streams {
                 flows: flows.clone(),
                 stats: stats.clone(),
                 stop: stop.clone(),
-                record_route: config.record_route,
-                path: config.path,
                 relay: relay.clone(),
                 shield: shield.clone(),
             };

@@ -12,13 +12,13 @@ use std::time::Duration;
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 
 use sip_lb_proto::flow::record_route::{self, Kind};
+use sip_lb_proto::flow::routing::PathMode;
 use sip_lb_proto::flow::{self, FlowToken};
 use sip_lb_proto::proxy::{Action, Forwarded, ReplyCode};
 
 use super::flows::{Flows, Out};
 use super::relay::{Fate, Relay};
 use super::stats::StreamStats;
-use crate::config::{PathMode, RecordRoute};
 use crate::dataplane::{Offence, SharedPlan, SharedShield};
 
 /// How often an idle stream worker checks `stop`.
@@ -58,8 +58,6 @@ pub struct StreamWorker {
     pub flows: Arc<Flows>,
     pub stats: Arc<StreamStats>,
     pub stop: Arc<AtomicBool>,
-    pub record_route: RecordRoute,
-    pub path: PathMode,
     /// Responses and far-end requests to client connections, messages to
     /// backends' connections.
     pub relay: Arc<Relay>,
@@ -97,7 +95,13 @@ impl StreamWorker {
             }
             return;
         }
-        if m.link.is_none() && self.path == PathMode::Require && requires_path_refusal(&m.bytes) {
+        // `record_route` and `path` as the running config has them (a reload
+        // changes them for datagrams and connections alike).
+        let routing = plan.proxy.policy().routing;
+        let register = m.bytes.starts_with(b"REGISTER ");
+        // Read once, and only when a Path setting asks.
+        let supports_path = register && routing.path != PathMode::Off && record_route::ua_supports_path(&m.bytes);
+        if m.link.is_none() && register && routing.refuses(supports_path) {
             // RFC 3327 §5.1: the registrar behind us could not reach this
             // UA without our Path; 421 is a stateless reply like the others.
             if plan.proxy.refuse(&m.bytes, m.peer, ReplyCode::ExtensionRequired, out) {
@@ -118,11 +122,8 @@ impl StreamWorker {
                     return;
                 }
                 let method = m.bytes.split(|&b| b == b' ').next().unwrap_or(&[]);
-                let record = match self.record_route {
-                    RecordRoute::Off => false,
-                    RecordRoute::On => true,
-                    RecordRoute::Auto => record_route::creates_dialog(method),
-                };
+                // The transport always changes here (a connection to UDP or a link).
+                let record = routing.records(method, true);
                 // Where the far end's requests reach us: the listener our Via names.
                 let advertise = plan.proxy.identity().listeners.get(from).map(|l| l.advertise);
                 if let (true, Some(adv)) = (record, advertise) {
@@ -134,12 +135,7 @@ impl StreamWorker {
                     }
                     record_route::insert(keys, out, Kind::RecordRoute, adv, m.token, call_id);
                 }
-                let path = method == b"REGISTER"
-                    && match self.path {
-                        PathMode::Off => false,
-                        PathMode::Supported | PathMode::Require => record_route::ua_supports_path(&m.bytes),
-                        PathMode::Force => true,
-                    };
+                let path = register && routing.paths(supports_path);
                 if let (true, Some(adv)) = (path, advertise) {
                     let kind = match record_route::is_outbound_register(&m.bytes) {
                         true => Kind::OutboundPath,
@@ -258,9 +254,4 @@ impl StreamWorker {
             }
         }
     }
-}
-
-/// A REGISTER whose UA did not list `path` in Supported.
-fn requires_path_refusal(msg: &[u8]) -> bool {
-    msg.starts_with(b"REGISTER ") && !record_route::ua_supports_path(msg)
 }
